@@ -1,0 +1,1 @@
+"""Paper-independent infrastructure: config checks, PRNG, meshes, checkpoints, metrics."""

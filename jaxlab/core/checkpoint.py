@@ -1,0 +1,80 @@
+"""Atomic, resumable checkpoints of a whole training state (an orbax CheckpointManager).
+
+A checkpoint holds the trainer's state pytree (params, optimizer moments, env states, PRNG keys:
+everything the next update reads) plus a small JSON record of host-side progress. orbax writes
+each step into a temporary directory and renames it when complete, so a run killed at any moment
+leaves only whole checkpoints behind; the same command then resumes from the newest one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxlab.core.errors import CheckpointError
+
+
+class Checkpointer:
+  """Saves every ``every`` steps, keeps the newest ``keep``, restores the newest.
+
+  Args:
+    directory: where step directories go (created if missing).
+    every: save when ``step % every == 0`` (and always when ``force=True``).
+    keep: number of checkpoints kept on disk.
+  """
+
+  def __init__(self, directory: str, every: int, keep: int = 3):
+    self.directory = os.path.abspath(directory)
+    self.every = max(int(every), 1)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=True)
+    try:
+      self._manager = ocp.CheckpointManager(self.directory, options=options)
+    except (OSError, PermissionError) as err:
+      raise CheckpointError(f"cannot open checkpoint directory {self.directory}: {err}") from err
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, record: dict | None = None, force: bool = False) -> bool:
+    """Starts an asynchronous save of ``state`` at ``step``; returns whether it saved."""
+    if not force and step % self.every:
+      return False
+    if self.latest_step() == step:
+      return False
+    state = jax.tree.map(jax.numpy.asarray, state)  # orbax refuses numpy scalars
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record or {})), force=True)
+    return True
+
+  def restore(self, like: Any, step: int | None = None) -> tuple[Any, dict, int]:
+    """Restores ``(state, record, step)`` with the structure, shapes and shardings of ``like``.
+
+    Raises:
+      CheckpointError: naming the step directory, when it is unreadable or does not match.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {self.directory}")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    path = os.path.join(self.directory, str(step))
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
+    except Exception as err:  # orbax raises many types; the user needs the path and the cause.
+      cause = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+      raise CheckpointError(
+          f"checkpoint {path} cannot be restored ({type(err).__name__}: {cause}); it is corrupt "
+          f"or from a different config. Move it aside to resume from an earlier step, or use a "
+          f"new --workdir") from None
+    return restored.state, dict(restored.record or {}), step
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,88 @@
+"""Config validation, run before anything is compiled.
+
+Every trainer owns a ``default_config()``: the complete set of keys with their default values.
+An experiment file (``configs/<paper>/<name>.py``) starts from it and overrides values. The
+launcher then checks the final config against the defaults: unknown keys (typos), wrong types,
+and the trainer's own consistency rules all fail with one :class:`ConfigError` line naming the
+key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterable
+
+import ml_collections
+
+from jaxlab.core.errors import ConfigError
+
+# Types that may stand in for one another: an int where a float is expected is fine
+# (``--config.learning_rate=1``), the reverse is not.
+_COMPATIBLE = {float: (int, float), int: (int,), bool: (bool,), str: (str,)}
+
+
+def _type_name(value: Any) -> str:
+  return type(value).__name__
+
+
+def check_against_defaults(config: ml_collections.ConfigDict,
+                           defaults: ml_collections.ConfigDict,
+                           prefix: str = "config") -> None:
+  """Raises ConfigError on unknown keys and on values whose type differs from the default.
+
+  A default of ``None`` accepts anything; nested ConfigDicts are checked recursively; tuples and
+  lists are interchangeable.
+  """
+  for key in config.keys():
+    path = f"{prefix}.{key}"
+    if key not in defaults:
+      known = ", ".join(sorted(defaults.keys()))
+      raise ConfigError(f"unknown config key '{path}'; valid keys here are: {known}")
+    value, default = config[key], defaults[key]
+    if isinstance(default, ml_collections.ConfigDict):
+      if not isinstance(value, ml_collections.ConfigDict):
+        raise ConfigError(f"'{path}' must be a group of keys (like the default), got "
+                          f"{_type_name(value)} {value!r}")
+      check_against_defaults(value, default, path)
+      continue
+    if default is None or value is None:
+      continue
+    if isinstance(default, (tuple, list)):
+      if not isinstance(value, (tuple, list)):
+        raise ConfigError(f"'{path}' must be a list/tuple, got {_type_name(value)} {value!r}")
+      continue
+    allowed = _COMPATIBLE.get(type(default), (type(default),))
+    # bool is a subclass of int; `True` is no valid learning rate.
+    if isinstance(value, bool) and type(default) is not bool:
+      allowed = ()
+    if not isinstance(value, allowed):
+      raise ConfigError(f"'{path}' must be {_type_name(default)} (default {default!r}), got "
+                        f"{_type_name(value)} {value!r}")
+
+
+def require(condition: bool, message: str) -> None:
+  """Raises ConfigError(message) unless condition holds. For trainers' consistency rules."""
+  if not condition:
+    raise ConfigError(message)
+
+
+def require_choice(config: ml_collections.ConfigDict, key: str, choices: Iterable[str]) -> None:
+  """Checks that the dotted ``key`` of ``config`` is one of ``choices``."""
+  value = config
+  for part in key.split("."):
+    value = value[part]
+  choices = list(choices)
+  require(value in choices, f"'config.{key}'={value!r} is not one of {choices}")
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  """Stable JSON of a config, for ``config.json`` and for comparing a resumed run's config."""
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def validate(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict,
+             extra_checks: Callable[[ml_collections.ConfigDict], None] | None = None) -> None:
+  """All checks in order: shape of the config first, then the trainer's own rules."""
+  check_against_defaults(config, defaults)
+  if extra_checks is not None:
+    extra_checks(config)
