@@ -1,0 +1,383 @@
+"""The Llama 3 / Qwen2 / Qwen3 decoder in Flax NNX, with an explicit, functional KV cache.
+
+Shape letters used in names: B batch, T new tokens, S cache slots (or keys), D hidden, N query
+heads, K key/value heads, G = N / K query heads per kv head, H head width, F SwiGLU width,
+V vocabulary, L layers.
+
+Precision: parameters are stored in ``config.param_dtype`` and matmuls run in
+``config.dtype``; RMSNorm statistics, RoPE angles, attention softmax and the output logits are
+always float32 (matmuls that feed them accumulate in float32).
+
+Masks and positions: ``mask_bt`` marks real tokens (1) and padding (0). Batches are LEFT-padded
+so that every row's next token lands in the same cache slot; the RoPE position of a token is
+the number of real tokens before it in its row, so the same prompt gets the same positions
+whatever its padding.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxlab.llm.config import DecoderConfig
+
+_INIT_STD = 0.02  # transformers' initializer_range for all three families
+
+
+def _normal(rngs: nnx.Rngs, shape, dtype):
+  return _INIT_STD * jax.random.normal(rngs.params(), shape, jnp.float32).astype(dtype)
+
+
+# -- KV cache -------------------------------------------------------------------------------------
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Preallocated keys and values of every layer, plus which slots hold real tokens.
+
+  A plain pytree: pass it into the model and take the updated one out, so it can live inside
+  ``jit``/``while_loop`` carries, be donated, and be sharded like any array.
+
+  Attributes:
+    k: per layer, keys ``[B, S, K, H]`` (RoPE already applied).
+    v: per layer, values ``[B, S, K, H]``.
+    mask_bs: ``[B, S]`` bool, slot holds a real (non-pad) token.
+    index: ``[]`` int32, the next slot to write; slots ``>= index`` are ignored.
+  """
+  k: tuple[jax.Array, ...]
+  v: tuple[jax.Array, ...]
+  mask_bs: jax.Array
+  index: jax.Array
+
+  @classmethod
+  def init(cls, config: DecoderConfig, batch: int, max_len: int,
+           dtype: jnp.dtype | str | None = None) -> "KVCache":
+    """An empty cache of ``max_len`` slots, in the compute dtype unless told otherwise."""
+    dtype = jnp.dtype(dtype or config.dtype)
+    shape = (batch, max_len, config.num_kv_heads, config.head_dim)
+    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+    return cls(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
+               mask_bs=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))
+
+  @property
+  def max_len(self) -> int:
+    return self.mask_bs.shape[1]
+
+
+# -- building blocks ------------------------------------------------------------------------------
+
+
+class RMSNorm(nnx.Module):
+  """``x / rms(x) * scale``, computed in float32 whatever the input dtype."""
+
+  def __init__(self, dim: int, eps: float, param_dtype):
+    self.eps = eps
+    self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+    y = x32 * jax.lax.rsqrt(var + self.eps)
+    return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def rope_inv_freq(config: DecoderConfig) -> np.ndarray:
+  """Inverse RoPE frequencies ``[H/2]`` (float32) with the config's scaling applied.
+
+  Computed in float32 like transformers, so that positions map to the same angles.
+  """
+  dim = config.head_dim
+  exponents = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
+  inv = (np.float32(1.0) / np.power(np.float32(config.rope_theta), exponents)).astype(np.float32)
+  s = config.rope_scaling
+  if s is None:
+    return inv
+  if s.rope_type == "linear":
+    # Dividing frequencies by the factor == dividing positions by it (position interpolation).
+    return (inv / np.float32(s.factor)).astype(np.float32)
+  if s.rope_type != "llama3":
+    raise ValueError(f"unsupported rope_type {s.rope_type!r}")
+  # Llama 3.1: frequencies whose wavelength exceeds the pre-training context / low_freq_factor
+  # are interpolated by `factor`; those shorter than context / high_freq_factor are kept; in
+  # between, a ramp linear in context/wavelength blends the two.
+  ctx = float(s.original_max_position_embeddings)
+  wavelen = (2 * math.pi / inv).astype(np.float32)
+  long_wave = wavelen > ctx / s.low_freq_factor
+  short_wave = wavelen < ctx / s.high_freq_factor
+  scaled = np.where(long_wave, inv / np.float32(s.factor), inv).astype(np.float32)
+  ramp = ((ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor))
+  ramp = ramp.astype(np.float32)
+  blended = ((1 - ramp) * scaled / np.float32(s.factor) + ramp * scaled).astype(np.float32)
+  medium = ~short_wave & ~long_wave
+  return np.where(medium, blended, scaled).astype(np.float32)
+
+
+def rope_cos_sin(config: DecoderConfig, positions_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``cos, sin`` of shape ``[B, T, H/2]`` (float32) for integer positions ``[B, T]``."""
+  angles = positions_bt.astype(jnp.float32)[..., None] * jnp.asarray(rope_inv_freq(config))
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x_btnh: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array) -> jax.Array:
+  """Rotates channel pairs ``(i, i + H/2)`` (the "rotate half" layout of HF checkpoints)."""
+  x = x_btnh.astype(jnp.float32)
+  half = x.shape[-1] // 2
+  x1, x2 = x[..., :half], x[..., half:]
+  cos, sin = cos_bth[:, :, None, :], sin_bth[:, :, None, :]
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_btnh.dtype)
+
+
+class Attention(nnx.Module):
+  """Grouped-query attention with optional q/k/v biases (Qwen2) and per-head q/k norm (Qwen3)."""
+
+  def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
+    c = config
+    pd = jnp.dtype(c.param_dtype)
+    d, n, k, h = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
+    self.config = c
+    self.q_dnh = nnx.Param(_normal(rngs, (d, n, h), pd))
+    self.k_dkh = nnx.Param(_normal(rngs, (d, k, h), pd))
+    self.v_dkh = nnx.Param(_normal(rngs, (d, k, h), pd))
+    self.o_nhd = nnx.Param(_normal(rngs, (n, h, d), pd))
+    if c.attention_bias:
+      self.q_bias_nh = nnx.Param(jnp.zeros((n, h), pd))
+      self.k_bias_kh = nnx.Param(jnp.zeros((k, h), pd))
+      self.v_bias_kh = nnx.Param(jnp.zeros((k, h), pd))
+    else:
+      self.q_bias_nh = self.k_bias_kh = self.v_bias_kh = None
+    self.o_bias_d = nnx.Param(jnp.zeros((d,), pd)) if c.attention_out_bias else None
+    if c.qk_norm:
+      self.q_norm = RMSNorm(h, c.rms_norm_eps, pd)
+      self.k_norm = RMSNorm(h, c.rms_norm_eps, pd)
+    else:
+      self.q_norm = self.k_norm = None
+
+  def __call__(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array,
+               allowed_bts: jax.Array, k_cache: jax.Array | None, v_cache: jax.Array | None,
+               index: jax.Array | None):
+    """One attention sub-layer.
+
+    Args:
+      x_btd: normalised input ``[B, T, D]``.
+      cos_bth, sin_bth: RoPE tables ``[B, T, H/2]``.
+      allowed_bts: ``[B, T, S]`` bool, query t may attend key slot s.
+      k_cache, v_cache: ``[B, S, K, H]`` or None (then the keys are this call's T tokens).
+      index: slot where this call's first token is written.
+
+    Returns:
+      ``(out_btd, k_cache, v_cache)`` with the caches updated (None when not given).
+    """
+    c = self.config
+    dt = jnp.dtype(c.dtype)
+    x = x_btd.astype(dt)
+    q = jnp.einsum("btd,dnh->btnh", x, self.q_dnh[...].astype(dt))
+    k = jnp.einsum("btd,dkh->btkh", x, self.k_dkh[...].astype(dt))
+    v = jnp.einsum("btd,dkh->btkh", x, self.v_dkh[...].astype(dt))
+    if self.q_bias_nh is not None:
+      q = q + self.q_bias_nh[...].astype(dt)
+      k = k + self.k_bias_kh[...].astype(dt)
+      v = v + self.v_bias_kh[...].astype(dt)
+    if self.q_norm is not None:
+      q, k = self.q_norm(q), self.k_norm(k)
+    q = apply_rope(q, cos_bth, sin_bth)
+    k = apply_rope(k, cos_bth, sin_bth)
+
+    if k_cache is not None:
+      # In-place slab write; under jit with a donated / loop-carried cache XLA reuses the buffer.
+      k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, index, 0, 0))
+      v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, index, 0, 0))
+      keys, values = k_cache.astype(dt), v_cache.astype(dt)
+    else:
+      keys, values = k, v
+
+    b, t = q.shape[:2]
+    groups = c.num_heads // c.num_kv_heads
+    # Query head n uses kv head n // G: split N into (K, G) instead of repeating keys G times.
+    q_btkgh = q.reshape(b, t, c.num_kv_heads, groups, c.head_dim)
+    scores = jnp.einsum("btkgh,bskh->bkgts", q_btkgh, keys,
+                        preferred_element_type=jnp.float32) / np.sqrt(c.head_dim)
+    # A finite floor instead of -inf: fully padded query rows (left padding) get a uniform, finite
+    # distribution rather than NaN, and their outputs are never used.
+    scores = jnp.where(allowed_bts[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    out = jnp.einsum("bkgts,bskh->btkgh", probs.astype(dt), values)
+    out = out.reshape(b, t, c.num_heads, c.head_dim)
+    y = jnp.einsum("btnh,nhd->btd", out, self.o_nhd[...].astype(dt))
+    if self.o_bias_d is not None:
+      y = y + self.o_bias_d[...].astype(dt)
+    return y, k_cache, v_cache
+
+
+class MLP(nnx.Module):
+  """SwiGLU: ``down(silu(gate(x)) * up(x))``."""
+
+  def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
+    pd = jnp.dtype(config.param_dtype)
+    d, f = config.hidden_size, config.intermediate_size
+    self.dtype = jnp.dtype(config.dtype)
+    self.gate_df = nnx.Param(_normal(rngs, (d, f), pd))
+    self.up_df = nnx.Param(_normal(rngs, (d, f), pd))
+    self.down_fd = nnx.Param(_normal(rngs, (f, d), pd))
+
+  def __call__(self, x_btd: jax.Array) -> jax.Array:
+    dt = self.dtype
+    x = x_btd.astype(dt)
+    gate = x @ self.gate_df[...].astype(dt)
+    up = x @ self.up_df[...].astype(dt)
+    return (jax.nn.silu(gate) * up) @ self.down_fd[...].astype(dt)
+
+
+class Block(nnx.Module):
+  """Pre-norm decoder layer: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
+
+  def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
+    pd = jnp.dtype(config.param_dtype)
+    self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, pd)
+    self.attn = Attention(config, rngs)
+    self.post_attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, pd)
+    self.mlp = MLP(config, rngs)
+
+  def __call__(self, x_btd, cos_bth, sin_bth, allowed_bts, k_cache, v_cache, index):
+    h, k_cache, v_cache = self.attn(self.input_norm(x_btd), cos_bth, sin_bth, allowed_bts,
+                                    k_cache, v_cache, index)
+    x_btd = x_btd + h.astype(x_btd.dtype)
+    x_btd = x_btd + self.mlp(self.post_attn_norm(x_btd)).astype(x_btd.dtype)
+    return x_btd, k_cache, v_cache
+
+
+# -- the decoder ----------------------------------------------------------------------------------
+
+
+def positions_from_mask(mask_bt: jax.Array, offset_b: jax.Array | int = 0) -> jax.Array:
+  """RoPE positions ``[B, T]``: real tokens seen so far in the row (pads get clamped values).
+
+  Args:
+    mask_bt: ``[B, T]``, 1 for real tokens.
+    offset_b: ``[B]`` real tokens already in the cache before this chunk.
+  """
+  pos = jnp.cumsum(mask_bt.astype(jnp.int32), axis=-1) - 1
+  pos = pos + jnp.asarray(offset_b, jnp.int32).reshape(-1, 1)
+  return jnp.maximum(pos, 0)
+
+
+class Decoder(nnx.Module):
+  """Token embedding, ``L`` pre-norm blocks, final RMSNorm, (tied or untied) output head."""
+
+  def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
+    c = config
+    pd = jnp.dtype(c.param_dtype)
+    self.config = c
+    self.embedding_vd = nnx.Param(_normal(rngs, (c.vocab_size, c.hidden_size), pd))
+    self.layers = nnx.List([Block(c, rngs) for _ in range(c.num_layers)])
+    self.final_norm = RMSNorm(c.hidden_size, c.rms_norm_eps, pd)
+    self.lm_head_dv = (None if c.tie_word_embeddings else
+                       nnx.Param(_normal(rngs, (c.hidden_size, c.vocab_size), pd)))
+
+  def hidden(self, tokens_bt: jax.Array, mask_bt: jax.Array | None = None,
+             positions_bt: jax.Array | None = None, cache: KVCache | None = None
+             ) -> tuple[jax.Array, KVCache | None]:
+    """Final-normed hidden states ``[B, T, D]`` (compute dtype) and the updated cache.
+
+    Args:
+      tokens_bt: int token ids ``[B, T]``.
+      mask_bt: ``[B, T]``, 1 for real tokens, 0 for padding (default: all real).
+      positions_bt: RoPE positions ``[B, T]``; default counts real tokens (see
+        :func:`positions_from_mask`), continuing from what the cache holds.
+      cache: None for a plain causal forward over ``tokens_bt``; otherwise the tokens are
+        written at slots ``[cache.index, cache.index + T)`` and attend to every real token
+        before them in the cache.
+    """
+    c = self.config
+    b, t = tokens_bt.shape
+    mask_bt = (jnp.ones((b, t), bool) if mask_bt is None else mask_bt.astype(bool))
+    dt = jnp.dtype(c.dtype)
+
+    if cache is None:
+      if positions_bt is None:
+        positions_bt = positions_from_mask(mask_bt)
+      causal_ts = jnp.tril(jnp.ones((t, t), bool))
+      allowed_bts = causal_ts[None] & mask_bt[:, None, :]
+      index = None
+    else:
+      index = cache.index
+      slots_s = jnp.arange(cache.max_len)
+      if positions_bt is None:
+        # Only slots before `index` count: stale entries past it (after a rewind) are ignored.
+        seen_b = jnp.sum(cache.mask_bs & (slots_s < index)[None], axis=-1)
+        positions_bt = positions_from_mask(mask_bt, seen_b)
+      mask_bs = jax.lax.dynamic_update_slice(cache.mask_bs, mask_bt, (0, index))
+      query_slot_t = index + jnp.arange(t)
+      causal_ts = slots_s[None, :] <= query_slot_t[:, None]
+      allowed_bts = causal_ts[None] & mask_bs[:, None, :]
+
+    cos, sin = rope_cos_sin(c, positions_bt)
+    x = self.embedding_vd[...].astype(dt)[tokens_bt]
+    new_k, new_v = [], []
+    for i, layer in enumerate(self.layers):
+      kc = None if cache is None else cache.k[i]
+      vc = None if cache is None else cache.v[i]
+      if c.remat:
+        x, kc, vc = nnx.remat(Block.__call__)(layer, x, cos, sin, allowed_bts, kc, vc, index)
+      else:
+        x, kc, vc = layer(x, cos, sin, allowed_bts, kc, vc, index)
+      new_k.append(kc)
+      new_v.append(vc)
+    x = self.final_norm(x)
+    if cache is not None:
+      cache = KVCache(k=tuple(new_k), v=tuple(new_v), mask_bs=mask_bs, index=index + t)
+    return x, cache
+
+  def logits(self, h_btd: jax.Array) -> jax.Array:
+    """Float32 logits ``[B, T, V]`` from final hidden states."""
+    dt = jnp.dtype(self.config.dtype)
+    h = h_btd.astype(dt)
+    if self.lm_head_dv is None:
+      return jnp.einsum("btd,vd->btv", h, self.embedding_vd[...].astype(dt),
+                        preferred_element_type=jnp.float32)
+    return jnp.einsum("btd,dv->btv", h, self.lm_head_dv[...].astype(dt),
+                      preferred_element_type=jnp.float32)
+
+  def __call__(self, tokens_bt: jax.Array, mask_bt: jax.Array | None = None,
+               positions_bt: jax.Array | None = None, cache: KVCache | None = None
+               ) -> tuple[jax.Array, KVCache | None]:
+    """``(logits_btv, new_cache)``; see :meth:`hidden` for the arguments."""
+    h, cache = self.hidden(tokens_bt, mask_bt, positions_bt, cache)
+    return self.logits(h), cache
+
+
+def init_decoder(config: DecoderConfig, seed: int = 0) -> Decoder:
+  """A randomly initialised decoder (normal(0.02) weights, unit norms, zero biases)."""
+  return Decoder(config, rngs=nnx.Rngs(seed))
+
+
+def abstract_decoder(config: DecoderConfig) -> Decoder:
+  """The decoder's structure with ``ShapeDtypeStruct`` leaves: nothing is allocated."""
+  return nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef, state, tokens_bt, mask_bt, positions_bt):
+  model = nnx.merge(graphdef, state)
+  logits, _ = model(tokens_bt, mask_bt, positions_bt)
+  return logits
+
+
+def forward(model: Decoder, tokens_bt: jax.Array, mask_bt: jax.Array | None = None,
+            positions_bt: jax.Array | None = None) -> jax.Array:
+  """Jitted cache-free forward: float32 logits ``[B, T, V]``.
+
+  The model is split into (static graph, parameter pytree) so repeated calls with the same
+  shapes reuse one compiled program.
+  """
+  graphdef, state = nnx.split(model)
+  if mask_bt is None:
+    mask_bt = jnp.ones(tokens_bt.shape, bool)
+  return _forward(graphdef, state, tokens_bt, mask_bt, positions_bt)

@@ -1,0 +1,288 @@
+"""Batched autoregressive sampling: one compiled program for prefill + the whole decode loop.
+
+Prompts of different lengths are LEFT-padded to a common length ``P`` so that every row writes
+its next token into the same cache slot; the KV cache holds ``P + max_new_tokens`` slots and is
+created inside the compiled program, where the ``while_loop`` updates it in place.
+
+Log-probabilities (what RL needs):
+  * ``logprobs``: log-prob of each sampled token under the distribution it was actually drawn
+    from: ``softmax(logits / temperature)``, restricted to the top-k / top-p set and
+    renormalised. For greedy decoding (temperature 0) the draw is a point mass, so this holds
+    the untempered model log-prob instead.
+  * ``model_logprobs``: log-prob under the untempered, unfiltered model, ``log_softmax(logits)``.
+Both are 0 after a row has stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from jaxlab.llm.modeling import Decoder, KVCache
+
+
+class PromptTooLongError(ValueError):
+  """A prompt does not fit into the KV cache together with the tokens to generate."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  """How to pick tokens; hashable, so it is a static argument of the compiled loop.
+
+  Attributes:
+    max_new_tokens: tokens to generate per row (the output width).
+    temperature: 0 for greedy (argmax), else logits are divided by it.
+    top_k: keep only the k most likely tokens (0: off).
+    top_p: keep the smallest set of most likely tokens whose mass reaches p (1.0: off).
+    stop_tokens: ids that end a row (the stop token is included in the row's length).
+    pad_id: written after a row has stopped.
+  """
+  max_new_tokens: int
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  stop_tokens: tuple[int, ...] = ()
+  pad_id: int = 0
+
+  def __post_init__(self):
+    if self.max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+    if self.temperature < 0:
+      raise ValueError(f"temperature={self.temperature} must be >= 0")
+    if self.top_k < 0:
+      raise ValueError(f"top_k={self.top_k} must be >= 0")
+    if not 0.0 < self.top_p <= 1.0:
+      raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+
+
+@flax.struct.dataclass
+class SampleOutput:
+  """Generated continuations.
+
+  Attributes:
+    tokens: ``[B, max_new_tokens]`` int32; ``pad_id`` after each row's stop token.
+    logprobs: ``[B, max_new_tokens]`` float32 under the sampling distribution (module doc).
+    model_logprobs: ``[B, max_new_tokens]`` float32 under the untempered model.
+    lengths: ``[B]`` int32, generated tokens per row including its stop token.
+  """
+  tokens: jax.Array
+  logprobs: jax.Array
+  model_logprobs: jax.Array
+  lengths: jax.Array
+
+
+def filter_logits(logits_bv: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
+  """Sets logits outside the top-k, then outside the top-p nucleus, to -inf (as transformers).
+
+  Ties with the last kept logit are kept. The top token always survives.
+  """
+  neg = jnp.array(-jnp.inf, logits_bv.dtype)
+  if top_k and top_k < logits_bv.shape[-1]:
+    kth = jax.lax.top_k(logits_bv, top_k)[0][..., -1:]
+    logits_bv = jnp.where(logits_bv < kth, neg, logits_bv)
+  if top_p < 1.0:
+    # With top-k on, only k candidates remain: sort just those (cheap), else the vocabulary.
+    n = top_k if top_k and top_k < logits_bv.shape[-1] else logits_bv.shape[-1]
+    sorted_desc = jax.lax.top_k(logits_bv, n)[0]
+    probs = jax.nn.softmax(sorted_desc, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    keep = mass_before < top_p  # a prefix of the sorted list, never empty
+    cutoff = jnp.min(jnp.where(keep, sorted_desc, jnp.inf), axis=-1, keepdims=True)
+    logits_bv = jnp.where(logits_bv < cutoff, neg, logits_bv)
+  return logits_bv
+
+
+def sample_step(logits_bv: jax.Array, keys_b: jax.Array, step: jax.Array,
+                params: SamplingParams) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Picks one token per row.
+
+  Args:
+    logits_bv: float32 logits ``[B, V]``.
+    keys_b: one PRNG key per row; the step's key is ``fold_in(key, step)``, so a row's draws
+      depend only on its own key, not on the rest of the batch.
+    step: the index of the token being generated.
+    params: see :class:`SamplingParams`.
+
+  Returns:
+    ``(tokens_b, logprobs_b, model_logprobs_b)``.
+  """
+  model_lp = jax.nn.log_softmax(logits_bv, axis=-1)
+  if params.temperature == 0.0:
+    tok = jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
+    lp = jnp.take_along_axis(model_lp, tok[:, None], axis=-1)[:, 0]
+    return tok, lp, lp
+  scaled = filter_logits(logits_bv / params.temperature, params.top_k, params.top_p)
+  step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_b, step)
+  tok = jax.vmap(jax.random.categorical)(step_keys, scaled).astype(jnp.int32)
+  sample_lp = jax.nn.log_softmax(scaled, axis=-1)
+  pick = lambda lp: jnp.take_along_axis(lp, tok[:, None], axis=-1)[:, 0]
+  return tok, pick(sample_lp), pick(model_lp)
+
+
+def _is_stop(tok_b: jax.Array, stop_tokens: tuple[int, ...]) -> jax.Array:
+  if not stop_tokens:
+    return jnp.zeros(tok_b.shape, bool)
+  return jnp.any(tok_b[:, None] == jnp.asarray(stop_tokens, jnp.int32)[None, :], axis=-1)
+
+
+def _generate(graphdef, state, tokens_bp, mask_bp, keys_b, params: SamplingParams,
+              cache_len: int, cache_shardings: Any = None) -> SampleOutput:
+  """Prefill the prompt, then decode in a ``while_loop`` that exits once every row stopped."""
+  model: Decoder = nnx.merge(graphdef, state)
+  b = tokens_bp.shape[0]
+  n = params.max_new_tokens
+  cache = KVCache.init(model.config, b, cache_len)
+  if cache_shardings is not None:
+    cache = jax.lax.with_sharding_constraint(cache, cache_shardings)
+
+  # Prefill: logits only at the last column (left padding puts every row's last token there),
+  # which saves the [B, P, V] head matmul.
+  h, cache = model.hidden(tokens_bp, mask_bp, cache=cache)
+  logits = model.logits(h[:, -1:])[:, 0]
+  tok, lp, mlp = sample_step(logits, keys_b, jnp.int32(0), params)
+  done = _is_stop(tok, params.stop_tokens)
+
+  out_tok = jnp.full((b, n), params.pad_id, jnp.int32).at[:, 0].set(tok)
+  out_lp = jnp.zeros((b, n), jnp.float32).at[:, 0].set(lp)
+  out_mlp = jnp.zeros((b, n), jnp.float32).at[:, 0].set(mlp)
+  lengths = jnp.ones((b,), jnp.int32)
+  ones_b1 = jnp.ones((b, 1), bool)
+
+  def cond(carry):
+    step, _, _, done, *_ = carry
+    return (step < n) & ~jnp.all(done)
+
+  def body(carry):
+    step, tok, cache, done, out_tok, out_lp, out_mlp, lengths = carry
+    logits, cache = model(tok[:, None], ones_b1, cache=cache)
+    new_tok, lp, mlp = sample_step(logits[:, 0], keys_b, step, params)
+    # Rows that already stopped emit padding with log-prob 0.
+    new_tok = jnp.where(done, params.pad_id, new_tok)
+    lp = jnp.where(done, 0.0, lp)
+    mlp = jnp.where(done, 0.0, mlp)
+    out_tok = jax.lax.dynamic_update_slice(out_tok, new_tok[:, None], (0, step))
+    out_lp = jax.lax.dynamic_update_slice(out_lp, lp[:, None], (0, step))
+    out_mlp = jax.lax.dynamic_update_slice(out_mlp, mlp[:, None], (0, step))
+    lengths = lengths + (~done).astype(jnp.int32)
+    done = done | _is_stop(new_tok, params.stop_tokens)
+    return step + 1, new_tok, cache, done, out_tok, out_lp, out_mlp, lengths
+
+  carry = (jnp.int32(1), tok, cache, done, out_tok, out_lp, out_mlp, lengths)
+  _, _, _, _, out_tok, out_lp, out_mlp, lengths = jax.lax.while_loop(cond, body, carry)
+  return SampleOutput(tokens=out_tok, logprobs=out_lp, model_logprobs=out_mlp, lengths=lengths)
+
+
+_generate_jit = jax.jit(_generate, static_argnames=("graphdef", "params", "cache_len",
+                                                    "cache_shardings"))
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0, length: int | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+  """``(tokens_bp, mask_bp)``: prompts right-aligned in a ``[B, P]`` int32 array.
+
+  Args:
+    prompts: token id lists.
+    pad_id: filler id.
+    length: P (default: the longest prompt); a fixed P avoids recompiling for every batch.
+  """
+  longest = max(len(p) for p in prompts)
+  length = longest if length is None else length
+  if longest > length:
+    raise PromptTooLongError(f"a prompt has {longest} tokens, longer than the padded length "
+                             f"{length}")
+  tokens = np.full((len(prompts), length), pad_id, np.int32)
+  mask = np.zeros((len(prompts), length), bool)
+  for i, p in enumerate(prompts):
+    if len(p):
+      tokens[i, length - len(p):] = p
+      mask[i, length - len(p):] = True
+  return tokens, mask
+
+
+def _row_keys(key: jax.Array, batch: int) -> jax.Array:
+  """Per-row keys: a batch of keys is used as is, a single key is split into ``batch``."""
+  key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+  typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+  single = key.ndim == 0 if typed else key.shape == (2,)
+  if single:
+    return jax.random.split(key, batch)
+  if key.shape[0] != batch:
+    raise ValueError(f"got {key.shape[0]} PRNG keys for a batch of {batch}")
+  return key
+
+
+def generate(model: Decoder, tokens_bp: Any, mask_bp: Any, key: jax.Array,
+             params: SamplingParams, cache_len: int | None = None,
+             mesh: Mesh | None = None) -> SampleOutput:
+  """Samples ``params.max_new_tokens`` tokens after each left-padded prompt.
+
+  Calls with the same shapes and ``params`` reuse one compiled program.
+
+  Args:
+    model: the decoder.
+    tokens_bp: ``[B, P]`` int prompt ids, LEFT-padded (see :func:`left_pad`).
+    mask_bp: ``[B, P]``, 1 for real prompt tokens.
+    key: one PRNG key (split per row) or ``[B]`` keys, one per row.
+    params: see :class:`SamplingParams`.
+    cache_len: KV cache slots, at least ``P + max_new_tokens`` (the default).
+    mesh: shard the batch over ``("data", "fsdp")`` and the cache's kv heads over ``tensor``.
+
+  Raises:
+    PromptTooLongError: ``P + max_new_tokens`` exceeds ``cache_len``.
+  """
+  tokens_bp = jnp.asarray(tokens_bp, jnp.int32)
+  mask_bp = jnp.asarray(mask_bp, bool)
+  b, p = tokens_bp.shape
+  need = p + params.max_new_tokens
+  cache_len = need if cache_len is None else cache_len
+  if need > cache_len:
+    raise PromptTooLongError(
+        f"prompt length {p} + max_new_tokens {params.max_new_tokens} = {need} exceeds the KV "
+        f"cache length {cache_len}; shorten the prompt or enlarge the cache")
+  keys_b = _row_keys(key, b)
+  cache_shardings = None
+  if mesh is not None:
+    from jaxlab.llm import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+    abstract = jax.eval_shape(lambda: KVCache.init(model.config, b, cache_len))
+    cache_shardings = sharding_lib.cache_sharding(mesh, abstract)
+    batch = NamedSharding(mesh, sharding_lib.fit_spec(
+        jax.sharding.PartitionSpec(("data", "fsdp"), None), (b, p), mesh))
+    tokens_bp, mask_bp = jax.device_put((tokens_bp, mask_bp), batch)
+  graphdef, state = nnx.split(model)
+  return _generate_jit(graphdef, state, tokens_bp, mask_bp, keys_b, params=params,
+                       cache_len=cache_len, cache_shardings=cache_shardings)
+
+
+# -- step-by-step API (interactive use, tests): the cache is donated and returned ----------------
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
+def _step(graphdef, state, tokens_bt, mask_bt, cache):
+  model = nnx.merge(graphdef, state)
+  return model(tokens_bt, mask_bt, cache=cache)
+
+
+def forward_with_cache(model: Decoder, tokens_bt: jax.Array, mask_bt: jax.Array,
+                       cache: KVCache) -> tuple[jax.Array, KVCache]:
+  """One jitted call writing ``T`` tokens into ``cache`` (prefill or a decode step).
+
+  The passed cache is donated: its buffers are reused for the returned one, so do not use it
+  again.
+
+  Returns:
+    ``(logits_btv, new_cache)``.
+  """
+  if int(cache.index) + tokens_bt.shape[1] > cache.max_len:
+    raise PromptTooLongError(f"writing {tokens_bt.shape[1]} tokens at slot {int(cache.index)} "
+                             f"overflows the KV cache length {cache.max_len}")
+  graphdef, state = nnx.split(model)
+  return _step(graphdef, state, jnp.asarray(tokens_bt, jnp.int32), jnp.asarray(mask_bt, bool),
+               cache)

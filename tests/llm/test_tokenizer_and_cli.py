@@ -1,0 +1,82 @@
+"""The char-level tokenizer in HF format, chat templates, and the launch.generate entry point."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxlab.llm import checkpoint, config, modeling, tokenizer as tok_lib
+
+
+def test_char_tokenizer_round_trips_through_autotokenizer(tmp_path):
+  texts = ["What is 12+7?\nAnswer: 19", "abc def"]
+  trained = tok_lib.train_char_tokenizer(texts, str(tmp_path))
+  assert {"tokenizer.json", "tokenizer_config.json"} <= set(os.listdir(tmp_path))
+  tok = tok_lib.load_tokenizer(str(tmp_path))
+  assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2, 3)
+  ids = tok(texts[0])["input_ids"]
+  assert ids[0] == tok.bos_token_id and len(ids) == len(texts[0]) + 1
+  assert ids == trained(texts[0])["input_ids"]
+  assert tok.decode(ids, skip_special_tokens=True) == texts[0]
+  assert tok("Z")["input_ids"][1] == tok.unk_token_id  # unseen character
+  len_vocab = len(set("".join(texts))) + 4 + 3  # chars, specials, chat role tags
+  assert len(tok) == len_vocab
+
+
+def test_chat_template(tmp_path):
+  tok_lib.train_char_tokenizer(["hi there"], str(tmp_path))
+  tok = tok_lib.load_tokenizer(str(tmp_path))
+  (ids,) = tok_lib.encode_prompts(tok, ["hi"], chat=True)
+  assert tok.decode(ids) == "<|user|>hi<eos><|assistant|>"
+  (plain,) = tok_lib.encode_prompts(tok, ["hi"])
+  assert tok.decode(plain) == "<bos>hi"
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("tiny"))
+  tok = tok_lib.train_char_tokenizer(["0123456789+= abcdefghij?"], None)
+  cfg = config.DecoderConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                             num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
+                             architecture="Qwen3ForCausalLM", qk_norm=True,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+  checkpoint.save_pretrained(modeling.init_decoder(cfg, seed=0), path, tokenizer=tok)
+  return path
+
+
+def _run(*args):
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=repo)
+  return subprocess.run([sys.executable, "-m", "launch.generate", *args], cwd=repo, env=env,
+                        capture_output=True, text=True, timeout=120)
+
+
+def test_generate_cli_prints_completion(tiny_model_dir):
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
+  prompts = ["1+2=", "abc?"]
+  proc = _run(f"--model={tiny_model_dir}", f"--prompt={prompts[0]}", f"--prompt={prompts[1]}",
+              "--max_new_tokens=6", "--temperature=0")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  # The same greedy decode in-process.
+  model, tok = checkpoint.from_pretrained(tiny_model_dir)
+  tokens, mask = sampling.left_pad(tok_lib.encode_prompts(tok, prompts), tok.pad_token_id)
+  params = sampling.SamplingParams(6, temperature=0.0, stop_tokens=(tok.eos_token_id,),
+                                   pad_id=tok.pad_token_id)
+  out = sampling.generate(model, tokens, mask, jax.random.key(0), params)
+  want = [tok.decode(np.asarray(r)[:n].tolist(), skip_special_tokens=True)
+          for r, n in zip(out.tokens, out.lengths)]
+  assert proc.stdout.splitlines() == want
+  chat = _run(f"--model={tiny_model_dir}", "--prompt=1+2=", "--max_new_tokens=6",
+              "--temperature=0.8", "--top_p=0.9", "--top_k=5", "--seed=3", "--chat")
+  assert chat.returncode == 0 and len(chat.stdout.splitlines()) == 1, chat.stderr[-2000:]
+
+
+def test_generate_cli_bad_model_dir_is_one_line_exit_2(tmp_path):
+  (tmp_path / "config.json").write_text('{"architectures": ["GPT2LMHeadModel"]}')
+  proc = _run(f"--model={tmp_path}", "--prompt=x")
+  assert proc.returncode == 2
+  err = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert len(err) == 1 and "GPT2LMHeadModel" in err[0] and "config.json" in err[0], proc.stderr
