@@ -17,6 +17,26 @@ import orbax.checkpoint as ocp
 from jaxlab.core.errors import CheckpointError
 
 
+def _storable(tree: Any) -> dict[str, jax.Array]:
+  """The non-empty leaves of ``tree`` keyed by their path.
+
+  orbax refuses zero-size arrays (MJX states hold some, e.g. ``act`` of actuator-free models)
+  and numpy scalars; empty leaves carry no data, so they are rebuilt from the template on
+  restore instead of being stored.
+  """
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path): jax.numpy.asarray(leaf) for path, leaf in leaves
+          if jax.numpy.size(leaf) > 0}
+
+
+def _unstorable(stored: dict[str, Any], like: Any) -> Any:
+  """Inverse of :func:`_storable`, with ``like`` giving the structure and the empty leaves."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+  out = [stored[jax.tree_util.keystr(path)] if jax.numpy.size(leaf) > 0 else leaf
+         for path, leaf in leaves]
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
 class Checkpointer:
   """Saves every ``every`` steps, keeps the newest ``keep``, restores the newest.
 
@@ -45,9 +65,9 @@ class Checkpointer:
       return False
     if self.latest_step() == step:
       return False
-    state = jax.tree.map(jax.numpy.asarray, state)  # orbax refuses numpy scalars
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record or {})), force=True)
+        state=ocp.args.StandardSave(_storable(state)), record=ocp.args.JsonSave(record or {})),
+                       force=True)
     return True
 
   def restore(self, like: Any, step: int | None = None) -> tuple[Any, dict, int]:
@@ -59,7 +79,7 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f"no checkpoint in {self.directory}")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _storable(like))
     path = os.path.join(self.directory, str(step))
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -70,7 +90,7 @@ class Checkpointer:
           f"checkpoint {path} cannot be restored ({type(err).__name__}: {cause}); it is corrupt "
           f"or from a different config. Move it aside to resume from an earlier step, or use a "
           f"new --workdir") from None
-    return restored.state, dict(restored.record or {}), step
+    return _unstorable(restored.state, like), dict(restored.record or {}), step
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -31,7 +31,8 @@ from jaxlab.core import config as config_lib
 from jaxlab.core import prng
 from jaxlab.core.checkpoint import Checkpointer
 from jaxlab.core.errors import ConfigError, JaxlabError, WorkdirError
-from jaxlab.core.metrics import MetricWriter, Progress
+from jaxlab.core import plotting
+from jaxlab.core.metrics import MetricWriter, Progress, read_metrics
 
 
 class NonFiniteError(JaxlabError):
@@ -131,11 +132,13 @@ def run(trainer: ChunkedTrainer, config: ml_collections.ConfigDict, workdir: str
   elapsed = float(record.get("elapsed", 0.0))
   t_last = time.perf_counter()
   metrics: dict = {}
+  shown: dict = {}
   for update in range(start + log_every, trainer.num_updates + 1, log_every):
     state, metrics = chunk(state)
     metrics = jax.device_get(metrics)
     _check_finite(metrics, update, ckpt.latest_step(), workdir)
-    if config.eval.every and update % config.eval.every == 0:
+    last = update == trainer.num_updates
+    if config.eval.every and (update % config.eval.every == 0 or last):
       eval_keys = jax.random.split(jax.random.fold_in(eval_root, update), config.num_seeds)
       metrics.update(jax.device_get(evaluate(state, eval_keys)))
     now = time.perf_counter()
@@ -152,11 +155,12 @@ def run(trainer: ChunkedTrainer, config: ml_collections.ConfigDict, workdir: str
       record["first_target_elapsed_s"] = elapsed
     writer.write(update, metrics)
     if bar is not None:
-      shown = {k: metrics[k] for k in ("train/episode_return", "eval/episode_return")
-               if k in metrics}
-      bar.update(env_steps, shown, force=update == trainer.num_updates)
+      for k in ("train/episode_return", "eval/episode_return"):
+        if k in metrics and np.all(np.isfinite(metrics[k])):
+          shown[k] = metrics[k]  # the latest finite value; NaN = no episode ended this chunk
+      bar.update(env_steps, shown, force=last)
     record["elapsed"] = elapsed
-    ckpt.save(update, state, dict(record), force=update == trainer.num_updates)
+    ckpt.save(update, state, dict(record), force=last)
   if bar is not None:
     bar.close()
   ckpt.close()
@@ -166,4 +170,7 @@ def run(trainer: ChunkedTrainer, config: ml_collections.ConfigDict, workdir: str
                  **{k: float(np.mean(v)) for k, v in metrics.items() if np.size(v)})
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2, default=float)
+  plotting.plot_runs({os.path.basename(os.path.normpath(workdir)): read_metrics(workdir)},
+                     ["eval/episode_return", "train/episode_return"],
+                     os.path.join(workdir, "plots"))
   return state, metrics

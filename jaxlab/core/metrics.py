@@ -63,8 +63,9 @@ class MetricWriter:
       f.write(json.dumps(record) + "\n")
     if self._tb is not None:
       for k, v in record.items():
-        if k != "step":
-          self._tb.add_scalar(k, scalar(v), int(step))
+        value = scalar(v) if k != "step" else math.nan
+        if math.isfinite(value):  # e.g. no episode ended in this chunk
+          self._tb.add_scalar(k, value, int(step))
 
   def close(self) -> None:
     if self._tb is not None:

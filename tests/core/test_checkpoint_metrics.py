@@ -16,7 +16,7 @@ from jaxlab.core.errors import CheckpointError
 
 def _state(x):
   return {"w": jnp.full((3, 2), x, jnp.float32), "key": jax.random.PRNGKey(int(x)),
-          "n": jnp.asarray(int(x), jnp.int32)}
+          "n": jnp.asarray(int(x), jnp.int32), "empty": jnp.zeros((0, 3))}
 
 
 def test_save_keep_restore(tmp_path):

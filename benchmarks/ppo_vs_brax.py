@@ -1,0 +1,190 @@
+"""jaxlab PPO vs brax.training PPO: same env, num_envs, unroll and batch sizes, one process.
+
+    python benchmarks/ppo_vs_brax.py                       # CartpoleBalance, 1M steps, 1 seed
+    python benchmarks/ppo_vs_brax.py --seeds=3 --out=runs/bench_ppo.json
+
+For each seed, both trainers run the same schedule: ``num_envs`` envs, ``unroll_length`` steps
+per unroll, ``batch_size * num_minibatches`` sequences per update (brax's layout; jaxlab's
+``unrolls_per_update`` is derived from it), ``num_epochs`` passes, the same learning rate,
+entropy cost, discount, reward scaling, clipping and observation normalisation, and
+``num_evals`` evaluations on ``num_eval_envs`` envs.
+
+Throughput is measured the same way for both (brax's own ``training/sps`` is not used): env
+steps between two consecutive evaluations divided by the wall time between them, after the
+first interval (which holds compilation). Both intervals therefore include one evaluation.
+
+Prints per-seed rows, means, and a last line ``ratio=<ours/brax env-steps/s>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+# brax 0.14.2's trainers call jax.device_put_replicated, which jax 0.10 removed from the public
+# API. The private function still exists; restore it for brax only, here and nowhere else.
+if not hasattr(jax, "device_put_replicated"):
+  from jax._src import api as _jax_api  # pylint: disable=g-import-not-at-top
+  jax.device_put_replicated = _jax_api.device_put_replicated
+
+from jaxlab.envs.from_config import make_from_config  # pylint: disable=g-import-not-at-top
+from jaxlab.rl import ppo  # pylint: disable=g-import-not-at-top
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--env", default="CartpoleBalance", help="Playground DM Control env name")
+  p.add_argument("--impl", default="jax", help="Playground physics implementation")
+  p.add_argument("--total_steps", type=int, default=1_000_000)
+  p.add_argument("--num_envs", type=int, default=256)
+  p.add_argument("--unroll_length", type=int, default=32)
+  p.add_argument("--batch_size", type=int, default=32, help="sequences per minibatch (brax)")
+  p.add_argument("--num_minibatches", type=int, default=8)
+  p.add_argument("--num_epochs", type=int, default=4, help="brax num_updates_per_batch")
+  p.add_argument("--learning_rate", type=float, default=1e-3)
+  p.add_argument("--entropy_cost", type=float, default=1e-2)
+  p.add_argument("--discounting", type=float, default=0.995)
+  p.add_argument("--reward_scaling", type=float, default=10.0)
+  p.add_argument("--clipping_epsilon", type=float, default=0.3)
+  p.add_argument("--episode_length", type=int, default=1000)
+  p.add_argument("--num_evals", type=int, default=9)
+  p.add_argument("--num_eval_envs", type=int, default=128)
+  p.add_argument("--target", type=float, default=900.0)
+  p.add_argument("--seeds", type=int, default=1)
+  p.add_argument("--only", choices=["both", "ours", "brax"], default="both")
+  p.add_argument("--out", default=None, help="write the results as JSON here")
+  return p.parse_args(argv)
+
+
+def _throughput(points):
+  """points: [(wall_s, env_steps, return)] at each evaluation -> steady env-steps/s."""
+  if len(points) < 3:
+    return float("nan")
+  (t1, s1, _), (t2, s2, _) = points[1], points[-1]
+  return (s2 - s1) / (t2 - t1)
+
+
+def _time_to_target(points, target):
+  for t, s, r in points:
+    if r >= target:
+      return t, s
+  return float("nan"), float("nan")
+
+
+def run_ours(args, seed):
+  c = ppo.default_config()
+  c.env.name = f"playground/{args.env}"
+  c.env.impl = args.impl
+  c.env.episode_length = args.episode_length
+  c.num_envs = args.num_envs
+  c.unroll_length = args.unroll_length
+  sequences = args.batch_size * args.num_minibatches
+  if sequences % args.num_envs:
+    raise SystemExit("batch_size * num_minibatches must be a multiple of num_envs (brax's rule)")
+  c.unrolls_per_update = sequences // args.num_envs
+  c.num_minibatches = args.num_minibatches
+  c.num_epochs = args.num_epochs
+  c.learning_rate = args.learning_rate
+  c.ent_coef = args.entropy_cost
+  c.gamma = args.discounting
+  c.reward_scaling = args.reward_scaling
+  c.clip_eps = args.clipping_epsilon
+  c.normalize_observations = True
+  c.eval.num_envs = args.num_eval_envs
+  # Evaluate at the same env-step marks as brax: num_evals - 1 equal training epochs.
+  steps_per_update = ppo.steps_per_update(c)
+  updates_per_eval = max(args.total_steps // steps_per_update // (args.num_evals - 1), 1)
+  c.log_every = updates_per_eval
+  c.total_env_steps = updates_per_eval * (args.num_evals - 1) * steps_per_update
+  c.seed = seed
+  env = make_from_config(c.env)
+  trainer = ppo.make_train(c, env)
+  chunk = jax.jit(trainer.chunk, donate_argnums=0)
+  evaluate = jax.jit(trainer.evaluate)
+  t0 = time.perf_counter()
+  state = jax.jit(trainer.init)(jax.random.PRNGKey(seed))
+  points = []
+
+  def record(update):
+    ret = float(evaluate(state, jax.random.PRNGKey(10_000 + update))["eval/episode_return"])
+    points.append((time.perf_counter() - t0, update * steps_per_update, ret))
+
+  record(0)
+  for i in range(1, args.num_evals):
+    state, _ = chunk(state)
+    record(i * updates_per_eval)
+  return points
+
+
+def run_brax(args, seed):
+  from brax.training.agents.ppo import train as brax_ppo  # pylint: disable=g-import-not-at-top
+  from mujoco_playground import registry, wrapper  # pylint: disable=g-import-not-at-top
+
+  env = registry.load(args.env, config_overrides={"impl": args.impl})
+  points = []
+  t0 = time.perf_counter()
+
+  def progress(num_steps, metrics):
+    points.append((time.perf_counter() - t0, int(num_steps),
+                   float(metrics["eval/episode_reward"])))
+
+  brax_ppo.train(
+      environment=env, wrap_env_fn=wrapper.wrap_for_brax_training,
+      num_timesteps=args.total_steps, num_evals=args.num_evals, num_envs=args.num_envs,
+      episode_length=args.episode_length, unroll_length=args.unroll_length,
+      batch_size=args.batch_size, num_minibatches=args.num_minibatches,
+      num_updates_per_batch=args.num_epochs, learning_rate=args.learning_rate,
+      entropy_cost=args.entropy_cost, discounting=args.discounting,
+      reward_scaling=args.reward_scaling, clipping_epsilon=args.clipping_epsilon,
+      normalize_observations=True, num_eval_envs=args.num_eval_envs,
+      deterministic_eval=True, seed=seed, progress_fn=progress)
+  return points
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  jax {jax.__version__}")
+  rows = []
+  for seed in range(args.seeds):
+    row = {"seed": seed}
+    for name, fn in (("ours", run_ours), ("brax", run_brax)):
+      if args.only not in ("both", name):
+        continue
+      points = fn(args, seed)
+      t_target, s_target = _time_to_target(points, args.target)
+      row[name] = {"sps": _throughput(points), "final_return": points[-1][2],
+                   "wall_s": points[-1][0], "env_steps": points[-1][1],
+                   "time_to_target_s": t_target, "steps_to_target": s_target,
+                   "curve": points}
+      print(f"seed {seed} {name:4s}: {row[name]['sps']:10,.0f} env-steps/s  final return "
+            f"{row[name]['final_return']:7.1f}  wall {row[name]['wall_s']:6.1f}s  "
+            f"to {args.target:g}: {t_target:6.1f}s", flush=True)
+    rows.append(row)
+  summary = {}
+  for name in ("ours", "brax"):
+    runs = [r[name] for r in rows if name in r]
+    if runs:
+      summary[name] = {k: float(np.mean([r[k] for r in runs]))
+                       for k in ("sps", "final_return", "wall_s", "time_to_target_s")}
+      summary[name]["final_returns"] = [r["final_return"] for r in runs]
+      print(f"mean {name:4s}: {summary[name]['sps']:10,.0f} env-steps/s  final return "
+            f"{summary[name]['final_return']:7.1f} (per seed {summary[name]['final_returns']})  "
+            f"time to target {summary[name]['time_to_target_s']:.1f}s")
+  if args.out:
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+      json.dump({"args": vars(args), "rows": rows, "summary": summary}, f, indent=1)
+  if "ours" in summary and "brax" in summary:
+    print(f"ratio={summary['ours']['sps'] / summary['brax']['sps']:.3f}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,391 @@
+"""Proximal Policy Optimisation, in one compiled program per chunk of updates.
+
+Reading order follows execution: ``_rollout`` (a scan of env steps), ``_advantages`` (GAE with
+bootstrap on truncation), ``_update_epoch`` / ``_update_minibatch`` (a scan of SGD steps over a
+shuffled batch), ``_loss``. ``make_train(config, env)`` returns a :class:`PPO` whose methods are
+pure functions of one seed's state; ``train(key)`` runs the whole thing as one ``lax.scan`` and
+``jax.vmap(make_train(config, env))(keys)`` trains many seeds at once.
+
+The launcher (``jaxlab.core.loop``) uses the chunked form instead: ``init`` once, then
+``chunk`` (``config.log_every`` updates in one compiled call) between which it logs, evaluates
+and checkpoints.
+
+Conventions: time-major arrays ``[T, N]`` (unroll length, parallel envs); continuous actions are
+sampled pre-tanh (``raw``) and squashed before the env sees them, so the log-probabilities of the
+behaviour policy are exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx, struct
+
+from jaxlab import nets
+from jaxlab.envs.from_config import make_from_config
+from jaxlab.core import mesh as mesh_lib
+from jaxlab.core import running_stats
+from jaxlab.core.config import require, require_choice
+from jaxlab.envs.base import Env, EnvState
+from jaxlab.rl import networks
+from jaxlab.rl.gae import gae
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key a PPO experiment may set, with defaults close to brax's PPO."""
+  c = ml_collections.ConfigDict()
+  c.trainer = "ppo"
+  c.seed = 0
+  c.num_seeds = 1  # trained in one program with jax.vmap
+  c.env = ml_collections.ConfigDict(dict(
+      name="playground/CartpoleBalance",
+      episode_length=1000,
+      action_repeat=1,
+      impl="jax",  # Playground physics: "jax" (fast on CPU) or "warp"
+      backend="",  # Brax physics pipeline ("" = jaxlab's default for the env)
+  ))
+  c.total_env_steps = 1_000_000
+  c.num_envs = 256
+  c.unroll_length = 30
+  c.unrolls_per_update = 1  # sequential unrolls of num_envs envs gathered per update
+  c.num_minibatches = 8
+  c.num_epochs = 4
+  c.learning_rate = 3e-4
+  c.lr_schedule = "constant"  # or "linear" (to 0 at the last update)
+  c.max_grad_norm = 0.0  # 0 disables clipping
+  c.gamma = 0.99
+  c.gae_lambda = 0.95
+  c.clip_eps = 0.2
+  c.value_clip_eps = 0.0  # 0 disables value clipping
+  c.vf_coef = 0.5
+  c.ent_coef = 0.01
+  c.normalize_advantages = True
+  c.reward_scaling = 1.0
+  c.normalize_observations = True
+  c.network = ml_collections.ConfigDict(dict(
+      kind="plain", activation="silu", layernorm=False,
+      policy_width=32, policy_depth=4, value_width=256, value_depth=5))
+  c.log_every = 10  # updates per compiled chunk; logging happens between chunks
+  c.eval = ml_collections.ConfigDict(dict(every=50, num_envs=16))  # every: updates, 0 = off
+  c.checkpoint = ml_collections.ConfigDict(dict(every=50, keep=3))  # every: updates
+  c.target_return = None  # optional: the run reports when eval return first reaches it
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  return c
+
+
+def check_config(c: ml_collections.ConfigDict) -> None:
+  """PPO's consistency rules; each failure names its key."""
+  for key in ("num_envs", "unroll_length", "unrolls_per_update", "num_minibatches", "num_epochs",
+              "log_every", "num_seeds", "total_env_steps"):
+    require(c[key] >= 1, f"'config.{key}' must be >= 1, got {c[key]}")
+  require_choice(c, "lr_schedule", ["constant", "linear"])
+  require_choice(c, "network.kind", nets.KINDS)
+  require_choice(c, "network.activation", nets.ACTIVATIONS)
+  for key in ("policy_width", "policy_depth", "value_width", "value_depth"):
+    require(c.network[key] >= 1, f"'config.network.{key}' must be >= 1, got {c.network[key]}")
+  batch = c.num_envs * c.unroll_length * c.unrolls_per_update
+  require(batch % c.num_minibatches == 0,
+          f"'config.num_minibatches'={c.num_minibatches} must divide the batch of "
+          f"num_envs*unroll_length*unrolls_per_update={batch} transitions")
+  require(c.total_env_steps >= steps_per_update(c),
+          f"'config.total_env_steps'={c.total_env_steps} is less than one update "
+          f"({steps_per_update(c)} env steps)")
+  for key in ("eval.every", "checkpoint.every"):
+    group, name = key.split(".")
+    every = c[group][name]
+    require(every >= 0 and every % c.log_every == 0,
+            f"'config.{key}'={every} must be a multiple of config.log_every={c.log_every}")
+  require(c.gamma <= 1.0 and c.gamma > 0, f"'config.gamma' must be in (0, 1], got {c.gamma}")
+
+
+def steps_per_update(c: ml_collections.ConfigDict) -> int:
+  """Env steps (counting action repeats) consumed by one update."""
+  return c.num_envs * c.unroll_length * c.unrolls_per_update * c.env.action_repeat
+
+
+def num_updates(c: ml_collections.ConfigDict) -> int:
+  """Updates in the whole run, rounded up to whole chunks of ``log_every``."""
+  n = c.total_env_steps // steps_per_update(c)
+  return -(-n // c.log_every) * c.log_every
+
+
+@struct.dataclass
+class TrainState:
+  """Everything one seed's next update reads. A pytree of arrays; checkpointed whole."""
+  params: Any  # {"policy": nnx.State, "value": nnx.State}
+  opt_state: Any
+  obs_stats: running_stats.RunningStats
+  env_state: EnvState  # batched [num_envs]
+  key: jax.Array
+  update: jax.Array  # () int32, updates done
+
+
+@struct.dataclass
+class Transition:
+  """One step of the rollout, batched [T, N] by the scan."""
+  obs: jax.Array
+  raw_action: jax.Array
+  log_prob: jax.Array
+  reward: jax.Array
+  terminated: jax.Array
+  done: jax.Array
+  final_obs: jax.Array
+  done_return: jax.Array
+
+
+class PPO:
+  """PPO for one seed. ``jax.vmap`` its methods (or the instance) to train many seeds."""
+
+  def __init__(self, config: ml_collections.ConfigDict, env: Env):
+    check_config(config)
+    self.config, self.env, self.spec = config, env, env.spec
+    self.num_updates = num_updates(config)
+    self.steps_per_update = steps_per_update(config)
+    rngs = nnx.Rngs(0)  # only for the graph structure; init() draws the real weights
+    self._actor_def, _ = networks.split(networks.Actor(self.spec, config.network, rngs=rngs))
+    self._critic_def, _ = networks.split(networks.Critic(self.spec, config.network, rngs=rngs))
+    total_sgd_steps = self.num_updates * config.num_epochs * config.num_minibatches
+    if config.lr_schedule == "linear":
+      lr = optax.linear_schedule(config.learning_rate, 0.0, total_sgd_steps)
+    else:
+      lr = optax.constant_schedule(config.learning_rate)
+    self.lr_schedule = lr
+    chain = [optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm > 0 else []
+    self.optimizer = optax.chain(*chain, optax.adam(lr, eps=1e-5))
+
+  # --- networks -----------------------------------------------------------------------------
+
+  def _normalize(self, stats, obs):
+    if not self.config.normalize_observations:
+      return obs
+    return running_stats.normalize(stats, obs)
+
+  def policy(self, params, stats, obs):
+    """Action distribution for raw observations ``obs`` [..., *obs_shape]."""
+    return networks.apply(self._actor_def, params["policy"], self._normalize(stats, obs))
+
+  def value(self, params, stats, obs):
+    """V(obs) [...]."""
+    return networks.apply(self._critic_def, params["value"], self._normalize(stats, obs))
+
+  def act(self, params, stats, obs, key, deterministic: bool = False):
+    """Returns (env action, raw action, log-prob). Deterministic = the distribution's mode."""
+    dist = self.policy(params, stats, obs)
+    if self.spec.discrete:
+      action = dist.mode() if deterministic else dist.sample(key)
+      return action, action, dist.log_prob(action)
+    raw = dist.mode_raw() if deterministic else dist.sample_raw(key)
+    return dist.squash(raw), raw, dist.log_prob(raw)
+
+  # --- init ---------------------------------------------------------------------------------
+
+  def init(self, key: jax.Array) -> TrainState:
+    k_actor, k_critic, k_env, key = jax.random.split(key, 4)
+    _, actor = networks.split(networks.Actor(self.spec, self.config.network,
+                                             rngs=nnx.Rngs(k_actor)))
+    _, critic = networks.split(networks.Critic(self.spec, self.config.network,
+                                               rngs=nnx.Rngs(k_critic)))
+    params = {"policy": actor, "value": critic}
+    env_keys = jax.random.split(k_env, self.config.num_envs)
+    env_state = jax.vmap(self.env.reset)(env_keys)
+    return TrainState(params=params, opt_state=self.optimizer.init(params),
+                      obs_stats=running_stats.init(self.spec.obs_shape), env_state=env_state,
+                      key=key, update=jnp.zeros((), jnp.int32))
+
+  # --- one update ---------------------------------------------------------------------------
+
+  def _rollout(self, state: TrainState):
+    """``unroll_length`` steps of all envs. Returns (state, Transition [T, N])."""
+
+    def _env_step(carry, _):
+      env_state, key = carry
+      key, k_act = jax.random.split(key)
+      obs = env_state.obs
+      action, raw, log_prob = self.act(state.params, state.obs_stats, obs, k_act)
+      env_state = jax.vmap(self.env.step)(env_state, action)
+      t = Transition(obs=obs, raw_action=raw, log_prob=log_prob, reward=env_state.reward,
+                     terminated=env_state.terminated, done=env_state.done,
+                     final_obs=env_state.final_obs, done_return=env_state.done_return)
+      return (env_state, key), t
+
+    (env_state, key), traj = jax.lax.scan(_env_step, (state.env_state, state.key), None,
+                                          length=self.config.unroll_length)
+    return state.replace(env_state=env_state, key=key), traj
+
+  def _advantages(self, state: TrainState, traj: Transition):
+    """GAE over one unroll; bootstraps from V(final_obs) on truncation."""
+    c = self.config
+    values = self.value(state.params, state.obs_stats, traj.obs)
+    next_values = self.value(state.params, state.obs_stats, traj.final_obs)
+    rewards = traj.reward * c.reward_scaling
+    adv, targets = gae(rewards, values, next_values, traj.terminated, traj.done,
+                       c.gamma, c.gae_lambda)
+    return adv, targets, values
+
+  def _loss(self, params, stats, batch, key):
+    """Clipped surrogate + (optionally clipped) value loss - entropy bonus.
+
+    batch: dict of flat [M] arrays: obs, raw_action, log_prob, advantage, target, value.
+    """
+    c = self.config
+    dist = self.policy(params, stats, batch["obs"])
+    log_prob = dist.log_prob(batch["raw_action"])
+    log_ratio = log_prob - batch["log_prob"]
+    ratio = jnp.exp(log_ratio)
+    adv = batch["advantage"]
+    if c.normalize_advantages:
+      adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - c.clip_eps, 1 + c.clip_eps) * adv)
+    policy_loss = -surrogate.mean()
+
+    value = self.value(params, stats, batch["obs"])
+    value_err = jnp.square(value - batch["target"])
+    if c.value_clip_eps > 0:
+      clipped = batch["value"] + jnp.clip(value - batch["value"], -c.value_clip_eps,
+                                          c.value_clip_eps)
+      value_err = jnp.maximum(value_err, jnp.square(clipped - batch["target"]))
+    value_loss = 0.5 * value_err.mean()
+
+    entropy = dist.entropy() if self.spec.discrete else dist.entropy(key)
+    entropy = entropy.mean()
+    loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
+    metrics = {
+        "loss/policy": policy_loss, "loss/value": value_loss, "loss/entropy": entropy,
+        "loss/approx_kl": ((ratio - 1) - log_ratio).mean(),
+        "loss/clip_fraction": (jnp.abs(ratio - 1) > c.clip_eps).mean(),
+    }
+    return loss, metrics
+
+  def _update_minibatch(self, carry, batch):
+    params, opt_state, stats, key = carry
+    key, k_loss = jax.random.split(key)
+    (loss, metrics), grads = jax.value_and_grad(self._loss, has_aux=True)(
+        params, stats, batch, k_loss)
+    updates, opt_state = self.optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    metrics["loss/total"] = loss
+    metrics["grad_norm"] = optax.global_norm(grads)
+    return (params, opt_state, stats, key), metrics
+
+  def _update_epoch(self, carry, batch):
+    """One pass over ``batch`` (flat [U*T*N] arrays) in ``num_minibatches`` shuffled parts."""
+    params, opt_state, stats, key = carry
+    key, k_perm = jax.random.split(key)
+    size = jax.tree.leaves(batch)[0].shape[0]
+    perm = jax.random.permutation(k_perm, size)
+    m = self.config.num_minibatches
+    minibatches = jax.tree.map(lambda x: x[perm].reshape((m, size // m) + x.shape[1:]), batch)
+    (params, opt_state, stats, key), metrics = jax.lax.scan(
+        self._update_minibatch, (params, opt_state, stats, key), minibatches)
+    return (params, opt_state, stats, key), metrics
+
+  def update(self, state: TrainState):
+    """Collect ``unrolls_per_update`` unrolls, then ``num_epochs`` epochs of minibatch SGD.
+
+    Returns (state, metrics) with scalar metrics for this update.
+    """
+    c = self.config
+
+    def _collect(state, _):
+      state, traj = self._rollout(state)
+      adv, targets, values = self._advantages(state, traj)
+      return state, (traj, adv, targets, values)
+
+    state, (traj, adv, targets, values) = jax.lax.scan(_collect, state, None,
+                                                       length=c.unrolls_per_update)
+    flat = lambda x: x.reshape((-1,) + x.shape[3:])  # [U, T, N, ...] -> [U*T*N, ...]
+    batch = {"obs": flat(traj.obs), "raw_action": flat(traj.raw_action),
+             "log_prob": flat(traj.log_prob), "advantage": flat(adv),
+             "target": flat(targets), "value": flat(values)}
+    key, k_epochs = jax.random.split(state.key)
+    (params, opt_state, _, _), metrics = jax.lax.scan(
+        lambda carry, _: self._update_epoch(carry, batch),
+        (state.params, state.opt_state, state.obs_stats, k_epochs), None, length=c.num_epochs)
+    metrics = jax.tree.map(jnp.mean, metrics)
+    # Observation statistics change after the SGD step, so that the behaviour log-probs and
+    # the learner's log-probs above were computed under the same normalisation.
+    obs_stats = state.obs_stats
+    if c.normalize_observations:
+      obs_stats = running_stats.update(obs_stats, traj.obs)
+    n_done = traj.done.sum()
+    metrics["train/episodes"] = n_done
+    metrics["train/return_sum"] = jnp.where(traj.done, traj.done_return, 0.0).sum()
+    metrics["lr"] = self.lr_schedule(state.update * c.num_epochs * c.num_minibatches)
+    state = state.replace(params=params, opt_state=opt_state, obs_stats=obs_stats, key=key,
+                          update=state.update + 1)
+    return state, metrics
+
+  def chunk(self, state: TrainState):
+    """``config.log_every`` updates in one scan; metrics averaged over them (episode return
+    averaged over the episodes that ended in the chunk, NaN when none did)."""
+
+    def body(state, _):
+      return self.update(state)
+
+    state, metrics = jax.lax.scan(body, state, None, length=self.config.log_every)
+    episodes = metrics.pop("train/episodes").sum()
+    return_sum = metrics.pop("train/return_sum").sum()
+    metrics = jax.tree.map(jnp.mean, metrics)
+    metrics["train/episode_return"] = jnp.where(episodes > 0, return_sum / episodes, jnp.nan)
+    metrics["train/episodes"] = episodes
+    return state, metrics
+
+  # --- evaluation ---------------------------------------------------------------------------
+
+  def evaluate(self, state: TrainState, key: jax.Array):
+    """Mean return of the first episode of ``eval.num_envs`` fresh envs, deterministic policy."""
+    n = self.config.eval.num_envs
+    env_state = jax.vmap(self.env.reset)(jax.random.split(key, n))
+
+    def _step(carry, _):
+      env_state, first_return, finished = carry
+      action, _, _ = self.act(state.params, state.obs_stats, env_state.obs, key,
+                              deterministic=True)
+      env_state = jax.vmap(self.env.step)(env_state, action)
+      newly = env_state.done & ~finished
+      first_return = jnp.where(newly, env_state.done_return, first_return)
+      return (env_state, first_return, finished | env_state.done), None
+
+    init = (env_state, jnp.zeros(n), jnp.zeros(n, bool))
+    (_, returns, finished), _ = jax.lax.scan(_step, init, None, length=self.spec.episode_length)
+    return {"eval/episode_return": returns.mean(),
+            "eval/finished_fraction": finished.mean()}
+
+  def shard(self, state: TrainState, mesh) -> TrainState:
+    """Places a seed-batched state: env batch (axis 1) split over devices, the rest replicated."""
+    replicated = jax.tree.map(lambda x: jax.device_put(x, mesh_lib.replicated(mesh)),
+                              state.replace(env_state=None))
+    return replicated.replace(env_state=mesh_lib.shard_batch(state.env_state, mesh, 1))
+
+  # --- the PureJaxRL shape ------------------------------------------------------------------
+
+  def train(self, key: jax.Array):
+    """The whole run as one pure function: init, then every update in one scan."""
+    state = self.init(key)
+    n_chunks = self.num_updates // self.config.log_every
+    state, metrics = jax.lax.scan(lambda s, _: self.chunk(s), state, None, length=n_chunks)
+    return state, metrics
+
+  __call__ = train
+
+
+def make_train(config: ml_collections.ConfigDict, env: Env) -> PPO:
+  """``make_train(config, env)(key) -> (state, metrics)``; vmap it over keys for many seeds."""
+  return PPO(config, env)
+
+
+def check_mesh(config: ml_collections.ConfigDict, mesh) -> None:
+  """The env batch is split over the data-parallel devices, so it must divide evenly."""
+  mesh_lib.check_divisible(mesh, config.num_envs, "config.num_envs")
+  mesh_lib.check_divisible(mesh, config.eval.num_envs, "config.eval.num_envs")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, mesh) -> tuple[TrainState, dict]:
+  """Launcher entry point: builds the env and trains with the shared loop."""
+  from jaxlab.core import loop  # pylint: disable=import-outside-toplevel
+  env = make_from_config(config.env)
+  return loop.run(make_train(config, env), config, workdir, mesh)

@@ -1,0 +1,72 @@
+"""Train any jaxlab experiment from its config file; the same command resumes.
+
+    python -m launch.train --config=configs/ppo/cartpole_balance.py --workdir=runs/quickstart
+    python -m launch.train --config=configs/ppo/cartpole_balance.py --workdir=runs/q2 \
+        --config.num_seeds=3 --config.learning_rate=3e-4
+
+``config.trainer`` names the trainer (see ``jaxlab/trainers.py``). The config is checked before
+anything is compiled or written; a bad key, type or combination stops with one line naming it
+and exit status 2. On a multi-host slice (TPU pod, GPU cluster) pass ``--multihost`` (see
+``launch/tpu_pod.sh``): ``jax.distributed.initialize()`` runs first, and every host runs the same
+command.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/<paper>/<name>.py[:arg]).",
+    lock_config=False, accept_new_attributes=True)  # unknown keys reach our validator
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: config, metrics, checkpoints.")
+_MULTIHOST = flags.DEFINE_bool("multihost", False,
+                               "Call jax.distributed.initialize() before anything else.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def fail(message: str, code: int = 2) -> None:
+  """One line on stderr, no traceback, non-zero exit."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(code)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # keep the console for progress and errors
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from jaxlab import trainers  # pylint: disable=import-outside-toplevel
+  from jaxlab.core import config as config_lib  # pylint: disable=import-outside-toplevel
+  from jaxlab.core import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  from jaxlab.core.errors import JaxlabError  # pylint: disable=import-outside-toplevel
+
+  if _MULTIHOST.value:
+    jax.distributed.initialize()
+  config = _CONFIG.value
+  try:
+    if "trainer" not in config:
+      raise config_lib.ConfigError("the config has no 'trainer' key; start it from a trainer's "
+                                   "default_config(), e.g. jaxlab.rl.ppo.default_config()")
+    trainer = trainers.get(config.trainer)
+    config_lib.validate(config, trainer.default_config(), trainer.check_config)
+    mesh = mesh_lib.make_mesh(**config.mesh)
+    trainer.check_mesh(config, mesh)
+    print(f"jaxlab: trainer={config.trainer} devices={jax.device_count()} "
+          f"({jax.devices()[0].platform}) mesh={dict(mesh.shape)} workdir={_WORKDIR.value}",
+          file=sys.stderr)
+    trainer.run(config, _WORKDIR.value, mesh)
+  except JaxlabError as err:
+    fail(str(err))
+  print(f"jaxlab: done; metrics in {_WORKDIR.value}/metrics.jsonl, plot with: "
+        f"python -m launch.plot --workdir={_WORKDIR.value}", file=sys.stderr)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,141 @@
+"""The launcher end to end: resume after SIGKILL equals an uninterrupted run; bad input fails
+with one line and a non-zero exit, and nothing in the workdir is lost."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = "configs/ppo/cartpole_gymnax.py"
+# 200 updates of 2048 env steps, a checkpoint every 20: long enough to be killed mid-run.
+SHORT = ["--config.total_env_steps=409600", "--config.checkpoint.every=20",
+         "--config.eval.every=20", "--config.log_every=5"]
+
+
+def _launch(workdir, *extra, env=None, wait=True):
+  cmd = [sys.executable, "-m", "launch.train", f"--config={CONFIG}", f"--workdir={workdir}",
+         *SHORT, *extra]
+  full_env = dict(os.environ, **(env or {}))
+  if not wait:
+    return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+  return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
+                        timeout=900)
+
+
+def _deterministic(records):
+  return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
+
+
+def _read(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _final_params(workdir):
+  import orbax.checkpoint as ocp
+  ckdir = os.path.join(workdir, "checkpoints")
+  last = max(int(d) for d in os.listdir(ckdir) if d.isdigit())
+  tree = ocp.StandardCheckpointer().restore(os.path.join(ckdir, str(last), "state"))
+  return last, {k: v for k, v in tree.items() if k.startswith(".params")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("full") / "run")
+  result = _launch(workdir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+def test_resume_after_sigkill_equals_uninterrupted(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "run")
+  proc = _launch(workdir, wait=False)
+  ckdir = os.path.join(workdir, "checkpoints")
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    done = [d for d in os.listdir(ckdir) if d.isdigit()] if os.path.isdir(ckdir) else []
+    if done:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "run finished before it could be killed: " + proc.stderr.read()
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  records_at_kill = _read(workdir)
+  assert records_at_kill[-1]["step"] < 200  # it really was interrupted
+
+  result = _launch(workdir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert _deterministic(_read(workdir)) == _deterministic(_read(uninterrupted))
+  step_a, params_a = _final_params(workdir)
+  step_b, params_b = _final_params(uninterrupted)
+  assert step_a == step_b == 200
+  import jax
+  jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+
+
+def _assert_one_line_error(result, needle):
+  assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+  errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+  assert len(errors) == 1 and needle in errors[0], result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--config.num_evns=8"], "unknown config key 'config.num_evns'"),
+    (["--config.env.name=gymnax/CartPoel-v1"], "unknown env 'gymnax/CartPoel-v1'"),
+    (["--config.num_minibatches=7"], "'config.num_minibatches'=7 must divide"),
+])
+def test_bad_config_fails_before_touching_workdir(tmp_path, extra, needle):
+  workdir = str(tmp_path / "run")
+  _assert_one_line_error(_launch(workdir, *extra), needle)
+  assert not os.path.exists(workdir)
+
+
+def test_num_envs_not_divisible_by_devices(tmp_path):
+  workdir = str(tmp_path / "run")
+  result = _launch(workdir, "--config.num_envs=36",
+                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  _assert_one_line_error(result, "'config.num_envs'=36 is not divisible by the 8")
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("a file, not a directory")
+  _assert_one_line_error(_launch(str(blocker / "run")), "is not writable")
+
+
+def test_changed_config_in_existing_workdir_is_refused(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(uninterrupted, workdir)
+  before = open(os.path.join(workdir, "metrics.jsonl")).read()
+  _assert_one_line_error(_launch(workdir, "--config.learning_rate=0.1"),
+                         "keys differ: config.learning_rate")
+  assert open(os.path.join(workdir, "metrics.jsonl")).read() == before
+
+
+def test_corrupt_checkpoint_is_reported_and_kept(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(uninterrupted, workdir)
+  last = os.path.join(workdir, "checkpoints", "200", "state")
+  damaged = []
+  for root, _, files in os.walk(last):
+    for name in files:
+      if not name.startswith("_"):
+        path = os.path.join(root, name)
+        with open(path, "wb") as f:
+          f.write(b"not a checkpoint")
+        damaged.append(path)
+  assert damaged
+  # A longer run must resume from the corrupt step 200 and refuse.
+  result = _launch(workdir)
+  _assert_one_line_error(result, "checkpoints/200 cannot be restored")
+  assert all(os.path.exists(p) for p in damaged)
+  assert len(_read(workdir)) == len(_read(uninterrupted))
