@@ -79,7 +79,8 @@ def _time_to_target(points, target):
   return float("nan"), float("nan")
 
 
-def run_ours(args, seed):
+def ours_config(args, seed):
+  """jaxlab's PPO config for brax's schedule; total steps rounded to whole evaluations."""
   c = ppo.default_config()
   c.env.name = f"playground/{args.env}"
   c.env.impl = args.impl
@@ -103,8 +104,16 @@ def run_ours(args, seed):
   steps_per_update = ppo.steps_per_update(c)
   updates_per_eval = max(args.total_steps // steps_per_update // (args.num_evals - 1), 1)
   c.log_every = updates_per_eval
+  c.eval.every = updates_per_eval
+  c.checkpoint.every = 0  # the benchmark calls the trainer directly; no checkpoints
   c.total_env_steps = updates_per_eval * (args.num_evals - 1) * steps_per_update
   c.seed = seed
+  return c, updates_per_eval
+
+
+def run_ours(args, seed):
+  c, updates_per_eval = ours_config(args, seed)
+  steps_per_update = ppo.steps_per_update(c)
   env = make_from_config(c.env)
   trainer = ppo.make_train(c, env)
   chunk = jax.jit(trainer.chunk, donate_argnums=0)
@@ -151,6 +160,9 @@ def run_brax(args, seed):
 
 def main(argv=None):
   args = parse_args(argv)
+  # brax rounds its schedule up to whole training steps per evaluation: give both the same
+  # number of env steps by rounding first.
+  args.total_steps = ours_config(args, 0)[0].total_env_steps
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  jax {jax.__version__}")
   rows = []
   for seed in range(args.seeds):

@@ -139,3 +139,21 @@ def test_corrupt_checkpoint_is_reported_and_kept(uninterrupted, tmp_path):
   _assert_one_line_error(result, "checkpoints/200 cannot be restored")
   assert all(os.path.exists(p) for p in damaged)
   assert len(_read(workdir)) == len(_read(uninterrupted))
+
+
+def test_eval_restores_the_trained_policy(uninterrupted):
+  result = subprocess.run([sys.executable, "-m", "launch.eval", f"--workdir={uninterrupted}",
+                           "--episodes=2"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(os.path.join(uninterrupted, "eval.json")) as f:
+    out = json.load(f)
+  assert out["checkpoint_update"] == 200
+  # The same policy the training log last evaluated (CartPole-v1's maximum is 500).
+  assert out["jax_env_return_mean"] >= 400, out
+
+
+def test_eval_of_a_missing_run_is_one_line(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "launch.eval", f"--workdir={tmp_path}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+  _assert_one_line_error(result, "config.json does not exist")

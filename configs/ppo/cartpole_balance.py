@@ -4,8 +4,8 @@ The quickstart:
     python -m launch.train --config=configs/ppo/cartpole_balance.py --workdir=runs/quickstart
 
 Expected: deterministic eval return >= 900 (of 1000) at the end.
-Time: about 7 minutes on a 2-core CPU (jax 0.10.2), of which ~1 minute is compilation; well
-under a minute on one H100/H200.
+Time: about 1.5 minutes on a 2-core CPU (jax 0.10.2), of which ~40 s is compilation and
+evaluation; the same schedule runs at ~1.25M env-steps/s on one H200 (see README.md).
 """
 
 from jaxlab.rl import ppo
