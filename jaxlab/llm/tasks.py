@@ -1,0 +1,327 @@
+r"""Procedurally generated reasoning tasks (reasoning-gym) as JSONL files, and their verifiers.
+
+Generating needs the ``reasoning-gym`` package; training and evaluation do not: tasks are
+written once to JSONL and read back with :func:`load_jsonl`, so runs and tests only need the
+files (the small ones the tiny SFT config uses ship under ``data/llm/``).
+
+    python -m jaxlab.llm.tasks --task=chain_sum --n=2000 --seed=1 --out=data/llm/x.jsonl \
+        --difficulty=min_terms=2,max_terms=3,max_digits=1 [--exclude=held_out.jsonl]
+
+One row per line: ``{"task": str, "question": str, "answer": str, "seed": int,
+"metadata": {...}}`` (metadata optional). ``seed`` is the reasoning-gym dataset seed;
+``metadata.source_index`` the row's index in that dataset, so a row can be regenerated.
+
+A verifier turns a model's completion into an answer (:func:`extract_answer`) and compares it
+with the reference (:func:`verify`): numerically for the arithmetic tasks, exactly for
+spell_backward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+from fractions import Fraction
+from typing import Any, Callable, Iterable, Sequence
+
+REQUIRED_FIELDS = {"task": str, "question": str, "answer": str, "seed": int}
+
+
+class TaskDataError(ValueError):
+  """A task file or row is malformed; the message starts with ``file:line``."""
+
+
+# -- answer extraction and verification -----------------------------------------------------------
+
+# An optional sign, digits, an optional fraction part; thousands separators are not produced by
+# these tasks and are not accepted (they would make "1,2" ambiguous).
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:/\d+)?")
+_TAGGED = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def _tagged_or_whole(text: str) -> str:
+  """The content of the last ``<answer>...</answer>`` if there is one, else the text."""
+  found = _TAGGED.findall(text)
+  return found[-1] if found else text
+
+
+def extract_number(text: str) -> str | None:
+  """The last number in the completion (or in its ``<answer>`` tag), or None.
+
+  The last, not the first: a model that shows work ("3 + 4 = 7") ends with its result.
+  """
+  found = _NUMBER.findall(_tagged_or_whole(text))
+  return found[-1] if found else None
+
+
+def extract_word(text: str) -> str | None:
+  """The first whitespace-separated word of the completion (or of its ``<answer>`` tag)."""
+  words = _tagged_or_whole(text).split()
+  return words[0] if words else None
+
+
+def _as_fraction(s: str) -> Fraction | None:
+  try:
+    return Fraction(s.strip())
+  except (ValueError, ZeroDivisionError):
+    return None
+
+
+def numbers_equal(got: str | None, want: str) -> bool:
+  """Exact rational comparison: ``"6"``, ``"+6"``, ``"6.0"`` and ``"12/2"`` all equal 6."""
+  if got is None:
+    return False
+  a, b = _as_fraction(got), _as_fraction(want)
+  return a is not None and b is not None and a == b
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """A reasoning-gym task: how to generate it and how to check a completion.
+
+  Attributes:
+    name: the reasoning-gym dataset name (also the ``task`` field of rows).
+    extract: completion text -> the answer string (or None when there is none).
+    equal: (extracted answer, reference answer) -> correct?
+    defaults: generation settings used unless overridden (reasoning-gym config fields).
+  """
+  name: str
+  extract: Callable[[str], str | None]
+  equal: Callable[[str | None, str], bool]
+  defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _exact(got: str | None, want: str) -> bool:
+  return got is not None and got.strip() == want.strip()
+
+
+TASKS: dict[str, Task] = {
+    "chain_sum": Task("chain_sum", extract_number, numbers_equal),
+    # Integer results only: reasoning-gym's "/" may otherwise yield long decimals.
+    "basic_arithmetic": Task("basic_arithmetic", extract_number, numbers_equal,
+                             {"operators": ("+", "-", "*")}),
+    "spell_backward": Task("spell_backward", extract_word, _exact),
+}
+
+
+def get_task(name: str) -> Task:
+  if name not in TASKS:
+    raise TaskDataError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+  return TASKS[name]
+
+
+def extract_answer(task: str, completion: str) -> str | None:
+  """The answer a completion gives for ``task`` (None if it gives none)."""
+  return get_task(task).extract(completion)
+
+
+def verify(task: str, completion: str, answer: str) -> bool:
+  """Whether ``completion`` answers correctly, given the reference ``answer``."""
+  t = get_task(task)
+  return bool(t.equal(t.extract(completion), answer))
+
+
+def accuracy(rows: Sequence[dict[str, Any]], completions: Sequence[str]) -> dict[str, float]:
+  """Mean correctness overall (``"all"``) and per task."""
+  if len(rows) != len(completions):
+    raise ValueError(f"{len(rows)} rows but {len(completions)} completions")
+  per: dict[str, list[bool]] = {}
+  for row, text in zip(rows, completions):
+    per.setdefault(row["task"], []).append(verify(row["task"], text, row["answer"]))
+  out = {name: sum(v) / len(v) for name, v in per.items()}
+  flat = [x for v in per.values() for x in v]
+  out["all"] = sum(flat) / max(len(flat), 1)
+  return out
+
+
+# -- generation (needs reasoning-gym) -------------------------------------------------------------
+
+
+def generate(task: str, n: int, seed: int, exclude_questions: Iterable[str] = (),
+             keep_metadata: bool = True, **difficulty: Any) -> list[dict[str, Any]]:
+  """``n`` rows of ``task`` from reasoning-gym's dataset with this ``seed``.
+
+  Args:
+    task: a key of :data:`TASKS`.
+    n: rows wanted.
+    seed: the reasoning-gym dataset seed (recorded in each row).
+    exclude_questions: questions to skip (e.g. a held-out set, so that train and test are
+      disjoint); duplicates within the output are skipped too.
+    keep_metadata: keep reasoning-gym's metadata (always keeps ``source_index``).
+    **difficulty: reasoning-gym config fields (``min_terms``, ``max_digits``, ...), on top of
+      the task's defaults.
+
+  Raises:
+    TaskDataError: fewer than ``n`` distinct questions exist under these settings.
+  """
+  try:
+    import reasoning_gym  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise TaskDataError("generating tasks needs reasoning-gym: pip install reasoning-gym==0.1.25"
+                        " (training from the shipped JSONL files does not)") from None
+  t = get_task(task)
+  settings = {**t.defaults, **difficulty}
+  seen = set(exclude_questions)
+  rows: list[dict[str, Any]] = []
+  # The dataset is indexable and deterministic per (seed, index); ask for more than n so that
+  # skipped duplicates can be replaced, and give up once a large budget yields nothing new.
+  budget = max(4 * n, 1000)
+  ds = reasoning_gym.create_dataset(task, seed=seed, size=budget, **settings)
+  for i in range(budget):
+    entry = ds[i]
+    q = entry["question"]
+    if q in seen:
+      continue
+    seen.add(q)
+    meta = dict(entry.get("metadata") or {})
+    meta = _jsonable(meta) if keep_metadata else {}
+    meta["source_index"] = i
+    rows.append({"task": task, "question": q, "answer": str(entry["answer"]), "seed": int(seed),
+                 "metadata": meta})
+    if len(rows) == n:
+      return rows
+  raise TaskDataError(f"{task} with {settings}: only {len(rows)} distinct questions in "
+                      f"{budget} draws (wanted {n}); widen the difficulty or ask for fewer")
+
+
+def _jsonable(x: Any) -> Any:
+  if isinstance(x, dict):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, (str, int, float, bool)) or x is None:
+    return x
+  return str(x)
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], path: str) -> None:
+  """Writes rows atomically (a temporary file, then a rename)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    for row in rows:
+      f.write(json.dumps(row, sort_keys=True, separators=(",", ":")) + "\n")
+  os.replace(tmp, path)
+
+
+# -- loading and validation -----------------------------------------------------------------------
+
+
+def validate_row(row: Any, where: str) -> dict[str, Any]:
+  """Checks one parsed row; ``where`` (``file:line``) starts every error message."""
+  if not isinstance(row, dict):
+    raise TaskDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+  for field, typ in REQUIRED_FIELDS.items():
+    if field not in row:
+      raise TaskDataError(f"{where}: missing field {field!r} (required: "
+                          f"{', '.join(REQUIRED_FIELDS)})")
+    value = row[field]
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+      raise TaskDataError(f"{where}: field {field!r} must be {typ.__name__}, got "
+                          f"{type(value).__name__} {value!r}")
+  if row["task"] not in TASKS:
+    raise TaskDataError(f"{where}: field 'task'={row['task']!r} is not a known task "
+                        f"({', '.join(sorted(TASKS))})")
+  if not row["question"].strip():
+    raise TaskDataError(f"{where}: field 'question' is empty")
+  if not row["answer"].strip():
+    raise TaskDataError(f"{where}: field 'answer' is empty")
+  if "metadata" in row and not isinstance(row["metadata"], dict):
+    raise TaskDataError(f"{where}: field 'metadata' must be an object, got "
+                        f"{type(row['metadata']).__name__}")
+  return row
+
+
+def load_jsonl(path: str, limit: int | None = None) -> list[dict[str, Any]]:
+  """Reads and validates a task file (blank lines are skipped).
+
+  Raises:
+    TaskDataError: (a ``ValueError``) naming ``file:line`` and the bad field, for a missing
+      file, invalid JSON, a missing/mistyped field or an unknown task.
+  """
+  if not os.path.isfile(path):
+    raise TaskDataError(f"{path}: task file does not exist")
+  rows = []
+  with open(path) as f:
+    for lineno, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      where = f"{path}:{lineno}"
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise TaskDataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+      rows.append(validate_row(row, where))
+      if limit is not None and len(rows) >= limit:
+        break
+  if not rows:
+    raise TaskDataError(f"{path}: no rows")
+  return rows
+
+
+def load_files(paths: Sequence[str], limit: int | None = None) -> list[dict[str, Any]]:
+  """Rows of several task files, in order (``limit`` applies to each file)."""
+  out: list[dict[str, Any]] = []
+  for p in paths:
+    out.extend(load_jsonl(p, limit))
+  return out
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+def _parse_value(s: str) -> Any:
+  for conv in (int, float):
+    try:
+      return conv(s)
+    except ValueError:
+      pass
+  if s.lower() in ("true", "false"):
+    return s.lower() == "true"
+  if "|" in s:  # a tuple, e.g. operators=+|-
+    return tuple(s.split("|"))
+  return s
+
+
+def parse_difficulty(spec: str) -> dict[str, Any]:
+  """``"min_terms=2,max_digits=1,operators=+|-"`` -> a dict of typed values."""
+  out: dict[str, Any] = {}
+  for part in filter(None, (p.strip() for p in spec.split(","))):
+    if "=" not in part:
+      raise TaskDataError(f"--difficulty: {part!r} is not key=value")
+    k, v = part.split("=", 1)
+    out[k.strip()] = _parse_value(v.strip())
+  return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(prog="python -m jaxlab.llm.tasks",
+                                   description="Pre-generate reasoning-gym tasks as JSONL.")
+  parser.add_argument("--task", required=True, choices=sorted(TASKS))
+  parser.add_argument("--n", type=int, required=True, help="rows to write")
+  parser.add_argument("--seed", type=int, required=True, help="reasoning-gym dataset seed")
+  parser.add_argument("--out", required=True, help="output .jsonl file")
+  parser.add_argument("--difficulty", default="",
+                      help="reasoning-gym config overrides, e.g. min_terms=2,max_digits=1")
+  parser.add_argument("--exclude", action="append", default=[],
+                      help="a JSONL file whose questions must not appear (repeatable)")
+  parser.add_argument("--no_metadata", action="store_true",
+                      help="drop reasoning-gym's metadata (keeps source_index); smaller files")
+  args = parser.parse_args(argv)
+  try:
+    excluded = [r["question"] for p in args.exclude for r in load_jsonl(p)]
+    rows = generate(args.task, args.n, args.seed, excluded, keep_metadata=not args.no_metadata,
+                    **parse_difficulty(args.difficulty))
+  except (TaskDataError, TypeError) as e:  # TypeError: an unknown reasoning-gym config field
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  write_jsonl(rows, args.out)
+  print(f"wrote {len(rows)} {args.task} rows to {args.out}", file=sys.stderr)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

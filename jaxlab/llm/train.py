@@ -1,0 +1,394 @@
+"""Supervised (causal-LM) training of the decoder: loss, optimizer, and one compiled step.
+
+The pieces, in the order a step uses them:
+
+* :class:`TrainState` holds the float32 *master* parameters, the optimizer state and the step
+  counter; it is a pytree, donated to and returned by every step, and checkpointed whole.
+* :func:`train_step` casts the master parameters to the compute dtype once (bfloat16 on
+  accelerators), runs ``grad_accum`` micro-batches in a ``lax.scan`` summing float32 gradients,
+  and applies AdamW (:func:`make_optimizer`) to the float32 masters.
+* :func:`lm_loss` is next-token cross-entropy in float32 over the positions a ``loss_mask``
+  selects (the completion of a prompt/completion pair), normalised by the number of such
+  tokens in the *whole* batch, so that accumulating micro-batches gives exactly the gradient of
+  the big batch.
+
+Sharding is data: given a mesh, parameters (and the Adam moments, which mirror them) follow a
+rule table of :mod:`jaxlab.llm.sharding` (FSDP, tensor parallel, both), the batch is split
+over ``("data", "fsdp")``, and jit inserts the collectives. The same code runs on one device.
+
+Shape letters: B batch (rows per step), A micro-batches, M = B / A rows per micro-batch,
+T sequence length, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxlab.llm import sharding as sharding_lib
+from jaxlab.llm.modeling import Decoder, abstract_decoder
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+# The batch dimension is split over every data-parallel device.
+BATCH_SPEC = P(("data", "fsdp"), None)
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything the next step reads.
+
+  Attributes:
+    step: ``[]`` int32, updates applied so far (the learning-rate schedule reads it).
+    params: the float32 master parameters (an ``nnx.State`` of the decoder).
+    opt_state: the optax state (Adam moments mirror ``params``).
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """AdamW with warmup and a decay schedule (the keys of an SFT config's ``optim`` group).
+
+  Attributes:
+    learning_rate: the peak learning rate, reached at the end of warmup.
+    schedule: after warmup, "cosine" or "linear" decay to ``min_lr_ratio * learning_rate`` at
+      ``total_steps``, or "constant".
+    warmup_steps: linear ramp from 0 over this many steps.
+    total_steps: the length of the run (the end of the decay).
+    min_lr_ratio: the final learning rate as a fraction of the peak.
+    weight_decay: decoupled weight decay, applied to matrices only (norm scales and biases
+      are not decayed: shrinking them toward zero changes the function, not its complexity).
+    b1, b2, eps: Adam's moment decays and denominator epsilon.
+    max_grad_norm: clip the global gradient norm to this (0 disables clipping).
+  """
+  learning_rate: float = 1e-3
+  schedule: str = "cosine"
+  warmup_steps: int = 100
+  total_steps: int = 1000
+  min_lr_ratio: float = 0.1
+  weight_decay: float = 0.1
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  max_grad_norm: float = 1.0
+
+  def __post_init__(self):
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"schedule={self.schedule!r} is not one of {SCHEDULES}")
+    if self.total_steps < 1 or self.warmup_steps < 0:
+      raise ValueError(f"need total_steps >= 1 and warmup_steps >= 0, got {self.total_steps}, "
+                       f"{self.warmup_steps}")
+
+  @classmethod
+  def from_mapping(cls, m: Mapping[str, Any], **overrides: Any) -> "OptimConfig":
+    """From a dict / ConfigDict; keys that are not fields are ignored."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: m[k] for k in names if k in m}
+    values.update(overrides)
+    return cls(**values)
+
+
+def make_schedule(c: OptimConfig) -> optax.Schedule:
+  """Learning rate as a function of the step: linear warmup, then the chosen decay."""
+  peak, end = c.learning_rate, c.learning_rate * c.min_lr_ratio
+  warmup = min(c.warmup_steps, c.total_steps)
+  decay_steps = max(c.total_steps - warmup, 1)
+  if c.schedule == "cosine":
+    after = optax.cosine_decay_schedule(peak, decay_steps, alpha=c.min_lr_ratio)
+  elif c.schedule == "linear":
+    after = optax.linear_schedule(peak, end, decay_steps)
+  else:
+    after = optax.constant_schedule(peak)
+  if warmup == 0:
+    return after
+  # Step 0 of warmup gets a small non-zero rate (1/warmup of the peak) rather than 0, so that
+  # the first update is not wasted.
+  ramp = optax.linear_schedule(peak / warmup, peak, warmup - 1) if warmup > 1 else (
+      optax.constant_schedule(peak))
+  return optax.join_schedules([ramp, after], [warmup])
+
+
+def _decay_mask(params: Any) -> Any:
+  return jax.tree.map(lambda x: x.ndim >= 2, params)
+
+
+def make_optimizer(c: OptimConfig | Mapping[str, Any]
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW (with clipping and schedule) and its schedule, from an :class:`OptimConfig` or a
+  mapping with its keys."""
+  if not isinstance(c, OptimConfig):
+    c = OptimConfig.from_mapping(c)
+  schedule = make_schedule(c)
+  parts = []
+  if c.max_grad_norm > 0:
+    parts.append(optax.clip_by_global_norm(c.max_grad_norm))
+  parts.append(optax.adamw(schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay,
+                           mask=_decay_mask))
+  return optax.chain(*parts), schedule
+
+
+# -- loss -----------------------------------------------------------------------------------------
+
+
+def token_nll(logits_btv: jax.Array, tokens_bt: jax.Array) -> jax.Array:
+  """``-log p(tokens[t+1] | tokens[:t+1])`` as float32 ``[B, T-1]``."""
+  logp = jax.nn.log_softmax(logits_btv[:, :-1].astype(jnp.float32), axis=-1)
+  target = tokens_bt[:, 1:]
+  return -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+
+
+def lm_loss(model: Decoder, tokens_bt: jax.Array, loss_mask_bt: jax.Array,
+            mask_bt: jax.Array | None = None, normalizer: jax.Array | float | None = None
+            ) -> tuple[jax.Array, jax.Array]:
+  """Next-token cross-entropy over the tokens ``loss_mask`` selects.
+
+  ``loss_mask[b, t] = 1`` means token ``t`` is a target: its log-probability given tokens
+  ``< t`` enters the loss. For prompt/completion pairs it is 1 on the completion (and its eos)
+  and 0 on the prompt and padding, so prompt tokens contribute nothing. Position 0 cannot be a
+  target (nothing precedes it) and is ignored.
+
+  Args:
+    model: the decoder (its ``config.dtype`` is the matmul dtype; the log-softmax is float32).
+    tokens_bt: int ``[B, T]``.
+    loss_mask_bt: ``[B, T]`` 0/1 (or float weights).
+    mask_bt: ``[B, T]``, 1 for real tokens (default: all; RIGHT padding needs no mask since
+      causal attention never looks ahead).
+    normalizer: divide the summed loss by this (default: the number of target tokens in this
+      batch). Gradient accumulation passes the whole batch's count.
+
+  Returns:
+    ``(loss, num_targets)``: the normalised float32 loss and the float32 count of targets.
+  """
+  logits, _ = model(tokens_bt, mask_bt)
+  nll = token_nll(logits, tokens_bt)
+  w = loss_mask_bt[:, 1:].astype(jnp.float32)
+  count = jnp.sum(w)
+  denom = jnp.maximum(count, 1.0) if normalizer is None else normalizer
+  return jnp.sum(nll * w) / denom, count
+
+
+# -- state ----------------------------------------------------------------------------------------
+
+
+def cast_floating(tree: Any, dtype: Any) -> Any:
+  """Casts floating leaves of ``tree`` to ``dtype`` (integers untouched)."""
+  dtype = jnp.dtype(dtype)
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def param_shardings(params: Any, mesh: Mesh, rules: sharding_lib.Rules | str) -> Any:
+  return sharding_lib.state_shardings(params, mesh, rules)
+
+
+def opt_state_shardings(opt_state: Any, mesh: Mesh, rules: sharding_lib.Rules | str) -> Any:
+  """Shardings for the optimizer state: the moments' paths end with their parameter's path
+  (``0/mu/layers/0/attn/q_dnh`` for ``layers/0/attn/q_dnh``) and the rules are matched at the
+  end of a path, so one table places both; scalars (counts) are replicated."""
+  return sharding_lib.state_shardings(opt_state, mesh, rules)
+
+
+def state_shardings(state: TrainState, mesh: Mesh, rules: sharding_lib.Rules | str) -> TrainState:
+  """A :class:`TrainState` of ``NamedSharding``s (params and moments by ``rules``)."""
+  return TrainState(step=NamedSharding(mesh, P()),
+                    params=param_shardings(state.params, mesh, rules),
+                    opt_state=opt_state_shardings(state.opt_state, mesh, rules))
+
+
+def init_train_state(model: Decoder, tx: optax.GradientTransformation, mesh: Mesh | None = None,
+                     rules: sharding_lib.Rules | str = "fsdp", compute_dtype: Any = None
+                     ) -> tuple[Any, TrainState]:
+  """Splits ``model`` into its static graph and a :class:`TrainState` with float32 masters.
+
+  Args:
+    model: the decoder (any parameter dtype; the masters are float32 copies).
+    tx: the optimizer.
+    mesh: if given, the state is placed on it by ``rules``.
+    rules: a rule table or a key of :data:`jaxlab.llm.sharding.RULES`.
+    compute_dtype: the matmul dtype of the training step (default: ``model.config.dtype``);
+      the returned graph carries it, so the step and :func:`model_from_state` compute in it.
+
+  Returns:
+    ``(graphdef, state)``.
+  """
+  graphdef, params = nnx.split(model)
+  if compute_dtype is not None and jnp.dtype(compute_dtype) != jnp.dtype(model.config.dtype):
+    # Same modules and parameter paths, another static dtype: the graph of an abstract twin.
+    twin = abstract_decoder(model.config.replace(dtype=jnp.dtype(compute_dtype).name))
+    graphdef = nnx.split(twin)[0]
+  params = cast_floating(params, jnp.float32)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     opt_state=jax.eval_shape(tx.init, params))
+  if mesh is None:
+    return graphdef, TrainState(state.step, params, jax.jit(tx.init)(params))
+  shardings = state_shardings(state, mesh, rules)
+  params = jax.device_put(params, shardings.params)
+  # Created directly in place: each device allocates only its own shard of the moments.
+  opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+  step = jax.device_put(state.step, shardings.step)
+  return graphdef, TrainState(step, params, opt_state)
+
+
+def model_from_state(graphdef: Any, state: TrainState) -> Decoder:
+  """The decoder holding the state's (float32 master) parameters."""
+  return nnx.merge(graphdef, state.params)
+
+
+# -- the step -------------------------------------------------------------------------------------
+
+
+def _split_micro(x: jax.Array, accum: int) -> jax.Array:
+  """``[B, ...]`` -> ``[A, M, ...]`` taking rows ``a, a + A, a + 2A, ...`` for micro-batch a.
+
+  Strided rather than contiguous: with the batch split over devices in contiguous blocks,
+  reshaping to ``[M, A]`` keeps ``M`` split the same way (no data moves), so every micro-batch
+  still spans all devices.
+  """
+  b = x.shape[0]
+  return jnp.swapaxes(x.reshape(b // accum, accum, *x.shape[1:]), 0, 1)
+
+
+def _step_impl(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef: Any,
+               tx: optax.GradientTransformation, schedule: optax.Schedule, grad_accum: int,
+               micro_sharding: Any, grad_shardings: Any):
+  tokens, loss_mask = batch["tokens"], batch["loss_mask"]
+  mask = batch.get("mask")
+  if mask is None:
+    mask = jnp.ones(tokens.shape, bool)
+  # The whole batch's target count normalises every micro-batch's summed loss, so that the
+  # accumulated gradient equals the big batch's.
+  total = jnp.maximum(jnp.sum(loss_mask[:, 1:].astype(jnp.float32)), 1.0)
+
+  # bf16 compute, fp32 masters: the graph's config names the compute dtype (read at trace
+  # time, free). Cast once per step, outside the micro-batch loop, so FSDP's all-gathers move
+  # compute-dtype bytes; gradients come back in the compute dtype and are summed in float32.
+  compute_dtype = jnp.dtype(nnx.merge(graphdef, state.params).config.dtype)
+  cparams = cast_floating(state.params, compute_dtype)
+
+  def micro_loss(p, tok, lm, m):
+    model = nnx.merge(graphdef, p)
+    loss, _ = lm_loss(model, tok, lm, m, normalizer=total)
+    return loss
+
+  grad_fn = jax.value_and_grad(micro_loss)
+  micro = [_split_micro(x, grad_accum) for x in (tokens, loss_mask, mask)]
+  if micro_sharding is not None:
+    micro = [jax.lax.with_sharding_constraint(x, micro_sharding) for x in micro]
+
+  def body(carry, mb):
+    loss_acc, grad_acc = carry
+    loss, g = grad_fn(cparams, *mb)
+    grad_acc = jax.tree.map(lambda a, gi: a + gi.astype(jnp.float32), grad_acc, g)
+    return (loss_acc + loss, grad_acc), None
+
+  zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), state.params)
+  if grad_accum == 1:
+    (loss, grads), _ = body((jnp.float32(0.0), zeros), [x[0] for x in micro])
+  else:
+    (loss, grads), _ = jax.lax.scan(body, (jnp.float32(0.0), zeros), micro)
+  if grad_shardings is not None:
+    # Laid out like the parameters: under FSDP a reduce-scatter rather than an all-reduce.
+    grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
+
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {"loss": loss, "tokens": jnp.sum(loss_mask[:, 1:].astype(jnp.float32)),
+             "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
+  return TrainState(state.step + 1, params, opt_state), metrics
+
+
+def make_train_step(graphdef: Any, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    *, grad_accum: int = 1, mesh: Mesh | None = None,
+                    state: TrainState | None = None,
+                    rules: sharding_lib.Rules | str = "fsdp"
+                    ) -> Callable[[TrainState, Mapping[str, jax.Array]],
+                                  tuple[TrainState, dict[str, jax.Array]]]:
+  """The jitted ``train_step(state, batch) -> (state, metrics)``; ``state`` is donated.
+
+  Args:
+    graphdef: the decoder's static graph (from :func:`init_train_state`); its config's
+      ``dtype`` is the compute dtype (the masters stay float32).
+    tx, schedule: from :func:`make_optimizer` (the schedule only feeds the ``lr`` metric).
+    grad_accum: A, micro-batches per step; the batch's B must be a multiple of it.
+    mesh: shard the step over this mesh (then ``state`` is needed for its structure).
+    state: a state laid out by :func:`init_train_state` with the same ``mesh`` and ``rules``.
+    rules: the sharding rule table.
+
+  The batch is a dict: ``tokens`` int ``[B, T]``, ``loss_mask`` ``[B, T]`` (see
+  :func:`lm_loss`), optionally ``mask`` ``[B, T]``. Metrics: ``loss`` (mean target-token
+  cross-entropy), ``tokens`` (targets in the batch), ``grad_norm`` (before clipping), ``lr``
+  (the rate this step used).
+  """
+  if grad_accum < 1:
+    raise ValueError(f"grad_accum={grad_accum} must be >= 1")
+  micro_sharding = grad_shardings = None
+  jit_kwargs: dict[str, Any] = {}
+  if mesh is not None:
+    if state is None:
+      raise ValueError("make_train_step(mesh=...) needs the laid-out state for its shardings")
+    micro_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
+    shardings = state_shardings(state, mesh, rules)
+    grad_shardings = shardings.params
+    replicated = NamedSharding(mesh, P())
+    jit_kwargs["out_shardings"] = (shardings, replicated)
+  impl = functools.partial(_step_impl, graphdef=graphdef, tx=tx, schedule=schedule,
+                           grad_accum=grad_accum, micro_sharding=micro_sharding,
+                           grad_shardings=grad_shardings)
+
+  def check(batch):
+    b = batch["tokens"].shape[0]
+    if b % grad_accum:
+      raise ValueError(f"batch of {b} rows is not divisible by grad_accum={grad_accum}")
+
+  jitted = jax.jit(impl, donate_argnums=0, **jit_kwargs)
+
+  def train_step(state, batch):
+    check(batch)
+    return jitted(state, batch)
+
+  train_step.jitted = jitted  # for lowering / cost analysis (benchmarks)
+  return train_step
+
+
+def shard_batch(batch: Mapping[str, Any], mesh: Mesh | None) -> dict[str, jax.Array]:
+  """Places a host batch: rows split over ``("data", "fsdp")`` (or the default device)."""
+  arrays = {k: jnp.asarray(v) for k, v in batch.items()}
+  if mesh is None:
+    return arrays
+  return {k: jax.device_put(v, NamedSharding(mesh, sharding_lib.fit_spec(
+      BATCH_SPEC, v.shape, mesh))) for k, v in arrays.items()}
+
+
+# -- accounting -----------------------------------------------------------------------------------
+
+
+def count_params(params: Any) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def train_flops_per_token(config, seq_len: int) -> float:
+  """Training FLOPs per token: ``6 N`` for the matmul parameters plus causal attention.
+
+  ``N`` counts the weights every token multiplies by (attention and MLP projections and the
+  output head; the embedding lookup is free). Attention adds ``QK^T`` and ``PV``: per layer
+  ``2 * 2 * T * N * H`` forward FLOPs per token over T keys, halved for causality, times 3 for
+  forward + backward.
+  """
+  c = config
+  d, h = c.hidden_size, c.head_dim
+  per_layer = d * h * (2 * c.num_heads + 2 * c.num_kv_heads) + 3 * d * c.intermediate_size
+  n_matmul = c.num_layers * per_layer + d * c.vocab_size  # + head (tied or not, it's a matmul)
+  attn_fwd = c.num_layers * 2 * 2 * seq_len * c.num_heads * h / 2
+  return 6.0 * n_matmul + 3.0 * attn_fwd
