@@ -34,7 +34,7 @@ def main(argv):
   import numpy as np  # pylint: disable=import-outside-toplevel
 
   from jaxlab import trainers  # pylint: disable=import-outside-toplevel
-  from jaxlab.core import prng  # pylint: disable=import-outside-toplevel
+  from jaxlab.core import loop, prng  # pylint: disable=import-outside-toplevel
   from jaxlab.core.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
   from jaxlab.core.errors import JaxlabError  # pylint: disable=import-outside-toplevel
   from jaxlab.envs import dm_control_eval  # pylint: disable=import-outside-toplevel
@@ -52,7 +52,7 @@ def main(argv):
       raise JaxlabError(f"launch.eval evaluates RL runs; trainer '{config.trainer}' has its own "
                         "evaluation")
     trainer = module.make_train(config, make_from_config(config.env))
-    like = jax.jit(jax.vmap(trainer.init))(prng.seed_keys(config.seed, config.num_seeds))
+    like = loop.init_seeds(trainer, prng.seed_keys(config.seed, config.num_seeds))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=1)
     state, _, step = ckpt.restore(like)
     ckpt.close()

@@ -95,6 +95,15 @@ def _diff_keys(old: dict, new: dict, prefix: str = "config") -> list[str]:
   return out
 
 
+def init_seeds(trainer: ChunkedTrainer, keys: jax.Array) -> Any:
+  """``trainer.init`` for each key, stacked on a leading seed axis.
+
+  ``lax.map`` rather than ``vmap``: batched QR decompositions (orthogonal initialisers under
+  vmap) were seen to deadlock XLA:CPU here, and init runs once, so its sequential cost is nil.
+  """
+  return jax.jit(lambda ks: jax.lax.map(trainer.init, ks))(keys)
+
+
 def _check_finite(metrics: dict, update: int, last_ckpt: int | None, workdir: str) -> None:
   for name, value in metrics.items():
     if name.startswith("loss/") and not np.all(np.isfinite(value)):
@@ -110,7 +119,7 @@ def run(trainer: ChunkedTrainer, config: ml_collections.ConfigDict, workdir: str
   prepare_workdir(workdir, config)
   log_every = config.log_every
   keys = prng.seed_keys(config.seed, config.num_seeds)
-  state = trainer.shard(jax.jit(jax.vmap(trainer.init))(keys), mesh)
+  state = trainer.shard(init_seeds(trainer, keys), mesh)
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=config.checkpoint.every or
                       trainer.num_updates, keep=config.checkpoint.keep)

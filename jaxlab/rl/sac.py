@@ -1,0 +1,196 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018) with twin critics and automatic entropy tuning.
+
+Reading order follows one gradient step: ``_td_target`` (soft Bellman target from the target
+critics, bootstrapping through truncations), ``_critic_loss``, ``_actor_loss``,
+``_alpha_loss``, then ``_gradient_step`` that applies them and the Polyak update. Collection,
+replay, warm-up, health, resets, LEAST and evaluation live in ``offpolicy.OffPolicy``.
+
+``make_train(config, env)`` returns a :class:`SAC` whose methods are pure functions of one
+seed's state; ``train(key)`` runs the whole thing as one ``lax.scan`` and
+``jax.vmap(make_train(config, env))(keys)`` trains many seeds at once. The launcher uses the
+chunked form (``init``/``chunk``/``evaluate``) through ``jaxlab.core.loop``.
+
+Shapes: a batch is a ``replay.Transition`` with leaves [B, ...]; Q-values of the twin critics
+are [2, B].
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxlab.core.config import require
+from jaxlab.envs.base import Env
+from jaxlab.envs.from_config import make_from_config
+from jaxlab.rl import offpolicy
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key a SAC experiment may set (defaults: CleanRL / GraMa's SAC, spec §4.4)."""
+  c = offpolicy.default_config("sac")
+  c.critic_lr = 1e-3
+  c.alpha_lr = 3e-4
+  c.init_alpha = 1.0
+  c.target_entropy = None  # None: -action_size (Haarnoja et al. 2018b)
+  c.autotune_alpha = True  # False: alpha stays init_alpha
+  c.policy_delay = 1  # actor and alpha step every d-th gradient step
+  return c
+
+
+def check_config(c: ml_collections.ConfigDict) -> None:
+  offpolicy.check_config(c)
+  require(c.init_alpha > 0, f"'config.init_alpha' must be > 0, got {c.init_alpha}")
+  require(c.policy_delay >= 1, f"'config.policy_delay' must be >= 1, got {c.policy_delay}")
+
+
+class SAC(offpolicy.OffPolicy):
+  """SAC for one seed. ``jax.vmap`` its methods (or the instance) to train many seeds."""
+
+  actor_class = offpolicy.GaussianActor
+  target_keys = ("critic",)
+
+  def __init__(self, config: ml_collections.ConfigDict, env: Env):
+    super().__init__(config, env)
+    self.alpha_tx = optax.adam(config.alpha_lr)
+    self.target_entropy = (-float(self.action_size) if config.target_entropy is None
+                           else float(config.target_entropy))
+
+  @staticmethod
+  def check_config(config):
+    check_config(config)
+
+  def _extra_params(self, key):
+    del key
+    return {"log_alpha": jnp.log(jnp.asarray(self.config.init_alpha, jnp.float32))}
+
+  def _extra_opt_state(self, params):
+    return {"alpha": self.alpha_tx.init(params["log_alpha"])}
+
+  # --- acting -------------------------------------------------------------------------------
+
+  def _sample(self, actor_params, stats, obs, key):
+    """Reparameterised sample: (action [..., A] in (-1, 1), log-prob [...])."""
+    dist = self.actor(actor_params, stats, obs)
+    raw = dist.sample_raw(key)
+    return dist.squash(raw), dist.log_prob(raw)
+
+  def _explore(self, params, stats, obs, key, noise_std):
+    k_sample, k_noise = jax.random.split(key)
+    action, _ = self._sample(params["actor"], stats, obs, k_sample)
+    # Extra Gaussian noise only when LEAST's adaptive schedule raises it (spec §3.3 item 2).
+    noise = noise_std * jax.random.normal(k_noise, action.shape)
+    return jnp.clip(action + noise, -1.0, 1.0)
+
+  def _greedy(self, params, stats, obs):
+    dist = self.actor(params["actor"], stats, obs)
+    return dist.squash(dist.mode_raw())
+
+  # --- losses -------------------------------------------------------------------------------
+
+  def _td_target(self, learner, stats, reward, terminated, next_obs, key):
+    """y = r + γ (1 - terminated) (min_j Q̄_j(s', a') - α log π(a'|s')), a' ~ π(s').
+
+    Truncated transitions (time limit, LEAST stop) keep the bootstrap: their ``next_obs`` is
+    the state actually reached, and only ``terminated`` zeroes the future.
+    """
+    c = self.config
+    next_action, next_logp = self._sample(learner.params["actor"], stats, next_obs, key)
+    next_q = self.critic(learner.target["critic"], stats, next_obs, next_action).min(axis=0)
+    alpha = jnp.exp(learner.params["log_alpha"])
+    soft_value = next_q - alpha * next_logp
+    y = reward * c.reward_scaling + c.gamma * (1.0 - terminated.astype(jnp.float32)) * soft_value
+    return jax.lax.stop_gradient(y)
+
+  def _critic_loss(self, critic_params, learner, stats, batch, key, perturbations=None):
+    """Sum over the twins of the mean squared TD error."""
+    y = self._td_target(learner, stats, batch.reward, batch.terminated, batch.next_obs, key)
+    q, features = self.critic(critic_params, stats, batch.obs, batch.action,
+                              return_features=True, perturbations=perturbations)
+    loss = jnp.mean(jnp.square(q - y), axis=1).sum()
+    return loss, ({"loss/critic": loss, "q/mean": q.mean()}, features)
+
+  def _actor_loss(self, actor_params, learner, stats, batch, key, perturbations=None):
+    """E[α log π(a|s) - min_j Q_j(s, a)], a ~ π(s) reparameterised."""
+    dist, features = self.actor(actor_params, stats, batch.obs, return_features=True,
+                                perturbations=perturbations)
+    raw = dist.sample_raw(key)
+    action, logp = dist.squash(raw), dist.log_prob(raw)
+    q = self.critic(learner.params["critic"], stats, batch.obs, action).min(axis=0)
+    alpha = jax.lax.stop_gradient(jnp.exp(learner.params["log_alpha"]))
+    loss = jnp.mean(alpha * logp - q)
+    return loss, ({"loss/actor": loss, "entropy": -logp.mean(), "_logp": logp}, features)
+
+  def _alpha_loss(self, log_alpha, logp):
+    """-log α (log π + H̄): the gradient raises α when the entropy -log π is below the
+    target H̄ and lowers it when above (Haarnoja et al. 2018b, Eq. 18)."""
+    return -jnp.mean(log_alpha * jax.lax.stop_gradient(logp + self.target_entropy))
+
+  # --- one gradient step --------------------------------------------------------------------
+
+  def _gradient_step(self, learner, stats, batch, key):
+    c = self.config
+    k_critic, k_actor = jax.random.split(key)
+    params, opt_state = dict(learner.params), dict(learner.opt_state)
+
+    # Critic.
+    (_, (metrics, _)), grads = jax.value_and_grad(self._critic_loss, has_aux=True)(
+        params["critic"], learner, stats, batch, k_critic)
+    updates, opt_state["critic"] = self.critic_tx.update(
+        {"critic": grads}, opt_state["critic"], {"critic": params["critic"]})
+    params["critic"] = optax.apply_updates({"critic": params["critic"]}, updates)["critic"]
+    learner = learner.replace(params=params, opt_state=opt_state,
+                              grad_steps=learner.grad_steps + 1)
+
+    # Actor and temperature, every policy_delay-th step.
+    def _actor_and_alpha(operand):
+      learner, stats, batch, key, _ = operand
+      params, opt_state = dict(learner.params), dict(learner.opt_state)
+      (_, (m, _)), grads = jax.value_and_grad(self._actor_loss, has_aux=True)(
+          params["actor"], learner, stats, batch, key)
+      updates, opt_state["actor"] = self.actor_tx.update(
+          {"actor": grads}, opt_state["actor"], {"actor": params["actor"]})
+      params["actor"] = optax.apply_updates({"actor": params["actor"]}, updates)["actor"]
+      logp = m.pop("_logp")
+      if c.autotune_alpha:
+        alpha_loss, g_alpha = jax.value_and_grad(self._alpha_loss)(params["log_alpha"], logp)
+        updates, opt_state["alpha"] = self.alpha_tx.update(g_alpha, opt_state["alpha"])
+        params["log_alpha"] = optax.apply_updates(params["log_alpha"], updates)
+        m["loss/alpha"] = alpha_loss
+      m["actor/updates"] = jnp.ones((), jnp.float32)
+      learner = learner.replace(params=params, opt_state=opt_state,
+                                actor_steps=learner.actor_steps + 1)
+      return learner, stats, batch, key, m
+
+    placeholder = jax.tree.map(
+        lambda s: jnp.zeros(s.shape, s.dtype),
+        jax.eval_shape(_actor_and_alpha, (learner, stats, batch, k_actor, None))[4])
+    if c.policy_delay == 1:
+      learner, _, _, _, actor_metrics = _actor_and_alpha(
+          (learner, stats, batch, k_actor, placeholder))
+    else:
+      due = learner.grad_steps % c.policy_delay == 0
+      learner, _, _, _, actor_metrics = offpolicy.gated(
+          due, _actor_and_alpha, (learner, stats, batch, k_actor, placeholder))
+    metrics.update(actor_metrics)
+    metrics["alpha"] = jnp.exp(learner.params["log_alpha"])
+
+    # Targets follow the online critics at every step.
+    target = dict(learner.target)
+    target["critic"] = offpolicy.polyak(target["critic"], learner.params["critic"], c.tau)
+    return learner.replace(target=target), metrics
+
+
+def make_train(config: ml_collections.ConfigDict, env: Env) -> SAC:
+  """``make_train(config, env)(key) -> (state, metrics)``; vmap it over keys for many seeds."""
+  return SAC(config, env)
+
+
+check_mesh = offpolicy.check_mesh
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, mesh):
+  """Launcher entry point: builds the env and trains with the shared loop."""
+  from jaxlab.core import loop  # pylint: disable=import-outside-toplevel
+  return loop.run(make_train(config, make_from_config(config.env)), config, workdir, mesh)

@@ -1,0 +1,152 @@
+"""TD3 (Fujimoto et al. 2018): twin critics, target policy smoothing, delayed actor updates.
+
+Reading order follows one gradient step: ``_td_target`` (clipped double-Q target with a
+smoothed target action, bootstrapping through truncations), ``_critic_loss``,
+``_actor_loss`` (deterministic policy gradient through Q1), then ``_gradient_step``: the
+critic steps every time; the actor and both target networks step every ``policy_delay``-th
+gradient step. Collection, replay, warm-up, health, resets, LEAST and evaluation live in
+``offpolicy.OffPolicy``; ``make_train(config, env)(key)`` is the PureJaxRL-shaped entry.
+
+Shapes: a batch is a ``replay.Transition`` with leaves [B, ...]; Q-values are [2, B].
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxlab.core.config import require
+from jaxlab.envs.base import Env
+from jaxlab.envs.from_config import make_from_config
+from jaxlab.rl import offpolicy
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key a TD3 experiment may set (defaults: the TD3 paper / CleanRL)."""
+  c = offpolicy.default_config("td3")
+  c.exploration_noise = 0.1  # std of the Gaussian added to μ(s) when collecting
+  c.policy_noise = 0.2  # target policy smoothing: std of the noise on μ̄(s')
+  c.noise_clip = 0.5  # ... clipped to [-noise_clip, noise_clip]
+  c.policy_delay = 2  # actor and target updates every d-th critic update
+  return c
+
+
+def check_config(c: ml_collections.ConfigDict) -> None:
+  offpolicy.check_config(c)
+  for key in ("exploration_noise", "policy_noise", "noise_clip"):
+    require(c[key] >= 0, f"'config.{key}' must be >= 0, got {c[key]}")
+  require(c.policy_delay >= 1, f"'config.policy_delay' must be >= 1, got {c.policy_delay}")
+
+
+class TD3(offpolicy.OffPolicy):
+  """TD3 for one seed. ``jax.vmap`` its methods (or the instance) to train many seeds."""
+
+  actor_class = offpolicy.DeterministicActor
+  target_keys = ("actor", "critic")
+
+  @staticmethod
+  def check_config(config):
+    check_config(config)
+
+  def _exploration_noise(self) -> float:
+    return float(self.config.exploration_noise)
+
+  # --- acting -------------------------------------------------------------------------------
+
+  def _explore(self, params, stats, obs, key, noise_std):
+    """μ(s) + N(0, σ²), clipped to the action box; σ = exploration_noise or LEAST's σ."""
+    action = self.actor(params["actor"], stats, obs)
+    return jnp.clip(action + noise_std * jax.random.normal(key, action.shape), -1.0, 1.0)
+
+  def _greedy(self, params, stats, obs):
+    return self.actor(params["actor"], stats, obs)
+
+  # --- losses -------------------------------------------------------------------------------
+
+  def _td_target(self, learner, stats, reward, terminated, next_obs, key):
+    """y = r + γ (1 - terminated) min_j Q̄_j(s', clip(μ̄(s') + clip(ε, -c, c), -1, 1)).
+
+    Only ``terminated`` zeroes the future: truncations (time limit, LEAST) bootstrap from the
+    reached ``next_obs``.
+    """
+    c = self.config
+    next_action = self.actor(learner.target["actor"], stats, next_obs)
+    noise = jnp.clip(c.policy_noise * jax.random.normal(key, next_action.shape),
+                     -c.noise_clip, c.noise_clip)
+    next_action = jnp.clip(next_action + noise, -1.0, 1.0)
+    next_q = self.critic(learner.target["critic"], stats, next_obs, next_action).min(axis=0)
+    y = reward * c.reward_scaling + c.gamma * (1.0 - terminated.astype(jnp.float32)) * next_q
+    return jax.lax.stop_gradient(y)
+
+  def _critic_loss(self, critic_params, learner, stats, batch, key, perturbations=None):
+    """Sum over the twins of the mean squared TD error."""
+    y = self._td_target(learner, stats, batch.reward, batch.terminated, batch.next_obs, key)
+    q, features = self.critic(critic_params, stats, batch.obs, batch.action,
+                              return_features=True, perturbations=perturbations)
+    loss = jnp.mean(jnp.square(q - y), axis=1).sum()
+    return loss, ({"loss/critic": loss, "q/mean": q.mean()}, features)
+
+  def _actor_loss(self, actor_params, learner, stats, batch, key, perturbations=None):
+    """-E[Q1(s, μ(s))] (the TD3 paper differentiates through the first critic only)."""
+    del key
+    action, features = self.actor(actor_params, stats, batch.obs, return_features=True,
+                                  perturbations=perturbations)
+    q1 = self.critic(learner.params["critic"], stats, batch.obs, action)[0]
+    loss = -q1.mean()
+    return loss, ({"loss/actor": loss}, features)
+
+  # --- one gradient step --------------------------------------------------------------------
+
+  def _gradient_step(self, learner, stats, batch, key):
+    c = self.config
+    k_critic, k_actor = jax.random.split(key)
+    params, opt_state = dict(learner.params), dict(learner.opt_state)
+
+    (_, (metrics, _)), grads = jax.value_and_grad(self._critic_loss, has_aux=True)(
+        params["critic"], learner, stats, batch, k_critic)
+    updates, opt_state["critic"] = self.critic_tx.update(
+        {"critic": grads}, opt_state["critic"], {"critic": params["critic"]})
+    params["critic"] = optax.apply_updates({"critic": params["critic"]}, updates)["critic"]
+    learner = learner.replace(params=params, opt_state=opt_state,
+                              grad_steps=learner.grad_steps + 1)
+
+    def _actor_and_targets(operand):
+      """The delayed part: one actor step, then Polyak updates of both targets."""
+      learner, stats, batch, key, _ = operand
+      params, opt_state = dict(learner.params), dict(learner.opt_state)
+      (_, (m, _)), grads = jax.value_and_grad(self._actor_loss, has_aux=True)(
+          params["actor"], learner, stats, batch, key)
+      updates, opt_state["actor"] = self.actor_tx.update(
+          {"actor": grads}, opt_state["actor"], {"actor": params["actor"]})
+      params["actor"] = optax.apply_updates({"actor": params["actor"]}, updates)["actor"]
+      target = {k: offpolicy.polyak(learner.target[k], params[k], c.tau)
+                for k in ("actor", "critic")}
+      m["actor/updates"] = jnp.ones((), jnp.float32)
+      learner = learner.replace(params=params, opt_state=opt_state, target=target,
+                                actor_steps=learner.actor_steps + 1)
+      return learner, stats, batch, key, m
+
+    placeholder = jax.tree.map(
+        lambda s: jnp.zeros(s.shape, s.dtype),
+        jax.eval_shape(_actor_and_targets, (learner, stats, batch, k_actor, None))[4])
+    due = learner.grad_steps % c.policy_delay == 0
+    learner, _, _, _, actor_metrics = offpolicy.gated(
+        due, _actor_and_targets, (learner, stats, batch, k_actor, placeholder))
+    metrics.update(actor_metrics)
+    return learner, metrics
+
+
+def make_train(config: ml_collections.ConfigDict, env: Env) -> TD3:
+  """``make_train(config, env)(key) -> (state, metrics)``; vmap it over keys for many seeds."""
+  return TD3(config, env)
+
+
+check_mesh = offpolicy.check_mesh
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, mesh):
+  """Launcher entry point: builds the env and trains with the shared loop."""
+  from jaxlab.core import loop  # pylint: disable=import-outside-toplevel
+  return loop.run(make_train(config, make_from_config(config.env)), config, workdir, mesh)
