@@ -13,7 +13,11 @@ from jaxlab.core.errors import ConfigError
 
 TRAINERS = {
     "ppo": "jaxlab.rl.ppo",
+    "pqn": "jaxlab.rl.pqn",
+    "sac": "jaxlab.rl.sac",
+    "td3": "jaxlab.rl.td3",
     "llm_sft": "jaxlab.llm.sft",
+    "ns_supervised": "jaxlab.supervised.nonstationary",
 }
 
 

@@ -6,6 +6,15 @@
 Each run contributes its ``metrics.jsonl``. Per-seed values (lists) give the interval over seeds;
 runs sharing a label (``--group_by`` a config key, e.g. ``env.name``) are pooled as seeds of one
 arm. Writes ``table.md`` / ``table.csv`` and one PNG per key into ``--out``.
+
+``--preset=offpolicy`` (when ``--keys`` is not given) compares SAC/TD3 runs: returns, dormant
+and GraMa ratios of critic and actor over training, neurons reset, and LEAST's stop rate and
+where in the episode stops happen; only keys some run logged are kept. ``--threshold=R`` adds
+the env steps each seed needed until its eval return first reached R (sample efficiency).
+
+A run that trains several arms in one program (e.g. ``ns_supervised``: SIGReg weights side by
+side) writes each metric once per arm as ``"<key>@<arm>"``; asking for ``<key>`` then gives one
+row per arm, labelled ``<run>@<arm>`` (or ``<group>@<arm>`` with ``--group_by``).
 """
 
 from __future__ import annotations
@@ -28,6 +37,19 @@ _GROUP_BY = flags.DEFINE_string("group_by", None,
                                 "Dotted config key whose value labels (and pools) runs.")
 _LAST = flags.DEFINE_integer("last", 1, "Average each run's last N finite records per key.")
 _X = flags.DEFINE_string("x", "env_steps", "Metric for the x axis of the curves.")
+PRESETS = {
+    "returns": ["eval/episode_return", "train/episode_return"],
+    "offpolicy": ["eval/episode_return", "train/episode_return",
+                  "health/dormant_ratio/critic", "health/grama_ratio/critic",
+                  "health/grama_w_ratio/critic", "health/dormant_ratio/actor",
+                  "health/grama_ratio/actor", "reset/neurons/critic", "reset/neurons/actor",
+                  "least/stop_rate", "least/stop_step_mean", "least/stop_quarter/1",
+                  "least/stop_quarter/2", "least/stop_quarter/3", "least/stop_quarter/4"],
+}
+_PRESET = flags.DEFINE_enum("preset", "returns", list(PRESETS),
+                            "Key set used when --keys is not given.")
+_THRESHOLD = flags.DEFINE_float("threshold", None, "Also report env steps to reach this eval "
+                                "return (per seed; mean over the seeds that reached it).")
 flags.mark_flag_as_required("workdir")
 
 
@@ -41,6 +63,24 @@ def _config_value(workdir: str, dotted: str):
   return value
 
 
+def split_arms(records: list[dict], keys: list[str]) -> dict[str, list[dict]]:
+  """One run's records per arm: ``{"": records}`` unless the keys are only there as
+  ``"<key>@<arm>"``, then ``{arm: records with "<key>@<arm>" renamed to "<key>"}``."""
+  present = {k for rec in records for k in rec}
+  if any(k in present for k in keys):
+    return {"": records}
+  arms = sorted({k.split("@", 1)[1] for k in present
+                 if "@" in k and k.split("@", 1)[0] in keys})
+  if not arms:
+    return {"": records}
+  out = {}
+  for arm in arms:
+    suffix = "@" + arm
+    out[arm] = [{(k[:-len(suffix)] if k.endswith(suffix) else k): v for k, v in rec.items()
+                 if "@" not in k or k.endswith(suffix)} for rec in records]
+  return out
+
+
 def final_values(records: list[dict], key: str, last: int) -> np.ndarray:
   """Per-seed values of ``key``: the mean of the last ``last`` finite records, shape [seeds]."""
   rows = []
@@ -52,6 +92,29 @@ def final_values(records: list[dict], key: str, last: int) -> np.ndarray:
   if not rows:
     return np.zeros((0,))
   return np.mean(np.stack(rows[-last:]), axis=0)
+
+
+def steps_to_threshold(records: list[dict], threshold: float, key: str = "eval/episode_return",
+                       x_key: str = "env_steps") -> np.ndarray:
+  """Per seed, the first ``x_key`` at which ``key`` >= ``threshold``; NaN if never. [seeds]."""
+  first = None
+  for rec in records:
+    if key not in rec or rec[key] is None:
+      continue
+    v = np.asarray(rec[key], dtype=np.float64).reshape(-1)
+    if first is None:
+      first = np.full(v.shape, np.nan)
+    hit = np.isnan(first) & np.isfinite(v) & (v >= threshold)
+    first[hit] = rec.get(x_key, rec["step"])
+  return np.zeros((0,)) if first is None else first
+
+
+def resolve_keys(records_per_run: list[list[dict]]) -> list[str]:
+  """``--keys`` if given, else the preset's keys that some run logged (returns always)."""
+  if flags.FLAGS["keys"].present or _PRESET.value == "returns":
+    return list(_KEYS.value)
+  present = {k.split("@", 1)[0] for recs in records_per_run for rec in recs for k in rec}
+  return [k for k in PRESETS[_PRESET.value] if k in present or k.endswith("episode_return")]
 
 
 def mean_ci(values: np.ndarray) -> tuple[float, float]:
@@ -77,6 +140,8 @@ def main(argv):
           file=sys.stderr)
     sys.exit(2)
 
+  all_records = {w: metrics_lib.read_metrics(w) for w in workdirs}
+  keys = resolve_keys(list(all_records.values()))
   arms: dict[str, list[list[dict]]] = {}
   for w in workdirs:
     try:
@@ -85,19 +150,29 @@ def main(argv):
     except KeyError as err:
       print(f"error: {err.args[0]}", file=sys.stderr)
       sys.exit(2)
-    arms.setdefault(label, []).append(metrics_lib.read_metrics(w))
+    for arm, records in split_arms(all_records[w], keys).items():
+      arms.setdefault(f"{label}@{arm}" if arm else label, []).append(records)
 
   os.makedirs(_OUT.value, exist_ok=True)
-  header = ["arm", "runs", "seeds"] + [f"{k} (mean ± 95% CI)" for k in _KEYS.value]
+  header = ["arm", "runs", "seeds"] + [f"{k} (mean ± 95% CI)" for k in keys]
+  if _THRESHOLD.value is not None:
+    header.append(f"{_X.value} to eval return >= {_THRESHOLD.value:g} (reached/seeds)")
   rows = []
   for label, runs in arms.items():
     row = [label, str(len(runs))]
     seeds = 0
-    for key in _KEYS.value:
+    for key in keys:
       values = np.concatenate([final_values(r, key, _LAST.value) for r in runs])
       seeds = max(seeds, values.size)
       mean, half = mean_ci(values)
       row.append(f"{mean:.4g} ± {half:.2g}" if math.isfinite(mean) else "n/a")
+    if _THRESHOLD.value is not None:
+      steps = np.concatenate([steps_to_threshold(r, _THRESHOLD.value, x_key=_X.value)
+                              for r in runs])
+      reached = steps[np.isfinite(steps)]
+      mean, half = mean_ci(reached)
+      row.append((f"{mean:.4g} ± {half:.2g}" if reached.size else "never")
+                 + f" ({reached.size}/{steps.size})")
     row.insert(2, str(seeds))
     rows.append(row)
   with open(os.path.join(_OUT.value, "table.csv"), "w", newline="") as f:
@@ -116,13 +191,13 @@ def main(argv):
     for i in range(max(len(r) for r in runs)):
       recs = [r[i] for r in runs if i < len(r)]
       rec = {"step": recs[0]["step"], _X.value: recs[0].get(_X.value, recs[0]["step"])}
-      for key in _KEYS.value:
+      for key in keys:
         vals = [np.asarray(x[key], dtype=np.float64).reshape(-1) for x in recs if key in x]
         if vals:
           rec[key] = np.concatenate(vals).tolist()
       merged.append(rec)
     pooled[label] = merged
-  written = plotting.plot_runs(pooled, _KEYS.value, _OUT.value, x_key=_X.value)
+  written = plotting.plot_runs(pooled, keys, _OUT.value, x_key=_X.value)
   print(f"wrote {_OUT.value}/table.md, table.csv and {len(written)} plots")
 
 

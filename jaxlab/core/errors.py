@@ -18,3 +18,7 @@ class CheckpointError(JaxlabError):
 
 class WorkdirError(JaxlabError):
   """The workdir cannot be created or written."""
+
+
+class DataError(JaxlabError):
+  """A dataset directory, file or record is missing or not in the expected format."""

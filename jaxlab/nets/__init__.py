@@ -1,5 +1,7 @@
-"""Flax NNX network pieces: MLP trunks, actor/critic heads, action distributions."""
+"""Flax NNX network pieces: MLP trunks, CNN encoders, actor/critic heads, action distributions."""
 
+from jaxlab.nets.cnn import CNN
+from jaxlab.nets.cnn import ENCODERS
 from jaxlab.nets.distributions import Categorical
 from jaxlab.nets.distributions import Normal
 from jaxlab.nets.distributions import TanhNormal
@@ -19,6 +21,8 @@ from jaxlab.nets.mlp import preset
 
 __all__ = [
   "ACTIVATIONS",
+  "CNN",
+  "ENCODERS",
   "KINDS",
   "PRESETS",
   "Categorical",

@@ -6,6 +6,8 @@
   rank, feature rank, feature norm, per-layer gradient norm and cosine, churn; ``probe`` (one
   forward/backward pass for features and per-sample feature gradients) and ``network_health``
   (all of it as a flat dict of scalars for logging).
+* ``sigreg``: the SIGReg statistic (spec §1.3 LeJEPA form, §1.4 RL form), an auxiliary loss
+  that pushes a representation towards N(0, I).
 * ``resets``: ReDo / ReGraMa masks, the reset engine (parameters and optax moments) and
   ``maybe_reset`` for jitted loops.
 """
@@ -27,6 +29,7 @@ from jaxlab.representations.metrics import grad_cosine
 from jaxlab.representations.metrics import grad_norm
 from jaxlab.representations.metrics import grama_scores
 from jaxlab.representations.metrics import grama_weight_scores
+from jaxlab.representations.metrics import kernel_grad_norms
 from jaxlab.representations.metrics import kernel_grads
 from jaxlab.representations.metrics import network_health
 from jaxlab.representations.metrics import pca_rank
@@ -47,12 +50,16 @@ from jaxlab.representations.resets import redo_masks
 from jaxlab.representations.resets import regrama_masks
 from jaxlab.representations.resets import regrama_weight_masks
 from jaxlab.representations.resets import reset_neurons
+from jaxlab.representations.sigreg import SIGRegOut
+from jaxlab.representations.sigreg import sigreg_loss
+from jaxlab.representations.sigreg import sigreg_statistic
 
 __all__ = [
   "MOMENT_FIELDS",
   "NeuronLayer",
   "OUTGOING_MODES",
   "Probe",
+  "SIGRegOut",
   "active_fraction",
   "argmax_churn",
   "cap_mask",
@@ -67,6 +74,7 @@ __all__ = [
   "grad_norm",
   "grama_scores",
   "grama_weight_scores",
+  "kernel_grad_norms",
   "kernel_grads",
   "linear_paths",
   "mask_counts",
@@ -83,6 +91,8 @@ __all__ = [
   "regrama_masks",
   "regrama_weight_masks",
   "reset_neurons",
+  "sigreg_loss",
+  "sigreg_statistic",
   "singular_values",
   "srank",
   "when_due",

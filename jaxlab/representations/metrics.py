@@ -331,6 +331,27 @@ def kernel_grads(grads: Any, layers: Sequence[NeuronLayer]) -> dict[str, jax.Arr
           for layer in layers}
 
 
+def kernel_grad_norms(grads: Any, prefix: str = "") -> dict[str, jax.Array]:
+  """Frobenius norm of every kernel gradient in a pytree, keyed by its module path.
+
+  Needs no ``NeuronLayer`` list, so it works for any network (CNN encoders, heads) whose weight
+  leaves are named "kernel" (flax Linear / Conv). Biases and norm parameters are left out, as in
+  spec §5 ("weights only").
+
+  Args:
+    grads: gradients shaped like the params (nnx State or nested dicts).
+    prefix: prepended to every name.
+
+  Returns:
+    ``{"<prefix><path joined by '/'>": scalar}``, e.g. ``"trunk/hidden/0"``.
+  """
+  out = {}
+  for path, g in flatten(grads).items():
+    if path and path[-1] == "kernel":
+      out[prefix + "/".join(str(p) for p in path[:-1])] = grad_norm(g)
+  return out
+
+
 def grad_norm(g: jax.Array) -> jax.Array:
   """Frobenius norm of one weight gradient (spec §5)."""
   return jnp.sqrt(jnp.sum(jnp.square(g.astype(jnp.float32))))

@@ -25,12 +25,13 @@ import ml_collections
 import optax
 from flax import nnx, struct
 
-from jaxlab import nets
+from jaxlab import optim
 from jaxlab.envs.from_config import make_from_config
 from jaxlab.core import mesh as mesh_lib
 from jaxlab.core import running_stats
-from jaxlab.core.config import require, require_choice
+from jaxlab.core.config import require
 from jaxlab.envs.base import Env, EnvState
+from jaxlab.rl import auxiliary
 from jaxlab.rl import networks
 from jaxlab.rl.gae import gae
 
@@ -57,6 +58,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.learning_rate = 3e-4
   c.lr_schedule = "constant"  # or "linear" (to 0 at the last update)
   c.max_grad_norm = 0.0  # 0 disables clipping
+  c.optimizer = optim.default_config("adam", eps=1e-5)  # name: adam | adamw | radam | kron
   c.gamma = 0.99
   c.gae_lambda = 0.95
   c.clip_eps = 0.2
@@ -68,7 +70,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.normalize_observations = True
   c.network = ml_collections.ConfigDict(dict(
       kind="plain", activation="silu", layernorm=False,
-      policy_width=32, policy_depth=4, value_width=256, value_depth=5))
+      policy_width=32, policy_depth=4, value_width=256, value_depth=5,
+      **networks.network_defaults()))  # encoder, cnn_layernorm, preset, trunk_out
+  c.aux = auxiliary.default_config()  # SIGReg on each trunk output (spec rl.md §1.4); off
   c.log_every = 10  # updates per compiled chunk; logging happens between chunks
   c.eval = ml_collections.ConfigDict(dict(every=50, num_envs=16))  # every: updates, 0 = off
   c.checkpoint = ml_collections.ConfigDict(dict(every=50, keep=3))  # every: updates
@@ -82,11 +86,9 @@ def check_config(c: ml_collections.ConfigDict) -> None:
   for key in ("num_envs", "unroll_length", "unrolls_per_update", "num_minibatches", "num_epochs",
               "log_every", "num_seeds", "total_env_steps"):
     require(c[key] >= 1, f"'config.{key}' must be >= 1, got {c[key]}")
-  require_choice(c, "lr_schedule", ["constant", "linear"])
-  require_choice(c, "network.kind", nets.KINDS)
-  require_choice(c, "network.activation", nets.ACTIVATIONS)
-  for key in ("policy_width", "policy_depth", "value_width", "value_depth"):
-    require(c.network[key] >= 1, f"'config.network.{key}' must be >= 1, got {c.network[key]}")
+  optim.check_config(c)
+  networks.check_config(c, ("policy_width", "policy_depth", "value_width", "value_depth"))
+  auxiliary.check_config(c)
   batch = c.num_envs * c.unroll_length * c.unrolls_per_update
   require(batch % c.num_minibatches == 0,
           f"'config.num_minibatches'={c.num_minibatches} must divide the batch of "
@@ -149,13 +151,8 @@ class PPO:
     self._actor_def, _ = networks.split(networks.Actor(self.spec, config.network, rngs=rngs))
     self._critic_def, _ = networks.split(networks.Critic(self.spec, config.network, rngs=rngs))
     total_sgd_steps = self.num_updates * config.num_epochs * config.num_minibatches
-    if config.lr_schedule == "linear":
-      lr = optax.linear_schedule(config.learning_rate, 0.0, total_sgd_steps)
-    else:
-      lr = optax.constant_schedule(config.learning_rate)
-    self.lr_schedule = lr
-    chain = [optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm > 0 else []
-    self.optimizer = optax.chain(*chain, optax.adam(lr, eps=1e-5))
+    # [clip] -> optimizer; "kron" applies the papers' lr / 3 rule (spec §2.3).
+    self.optimizer, self.lr_schedule = optim.from_config(config, total_sgd_steps)
 
   # --- networks -----------------------------------------------------------------------------
 
@@ -164,13 +161,18 @@ class PPO:
       return obs
     return running_stats.normalize(stats, obs)
 
-  def policy(self, params, stats, obs):
-    """Action distribution for raw observations ``obs`` [..., *obs_shape]."""
-    return networks.apply(self._actor_def, params["policy"], self._normalize(stats, obs))
+  def policy(self, params, stats, obs, return_features: bool = False):
+    """Action distribution for raw observations ``obs`` [..., *obs_shape].
 
-  def value(self, params, stats, obs):
-    """V(obs) [...]."""
-    return networks.apply(self._critic_def, params["value"], self._normalize(stats, obs))
+    With ``return_features``: ``(distribution, features)``, see ``networks.represent``.
+    """
+    return networks.apply(self._actor_def, params["policy"], self._normalize(stats, obs),
+                          return_features=return_features)
+
+  def value(self, params, stats, obs, return_features: bool = False):
+    """V(obs) [...] (and the features, as ``policy``)."""
+    return networks.apply(self._critic_def, params["value"], self._normalize(stats, obs),
+                          return_features=return_features)
 
   def act(self, params, stats, obs, key, deterministic: bool = False):
     """Returns (env action, raw action, log-prob). Deterministic = the distribution's mode."""
@@ -227,12 +229,17 @@ class PPO:
     return adv, targets, values
 
   def _loss(self, params, stats, batch, key):
-    """Clipped surrogate + (optionally clipped) value loss - entropy bonus.
+    """Clipped surrogate + (optionally clipped) value loss - entropy bonus [+ λ SIGReg].
 
     batch: dict of flat [M] arrays: obs, raw_action, log_prob, advantage, target, value.
     """
     c = self.config
-    dist = self.policy(params, stats, batch["obs"])
+    # SIGReg reads the trunk outputs of this same forward pass (spec §1.4; the paper's code
+    # recomputes them, which gives the same gradient at twice the trunk cost).
+    sigreg_on = c.aux.sigreg.weight > 0
+    dist = self.policy(params, stats, batch["obs"], return_features=sigreg_on)
+    if sigreg_on:
+      dist, policy_features = dist
     log_prob = dist.log_prob(batch["raw_action"])
     log_ratio = log_prob - batch["log_prob"]
     ratio = jnp.exp(log_ratio)
@@ -242,7 +249,9 @@ class PPO:
     surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - c.clip_eps, 1 + c.clip_eps) * adv)
     policy_loss = -surrogate.mean()
 
-    value = self.value(params, stats, batch["obs"])
+    value = self.value(params, stats, batch["obs"], return_features=sigreg_on)
+    if sigreg_on:
+      value, value_features = value
     value_err = jnp.square(value - batch["target"])
     if c.value_clip_eps > 0:
       clipped = batch["value"] + jnp.clip(value - batch["value"], -c.value_clip_eps,
@@ -258,6 +267,14 @@ class PPO:
         "loss/approx_kl": ((ratio - 1) - log_ratio).mean(),
         "loss/clip_fraction": (jnp.abs(ratio - 1) > c.clip_eps).mean(),
     }
+    if sigreg_on:
+      # Its own stream: `key` itself stays the entropy estimator's, as without SIGReg.
+      term, aux_metrics = auxiliary.sigreg_term(
+          {"policy": policy_features["representation"],
+           "value": value_features["representation"]},
+          jax.random.fold_in(key, 1), c.aux.sigreg)
+      loss = loss + term
+      metrics.update(aux_metrics)
     return loss, metrics
 
   def _update_minibatch(self, carry, batch):

@@ -1,0 +1,54 @@
+"""PQN on gymnax Breakout-MinAtar with the MinAtar CNN (purejaxql's MinAtar config, spec §6).
+
+    python -m launch.train --config=configs/pqn/breakout_minatar.py --workdir=runs/pqn_breakout
+    # SIGReg (spec §1.4) on the 128-d trunk output, or the Stable-Gradients interventions:
+    python -m launch.train --config=configs/pqn/breakout_minatar.py --workdir=runs/pqn_breakout_sig \
+        --config.aux.sigreg.weight=0.2
+    python -m launch.train --config=configs/pqn/breakout_minatar.py --workdir=runs/pqn_breakout_ms \
+        --config.network.kind=multiskip --config.network.preset=small --config.optimizer.name=kron
+
+Hyperparameters: purejaxql's pqn_minatar (128 envs x 32 steps, 32 minibatches, 2 epochs, RAdam
+lr 5e-4 linearly decayed, grad-norm 10, γ 0.99, λ 0.65, ε 1 -> 0.05 over 10% of the run).
+Network: Conv(16, 3x3) -> LayerNorm over (C, H, W) -> ReLU (the MinAtar CNN), then a LayerNorm
+MLP trunk of one 128-wide layer and a 128-d output layer ending in LayerNorm without activation
+(the representation SIGReg regularises, spec §1.4), then ReLU -> Linear(|A|).
+Time: 10M env steps are a GPU run (spec §7.2); on a 2-core CPU PQN does a few thousand env steps
+per second (benchmarks/pqn_sigreg_overhead.py measures it), so shorten total_env_steps there.
+Expected: see docs/reproductions/sigreg.md (only what was actually run is reported there).
+"""
+
+from jaxlab.rl import pqn
+
+
+def get_config(game: str = "Breakout"):
+  c = pqn.default_config()
+  c.env.name = f"gymnax/{game}-MinAtar"
+  c.env.episode_length = 1000  # gymnax MinAtar default time limit
+  c.total_env_steps = 10_000_000
+  c.num_envs = 128
+  c.unroll_length = 32
+  c.num_minibatches = 32
+  c.num_epochs = 2
+  c.learning_rate = 5e-4
+  c.lr_schedule = "linear"
+  c.max_grad_norm = 10.0
+  c.optimizer.name = "radam"
+  c.gamma = 0.99
+  c.q_lambda = 0.65
+  c.exploration.eps_start = 1.0
+  c.exploration.eps_finish = 0.05
+  c.exploration.eps_decay = 0.1
+  c.network.encoder = "minatar_cnn"
+  c.network.cnn_layernorm = True
+  c.network.kind = "plain"
+  c.network.width = 128
+  c.network.depth = 1
+  c.network.trunk_out = 128
+  c.network.layernorm = True
+  c.network.activation = "relu"
+  c.health.enabled = True
+  c.log_every = 50
+  c.eval.every = 250
+  c.eval.num_envs = 32
+  c.checkpoint.every = 250
+  return c
