@@ -4,7 +4,8 @@
 
 Hyperparameters follow PureJaxRL's MinAtar PPO (64 envs x 128 steps, 8 minibatches, 4 epochs,
 lr 5e-4 annealed, clip 0.2, grad-norm 0.5), at 5M env steps.
-Expected: see README.md's table (measured return and time on CPU and GPU).
+Expected: not yet run to completion here, so no return is claimed; time on CPU and GPU not
+measured yet.
 """
 
 from jaxlab.rl import ppo

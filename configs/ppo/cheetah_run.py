@@ -5,9 +5,11 @@
 Hyperparameters follow MuJoCo Playground's tuned brax PPO config for DM Control tasks (2048
 envs, 30-step unrolls, 32 minibatches of 1024 sequences, 16 epochs, lr 1e-3, reward scaling 10,
 discount 0.995), at 20M env steps instead of 60M.
-Expected: see the table in README.md (measured return and time for CPU and GPU); on a 2-core
-CPU this run takes hours; use `--config.num_envs=256 --config.unrolls_per_update=4` and a
-smaller total_env_steps there for a look at learning.
+Expected: not yet run to completion here, so no return is claimed. Time: the env steps at
+~40k/s on the 2-core CPU (jaxlab's lazy auto-reset, 32 envs), so 20M steps is many hours there;
+on one H200 the CartpoleBalance run of the same layout trained at ~1.25M env-steps/s, and
+CheetahRun's physics is heavier. For a look at learning on CPU use
+`--config.num_envs=256 --config.unrolls_per_update=4` and a smaller total_env_steps.
 """
 
 from jaxlab.rl import ppo
