@@ -5,8 +5,9 @@
 Hyperparameters follow purejaxql's CartPole config (32 envs x 64 steps, 16 minibatches, 4 epochs,
 λ = 0.95, rewards x 0.1, ε 1 -> 0.2 over 20% of the run, LayerNorm MLP, lr linearly decayed),
 with a 128-wide trunk and 300k env steps to suit a CPU.
-Expected: see docs/reproductions/stable_gradients.md (measured greedy eval return and time).
-The learning test (tests/rl/test_pqn.py) runs this config.
+Expected: greedy eval return 500 (the maximum), first reached at ~205k env steps.
+Time: 7-16 s of training on a 2-core CPU (plus ~10 s of compilation).
+The learning test (tests/rl/test_pqn.py) runs this config; see docs/reproductions/stable_gradients.md.
 """
 
 from jaxlab.rl import pqn

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxlab.nets import initializers
 from jaxlab.nets.mlp import ACTIVATIONS
 from jaxlab.nets.mlp import LAYERNORM_EPSILON
 from jaxlab.nets.mlp import activation_fn
@@ -95,7 +96,7 @@ class CNN(nnx.Module):
     self.activation = activation
     self.use_layernorm = use_layernorm
     self.input_scale = _INPUT_SCALE[kind] if input_scale is None else float(input_scale)
-    init = jax.nn.initializers.orthogonal(kernel_gain)
+    init = initializers.orthogonal(kernel_gain)
     convs, norms, shapes = [], [], []
     channels, height, width = obs_shape[2], obs_shape[0], obs_shape[1]
     for out, k, s in _LAYERS[kind]:

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxlab.nets import initializers
 from jaxlab.nets.mlp import activation_fn
 
 
@@ -102,7 +103,7 @@ class GaussianHead(nnx.Module):
     self.loc = _linear(in_features, action_size, kernel_gain, param_dtype, rngs)
     if state_dependent_std:
       self.raw_scale = nnx.Linear(
-        in_features, action_size, kernel_init=jax.nn.initializers.orthogonal(kernel_gain),
+        in_features, action_size, kernel_init=initializers.orthogonal(kernel_gain),
         bias_init=jax.nn.initializers.constant(raw0), param_dtype=param_dtype, rngs=rngs)
     else:
       self.raw_scale = nnx.Param(jnp.full((action_size,), raw0, param_dtype))
@@ -120,7 +121,7 @@ class GaussianHead(nnx.Module):
 
 def _linear(in_features: int, out_features: int, gain: float, param_dtype: Any,
             rngs: nnx.Rngs) -> nnx.Linear:
-  return nnx.Linear(in_features, out_features, kernel_init=jax.nn.initializers.orthogonal(gain),
+  return nnx.Linear(in_features, out_features, kernel_init=initializers.orthogonal(gain),
                     bias_init=jax.nn.initializers.zeros, param_dtype=param_dtype, rngs=rngs)
 
 

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxlab.nets import initializers
+
 KINDS = ("plain", "residual", "multiskip")
 
 # GELU is the exact (erf) form, as torch.nn.GELU, so that parity tests against the PyTorch
@@ -207,7 +209,7 @@ class MLP(nnx.Module):
     self.output_size = width if out_features is None else out_features
 
     linear = functools.partial(
-      nnx.Linear, kernel_init=jax.nn.initializers.orthogonal(kernel_gain),
+      nnx.Linear, kernel_init=initializers.orthogonal(kernel_gain),
       bias_init=jax.nn.initializers.zeros, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def norm(n: int) -> nnx.LayerNorm | None:

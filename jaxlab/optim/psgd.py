@@ -133,12 +133,20 @@ def _apply_q(qs, x):
   return x
 
 
+# Under vmap (seeds, arms) one solve per batch element, in sequence. jaxlib's batched LAPACK
+# kernels split the batch over XLA's CPU thread pool and block a pool thread until the pieces
+# finish; when XLA runs two such kernels at once (one per parameter tensor) on a 2-thread pool,
+# both threads wait for work that no thread is left to run, and the program hangs (observed and
+# reproduced with a vmapped update of two 256x256 kernels). Unbatched calls run inline.
+_solve_upper_transposed = jax.custom_batching.sequential_vmap(
+  lambda q, m: jax.scipy.linalg.solve_triangular(q, m, trans="T", lower=False))
+
+
 def _apply_q_inv_t(qs, x):
   """Q^{-T} x, by triangular solves Q_i^T y = x along each axis."""
   for i, q in enumerate(qs):
     if q.ndim == 2:
-      x = _along(x, i, lambda m, q=q: jax.scipy.linalg.solve_triangular(q, m, trans="T",
-                                                                         lower=False))
+      x = _along(x, i, lambda m, q=q: _solve_upper_transposed(q, m))
     else:
       x = _scale_axis(x, i, 1.0 / q)
   return x

@@ -27,6 +27,7 @@ from typing import Any
 import jax
 from flax import nnx
 
+from jaxlab.nets import initializers
 from jaxlab.nets.mlp import MLP
 
 Path = tuple[Any, ...]
@@ -67,7 +68,7 @@ class NeuronLayer:
   norm_path: Path | None = None
   activation: str | None = None
   zero_outgoing: bool = True
-  kernel_init: Initializer = jax.nn.initializers.orthogonal(math.sqrt(2.0))
+  kernel_init: Initializer = initializers.orthogonal(math.sqrt(2.0))
   bias_init: Initializer = jax.nn.initializers.zeros
 
 
@@ -104,7 +105,7 @@ def mlp_layers(mlp: MLP, *, prefix: Path = (), output_consumers: Sequence[Path] 
   if outgoing not in OUTGOING_MODES:
     raise ValueError(f"outgoing={outgoing!r} is not valid; expected one of {OUTGOING_MODES}")
   if kernel_init is None:
-    kernel_init = jax.nn.initializers.orthogonal(math.sqrt(2.0))
+    kernel_init = initializers.orthogonal(math.sqrt(2.0))
   prefix = tuple(prefix)
   output_consumers = tuple(tuple(p) for p in output_consumers)
   links = mlp.layer_graph()

@@ -267,10 +267,18 @@ def _probe(loss_fn, params, layers, has_aux):
 # Ranks of a feature matrix (spec §5). phi: [..., d]; leading axes are flattened into n rows.
 
 
+# Under vmap (seeds, arms) one SVD per batch element, in sequence. jaxlib's batched LAPACK
+# kernels split the batch over XLA's CPU thread pool and block a pool thread until the pieces
+# finish; when XLA runs two of them at once (e.g. the SVDs of two metrics) on a small pool, every
+# thread waits for work that no thread is left to run and the program hangs (seen on 2 cores
+# with vmapped seeds). Unbatched calls run inline, so a sequential map cannot starve the pool.
+_svdvals = jax.custom_batching.sequential_vmap(lambda a: jnp.linalg.svd(a, compute_uv=False))
+
+
 def singular_values(phi: jax.Array) -> jax.Array:
   """[..., d] -> [min(n, d)] singular values, descending, of the [n, d] feature matrix."""
   phi = phi.reshape(-1, phi.shape[-1]).astype(jnp.float32)
-  return jnp.linalg.svd(phi, compute_uv=False)
+  return _svdvals(phi)
 
 
 def _smallest_k_reaching(values: jax.Array, fraction: float) -> jax.Array:
