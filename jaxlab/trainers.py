@@ -17,6 +17,7 @@ TRAINERS = {
     "sac": "jaxlab.rl.sac",
     "td3": "jaxlab.rl.td3",
     "llm_sft": "jaxlab.llm.sft",
+    "llm_rl": "jaxlab.llm.rl",
     "ns_supervised": "jaxlab.supervised.nonstationary",
 }
 

@@ -75,6 +75,16 @@ def require_choice(config: ml_collections.ConfigDict, key: str, choices: Iterabl
   require(value in choices, f"'config.{key}'={value!r} is not one of {choices}")
 
 
+def set_dotted(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> None:
+  """Sets ``{"group.key": value}`` entries in place, as ``--config.group.key=value`` would."""
+  for key, value in overrides.items():
+    target = config
+    *groups, name = key.split(".")
+    for g in groups:
+      target = target[g]
+    target[name] = value
+
+
 def to_json(config: ml_collections.ConfigDict) -> str:
   """Stable JSON of a config, for ``config.json`` and for comparing a resumed run's config."""
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)

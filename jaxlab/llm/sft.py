@@ -51,6 +51,17 @@ class NonFiniteLossError(JaxlabError):
   """The training loss became NaN/inf; names the step and the last good checkpoint."""
 
 
+def check_finite_loss(name: str, value: float, when: str, ckpt: Checkpointer,
+                      workdir: str) -> None:
+  """Raises :class:`NonFiniteLossError` naming ``when`` and the newest checkpoint on disk."""
+  if np.isfinite(value):
+    return
+  last = ckpt.latest_step()
+  where = (os.path.join(workdir, "checkpoints", str(last)) if last is not None
+           else "none (no checkpoint was written yet)")
+  raise NonFiniteLossError(f"non-finite '{name}'={value} {when}; last good checkpoint: {where}")
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Every key an SFT experiment may set, with defaults for a small from-scratch model."""
   c = ml_collections.ConfigDict()
@@ -98,6 +109,14 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+class _AnyFields(dict):
+  """A stand-in ``metadata`` for checking formats: any field (``{metadata[expression]}``) reads
+  as an empty string, so only the format's syntax and top-level field names are checked."""
+
+  def __missing__(self, key):
+    return ""
+
+
 def resolve_path(path: str) -> str:
   """A data path as given if it exists, else relative to the repository root."""
   if os.path.isabs(path) or os.path.exists(path):
@@ -139,7 +158,7 @@ def check_config(c: ml_collections.ConfigDict) -> None:
               "(generate it with python -m jaxlab.llm.tasks)")
   for key in ("prompt_format", "completion_format"):
     try:
-      c.data[key].format(task="t", question="q", answer="a", seed=0, metadata={})
+      c.data[key].format(task="t", question="q", answer="a", seed=0, metadata=_AnyFields())
     except (KeyError, IndexError, ValueError) as e:
       raise ConfigError(f"'config.data.{key}'={c.data[key]!r} is not a valid format over the "
                         f"row fields task/question/answer/seed/metadata ({e})") from None
@@ -279,7 +298,7 @@ class Evaluator:
     self.rows = list(rows)
     self.tokenizer = tokenizer
     self.mesh = mesh
-    prompts = [format_row(c, r)[0] for r in self.rows]
+    prompts = [c.data.prompt_format.format(**r) for r in self.rows]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     self.tokens, self.mask = sampling.left_pad(encode_prompts(tokenizer, prompts), pad_id=pad)
     self.batch = c.eval.batch_size
@@ -391,12 +410,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh, *, progress: bool
         "train/lr": float(host[-1]["lr"]),
         "train/target_tokens": float(np.sum([h["tokens"] for h in host])),
     }
-    if not np.isfinite(metrics["train/loss"]):
-      last_ckpt = ckpt.latest_step()
-      where_ckpt = (os.path.join(workdir, "checkpoints", str(last_ckpt)) if last_ckpt is not None
-                    else "none (no checkpoint was written yet)")
-      raise NonFiniteLossError(f"non-finite 'train/loss'={metrics['train/loss']} in the steps "
-                               f"up to {step}; last good checkpoint: {where_ckpt}")
+    check_finite_loss("train/loss", metrics["train/loss"], f"in the steps up to {step}", ckpt,
+                      workdir)
     train_time = time.perf_counter() - t_last  # device_get above waited for the steps
     if (c.eval.every and step % c.eval.every == 0) or last:
       eval_metrics, eval_texts = evaluator(train_lib.model_from_state(graphdef, state))

@@ -18,6 +18,7 @@ spell_backward.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -77,6 +78,59 @@ def numbers_equal(got: str | None, want: str) -> bool:
   return a is not None and b is not None and a == b
 
 
+def extract_expression(text: str) -> str | None:
+  """The arithmetic expression of a completion: its ``<answer>`` tag, else its last non-empty
+  line, with a trailing ``= value`` dropped."""
+  lines = [ln.strip() for ln in _tagged_or_whole(text).strip().splitlines() if ln.strip()]
+  if not lines:
+    return None
+  return lines[-1].split("=")[0].strip() or None
+
+
+_INT = re.compile(r"\d+")
+
+
+def evaluate_expression(expr: str) -> Fraction | None:
+  """Exact value of an expression of integers, + - * / and parentheses (None if it is not one,
+  or divides by zero). Parsed with ``ast``; nothing is executed."""
+  import ast  # pylint: disable=g-import-not-at-top
+  ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
+         ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}
+
+  def ev(node):
+    if isinstance(node, ast.Expression):
+      return ev(node.body)
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+      return Fraction(node.value)
+    if isinstance(node, ast.BinOp) and type(node.op) in ops:
+      return ops[type(node.op)](ev(node.left), ev(node.right))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+      v = ev(node.operand)
+      return -v if isinstance(node.op, ast.USub) else v
+    raise ValueError("not arithmetic")
+
+  if len(expr) > 200:
+    return None
+  try:
+    return ev(ast.parse(expr.replace("×", "*").replace("÷", "/"), mode="eval"))
+  except (SyntaxError, ValueError, ZeroDivisionError, TypeError):
+    return None
+
+
+def countdown_equal(got: str | None, want: str) -> bool:
+  """Countdown: ``got`` uses each number of the reference expression ``want`` at most once
+  (as a multiset; no other numbers) and has the same value (reasoning-gym's references use
+  exactly the given numbers, so they define both the numbers and the target)."""
+  if got is None:
+    return False
+  value, target = evaluate_expression(got), evaluate_expression(want)
+  if value is None or target is None or value != target:
+    return False
+  allowed = collections.Counter(_INT.findall(want))
+  used = collections.Counter(_INT.findall(got))
+  return all(allowed[k] >= n for k, n in used.items())
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
   """A reasoning-gym task: how to generate it and how to check a completion.
@@ -103,6 +157,7 @@ TASKS: dict[str, Task] = {
     "basic_arithmetic": Task("basic_arithmetic", extract_number, numbers_equal,
                              {"operators": ("+", "-", "*")}),
     "spell_backward": Task("spell_backward", extract_word, _exact),
+    "countdown": Task("countdown", extract_expression, countdown_equal),
 }
 
 
@@ -184,6 +239,38 @@ def generate(task: str, n: int, seed: int, exclude_questions: Iterable[str] = ()
       return rows
   raise TaskDataError(f"{task} with {settings}: only {len(rows)} distinct questions in "
                       f"{budget} draws (wanted {n}); widen the difficulty or ask for fewer")
+
+
+def corrupt_answers(rows: Sequence[dict[str, Any]], rate: float, seed: int
+                    ) -> list[dict[str, Any]]:
+  """A noisy copy of numeric rows: a ``rate`` fraction of answers moved by ±1..3.
+
+  Supervised training on such rows gives a reference policy that puts about ``rate`` of its
+  mass on wrong answers while its mode stays right: the "60-70%-correct noisy solution stream"
+  of the KL-estimator reproduction (spec llm_rl.md §6.2), where RL can raise the reward by
+  sharpening and a KL term has something to resist. The true answer is kept in
+  ``metadata.true_answer``; rows are chosen with ``numpy.random.default_rng(seed)``.
+
+  Raises:
+    TaskDataError: an answer is not an integer, or ``rate`` is outside [0, 1].
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if not 0 <= rate <= 1:
+    raise TaskDataError(f"corruption rate {rate} must lie in [0, 1]")
+  rng = np.random.default_rng(seed)
+  out = []
+  for i, row in enumerate(rows):
+    row = dict(row, metadata=dict(row.get("metadata") or {}))
+    row["metadata"]["true_answer"] = row["answer"]
+    if rng.random() < rate:
+      try:
+        value = int(row["answer"])
+      except ValueError:
+        raise TaskDataError(f"row {i + 1}: answer {row['answer']!r} is not an integer; only "
+                            "numeric tasks can be corrupted") from None
+      row["answer"] = str(value + int(rng.choice([-3, -2, -1, 1, 2, 3])))
+    out.append(row)
+  return out
 
 
 def _jsonable(x: Any) -> Any:
@@ -310,11 +397,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="a JSONL file whose questions must not appear (repeatable)")
   parser.add_argument("--no_metadata", action="store_true",
                       help="drop reasoning-gym's metadata (keeps source_index); smaller files")
+  parser.add_argument("--metadata_keys", default="",
+                      help="keep only these comma-separated metadata fields (and source_index)")
+  parser.add_argument("--corrupt", type=float, default=0.0,
+                      help="move this fraction of (integer) answers by +-1..3: noisy SFT data")
+  parser.add_argument("--corrupt_seed", type=int, default=0)
+  parser.add_argument("--corrupt_copies", type=int, default=1,
+                      help="write each row this many times, each copy corrupted independently "
+                      "(a noise stream: the model learns the noise rate, not wrong answers)")
   args = parser.parse_args(argv)
   try:
     excluded = [r["question"] for p in args.exclude for r in load_jsonl(p)]
     rows = generate(args.task, args.n, args.seed, excluded, keep_metadata=not args.no_metadata,
                     **parse_difficulty(args.difficulty))
+    if args.metadata_keys:
+      keep = set(args.metadata_keys.split(",")) | {"source_index"}
+      rows = [dict(r, metadata={k: v for k, v in r["metadata"].items() if k in keep})
+              for r in rows]
+    if args.corrupt:
+      rows = corrupt_answers(rows * args.corrupt_copies, args.corrupt, args.corrupt_seed)
   except (TaskDataError, TypeError) as e:  # TypeError: an unknown reasoning-gym config field
     print(f"error: {e}", file=sys.stderr)
     return 2

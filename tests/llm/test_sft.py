@@ -47,12 +47,7 @@ def _config(data, **overrides):
   c.optim.learning_rate = 3e-3
   c.optim.warmup_steps = 20
   c.eval.max_new_tokens = 4
-  for key, value in overrides.items():
-    target = c
-    *groups, name = key.split(".")
-    for g in groups:
-      target = target[g]
-    target[name] = value
+  config_lib.set_dotted(c, overrides)
   config_lib.validate(c, sft.default_config(), sft.check_config)
   return c
 

@@ -4,6 +4,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 
 from jaxlab.llm import tasks
@@ -91,7 +92,40 @@ def test_shipped_data_is_valid_disjoint_and_correct():
   assert not {r["question"] for r in held_out} & {r["question"] for r in train}
   assert len({r["question"] for r in train}) == len(train)
   total = sum(os.path.getsize(os.path.join(data, f)) for f in os.listdir(data))
-  assert total < 1_000_000
+  assert total < 3_000_000  # the noisy RL reference set (8,000 rows) is the largest part
+
+
+def test_rl_data_noisy_copy_and_compact_prompts():
+  """The RL sets: prompts are the compact expression, the noisy SFT copy keeps the true answer
+  and corrupts about 35% of its 8,000 rows by 1..3, never the held-out questions."""
+  data = os.path.join(REPO, "data", "llm")
+  train = tasks.load_jsonl(os.path.join(data, "chain_sum_rl_train.jsonl"))
+  held_out = tasks.load_jsonl(os.path.join(data, "chain_sum_rl_eval.jsonl"))
+  noisy = tasks.load_jsonl(os.path.join(data, "chain_sum_rl_sft_noisy.jsonl"))
+  assert len(train) == 2000 and len(held_out) == 200 and len(noisy) == 8000
+  for row in train + held_out:
+    assert _expression(row["question"]) == row["metadata"]["expression"]
+    assert int(eval(row["metadata"]["expression"])) == int(row["answer"])  # pylint: disable=eval-used
+  moved = [abs(int(r["answer"]) - int(r["metadata"]["true_answer"])) for r in noisy]
+  assert 0.3 < np.mean([m > 0 for m in moved]) < 0.4
+  assert set(moved) <= {0, 1, 2, 3}
+  assert {r["question"] for r in noisy} == {r["question"] for r in train}
+  assert not {r["question"] for r in held_out} & {r["question"] for r in train}
+
+
+def test_countdown_verifier():
+  want = "94*4 - 61 - 6"  # = 309 with the numbers 94, 4, 61, 6
+  assert tasks.verify("countdown", "94*4 - 6 - 61", want)
+  assert tasks.verify("countdown", "<answer>(94 * 4) - (61 + 6)</answer>", want)
+  assert tasks.verify("countdown", "some words\n94*4 - 61 - 6 = 309", want)
+  assert not tasks.verify("countdown", "94*4 - 61 - 5", want)  # wrong value
+  assert not tasks.verify("countdown", "94*4 - 61 - 6 + 4 - 4", want)  # right value, 4 reused
+  assert not tasks.verify("countdown", "309", want)  # a number not given
+  assert not tasks.verify("countdown", "__import__('os').getcwd()", want)  # not arithmetic
+  assert not tasks.verify("countdown", "1/0", "1")
+  assert tasks.evaluate_expression("7/2 - 1/2") == 3
+  for row in tasks.load_jsonl(os.path.join(REPO, "data", "llm", "countdown_eval.jsonl")):
+    assert tasks.verify("countdown", row["answer"], row["answer"]), row
 
 
 def test_generation_is_deterministic_and_excludes(tmp_path):

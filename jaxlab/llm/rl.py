@@ -1,0 +1,725 @@
+"""LLM policy optimisation on verifiable tasks: RLOO, GRPO, PPO and AsyPPO with any KL term.
+
+The trainer behind ``config.trainer = "llm_rl"``:
+
+    python -m launch.train --config=configs/kl_estimators/rloo.py:R1 --workdir=runs/kl/R1
+
+One RL step (all of it but the reward is one compiled program, :func:`make_rl_step`):
+
+1. **Rollouts.** ``prompts_per_step`` prompts (a pure function of ``(seed, step)``), each
+   repeated ``group_size`` times, are completed by the KV-cache sampler
+   (:func:`jaxlab.llm.sampling.generate`) with the *behaviour* policy: the current policy
+   (``async_lag = 0``, strictly on-policy), or the policy of ``async_lag`` updates ago (the
+   asynchronous pipeline of the KL paper, spec ``llm_rl.md`` §1.3, with a fixed lag so runs
+   are reproducible and resumable).
+2. **Rewards.** Completions are decoded and scored on the host by the task verifiers
+   (:mod:`jaxlab.llm.tasks`), or by ``config.reward.fn`` = ``"module:function"`` called as
+   ``fn(rows, completions) -> [B]``. A reward of the wrong shape or a non-finite reward stops
+   the run naming the function, the step and the row.
+3. **Scoring.** One forward of the policy, the frozen reference (the initial policy) and, when
+   the policy lags, the behaviour policy over prompt + response gives per-token log-probs,
+   full-vocabulary entropies and the *exact* per-state reverse and forward KL to the reference
+   (``Σ_v`` over the vocabulary at every response position, not a sampled estimate).
+4. **Critics** (``critic.num_critics = M >= 1``): M value models stacked on one leading axis,
+   run in one vmapped call. Advantages use GAE on their mean (pre-update values); with M >= 2
+   their per-token std drives AsyPPO's advantage mask and entropy filter
+   (:mod:`jaxlab.llm.asyppo`). Each critic regresses the returns of its own part of every
+   prompt's group (disjoint shards), with its own optimizer state.
+5. **Policy update.** :func:`jaxlab.llm.pg_loss.compute_advantages` once, then ``epochs`` x
+   ``minibatches`` gradient steps on :func:`jaxlab.llm.pg_loss.policy_loss` (the KL estimator
+   and placement of ``config.pg.kl``, clipping, aggregation, entropy bonus). ``epochs =
+   minibatches = 1`` with ``async_lag = 0`` is strictly on-policy (importance ratio 1).
+
+Evaluation (greedy accuracy on held-out prompts), metrics.jsonl / TensorBoard, atomic orbax
+checkpoints and resume work as in the SFT trainer (:mod:`jaxlab.llm.sft`); a resumed run
+repeats exactly the steps an uninterrupted one would.
+
+Shape letters: P prompts per step, G responses per prompt, B = P·G rows, Tp padded prompt
+length, N = ``sampling.max_new_tokens`` response positions, V vocabulary, M critics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import json
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxlab.core import mesh as mesh_lib
+from jaxlab.core.checkpoint import Checkpointer
+from jaxlab.core.config import require, require_choice
+from jaxlab.core.errors import ConfigError, JaxlabError
+from jaxlab.core.metrics import MetricWriter, Progress
+from jaxlab.llm import asyppo as asyppo_lib
+from jaxlab.llm import kl as kl_lib
+from jaxlab.llm import pg_loss as pg_lib
+from jaxlab.llm import sft
+from jaxlab.llm import tasks as tasks_lib
+from jaxlab.llm import train as train_lib
+
+sg = jax.lax.stop_gradient
+
+
+class RewardError(JaxlabError, ValueError):
+  """A reward function returned something unusable (wrong shape, NaN/inf, not numbers)."""
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key an LLM RL experiment may set. Defaults: strictly on-policy RLOO, no KL."""
+  c = ml_collections.ConfigDict()
+  c.trainer = "llm_rl"
+  c.seed = 0
+  c.data = ml_collections.ConfigDict(dict(
+      train_files=("data/llm/chain_sum_rl_train.jsonl",),  # prompts to train on
+      eval_files=("data/llm/chain_sum_rl_eval.jsonl",),  # held-out prompts (greedy accuracy)
+      prompt_format="{question}",  # str.format over a row's fields (as the reference's SFT)
+      max_prompt_len=0,  # Tp; 0 = the longest prompt. Longer prompts are an error.
+      max_train_rows=0,  # 0 = every row
+  ))
+  # The policy starts from this Hugging Face-format directory (e.g. an SFT run's hf_model);
+  # the frozen reference is the same weights.
+  c.model = ml_collections.ConfigDict(dict(init=""))
+  c.dtype = "float32"  # compute dtype; masters and optimizer state are float32
+  c.steps = 200  # RL steps (rollout batches)
+  c.prompts_per_step = 32  # P
+  c.group_size = 8  # G responses per prompt
+  c.sampling = ml_collections.ConfigDict(dict(
+      temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=8))
+  c.epochs = 1  # passes over each rollout batch
+  c.minibatches = 1  # gradient steps per pass
+  c.async_lag = 0  # the behaviour policy is the policy of this many updates ago
+  c.pg = ml_collections.ConfigDict(dict(
+      advantage="rloo", grpo_std_normalize=True, gamma=1.0, lam=1.0, whiten_advantages=False,
+      advantage_clip=None, clip_eps_low=0.2, clip_eps_high=0.2, dual_clip=None,
+      aggregation="token-sum", entropy_coef=0.0,
+      # A table name of jaxlab.llm.kl ("none", "R1", "L1", "L3", "R5", "B3", ...) and β.
+      kl=ml_collections.ConfigDict(dict(name="none", coef=0.0, clamp_log_ratio=None,
+                                        clamp_value=None)),
+  ))
+  c.reward = ml_collections.ConfigDict(dict(fn="verifier"))  # or "package.module:function"
+  c.optim = ml_collections.ConfigDict(dict(
+      learning_rate=3e-4, schedule="constant", warmup_steps=0, min_lr_ratio=1.0,
+      weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, max_grad_norm=1.0))
+  c.critic = ml_collections.ConfigDict(dict(
+      num_critics=0,  # M; 0 = no critic (RLOO/GRPO). pg.advantage="gae" needs M >= 1.
+      init="scratch",  # "scratch": sizes below; "policy": a copy of the initial policy's body
+      hidden_size=64, intermediate_size=128, num_layers=1, num_heads=2, num_kv_heads=1,
+      head_dim=32,
+      learning_rate=1e-3, max_grad_norm=1.0, epochs=1,  # critic gradient steps per RL step
+      lam=1.0,  # λ of the critic's targets (1: Monte-Carlo returns)
+      split="responses",  # AsyPPO shards: "responses" within each group, or "prompts"
+      shuffle=True,  # random split (True) or contiguous blocks
+      disjoint=True,  # False: every critic trains on every response (the ablation)
+      init_seed=1,  # every critic starts from the same weights (diversity comes from data)
+  ))
+  c.asyppo = ml_collections.ConfigDict(dict(
+      adv_mask_k=0.0,  # drop the policy-gradient term on the lowest-k fraction of σ (0: off)
+      entropy_filter_h=0.0,  # drop the entropy bonus on the highest-h fraction of σ (0: off)
+      scope="batch",  # rank σ over the whole rollout batch, or per "sequence"
+  ))
+  c.layout = "fsdp"
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.log_every = 10
+  c.eval = ml_collections.ConfigDict(dict(every=50, num_examples=200, batch_size=200,
+                                          max_new_tokens=8))
+  c.checkpoint = ml_collections.ConfigDict(dict(every=50, keep=2))
+  return c
+
+
+def chain_sum_config() -> ml_collections.ConfigDict:
+  """The setting shared by the small-scale KL-estimator and AsyPPO studies.
+
+  The policy and reference are ``runs/rl_reference/hf_model`` (configs/llm/sft_rl_reference.py);
+  prompts are the compact chain_sum expressions ("8 + 0 + 7 ="); 16 prompts x 8 responses of
+  at most 6 tokens per step at temperature 1; 80 steps; logs every 10, evaluates and
+  checkpoints every 40.
+  """
+  c = default_config()
+  c.model.init = "runs/rl_reference/hf_model"
+  c.data.prompt_format = "{metadata[expression]} ="
+  c.steps = 80
+  c.prompts_per_step = 16
+  c.group_size = 8
+  c.sampling.max_new_tokens = 6
+  c.eval.max_new_tokens = 6
+  c.log_every = 10
+  c.eval.every = 40
+  c.checkpoint.every = 40
+  return c
+
+
+def pg_config(c: ml_collections.ConfigDict) -> pg_lib.PGLossConfig:
+  """The :class:`PGLossConfig` of ``config.pg`` (the KL row is looked up by name)."""
+  pg = c.pg.to_dict()
+  kl = {k: v for k, v in pg.pop("kl").items() if v is not None}
+  return pg_lib.PGLossConfig.from_mapping({**pg, "kl": kl_lib.KLConfig.from_mapping(kl)})
+
+
+def check_config(c: ml_collections.ConfigDict) -> None:
+  """The RL trainer's consistency rules; each failure names its key."""
+  for key in ("steps", "prompts_per_step", "epochs", "minibatches", "log_every"):
+    require(c[key] >= 1, f"'config.{key}' must be >= 1, got {c[key]}")
+  require(c.group_size >= 1, f"'config.group_size' must be >= 1, got {c.group_size}")
+  require(c.async_lag >= 0, f"'config.async_lag' must be >= 0, got {c.async_lag}")
+  rows = c.prompts_per_step * c.group_size
+  require(rows % c.minibatches == 0, f"'config.minibatches'={c.minibatches} must divide the "
+          f"{rows} responses of a step (prompts_per_step x group_size)")
+  require_choice(c, "dtype", ["float32", "bfloat16"])
+  require(c.sampling.temperature > 0, "'config.sampling.temperature' must be > 0 for RL "
+          f"(the policy is the tempered softmax), got {c.sampling.temperature}")
+  require(c.sampling.max_new_tokens >= 1, "'config.sampling.max_new_tokens' must be >= 1")
+  pg = pg_config(c)  # raises ConfigError naming pg.* keys
+  if pg.advantage in ("rloo", "grpo"):
+    require(c.group_size >= 2, f"'config.pg.advantage'={pg.advantage!r} needs "
+            f"'config.group_size' >= 2, got {c.group_size}")
+  m = c.critic.num_critics
+  require(m >= 0, f"'config.critic.num_critics' must be >= 0, got {m}")
+  if pg.advantage == "gae":
+    require(m >= 1, "'config.pg.advantage'='gae' needs 'config.critic.num_critics' >= 1")
+  else:
+    require(m == 0, f"'config.critic.num_critics'={m} but 'config.pg.advantage'="
+            f"{pg.advantage!r} does not use a critic; set pg.advantage='gae'")
+  require_choice(c, "critic.init", ["scratch", "policy"])
+  require_choice(c, "critic.split", list(asyppo_lib.SPLIT_MODES))
+  require_choice(c, "asyppo.scope", list(asyppo_lib.SCOPES))
+  if m >= 1 and c.critic.disjoint:
+    units = c.group_size if c.critic.split == "responses" else c.prompts_per_step
+    require(units % m == 0, f"'config.critic.num_critics'={m} must divide "
+            f"{'config.group_size' if c.critic.split == 'responses' else 'config.prompts_per_step'}"
+            f"={units} to split it into equal disjoint parts")
+  for key in ("adv_mask_k", "entropy_filter_h"):
+    f = c.asyppo[key]
+    require(0 <= f < 1, f"'config.asyppo.{key}' must lie in [0, 1), got {f}")
+    if f > 0:
+      require(m >= 2, f"'config.asyppo.{key}'={f} needs 'config.critic.num_critics' >= 2 "
+              "(σ is the std over critics)")
+  if c.asyppo.entropy_filter_h > 0:
+    require(pg.entropy_coef > 0, "'config.asyppo.entropy_filter_h' filters the entropy bonus; "
+            "set 'config.pg.entropy_coef' > 0")
+  for key in ("learning_rate",):
+    require(c.optim[key] > 0, f"'config.optim.{key}' must be > 0")
+  if m:
+    require(c.critic.learning_rate > 0, "'config.critic.learning_rate' must be > 0")
+    require(c.critic.epochs >= 1, "'config.critic.epochs' must be >= 1")
+  require(bool(c.model.init), "'config.model.init' must name the starting model (a Hugging "
+          "Face-format directory, e.g. an SFT run's hf_model)")
+  require(os.path.isdir(c.model.init), f"'config.model.init'={c.model.init!r} is not a "
+          "directory (train one with python -m launch.train --config=configs/llm/sft_*.py)")
+  for key in ("every", "num_examples"):
+    require(c.eval[key] >= 0, f"'config.eval.{key}' must be >= 0")
+  for key in ("eval.every", "checkpoint.every"):
+    group, name = key.split(".")
+    every = c[group][name]
+    require(every >= 0 and every % c.log_every == 0,
+            f"'config.{key}'={every} must be a multiple of config.log_every={c.log_every}")
+  for key in ("train_files", "eval_files"):
+    for f in c.data[key]:
+      require(os.path.isfile(sft.resolve_path(f)), f"'config.data.{key}': file {f!r} does "
+              "not exist (generate it with python -m jaxlab.llm.tasks)")
+  if c.reward.fn != "verifier":
+    require(":" in c.reward.fn, f"'config.reward.fn'={c.reward.fn!r}: expected 'verifier' or "
+            "'package.module:function'")
+
+
+def check_mesh(c: ml_collections.ConfigDict, mesh) -> None:
+  rows = c.prompts_per_step * c.group_size
+  mesh_lib.check_divisible(mesh, rows // c.minibatches,
+                           "config.prompts_per_step x config.group_size / config.minibatches")
+  mesh_lib.check_divisible(mesh, c.eval.batch_size, "config.eval.batch_size")
+
+
+# -- rewards --------------------------------------------------------------------------------------
+
+
+def verifier_rewards(rows: Sequence[dict[str, Any]], completions: Sequence[str]) -> np.ndarray:
+  """1.0 where the task's verifier accepts the completion's answer, else 0.0."""
+  return np.asarray([float(tasks_lib.verify(r["task"], t, r["answer"]))
+                     for r, t in zip(rows, completions)], np.float32)
+
+
+def get_reward_fn(name: str) -> Callable[[Sequence[dict], Sequence[str]], Any]:
+  """``"verifier"`` or an importable ``"package.module:function"``."""
+  if name == "verifier":
+    return verifier_rewards
+  module, _, attr = name.partition(":")
+  try:
+    fn = getattr(importlib.import_module(module), attr)
+  except (ImportError, AttributeError) as e:
+    raise ConfigError(f"'config.reward.fn'={name!r} cannot be imported ({e})") from None
+  return fn
+
+
+def score_rewards(fn: Callable, name: str, rows: Sequence[dict[str, Any]],
+                  completions: Sequence[str], step: int) -> np.ndarray:
+  """Calls the reward function and checks what it returns: ``[B]`` finite floats."""
+  try:
+    r = np.asarray(fn(rows, completions), dtype=np.float64)
+  except (TypeError, ValueError) as e:
+    raise RewardError(f"reward function {name!r} at step {step} did not return numbers "
+                      f"({e})") from None
+  if r.shape != (len(completions),):
+    raise RewardError(f"reward function {name!r} returned shape {r.shape} at step {step}; "
+                      f"expected ({len(completions)},), one reward per completion")
+  bad = np.flatnonzero(~np.isfinite(r))
+  if bad.size:
+    i = int(bad[0])
+    raise RewardError(f"reward function {name!r} returned {r[i]} at step {step} for row {i} "
+                      f"(question {rows[i].get('question', '?')!r}, completion "
+                      f"{completions[i]!r}); rewards must be finite")
+  return r.astype(np.float32)
+
+
+# -- critics --------------------------------------------------------------------------------------
+
+
+class ValueModel(nnx.Module):
+  """A decoder body with a scalar value head on its final hidden states.
+
+  ``V(s_t)`` for response token ``t`` is read at the position that predicts ``y_t`` (the last
+  prompt token for t = 0), the same alignment as the policy's log-probs.
+  """
+
+  def __init__(self, body: Any, *, rngs: nnx.Rngs):
+    self.body = body
+    self.head = nnx.Linear(body.config.hidden_size, 1, kernel_init=nnx.initializers.zeros,
+                           bias_init=nnx.initializers.zeros, rngs=rngs)
+
+  def __call__(self, tokens_bt: jax.Array, mask_bt: jax.Array) -> jax.Array:
+    h, _ = self.body.hidden(tokens_bt, mask_bt)
+    return self.head(h.astype(jnp.float32))[..., 0]
+
+
+def build_critics(c: ml_collections.ConfigDict, policy: Any) -> tuple[Any, Any]:
+  """``(graphdef, params)`` of M identical value models, params stacked on a leading axis."""
+  from jaxlab.llm import modeling  # pylint: disable=g-import-not-at-top
+  m = c.critic
+  if m.init == "policy":
+    body = modeling.Decoder(policy.config, rngs=nnx.Rngs(m.init_seed))
+    nnx.update(body, nnx.state(policy))
+  else:
+    pc = policy.config
+    cfg = dataclasses.replace(
+        pc, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
+        num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
+        head_dim=m.head_dim, dtype=c.dtype, param_dtype="float32")
+    body = modeling.Decoder(cfg, rngs=nnx.Rngs(m.init_seed))
+  critic = ValueModel(body, rngs=nnx.Rngs(m.init_seed))
+  graphdef, params = nnx.split(critic)
+  stacked = jax.tree.map(lambda x: jnp.stack([x] * m.num_critics), params)
+  return graphdef, stacked
+
+
+# -- the compiled step ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+  """The static shape of one RL step (hashable)."""
+  pg: pg_lib.PGLossConfig
+  group_size: int
+  prompt_len: int
+  temperature: float
+  epochs: int
+  minibatches: int
+  lagged: bool
+  num_critics: int
+  critic_epochs: int
+  critic_lam: float
+  split: str
+  shuffle: bool
+  disjoint: bool
+  adv_mask_k: float
+  entropy_filter_h: float
+  scope: str
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class RLState:
+  policy: train_lib.TrainState
+  critic: train_lib.TrainState | None
+
+
+def response_logits(graphdef: Any, params: Any, tokens: jax.Array, mask: jax.Array,
+                    prompt_len: int, temperature: float) -> jax.Array:
+  """``[B, N, V]`` float32 logits of the (tempered) policy at the response positions."""
+  model = nnx.merge(graphdef, params)
+  logits, _ = model(tokens, mask)
+  return logits[:, prompt_len - 1:-1].astype(jnp.float32) / temperature
+
+
+def token_stats(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(log-softmax [B, N, V], log-prob of targets [B, N], entropy [B, N])``."""
+  logsm = jax.nn.log_softmax(logits, axis=-1)
+  logp = jnp.take_along_axis(logsm, targets[..., None], axis=-1)[..., 0]
+  entropy = -jnp.sum(jnp.exp(logsm) * logsm, axis=-1)
+  return logsm, logp, entropy
+
+
+def exact_kls(logsm_pi: jax.Array, logsm_ref: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per-state ``KL(π‖π_ref)`` and ``KL(π_ref‖π)`` over the full vocabulary, ``[B, N]``."""
+  d = logsm_pi - logsm_ref
+  return (jnp.sum(jnp.exp(logsm_pi) * d, axis=-1), jnp.sum(jnp.exp(logsm_ref) * -d, axis=-1))
+
+
+def _masked_mean(x, mask):
+  return jnp.sum(jnp.where(mask, x, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+
+
+def _seq_mean(x, mask):
+  """Mean over rows of the per-row masked sum."""
+  return jnp.mean(jnp.sum(jnp.where(mask, x, 0.0), axis=1))
+
+
+def _rl_step(state: RLState, ref_params: Any, behaviour_params: Any, batch: dict, key: jax.Array,
+             *, spec: StepSpec, graphdef: Any, tx: optax.GradientTransformation,
+             schedule: optax.Schedule, critic_graphdef: Any,
+             critic_tx: optax.GradientTransformation | None):
+  """One RL step on a scored rollout batch; see the module docstring (steps 3-5)."""
+  tokens, attn = batch["tokens"], batch["attention_mask"]
+  resp, mask = batch["response"], batch["response_mask"].astype(bool)
+  rewards = batch["rewards"]
+  b = resp.shape[0]
+  logits_of = functools.partial(response_logits, graphdef, tokens=tokens, mask=attn,
+                                prompt_len=spec.prompt_len, temperature=spec.temperature)
+
+  # -- 3. scoring (no gradients) --
+  logsm_pi, logp0, entropy0 = token_stats(logits_of(state.policy.params), resp)
+  logsm_ref, ref_logp, _ = token_stats(logits_of(ref_params), resp)
+  if spec.lagged:
+    _, old_logp, _ = token_stats(logits_of(behaviour_params), resp)
+  else:
+    old_logp = logp0
+  rev, fwd = exact_kls(logsm_pi, logsm_ref)
+  del logsm_pi, logsm_ref
+  lengths = jnp.sum(mask, axis=1)
+  metrics = {
+      "reward/task": jnp.mean(rewards),
+      "kl/exact_rev": _seq_mean(rev, mask),  # Σ_t KL(π(·|s_t) ‖ π_ref(·|s_t)), mean over rows
+      "kl/exact_fwd": _seq_mean(fwd, mask),
+      "kl/exact_rev_per_token": _masked_mean(rev, mask),
+      "entropy/mean": _masked_mean(entropy0, mask),
+      "response/length": jnp.mean(lengths.astype(jnp.float32)),
+  }
+  if spec.lagged:
+    metrics["kl/behaviour_k3"] = _masked_mean(kl_lib.k3(logp0 - old_logp), mask)
+
+  # -- 4. critics: pre-update values, GAE on their mean, AsyPPO's masks --
+  k_split, k_perm = jax.random.split(key)
+  values = adv_keep = ent_keep = None
+  if spec.num_critics:
+    def critic_values(p):
+      return jax.vmap(lambda q: nnx.merge(critic_graphdef, q)(tokens, attn))(p)[
+          :, :, spec.prompt_len - 1:-1]
+    values = sg(critic_values(state.critic.params))  # [M, B, N]
+  adv = pg_lib.compute_advantages(
+      spec.pg, rewards, mask, old_logp, ref_logp, group_size=spec.group_size,
+      values=None if values is None else jnp.mean(values, axis=0))
+  metrics.update({k: v for k, v in adv.metrics.items() if k != "reward/mean"})
+  if spec.num_critics >= 2:
+    adv_keep, ent_keep, _, m = asyppo_lib.uncertainty_masks(
+        values, mask, spec.adv_mask_k, spec.entropy_filter_h, spec.scope)
+    metrics.update(m)
+    if spec.adv_mask_k == 0:
+      adv_keep = None
+    if spec.entropy_filter_h == 0:
+      ent_keep = None
+
+  # -- 5. policy update: epochs x minibatches --
+  data = dict(old_logp=old_logp, ref_logp=ref_logp, adv=adv.advantages, mask=mask,
+              tokens=tokens, attn=attn, resp=resp,
+              adv_keep=jnp.ones_like(mask) if adv_keep is None else adv_keep,
+              ent_keep=jnp.ones_like(mask) if ent_keep is None else ent_keep)
+  mb = b // spec.minibatches
+  perm_keys = jax.random.split(k_perm, spec.epochs)
+  order = jnp.concatenate([jax.random.permutation(k, b) for k in perm_keys]).reshape(-1, mb)
+
+  def loss_fn(params, d):
+    logits = response_logits(graphdef, params, d["tokens"], d["attn"], spec.prompt_len,
+                             spec.temperature)
+    _, logp, ent = token_stats(logits, d["resp"])
+    return pg_lib.policy_loss(
+        spec.pg, logp, d["old_logp"], d["ref_logp"], d["adv"], d["mask"], entropy=ent,
+        adv_mask=None if adv_keep is None else d["adv_keep"],
+        entropy_mask=None if ent_keep is None else d["ent_keep"])
+
+  def policy_step(ts: train_lib.TrainState, idx):
+    d = jax.tree.map(lambda x: x[idx], data)
+    (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params, d)
+    updates, opt_state = tx.update(grads, ts.opt_state, ts.params)
+    params = optax.apply_updates(ts.params, updates)
+    m = dict(m, grad_norm=optax.tree.norm(grads), lr=schedule(ts.step))
+    return train_lib.TrainState(ts.step + 1, params, opt_state), m
+
+  policy, pm = jax.lax.scan(policy_step, state.policy, order)
+  pm = jax.tree.map(jnp.mean, pm)
+  for k in ("loss/total", "loss/pg", "loss/kl", "loss/entropy", "pg/clip_frac",
+            "pg/ratio_mean", "pg/approx_kl_old", "kl/k1", "kl/k2", "kl/k3"):
+    if k in pm:
+      metrics[k] = pm[k]
+  metrics["train/grad_norm"] = pm["grad_norm"]
+  metrics["train/lr"] = pm["lr"]
+
+  # -- 4b. critic update on disjoint shards (targets from the same pre-update snapshot) --
+  critic = state.critic
+  if spec.num_critics:
+    _, targets = pg_lib.gae_advantages(adv.token_rewards, jnp.mean(values, axis=0), mask,
+                                       spec.pg.gamma, spec.critic_lam)
+    if spec.disjoint:
+      ids = asyppo_lib.group_split(k_split, b // spec.group_size, spec.group_size,
+                                   spec.num_critics, spec.split, spec.shuffle)
+      shards = asyppo_lib.shard_masks(ids, spec.num_critics)
+    else:
+      shards = jnp.ones((spec.num_critics, b), bool)
+
+    def critic_loss_fn(p):
+      return asyppo_lib.critic_loss(critic_values(p), targets, mask, shards)
+
+    def critic_step(ts: train_lib.TrainState, _):
+      (loss, per), grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(ts.params)
+      # One optimizer per critic: clipping and moments never mix critics.
+      updates, opt_state = jax.vmap(critic_tx.update)(grads, ts.opt_state, ts.params)
+      params = optax.apply_updates(ts.params, updates)
+      return train_lib.TrainState(ts.step + 1, params, opt_state), per
+
+    critic, per = jax.lax.scan(critic_step, critic, None, length=spec.critic_epochs)
+    metrics["critic/loss"] = jnp.mean(per[0])  # before the first critic step, mean over m
+    for i in range(spec.num_critics):
+      metrics[f"critic/loss_{i}"] = per[0, i]
+    if spec.num_critics >= 2 and spec.disjoint:
+      # Diversity check (spec §6.2): critic m's error on the next critic's shard.
+      other = jnp.roll(shards, 1, axis=0)
+      _, cross = asyppo_lib.critic_loss(values, targets, mask, other)
+      metrics["critic/cross_shard_mse"] = jnp.mean(cross)
+    metrics["critic/value_mean"] = _masked_mean(jnp.mean(values, axis=0), mask)
+  return RLState(policy, critic), metrics
+
+
+def make_rl_step(spec: StepSpec, graphdef: Any, tx: optax.GradientTransformation,
+                 schedule: optax.Schedule, critic_graphdef: Any = None,
+                 critic_tx: optax.GradientTransformation | None = None):
+  """``step(state, ref_params, behaviour_params, batch, key) -> (state, metrics)``, jitted,
+  with ``state`` donated. ``behaviour_params`` is only read when ``spec.lagged``.
+
+  The batch: ``tokens`` ``[B, Tp + N]`` (left-padded prompt, then the response),
+  ``attention_mask`` ``[B, Tp + N]``, ``response`` ``[B, N]``, ``response_mask`` ``[B, N]``,
+  ``rewards`` ``[B]``.
+  """
+  impl = functools.partial(_rl_step, spec=spec, graphdef=graphdef, tx=tx, schedule=schedule,
+                           critic_graphdef=critic_graphdef, critic_tx=critic_tx)
+  return jax.jit(impl, donate_argnums=0)
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+
+def encode_prompt_rows(c, tokenizer, rows_with_where: Sequence[tuple[str, int, dict]],
+                       max_len: int) -> tuple[list[dict], np.ndarray, np.ndarray]:
+  """Left-padded prompt ids ``[R, Tp]`` and mask; rows longer than ``max_len`` are an error
+  naming the file and row."""
+  from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
+  from jaxlab.llm.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
+  rows = [r for _, _, r in rows_with_where]
+  ids = encode_prompts(tokenizer, [c.data.prompt_format.format(**r) for r in rows])
+  longest = max(len(x) for x in ids)
+  tp = max_len or longest
+  for (f, line, _), x in zip(rows_with_where, ids):
+    if len(x) > tp:
+      raise sft.DataError(f"{f}:{line}: the prompt has {len(x)} tokens, longer than "
+                          f"'config.data.max_prompt_len'={tp}")
+  pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+  tokens, mask = sampling.left_pad(ids, pad_id=pad, length=tp)
+  return rows, tokens, mask
+
+
+def _copy_tree(tree):
+  return jax.tree.map(jnp.copy, tree)
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, mesh, *, progress: bool = True,
+        stop_at: int | None = None) -> dict[str, Any]:
+  """Trains (or resumes) to ``config.steps``; returns the summary written to summary.json.
+
+  Args:
+    config: a validated config (see :func:`default_config`).
+    workdir: run directory: config.json, metrics.jsonl, checkpoints/, hf_model/.
+    mesh: the device mesh; rows are split over its data-parallel axes.
+    progress: show the console progress bar.
+    stop_at: stop after this step as if killed there (resume tests).
+  """
+  from jaxlab.core.loop import prepare_workdir  # pylint: disable=g-import-not-at-top
+  from jaxlab.llm import checkpoint as hf_ckpt  # pylint: disable=g-import-not-at-top
+  from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
+  from jaxlab.llm.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
+
+  c = config
+  pg = pg_config(c)
+  prepare_workdir(workdir, c)
+  try:
+    train_rows = sft._load(c.data.train_files, c.data.max_train_rows)  # pylint: disable=protected-access
+    eval_rows = [r for _, _, r in sft._load(c.data.eval_files, c.eval.num_examples)]  # pylint: disable=protected-access
+  except tasks_lib.TaskDataError as e:
+    raise sft.DataError(str(e)) from None
+  tokenizer = load_tokenizer(c.model.init)
+  rows, prompt_tokens, prompt_mask = encode_prompt_rows(c, tokenizer, train_rows,
+                                                        c.data.max_prompt_len)
+  num_rows, tp = prompt_tokens.shape
+  n_new = c.sampling.max_new_tokens
+
+  policy, _ = hf_ckpt.from_pretrained(c.model.init, mesh=None, dtype=c.dtype,
+                                      param_dtype="float32", tokenizer=False)
+  limit = policy.config.max_position_embeddings
+  if tp + n_new > limit:
+    raise ConfigError(f"prompts of {tp} tokens + 'config.sampling.max_new_tokens'={n_new} "
+                      f"exceed the model's context of {limit} positions")
+  eos = int(tokenizer.eos_token_id)
+  pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+  sparams = sampling.SamplingParams(
+      max_new_tokens=n_new, temperature=float(c.sampling.temperature), top_k=c.sampling.top_k,
+      top_p=float(c.sampling.top_p), stop_tokens=(eos,), pad_id=pad)
+
+  total_updates = c.steps * c.epochs * c.minibatches
+  tx, schedule = train_lib.make_optimizer(
+      train_lib.OptimConfig.from_mapping(c.optim, total_steps=total_updates))
+  graphdef, params = nnx.split(policy)
+  ref_params = _copy_tree(params)
+  policy_state = train_lib.TrainState(jnp.int32(0), params, tx.init(params))
+
+  critic_graphdef = critic_tx = critic_state = None
+  m = c.critic.num_critics
+  if m:
+    critic_graphdef, cparams = build_critics(c, policy)
+    critic_tx, _ = train_lib.make_optimizer(train_lib.OptimConfig(
+        learning_rate=c.critic.learning_rate, schedule="constant", warmup_steps=0,
+        total_steps=1, weight_decay=0.0, b1=0.9, b2=0.999, max_grad_norm=c.critic.max_grad_norm))
+    critic_state = train_lib.TrainState(jnp.int32(0), cparams, jax.vmap(critic_tx.init)(cparams))
+  del policy
+
+  spec = StepSpec(
+      pg=pg, group_size=c.group_size, prompt_len=tp, temperature=float(c.sampling.temperature),
+      epochs=c.epochs, minibatches=c.minibatches, lagged=c.async_lag > 0, num_critics=m,
+      critic_epochs=c.critic.epochs, critic_lam=float(c.critic.lam), split=c.critic.split,
+      shuffle=c.critic.shuffle, disjoint=c.critic.disjoint,
+      adv_mask_k=float(c.asyppo.adv_mask_k), entropy_filter_h=float(c.asyppo.entropy_filter_h),
+      scope=c.asyppo.scope)
+  step_fn = make_rl_step(spec, graphdef, tx, schedule, critic_graphdef, critic_tx)
+  reward_fn = get_reward_fn(c.reward.fn)
+  evaluator = sft.Evaluator(c, tokenizer, eval_rows, mesh)
+
+  state = RLState(policy_state, critic_state)
+  history = [_copy_tree(params) for _ in range(c.async_lag)]
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=c.checkpoint.every or c.steps,
+                      keep=c.checkpoint.keep)
+  start, record = 0, {}
+  if ckpt.latest_step() is not None:
+    restored, record, start = ckpt.restore({"state": state, "history": history})
+    state, history = restored["state"], list(restored["history"])
+  record.setdefault("kl_config", pg.kl.describe())
+  writer = MetricWriter(workdir, purge_step=start + 1 if start else None)
+  writer.truncate(start)
+  print(f"jaxlab: {pg.kl.describe()}; advantage={pg.advantage}, critics={m}, "
+        f"async_lag={c.async_lag}", flush=True)
+
+  def place(x):
+    x = jnp.asarray(x)
+    if mesh is None or mesh.size == 1:
+      return x
+    return jax.device_put(x, mesh_lib.batch_sharding(mesh, 0, x.ndim))
+
+  bar = Progress(c.steps, start=start, unit="steps") if progress else None
+  elapsed = float(record.get("elapsed", 0.0))
+  base_key = jax.random.key(c.seed)
+  window: list[dict[str, Any]] = []
+  shown: dict[str, float] = {}
+  metrics: dict[str, Any] = {}
+  step = start
+  for step in range(start + 1, c.steps + 1):
+    t0 = time.perf_counter()
+    idx = np.repeat(sft.batch_indices(step - 1, c.prompts_per_step, num_rows, c.seed),
+                    c.group_size)
+    k_sample, k_update = jax.random.split(jax.random.fold_in(base_key, step))
+    behaviour = history[0] if history else None  # lag 0: the current policy
+    out = sampling.generate(nnx.merge(graphdef, state.policy.params if behaviour is None else behaviour),
+                            prompt_tokens[idx],
+                            prompt_mask[idx], k_sample, sparams, mesh=mesh)
+    resp, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+    t_gen = time.perf_counter() - t0
+    batch_rows = [rows[i] for i in idx]
+    texts = [tokenizer.decode(r[:k].tolist(), skip_special_tokens=True)
+             for r, k in zip(resp, lengths)]
+    rewards = score_rewards(reward_fn, c.reward.fn, batch_rows, texts, step)
+    resp_mask = np.arange(n_new)[None, :] < lengths[:, None]
+    batch = {
+        "tokens": np.concatenate([prompt_tokens[idx], resp], axis=1),
+        "attention_mask": np.concatenate([prompt_mask[idx], resp_mask], axis=1),
+        "response": resp, "response_mask": resp_mask, "rewards": rewards,
+    }
+    batch = {k: place(v) for k, v in batch.items()}
+    snapshot = _copy_tree(state.policy.params) if history else None
+    t1 = time.perf_counter()
+    state, sm = step_fn(state, ref_params, behaviour, batch, k_update)
+    sm = jax.device_get(sm)
+    t_update = time.perf_counter() - t1
+    if history:
+      history = history[1:] + [snapshot]
+    sft.check_finite_loss("loss/total", sm["loss/total"], f"at step {step}", ckpt, workdir)
+    sampled = float(np.sum(lengths))
+    sm.update({
+        "response/stopped": float(np.mean([eos in r[:k] for r, k in zip(resp, lengths)])),
+        "time/gen_s": t_gen, "time/update_s": t_update,
+        "time/sampled_tokens_per_s": sampled / max(t_gen, 1e-9),
+        "time/trained_tokens_per_s": sampled * c.epochs / max(t_update, 1e-9),
+        "time/gen_share": t_gen / max(time.perf_counter() - t0, 1e-9),
+    })
+    window.append(sm)
+    last = step == c.steps
+    elapsed += time.perf_counter() - t0
+    if step % c.log_every and not last:
+      continue
+    metrics = {k: float(np.mean([w[k] for w in window])) for k in window[-1]}
+    window = []
+    if (c.eval.every and step % c.eval.every == 0) or last:
+      metrics.update(evaluator(nnx.merge(graphdef, state.policy.params))[0])
+    metrics["time/elapsed_s"] = elapsed
+    writer.write(step, metrics)
+    if bar is not None:
+      shown["reward"] = metrics["reward/task"]
+      shown["kl"] = metrics["kl/exact_rev"]
+      if "eval/accuracy" in metrics:
+        shown["eval_acc"] = metrics["eval/accuracy"]
+      bar.update(step, shown, force=last)
+    record["elapsed"] = elapsed
+    ckpt.save(step, {"state": state, "history": history}, dict(record), force=last)
+    if stop_at is not None and step >= stop_at:
+      break
+  if bar is not None:
+    bar.close()
+  ckpt.close()
+  writer.close()
+  if stop_at is not None and step < c.steps:
+    return dict(record, stopped_at=step)
+  if "eval/accuracy" not in metrics:  # resumed a finished run
+    metrics.update(evaluator(nnx.merge(graphdef, state.policy.params))[0])
+  model = nnx.merge(graphdef, state.policy.params)
+  hf_dir = os.path.join(workdir, "hf_model")
+  hf_ckpt.save_pretrained(model, hf_dir, tokenizer=tokenizer)
+  summary = dict(record, final_step=c.steps, prompt_len=tp, hf_model=hf_dir, **metrics)
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2, default=float)
+  return summary
