@@ -24,6 +24,7 @@ import glob
 import json
 import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -34,7 +35,8 @@ _OUT = flags.DEFINE_string("out", "runs/analysis", "Output directory for the tab
 _KEYS = flags.DEFINE_list("keys", ["eval/episode_return", "train/episode_return"],
                           "Metric keys for the table and the plots.")
 _GROUP_BY = flags.DEFINE_string("group_by", None,
-                                "Dotted config key whose value labels (and pools) runs.")
+                                "Dotted config key whose value labels (and pools) runs, or "
+                                "'seed_suffix': pool runs whose names differ only in _s<N>.")
 _LAST = flags.DEFINE_integer("last", 1, "Average each run's last N finite records per key.")
 _X = flags.DEFINE_string("x", "env_steps", "Metric for the x axis of the curves.")
 PRESETS = {
@@ -44,7 +46,8 @@ PRESETS = {
                   "health/grama_w_ratio/critic", "health/dormant_ratio/actor",
                   "health/grama_ratio/actor", "reset/neurons/critic", "reset/neurons/actor",
                   "least/stop_rate", "least/stop_step_mean", "least/stop_quarter/1",
-                  "least/stop_quarter/2", "least/stop_quarter/3", "least/stop_quarter/4"],
+                  "least/stop_quarter/2", "least/stop_quarter/3", "least/stop_quarter/4",
+                  "replay/low_reward_share"],
 }
 _PRESET = flags.DEFINE_enum("preset", "returns", list(PRESETS),
                             "Key set used when --keys is not given.")
@@ -117,6 +120,18 @@ def resolve_keys(records_per_run: list[list[dict]]) -> list[str]:
   return [k for k in PRESETS[_PRESET.value] if k in present or k.endswith("episode_return")]
 
 
+def run_label(workdir: str, group_by: str | None) -> str:
+  """The arm a run belongs to: its directory name; with ``group_by="seed_suffix"`` the name
+  without a trailing ``_s<N>`` (so ``runs/x/grpo_s0`` and ``grpo_s1`` pool as arm ``grpo``);
+  with a dotted config key, ``key=value``."""
+  name = os.path.basename(os.path.normpath(workdir))
+  if not group_by:
+    return name
+  if group_by == "seed_suffix":
+    return re.sub(r"_s\d+$", "", name)
+  return f"{group_by}={_config_value(workdir, group_by)}"
+
+
 def mean_ci(values: np.ndarray) -> tuple[float, float]:
   """Mean and the half-width of a 95% normal-approximation interval (0 for one value)."""
   if values.size == 0:
@@ -145,8 +160,7 @@ def main(argv):
   arms: dict[str, list[list[dict]]] = {}
   for w in workdirs:
     try:
-      label = (f"{_GROUP_BY.value}={_config_value(w, _GROUP_BY.value)}" if _GROUP_BY.value
-               else os.path.basename(os.path.normpath(w)))
+      label = run_label(w, _GROUP_BY.value)
     except KeyError as err:
       print(f"error: {err.args[0]}", file=sys.stderr)
       sys.exit(2)

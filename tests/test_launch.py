@@ -157,3 +157,21 @@ def test_eval_of_a_missing_run_is_one_line(tmp_path):
   result = subprocess.run([sys.executable, "-m", "launch.eval", f"--workdir={tmp_path}"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
   _assert_one_line_error(result, "config.json does not exist")
+
+
+def test_analyze_pools_seed_suffixed_runs(tmp_path):
+  """--group_by=seed_suffix makes runs/x/grpo_s0 and grpo_s1 one arm of two seeds."""
+  for name, value in (("grpo_s0", 1.0), ("grpo_s1", 3.0), ("ppo_s0", 5.0)):
+    run = tmp_path / name
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 10, "reward/task": value}) + "\n")
+  out = subprocess.run(
+      [sys.executable, "-m", "launch.analyze", f"--workdir={tmp_path}/*", "--group_by=seed_suffix",
+       "--x=step", "--keys=reward/task", f"--out={tmp_path / 'an'}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO))
+  assert out.returncode == 0, out.stderr
+  rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines()
+          if line.startswith("| grpo") or line.startswith("| ppo")}
+  assert set(rows) == {"grpo", "ppo"}
+  assert "| 2 | 2 | 2 ±" in rows["grpo"] and "| 1 | 1 | 5 ±" in rows["ppo"]
