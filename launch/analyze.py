@@ -132,18 +132,11 @@ def run_label(workdir: str, group_by: str | None) -> str:
   return f"{group_by}={_config_value(workdir, group_by)}"
 
 
-def mean_ci(values: np.ndarray) -> tuple[float, float]:
-  """Mean and the half-width of a 95% normal-approximation interval (0 for one value)."""
-  if values.size == 0:
-    return math.nan, math.nan
-  half = 1.96 * values.std(ddof=1) / math.sqrt(values.size) if values.size > 1 else 0.0
-  return float(values.mean()), float(half)
-
-
 def main(argv):
   del argv
   from jaxlab.core import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
   from jaxlab.core import plotting  # pylint: disable=import-outside-toplevel
+  mean_ci = plotting.mean_ci
 
   workdirs = []
   for pattern in _WORKDIR.value:
@@ -191,9 +184,7 @@ def main(argv):
     rows.append(row)
   with open(os.path.join(_OUT.value, "table.csv"), "w", newline="") as f:
     csv.writer(f).writerows([header] + rows)
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(r) + " |" for r in rows]
-  table = "\n".join(lines)
+  table = plotting.markdown_table(header, rows)
   with open(os.path.join(_OUT.value, "table.md"), "w") as f:
     f.write(table + "\n")
   print(table)

@@ -2,6 +2,8 @@
 
 import importlib.util
 import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -143,3 +145,22 @@ def test_sigreg_without_trunk_and_continuous_envs_are_refused():
   c.env.episode_length = 200
   with pytest.raises(ConfigError, match="discrete actions"):
     pqn.make_train(c, make_from_config(c.env))
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--config.network.kind=none", "--config.aux.sigreg.weight=0.2"],
+     "'config.network.kind'='none' builds no trunk"),
+    (["--config.network.preset=tiny"], "'config.network.preset'='tiny'"),
+    (["--config.network.depth=0"], "'config.network.depth' must be >= 1"),
+])
+def test_launcher_refuses_bad_network_with_one_line(tmp_path, extra, needle):
+  """``python -m launch.train`` on the Breakout config: one ``error:`` line, exit 2, no workdir."""
+  workdir = tmp_path / "run"
+  result = subprocess.run(
+      [sys.executable, "-m", "launch.train", "--config=configs/pqn/breakout_minatar.py",
+       f"--workdir={workdir}", *extra], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+  errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+  assert len(errors) == 1 and needle in errors[0], result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  assert not workdir.exists()

@@ -225,3 +225,46 @@ def test_launcher_and_analyze_split_arms(tmp_path):
   table = (out / "table.md").read_text()
   for arm in ("run@sigreg=0,lr=0.001", "run@sigreg=0.2,lr=0.001", "run@sigreg=1,lr=0.001"):
     assert arm in table, table
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--config.network.kind=none"],
+     "'config.arms.sigreg_weights' has a weight > 0, but 'config.network.kind'='none'"),
+    (["--config.network.preset=tiny"], "'config.network.preset'='tiny'"),
+    (["--config.network.depth=0"], "'config.network.depth' must be >= 1"),
+])
+def test_launcher_refuses_bad_network_with_one_line(tmp_path, extra, needle):
+  """``python -m launch.train`` on the SIGReg digits config: one ``error:`` line, exit 2."""
+  workdir = tmp_path / "run"
+  result = subprocess.run(
+      [sys.executable, "-m", "launch.train", "--config=configs/sigreg/ns_digits.py",
+       f"--workdir={workdir}", *extra], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+  errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+  assert len(errors) == 1 and needle in errors[0], result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  assert not workdir.exists()
+
+
+def test_phase_summary_reads_phases_and_seeds():
+  """launch.ns_phases: per-phase accuracies per seed, Student-t intervals, the --last window."""
+  from launch import ns_phases
+  # 2 phases x 3 epochs, 2 seeds; seed 1 is seed 0 + 0.1 everywhere.
+  acc0 = [0.5, 0.7, 0.9, 0.2, 0.6, 0.8]
+  records = [{"step": i, "phase": [float(i // 3)] * 2,
+              "test/accuracy@a": [a, a + 0.1], "health/dormant_ratio@a": [i / 10, i / 10],
+              "health/grad_norm/trunk/input@a": [1.0, 3.0]} for i, a in enumerate(acc0)]
+  out = ns_phases.arm_summary(records, "a")
+  np.testing.assert_allclose(out["mean acc"], [np.mean(acc0), np.mean(acc0) + 0.1])
+  np.testing.assert_allclose(out["1st epoch after a shift"], [0.2, 0.3])
+  np.testing.assert_allclose(out["end of phase"], [0.85, 0.95])
+  np.testing.assert_allclose(out["last phase end"], [0.8, 0.9])
+  np.testing.assert_allclose(out["dormant"], [0.25, 0.25])
+  np.testing.assert_allclose(out["|grad| 1st layer"], [1.0, 3.0])
+  assert "eff. rank" not in out
+  last = ns_phases.arm_summary(records, "a", last=2)
+  np.testing.assert_allclose(last["mean acc"], [0.7, 0.8])
+  np.testing.assert_allclose(last["dormant"], [0.45, 0.45])
+  mean, half = ns_phases.mean_ci(np.array([1.0, 3.0]))
+  assert mean == 2.0 and abs(half - 12.706 * np.sqrt(2.0) / np.sqrt(2.0)) < 1e-2
+  assert ns_phases.mean_ci(np.array([4.0])) == (4.0, 0.0)

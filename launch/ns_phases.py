@@ -1,0 +1,156 @@
+"""Phase summary of non-stationary supervised runs (trainer ``ns_supervised``), per arm.
+
+    python -m launch.ns_phases --workdir='runs/sg_digits/*'
+    python -m launch.ns_phases --workdir=runs/ns_digits --out=runs/ns_digits_phases.md
+    python -m launch.ns_phases --workdir=runs/ns_digits --baseline=sigreg=0, --last=5
+
+``launch.analyze`` averages the last records of a run; label-shift benchmarks are read per
+phase instead. For every arm (``<run>@<arm>``) and every seed this computes, from the records
+written once per epoch:
+
+* ``mean acc``: test accuracy averaged over all epochs;
+* ``1st epoch after a shift``: test accuracy after the first epoch of phases 2..P, averaged over
+  the P-1 shifts (how much is kept / relearned right after the labels are re-permuted);
+* ``end of phase``: test accuracy at the last epoch of each of the P phases, averaged;
+* ``last phase end``: test accuracy at the final epoch;
+* ``dormant``, ``eff. rank``, ``|grad| 1st layer``: the health metrics averaged over all epochs
+  (the first trunk layer is ``trunk/hidden/0`` in plain MLPs, ``trunk/input`` in multi-skip ones).
+
+``--last=N`` averages ``mean acc`` and the health metrics over the last N epochs instead.
+``--baseline=S`` adds a second table: for each other arm of the same run, the per-seed
+differences to the arm whose name contains ``S`` (seed i minus seed i).
+
+Each cell is the mean over seeds ± the half-width of a 95% Student-t interval
+(``t_{0.975, n-1} * s / sqrt(n)``, ``jaxlab.core.plotting.mean_ci``, as ``launch.analyze``).
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+from jaxlab.core.plotting import markdown_table, mean_ci
+
+_WORKDIR = flags.DEFINE_list("workdir", None, "Run directories (comma-separated; globs allowed).")
+_OUT = flags.DEFINE_string("out", None, "Optional path of a markdown file for the table.")
+_DIGITS = flags.DEFINE_integer("digits", 3, "Decimals for accuracies and ratios.")
+_LAST = flags.DEFINE_integer("last", 0, "Average 'mean acc' and the health metrics over the "
+                             "last N epochs (0: all epochs).")
+_BASELINE = flags.DEFINE_string("baseline", None, "Also print per-seed differences of each arm "
+                                "to the arm of the same run whose name contains this string.")
+flags.mark_flag_as_required("workdir")
+
+_FIRST_LAYER = ("health/grad_norm/trunk/hidden/0", "health/grad_norm/trunk/input")
+COLUMNS = ("mean acc", "1st epoch after a shift", "end of phase", "last phase end", "dormant",
+           "eff. rank", "|grad| 1st layer")
+
+
+def _series(records: list[dict], key: str) -> np.ndarray | None:
+  """``[epochs, seeds]`` values of ``key`` over the records that have it, or None."""
+  rows = [np.asarray(r[key], dtype=np.float64).reshape(-1) for r in records if key in r]
+  return np.stack(rows) if rows else None
+
+
+def arm_summary(records: list[dict], arm: str, last: int = 0) -> dict[str, np.ndarray]:
+  """Per-seed values of :data:`COLUMNS` for one arm of one run.
+
+  Args:
+    records: the run's metrics records (one per epoch).
+    arm: the arm suffix, e.g. ``"sigreg=0.2,lr=0.001"``.
+    last: average ``mean acc`` and the health metrics over the last ``last`` epochs (0: all).
+
+  Returns:
+    ``{column: [seeds]}``; columns whose metric was not logged are left out.
+  """
+  sfx = "@" + arm
+  acc_records = [r for r in records if "test/accuracy" + sfx in r]
+  acc = _series(acc_records, "test/accuracy" + sfx)
+  phase = np.asarray([np.asarray(r["phase"]).reshape(-1)[0] for r in acc_records])
+  phases = np.unique(phase)
+  window = slice(-last, None) if last > 0 else slice(None)
+  out = {
+      "mean acc": acc[window].mean(0),
+      "end of phase": np.mean([acc[phase == p][-1] for p in phases], axis=0),
+      "last phase end": acc[-1],
+  }
+  if phases.size > 1:
+    out["1st epoch after a shift"] = np.mean([acc[phase == p][0] for p in phases[1:]], axis=0)
+  for column, key in (("dormant", "health/dormant_ratio"),
+                      ("eff. rank", "health/effective_rank")):
+    s = _series(records, key + sfx)
+    if s is not None:
+      out[column] = s[window].mean(0)
+  for key in _FIRST_LAYER:
+    s = _series(records, key + sfx)
+    if s is not None:
+      out["|grad| 1st layer"] = s[window].mean(0)
+      break
+  return out
+
+
+def main(argv):
+  del argv
+  from jaxlab.core import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
+
+  workdirs = []
+  for pattern in _WORKDIR.value:
+    workdirs += [m for m in sorted(glob.glob(pattern)) if os.path.isdir(m)]
+  workdirs = [w for w in workdirs if os.path.exists(os.path.join(w, "metrics.jsonl"))]
+  if not workdirs:
+    print(f"error: no metrics.jsonl in {_WORKDIR.value}; pass ns_supervised run directories",
+          file=sys.stderr)
+    sys.exit(2)
+  header = ["arm", "seeds", *COLUMNS]
+  rows, diff_rows = [], []
+  for w in workdirs:
+    records = metrics_lib.read_metrics(w)
+    arms = sorted({k.split("@", 1)[1] for r in records for k in r
+                   if k.startswith("test/accuracy@")})
+    if not arms:
+      print(f"error: {w} has no 'test/accuracy@<arm>' records; not an ns_supervised run",
+            file=sys.stderr)
+      sys.exit(2)
+    name = os.path.basename(os.path.normpath(w))
+    summaries = {arm: arm_summary(records, arm, _LAST.value) for arm in arms}
+    for arm, summary in summaries.items():
+      rows.append(_row(f"{name}@{arm}", summary))
+    if _BASELINE.value is not None:
+      base = [arm for arm in arms if _BASELINE.value in arm]
+      if len(base) != 1:
+        print(f"error: --baseline={_BASELINE.value!r} matches {len(base)} arms of {w} "
+              f"({', '.join(arms)}); it must match exactly one", file=sys.stderr)
+        sys.exit(2)
+      for arm in arms:
+        if arm != base[0]:
+          diff = {c: summaries[arm][c] - summaries[base[0]][c] for c in COLUMNS
+                  if c in summaries[arm] and c in summaries[base[0]]}
+          diff_rows.append(_row(f"{name}@{arm} − @{base[0]}", diff))
+  table = markdown_table(header, rows)
+  if diff_rows:
+    table += "\n\n" + markdown_table(["difference", "seeds", *COLUMNS], diff_rows)
+  print(table)
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      f.write(table + "\n")
+
+
+def _row(label: str, summary: dict[str, np.ndarray]) -> list[str]:
+  """One table row: the label, the seed count and ``mean ± t-interval`` per column."""
+  row = [label, str(len(summary["mean acc"]))]
+  for column in COLUMNS:
+    if column not in summary:
+      row.append("n/a")
+      continue
+    mean, half = mean_ci(summary[column])
+    digits = 1 if column == "eff. rank" else 2 if column.startswith("|grad|") else _DIGITS.value
+    row.append(f"{mean:.{digits}f} ± {half:.{digits}f}")
+  return row
+
+
+if __name__ == "__main__":
+  app.run(main)
