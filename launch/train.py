@@ -64,8 +64,22 @@ def main(argv):
         f"python -m launch.plot --workdir={_WORKDIR.value}", file=sys.stderr)
 
 
+def parse_flags(argv):
+  """absl's flag parsing, but a bad flag (e.g. ``--config.utd=0.5`` for an int key, or a config
+  file that fails to load) ends with one ``error:`` line and exit status 2, like the checks."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as err:
+    text = str(err)
+    if "Traceback (most recent call last)" in text:  # a config file's get_config raised
+      head = text.split("Traceback (most recent call last)")[0].strip()
+      last = [line for line in text.splitlines() if line.strip()][-1].strip()
+      text = f"{head} {last}"
+    fail(" ".join(text.split()))
+
+
 def run():
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
     python -m launch.analyze --workdir='runs/grama/cr_*' --preset=offpolicy --out=runs/grama/cr_compare
 
 The argument is ``ENV,METHOD``: ENV in {cheetah_run, humanoid_walk} (Playground; there is no Dog
-domain, spec §6), METHOD in {vanilla, redo, regrama}.
+domain, spec §6) or pendulum (gymnax Pendulum-v1, the CPU-sized check), METHOD in {vanilla,
+redo, regrama}.
 
 Settings (spec §4.4, BRO "fast"): critic BroNet with 2 blocks, actor BroNet with 1 block, width
 256, actor lr 1e-4, critic lr 1e-3, replay ratio 2 (utd = 2 x num_envs), batch 128, γ 0.99,
@@ -14,9 +15,15 @@ Settings (spec §4.4, BRO "fast"): critic BroNet with 2 blocks, actor BroNet wit
 dL/dh); health (dormant and GraMa ratios of actor and critic) every 1000 gradient steps.
 Expected (spec §7.2): with the LN-residual critic the ReDo ratio stays near 0 or is
 uninformative while the GraMa ratio grows during training and ReGraMa keeps it low; return
-differences need longer runs. Not yet measured here.
+differences need longer runs. CheetahRun / HumanoidWalk not yet measured here.
 Time: 500k env steps = 1M gradient steps, 2 seeds vmapped: an estimated 20-40 min on one GPU
 (not yet measured; lower total_env_steps to fit a budget); days on a 2-core CPU.
+
+``pendulum`` (measured 2026-11-27, 2-core CPU shared with other jobs; docs/reproductions/grama.md):
+width 128, 3 seeds vmapped, 10k env steps = 18k gradient steps, 257-450 s per arm. Critic GraMa
+ratio at the end 0.075 ± 0.007 (vanilla) vs 0.035 ± 0.005 (ReDo) and 0.040 ± 0.005 (ReGraMa),
+up from 0.007 at the start; the ReDo dormant ratio did *not* stay near 0 (0.20 vanilla); all
+arms reach an eval return of about -145 (Pendulum is solved, no return effect to see).
 """
 
 from jaxlab.rl import sac
@@ -24,6 +31,7 @@ from jaxlab.rl import sac
 _ENVS = {
     "cheetah_run": "playground/CheetahRun",
     "humanoid_walk": "playground/HumanoidWalk",
+    "pendulum": "gymnax/Pendulum-v1",
 }
 _METHODS = ("vanilla", "redo", "regrama")
 
@@ -65,4 +73,21 @@ def get_config(arg: str = "cheetah_run,regrama"):
   c.eval.every = 2500
   c.eval.num_envs = 8
   c.checkpoint.every = 5000
+  if env == "pendulum":
+    # CPU scale (docs/reproductions/grama.md): 3 seeds vmapped, width 128 instead of 256,
+    # 200-step episodes, 4 envs x 8 gradient steps keeps replay ratio 2.
+    c.env.episode_length = 200
+    c.num_seeds = 3
+    c.total_env_steps = 10_000
+    c.num_envs = 4
+    c.utd = 8
+    c.learning_starts = 1000
+    c.replay.capacity = 10_000
+    c.network.actor_width = 128
+    c.network.critic_width = 128
+    c.health.every = 250
+    c.log_every = 125
+    c.eval.every = 250
+    c.eval.num_envs = 16
+    c.checkpoint.every = 0
   return c

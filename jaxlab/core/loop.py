@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -104,6 +104,23 @@ def init_seeds(trainer: ChunkedTrainer, keys: jax.Array) -> Any:
   return jax.jit(lambda ks: jax.lax.map(trainer.init, ks))(keys)
 
 
+def over_seeds(fn: Callable[..., Any], num_seeds: int) -> Callable[..., Any]:
+  """``jax.vmap(fn)`` over the leading seed axis; with one seed, ``fn`` on the squeezed axis.
+
+  Same inputs and outputs either way (the seed axis stays in the state and the metrics), but
+  a size-1 vmap is not free on XLA:CPU: batched matmuls with a batch of one took ~1.8x the
+  time of plain ones in the SAC update (benchmarks/sac_vs_brax.py), so single-seed runs skip it.
+  """
+  if num_seeds > 1:
+    return jax.vmap(fn)
+
+  def single(*args):
+    out = fn(*jax.tree.map(lambda x: x[0], args))
+    return jax.tree.map(lambda x: jnp.asarray(x)[None], out)
+
+  return single
+
+
 def _check_finite(metrics: dict, update: int, last_ckpt: int | None, workdir: str) -> None:
   for name, value in metrics.items():
     if name.startswith("loss/") and not np.all(np.isfinite(value)):
@@ -132,8 +149,8 @@ def run(trainer: ChunkedTrainer, config: ml_collections.ConfigDict, workdir: str
   writer = MetricWriter(workdir, purge_step=start + 1 if start else None)
   writer.truncate(start)
 
-  chunk = jax.jit(jax.vmap(trainer.chunk), donate_argnums=0)
-  evaluate = jax.jit(jax.vmap(trainer.evaluate))
+  chunk = jax.jit(over_seeds(trainer.chunk, config.num_seeds), donate_argnums=0)
+  evaluate = jax.jit(over_seeds(trainer.evaluate, config.num_seeds))
   eval_root = jax.random.fold_in(prng.seed_key(config.seed), 0x5EED)
   target = config.get("target_return")
   bar = Progress(trainer.num_updates * trainer.steps_per_update,

@@ -28,6 +28,7 @@ _BACKENDS = {
                    ('CartpoleBalance', 'CheetahRun')),
     'brax': ('brax_envs', 'BraxEnv', 'Brax', ('ant', 'hopper')),
     'gymnax': ('gymnax_envs', 'GymnaxEnv', 'gymnax', ('CartPole-v1', 'Breakout-MinAtar')),
+    'toy': ('toy', 'ToyEnv', 'toy', ('DeadEndCorridor',)),
 }
 
 

@@ -64,6 +64,10 @@ def default_config() -> ml_collections.ConfigDict:
       early_fraction=0.5,  # e = early_fraction * L: a stop before step e counts as early
       noise_slope=10.0,  # σ = σ0 + (σ̄ - σ0) sigmoid(slope (f - midpoint))
       noise_midpoint=0.5,
+      # Diagnostic for both arms (also with enabled=False): None, or a reward below which a
+      # stored transition counts as low-value; each chunk then logs
+      # ``replay/low_reward_share``, the share of the replay buffer under it (spec §3.8).
+      low_reward=None,
   ))
 
 

@@ -668,6 +668,9 @@ class OffPolicy:
         out[k] = _weighted_mean(v, performed)
     out["train/grad_steps"] = state.learner.grad_steps.astype(jnp.float32)
     out["train/replay_size"] = replay_lib.size(state.replay).astype(jnp.float32)
+    if self.config.least.low_reward is not None:
+      out["replay/low_reward_share"] = low_reward_share(state.replay,
+                                                         self.config.least.low_reward)
     return out
 
   # --- health and resets around a gradient step ---------------------------------------------
@@ -805,6 +808,14 @@ class OffPolicy:
     return jax.lax.scan(lambda s, _: self.chunk(s), state, None, length=n_chunks)
 
   __call__ = train
+
+
+def low_reward_share(buffer: replay_lib.ReplayBuffer, threshold: float) -> jax.Array:
+  """() share of the stored transitions whose reward is below ``threshold``."""
+  reward = buffer.data.reward  # [rows, width]
+  filled = (jnp.arange(reward.shape[0]) < buffer.rows_filled)[:, None]
+  low = jnp.sum(filled & (reward < threshold))
+  return low / jnp.maximum(jnp.sum(filled) * reward.shape[1], 1)
 
 
 def _weighted_mean(v: jax.Array, w: jax.Array) -> jax.Array:

@@ -21,6 +21,7 @@ stops), never through terminations.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -88,13 +89,36 @@ def memory_bytes(example: Any, capacity: int, width: int, copies: int = 1) -> in
   return bytes_per_item(example) * rows * width * copies
 
 
+def available_memory_bytes() -> int | None:
+  """Memory the buffers could use: the summed ``bytes_limit`` of the local accelerators, or
+  on CPU (all CPU devices share the host's memory) Linux's ``MemAvailable`` (free memory plus
+  reclaimable caches), else the total physical memory; None if unknown."""
+  devices = jax.local_devices()
+  if devices[0].platform != "cpu":
+    limits = [(d.memory_stats() or {}).get("bytes_limit") for d in devices]
+    return int(sum(limits)) if all(limits) else None
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  try:
+    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
 def check_memory(example: Any, capacity: int, width: int, copies: int, max_gb: float,
                  key: str = "config.replay.capacity",
-                 limit_key: str = "config.replay.max_gb") -> int:
-  """Raises :class:`ConfigError` if the buffers would exceed ``max_gb``; returns their bytes.
+                 limit_key: str = "config.replay.max_gb",
+                 available_bytes: int | None = -1) -> int:
+  """Raises :class:`ConfigError` if the buffers would not fit; returns their bytes.
 
   Called before anything is allocated, so a 1M-transition buffer of a large observation times
-  many seeds fails with one line instead of an out-of-memory crash deep inside XLA.
+  many seeds fails with one line instead of an out-of-memory crash deep inside XLA. Two
+  limits: ``max_gb`` (a deliberate cap), and the memory the devices actually have.
 
   Args:
     example: one unbatched transition (arrays or ``jax.ShapeDtypeStruct``s).
@@ -103,6 +127,8 @@ def check_memory(example: Any, capacity: int, width: int, copies: int, max_gb: f
     copies: number of buffers (seeds trained together).
     max_gb: allowed total, in GB (1e9 bytes).
     key / limit_key: config keys named in the message.
+    available_bytes: device memory to check against; -1 asks ``available_memory_bytes()``,
+      None skips this check.
   """
   if capacity < 2 * width:
     raise ConfigError(f"'{key}'={capacity} must hold at least two steps of all envs "
@@ -114,6 +140,13 @@ def check_memory(example: Any, capacity: int, width: int, copies: int, max_gb: f
         f"'{key}'={capacity} transitions x {copies} seed(s) x {per} bytes each needs "
         f"{total / 1e9:.2f} GB of device memory, over '{limit_key}'={max_gb}; lower the "
         f"capacity or num_seeds, or raise {limit_key} if the device has the memory")
+  if available_bytes == -1:
+    available_bytes = available_memory_bytes()
+  if available_bytes is not None and total > available_bytes:
+    raise ConfigError(
+        f"'{key}'={capacity} transitions x {copies} seed(s) needs {total / 1e9:.2f} GB, more "
+        f"than the {available_bytes / 1e9:.2f} GB of memory available on this machine's "
+        f"{jax.local_devices()[0].platform} device(s); lower the capacity or num_seeds")
   return total
 
 

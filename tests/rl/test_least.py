@@ -8,6 +8,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxlab import envs
 from jaxlab.envs.from_config import make_from_config
@@ -161,3 +162,18 @@ def test_td3_run_stops_episodes_as_truncations():
   assert not np.any(data.terminated)
   rows = int(state.replay.rows_filled)
   assert int(data.truncated[:rows].sum()) > (rows // 200) * c.num_envs
+
+
+def test_low_reward_share_counts_written_rows_only():
+  from jaxlab.rl import offpolicy, replay  # pylint: disable=import-outside-toplevel
+  example = replay.Transition(
+      obs=jnp.zeros((1,)), action=jnp.zeros((1,)), reward=jnp.zeros(()),
+      terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool), next_obs=jnp.zeros((1,)))
+  buf = replay.init(example, capacity=8, width=2)  # 4 rows of 2
+  row = lambda r: jax.tree.map(  # noqa: E731
+      lambda x: jnp.zeros((2,) + x.shape, x.dtype), example).replace(reward=jnp.asarray(r))
+  buf = replay.add(buf, row([-5.0, 0.0]))
+  buf = replay.add(buf, row([-3.0, -1.0]))
+  # Unwritten rows hold reward 0 and must not count: 2 of the 4 stored rewards are < -2.
+  assert float(offpolicy.low_reward_share(buf, -2.0)) == pytest.approx(0.5)
+  assert float(offpolicy.low_reward_share(buf, -4.0)) == pytest.approx(0.25)

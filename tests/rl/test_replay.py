@@ -98,6 +98,20 @@ def test_memory_check_names_the_keys():
   assert replay.check_memory(big, 1000, 16, copies=1, max_gb=4.0) == 992 * 8038
 
 
+def test_memory_check_against_the_device():
+  """Under max_gb but over what the device has: one line naming the key; the real query
+  returns a positive number on this host."""
+  ex = _example()  # 38 bytes per item
+  with pytest.raises(ConfigError) as err:
+    replay.check_memory(ex, 1_000_000, 4, copies=2, max_gb=1.0, available_bytes=50_000_000)
+  msg = str(err.value)
+  assert "'config.replay.capacity'=1000000" in msg and "0.08 GB" in msg and "\n" not in msg
+  assert replay.check_memory(ex, 1_000_000, 4, copies=2, max_gb=1.0,
+                             available_bytes=100_000_000) == 76_000_000
+  assert replay.check_memory(ex, 1_000_000, 4, copies=2, max_gb=1.0, available_bytes=None)
+  assert replay.available_memory_bytes() > 0
+
+
 SHARDED = textwrap.dedent("""
     import os, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
