@@ -86,6 +86,12 @@ class Checkpointer:
           state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
     except Exception as err:  # orbax raises many types; the user needs the path and the cause.
       cause = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+      # The run ends here: stop orbax's background threads now, or they can race the
+      # interpreter's shutdown and print an asyncio traceback after our one-line error.
+      try:
+        self.close()
+      except Exception:  # pylint: disable=broad-except
+        pass
       raise CheckpointError(
           f"checkpoint {path} cannot be restored ({type(err).__name__}: {cause}); it is corrupt "
           f"or from a different config. Move it aside to resume from an earlier step, or use a "
