@@ -14,6 +14,7 @@ command.
 from __future__ import annotations
 
 import sys
+import threading
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -29,7 +30,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def fail(message: str, code: int = 2) -> None:
   """One line on stderr, no traceback, non-zero exit."""
-  print(f"error: {message}", file=sys.stderr)
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  # The run is over. Background threads (orbax's asynchronous checkpointing) may still be
+  # winding down and can raise while the interpreter shuts down ("Event loop is closed");
+  # their tracebacks would bury the line above, so they are not printed from here on.
+  threading.excepthook = lambda args: None
+  sys.unraisablehook = lambda unraisable: None
   sys.exit(code)
 
 
