@@ -516,6 +516,57 @@ class OffPolicy:
     """-> (learner, metrics) for one batch [B]; must increment ``grad_steps``."""
     raise NotImplementedError
 
+  # --- pieces both algorithms' gradient steps use ----------------------------------------------
+
+  def _critic_step(self, learner, stats, batch, key):
+    """One critic update on ``_critic_loss`` that counts a gradient step.
+
+    Returns:
+      ``(learner, metrics)``.
+    """
+    params, opt_state = dict(learner.params), dict(learner.opt_state)
+    (_, (metrics, _)), grads = jax.value_and_grad(self._critic_loss, has_aux=True)(
+        params["critic"], learner, stats, batch, key)
+    updates, opt_state["critic"] = self.critic_tx.update(
+        {"critic": grads}, opt_state["critic"], {"critic": params["critic"]})
+    params["critic"] = optax.apply_updates({"critic": params["critic"]}, updates)["critic"]
+    return learner.replace(params=params, opt_state=opt_state,
+                           grad_steps=learner.grad_steps + 1), metrics
+
+  def _actor_step(self, learner, stats, batch, key):
+    """One actor update on ``_actor_loss``.
+
+    Returns:
+      ``(params, opt_state, metrics)``: new dicts with the updated actor entries.
+    """
+    params, opt_state = dict(learner.params), dict(learner.opt_state)
+    (_, (m, _)), grads = jax.value_and_grad(self._actor_loss, has_aux=True)(
+        params["actor"], learner, stats, batch, key)
+    updates, opt_state["actor"] = self.actor_tx.update(
+        {"actor": grads}, opt_state["actor"], {"actor": params["actor"]})
+    params["actor"] = optax.apply_updates({"actor": params["actor"]}, updates)["actor"]
+    return params, opt_state, m
+
+  def _every_policy_delay(self, fn, learner, stats, batch, key):
+    """``fn`` on every ``policy_delay``-th gradient step (every step when the delay is 1).
+
+    ``fn((learner, stats, batch, key, metrics)) -> (learner, stats, batch, key, metrics)``;
+    on skipped steps its metrics are zeros of the same structure.
+
+    Returns:
+      ``(learner, metrics)``.
+    """
+    placeholder = jax.tree.map(
+        lambda s: jnp.zeros(s.shape, s.dtype),
+        jax.eval_shape(fn, (learner, stats, batch, key, None))[4])
+    operand = (learner, stats, batch, key, placeholder)
+    if self.config.policy_delay == 1:
+      learner, _, _, _, metrics = fn(operand)
+    else:
+      due = learner.grad_steps % self.config.policy_delay == 0
+      learner, _, _, _, metrics = gated(due, fn, operand)
+    return learner, metrics
+
   def _exploration_noise(self) -> float:
     """Initial std of the Gaussian noise added to exploratory actions (LEAST adapts it)."""
     return 0.0

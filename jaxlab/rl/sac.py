@@ -132,26 +132,12 @@ class SAC(offpolicy.OffPolicy):
   def _gradient_step(self, learner, stats, batch, key):
     c = self.config
     k_critic, k_actor = jax.random.split(key)
-    params, opt_state = dict(learner.params), dict(learner.opt_state)
-
-    # Critic.
-    (_, (metrics, _)), grads = jax.value_and_grad(self._critic_loss, has_aux=True)(
-        params["critic"], learner, stats, batch, k_critic)
-    updates, opt_state["critic"] = self.critic_tx.update(
-        {"critic": grads}, opt_state["critic"], {"critic": params["critic"]})
-    params["critic"] = optax.apply_updates({"critic": params["critic"]}, updates)["critic"]
-    learner = learner.replace(params=params, opt_state=opt_state,
-                              grad_steps=learner.grad_steps + 1)
+    learner, metrics = self._critic_step(learner, stats, batch, k_critic)
 
     # Actor and temperature, every policy_delay-th step.
     def _actor_and_alpha(operand):
       learner, stats, batch, key, _ = operand
-      params, opt_state = dict(learner.params), dict(learner.opt_state)
-      (_, (m, _)), grads = jax.value_and_grad(self._actor_loss, has_aux=True)(
-          params["actor"], learner, stats, batch, key)
-      updates, opt_state["actor"] = self.actor_tx.update(
-          {"actor": grads}, opt_state["actor"], {"actor": params["actor"]})
-      params["actor"] = optax.apply_updates({"actor": params["actor"]}, updates)["actor"]
+      params, opt_state, m = self._actor_step(learner, stats, batch, key)
       logp = m.pop("_logp")
       if c.autotune_alpha:
         alpha_loss, g_alpha = jax.value_and_grad(self._alpha_loss)(params["log_alpha"], logp)
@@ -163,16 +149,8 @@ class SAC(offpolicy.OffPolicy):
                                 actor_steps=learner.actor_steps + 1)
       return learner, stats, batch, key, m
 
-    placeholder = jax.tree.map(
-        lambda s: jnp.zeros(s.shape, s.dtype),
-        jax.eval_shape(_actor_and_alpha, (learner, stats, batch, k_actor, None))[4])
-    if c.policy_delay == 1:
-      learner, _, _, _, actor_metrics = _actor_and_alpha(
-          (learner, stats, batch, k_actor, placeholder))
-    else:
-      due = learner.grad_steps % c.policy_delay == 0
-      learner, _, _, _, actor_metrics = offpolicy.gated(
-          due, _actor_and_alpha, (learner, stats, batch, k_actor, placeholder))
+    learner, actor_metrics = self._every_policy_delay(_actor_and_alpha, learner, stats, batch,
+                                                      k_actor)
     metrics.update(actor_metrics)
     metrics["alpha"] = jnp.exp(learner.params["log_alpha"])
 
