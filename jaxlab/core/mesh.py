@@ -62,6 +62,13 @@ def check_divisible(mesh: Mesh, size: int, key: str) -> None:
                       f"multiple of {n}")
 
 
+def check_env_batches(config: Any, mesh: Mesh) -> None:
+  """For RL trainers: the training and evaluation env batches (``config.num_envs``,
+  ``config.eval.num_envs``) are split over the data-parallel devices, so both must divide."""
+  check_divisible(mesh, config.num_envs, "config.num_envs")
+  check_divisible(mesh, config.eval.num_envs, "config.eval.num_envs")
+
+
 def shard_batch(tree: Any, mesh: Mesh, batch_axis: int = 0) -> Any:
   """Places every array leaf of a batched pytree with ``batch_axis`` split over the devices.
 

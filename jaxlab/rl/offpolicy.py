@@ -899,7 +899,4 @@ def _reduce_steps(metrics: dict) -> dict:
 ACTOR_KEYS = ("loss/actor", "loss/alpha", "entropy")
 
 
-def check_mesh(config: ml_collections.ConfigDict, mesh) -> None:
-  """The env batch (and the replay columns) are split over the data-parallel devices."""
-  mesh_lib.check_divisible(mesh, config.num_envs, "config.num_envs")
-  mesh_lib.check_divisible(mesh, config.eval.num_envs, "config.eval.num_envs")
+check_mesh = mesh_lib.check_env_batches

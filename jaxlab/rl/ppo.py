@@ -395,10 +395,7 @@ def make_train(config: ml_collections.ConfigDict, env: Env) -> PPO:
   return PPO(config, env)
 
 
-def check_mesh(config: ml_collections.ConfigDict, mesh) -> None:
-  """The env batch is split over the data-parallel devices, so it must divide evenly."""
-  mesh_lib.check_divisible(mesh, config.num_envs, "config.num_envs")
-  mesh_lib.check_divisible(mesh, config.eval.num_envs, "config.eval.num_envs")
+check_mesh = mesh_lib.check_env_batches
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, mesh) -> tuple[TrainState, dict]:
