@@ -2,6 +2,12 @@
 
     python -m launch.analyze --workdir=runs/a,runs/b,runs/c --out=runs/compare
     python -m launch.analyze --workdir='runs/sweep/*' --keys=eval/episode_return,health/dormant_ratio/critic
+    python -m launch.analyze --workdir='runs/kl/sync/*' ... --export=docs/reproductions/data/x.csv
+    python -m launch.analyze --data=docs/reproductions/data/kl_estimators/sync.csv
+
+``--export`` writes the per-seed values behind the table (one row per arm, run and seed;
+``jaxlab.core.stats``); ``--data`` rebuilds the table from such a file alone, with no runs, so
+every table of ``docs/reproductions/`` can be audited without rerunning.
 
 Each run contributes its ``metrics.jsonl``. Per-seed values (lists) give the interval over seeds;
 runs sharing a label (``--group_by`` a config key, e.g. ``env.name``) are pooled as seeds of one
@@ -19,7 +25,6 @@ row per arm, labelled ``<run>@<arm>`` (or ``<group>@<arm>`` with ``--group_by``)
 
 from __future__ import annotations
 
-import csv
 import glob
 import json
 import math
@@ -31,6 +36,9 @@ import numpy as np
 from absl import app, flags
 
 _WORKDIR = flags.DEFINE_list("workdir", None, "Run directories (comma-separated; globs allowed).")
+_DATA = flags.DEFINE_list("data", None, "Per-seed CSV files (written by --export): print their "
+                          "tables instead of reading runs.")
+_EXPORT = flags.DEFINE_string("export", None, "Write the per-seed values of the table here (CSV).")
 _OUT = flags.DEFINE_string("out", "runs/analysis", "Output directory for the table and plots.")
 _KEYS = flags.DEFINE_list("keys", ["eval/episode_return", "train/episode_return"],
                           "Metric keys for the table and the plots.")
@@ -53,7 +61,6 @@ _PRESET = flags.DEFINE_enum("preset", "returns", list(PRESETS),
                             "Key set used when --keys is not given.")
 _THRESHOLD = flags.DEFINE_float("threshold", None, "Also report env steps to reach this eval "
                                 "return (per seed; mean over the seeds that reached it).")
-flags.mark_flag_as_required("workdir")
 
 
 def _config_value(workdir: str, dotted: str):
@@ -132,11 +139,32 @@ def run_label(workdir: str, group_by: str | None) -> str:
   return f"{group_by}={_config_value(workdir, group_by)}"
 
 
+def fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def tables_from_data(paths: list[str]) -> None:
+  """Prints the table of each per-seed CSV."""
+  from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
+  for path in paths:
+    try:
+      columns, rows = stats.read_seed_rows(path)
+    except (OSError, ValueError) as err:
+      fail(str(err))
+    print(f"{path}:\n{stats.seed_table(rows, columns)}\n")
+
+
 def main(argv):
   del argv
+  if _DATA.value:
+    tables_from_data(_DATA.value)
+    return
+  if not _WORKDIR.value:
+    fail("pass --workdir=<run dirs> (or --data=<per-seed CSV files>)")
   from jaxlab.core import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
   from jaxlab.core import plotting  # pylint: disable=import-outside-toplevel
-  mean_ci = plotting.mean_ci
+  from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
 
   workdirs = []
   for pattern in _WORKDIR.value:
@@ -144,47 +172,41 @@ def main(argv):
     workdirs += [m for m in matches if os.path.isdir(m)]
   missing = [w for w in workdirs if not os.path.exists(os.path.join(w, "metrics.jsonl"))]
   if not workdirs or missing:
-    print(f"error: no metrics.jsonl in {missing or _WORKDIR.value}; pass jaxlab run directories",
-          file=sys.stderr)
-    sys.exit(2)
+    fail(f"no metrics.jsonl in {missing or _WORKDIR.value}; pass jaxlab run directories")
 
   all_records = {w: metrics_lib.read_metrics(w) for w in workdirs}
   keys = resolve_keys(list(all_records.values()))
-  arms: dict[str, list[list[dict]]] = {}
+  arms: dict[str, list[tuple[str, list[dict]]]] = {}
   for w in workdirs:
     try:
       label = run_label(w, _GROUP_BY.value)
     except KeyError as err:
-      print(f"error: {err.args[0]}", file=sys.stderr)
-      sys.exit(2)
+      fail(err.args[0])
     for arm, records in split_arms(all_records[w], keys).items():
-      arms.setdefault(f"{label}@{arm}" if arm else label, []).append(records)
+      arms.setdefault(f"{label}@{arm}" if arm else label, []).append(
+          (os.path.basename(os.path.normpath(w)), records))
+
+  columns = [f"{k} (mean ± 95% CI)" for k in keys]
+  threshold_column = None
+  if _THRESHOLD.value is not None:
+    threshold_column = f"{_X.value} to eval return >= {_THRESHOLD.value:g}"
+    columns.append(threshold_column)
+  seed_rows = []
+  for label, runs in arms.items():
+    for name, records in runs:
+      per_key = {c: final_values(records, k, _LAST.value) for c, k in zip(columns, keys)}
+      if threshold_column:
+        per_key[threshold_column] = steps_to_threshold(records, _THRESHOLD.value, x_key=_X.value)
+      for i in range(max(v.size for v in per_key.values())):
+        seed_rows.append({"arm": label, "run": name, "seed": i, **{
+            c: (float(v[i]) if i < v.size else math.nan) for c, v in per_key.items()}})
 
   os.makedirs(_OUT.value, exist_ok=True)
-  header = ["arm", "runs", "seeds"] + [f"{k} (mean ± 95% CI)" for k in keys]
-  if _THRESHOLD.value is not None:
-    header.append(f"{_X.value} to eval return >= {_THRESHOLD.value:g} (reached/seeds)")
-  rows = []
-  for label, runs in arms.items():
-    row = [label, str(len(runs))]
-    seeds = 0
-    for key in keys:
-      values = np.concatenate([final_values(r, key, _LAST.value) for r in runs])
-      seeds = max(seeds, values.size)
-      mean, half = mean_ci(values)
-      row.append(f"{mean:.4g} ± {half:.2g}" if math.isfinite(mean) else "n/a")
-    if _THRESHOLD.value is not None:
-      steps = np.concatenate([steps_to_threshold(r, _THRESHOLD.value, x_key=_X.value)
-                              for r in runs])
-      reached = steps[np.isfinite(steps)]
-      mean, half = mean_ci(reached)
-      row.append((f"{mean:.4g} ± {half:.2g}" if reached.size else "never")
-                 + f" ({reached.size}/{steps.size})")
-    row.insert(2, str(seeds))
-    rows.append(row)
-  with open(os.path.join(_OUT.value, "table.csv"), "w", newline="") as f:
-    csv.writer(f).writerows([header] + rows)
-  table = plotting.markdown_table(header, rows)
+  stats.write_seed_rows(os.path.join(_OUT.value, "table.csv"), seed_rows, columns)
+  if _EXPORT.value:
+    os.makedirs(os.path.dirname(os.path.abspath(_EXPORT.value)), exist_ok=True)
+    stats.write_seed_rows(_EXPORT.value, seed_rows, columns)
+  table = stats.seed_table(seed_rows, columns)
   with open(os.path.join(_OUT.value, "table.md"), "w") as f:
     f.write(table + "\n")
   print(table)
@@ -192,6 +214,7 @@ def main(argv):
   # Curves: pool the runs of an arm as extra seeds, record by record.
   pooled = {}
   for label, runs in arms.items():
+    runs = [records for _, records in runs]
     merged = []
     for i in range(max(len(r) for r in runs)):
       recs = [r[i] for r in runs if i < len(r)]
@@ -203,7 +226,7 @@ def main(argv):
       merged.append(rec)
     pooled[label] = merged
   written = plotting.plot_runs(pooled, keys, _OUT.value, x_key=_X.value)
-  print(f"wrote {_OUT.value}/table.md, table.csv and {len(written)} plots")
+  print(f"wrote {_OUT.value}/table.md, table.csv (per seed) and {len(written)} plots")
 
 
 if __name__ == "__main__":

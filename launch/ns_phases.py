@@ -21,24 +21,25 @@ written once per epoch:
 differences to the arm whose name contains ``S`` (seed i minus seed i).
 
 Each cell is the mean over seeds ± the half-width of a 95% Student-t interval
-(``t_{0.975, n-1} * s / sqrt(n)``, ``jaxlab.core.plotting.mean_ci``, as ``launch.analyze``).
+(``t_{0.975, n-1} * s / sqrt(n)``, ``jaxlab.core.stats``, as ``launch.analyze``). ``--export``
+writes the per-seed values behind the table(s) as CSV; ``python -m launch.analyze --data=FILE``
+prints the same tables from that file alone.
 """
 
 from __future__ import annotations
 
 import glob
-import math
 import os
 import sys
 
 import numpy as np
 from absl import app, flags
 
-from jaxlab.core.plotting import markdown_table, mean_ci
+from jaxlab.core import stats
 
 _WORKDIR = flags.DEFINE_list("workdir", None, "Run directories (comma-separated; globs allowed).")
 _OUT = flags.DEFINE_string("out", None, "Optional path of a markdown file for the table.")
-_DIGITS = flags.DEFINE_integer("digits", 3, "Decimals for accuracies and ratios.")
+_EXPORT = flags.DEFINE_string("export", None, "Write the per-seed values here (CSV).")
 _LAST = flags.DEFINE_integer("last", 0, "Average 'mean acc' and the health metrics over the "
                              "last N epochs (0: all epochs).")
 _BASELINE = flags.DEFINE_string("baseline", None, "Also print per-seed differences of each arm "
@@ -93,6 +94,14 @@ def arm_summary(records: list[dict], arm: str, last: int = 0) -> dict[str, np.nd
   return out
 
 
+def _seed_rows(label: str, run: str, summary: dict[str, np.ndarray]) -> list[dict]:
+  """One per-seed row per seed of an arm's summary (columns it lacks are NaN)."""
+  n = len(summary["mean acc"])
+  return [{"arm": label, "run": run, "seed": i,
+           **{c: float(summary[c][i]) if c in summary else float("nan") for c in COLUMNS}}
+          for i in range(n)]
+
+
 def main(argv):
   del argv
   from jaxlab.core import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
@@ -105,7 +114,6 @@ def main(argv):
     print(f"error: no metrics.jsonl in {_WORKDIR.value}; pass ns_supervised run directories",
           file=sys.stderr)
     sys.exit(2)
-  header = ["arm", "seeds", *COLUMNS]
   rows, diff_rows = [], []
   for w in workdirs:
     records = metrics_lib.read_metrics(w)
@@ -118,7 +126,7 @@ def main(argv):
     name = os.path.basename(os.path.normpath(w))
     summaries = {arm: arm_summary(records, arm, _LAST.value) for arm in arms}
     for arm, summary in summaries.items():
-      rows.append(_row(f"{name}@{arm}", summary))
+      rows += _seed_rows(f"{name}@{arm}", name, summary)
     if _BASELINE.value is not None:
       base = [arm for arm in arms if _BASELINE.value in arm]
       if len(base) != 1:
@@ -129,27 +137,16 @@ def main(argv):
         if arm != base[0]:
           diff = {c: summaries[arm][c] - summaries[base[0]][c] for c in COLUMNS
                   if c in summaries[arm] and c in summaries[base[0]]}
-          diff_rows.append(_row(f"{name}@{arm} − @{base[0]}", diff))
-  table = markdown_table(header, rows)
+          diff_rows += _seed_rows(f"{name}@{arm} − @{base[0]}", name, diff)
+  table = stats.seed_table(rows, COLUMNS)
   if diff_rows:
-    table += "\n\n" + markdown_table(["difference", "seeds", *COLUMNS], diff_rows)
+    table += "\n\n" + stats.seed_table(diff_rows, COLUMNS)
   print(table)
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       f.write(table + "\n")
-
-
-def _row(label: str, summary: dict[str, np.ndarray]) -> list[str]:
-  """One table row: the label, the seed count and ``mean ± t-interval`` per column."""
-  row = [label, str(len(summary["mean acc"]))]
-  for column in COLUMNS:
-    if column not in summary:
-      row.append("n/a")
-      continue
-    mean, half = mean_ci(summary[column])
-    digits = 1 if column == "eff. rank" else 2 if column.startswith("|grad|") else _DIGITS.value
-    row.append(f"{mean:.{digits}f} ± {half:.{digits}f}")
-  return row
+  if _EXPORT.value:
+    stats.write_seed_rows(_EXPORT.value, rows + diff_rows, COLUMNS)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,11 @@
 """Learning curves as PNG files, from ``metrics.jsonl`` records.
 
 Per-seed values (lists in a record) are drawn as their mean with a 95% confidence band
-(Student-t over seeds, :func:`mean_ci`); scalars as a single line.
+(Student-t over seeds, :func:`jaxlab.core.stats.mean_ci`); scalars as a single line.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Iterable, Sequence
 
@@ -16,25 +15,7 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-
-def mean_ci(values) -> tuple[float, float]:
-  """Mean and the half-width of a 95% Student-t interval over seeds,
-  ``t_{0.975, n-1} · s / √n`` (0 for one value, NaN for none). With 3-5 seeds the normal
-  approximation ``1.96 · s / √n`` would be 2.2-1.4x too narrow."""
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  values = np.asarray(values, dtype=np.float64).reshape(-1)
-  if values.size == 0:
-    return math.nan, math.nan
-  if values.size == 1:
-    return float(values[0]), 0.0
-  half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
-  return float(values.mean()), float(half)
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-  """A GitHub-markdown table."""
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+from jaxlab.core.stats import mean_ci  # pylint: disable=wrong-import-position
 
 
 def series(records: Sequence[dict], key: str, x_key: str = "env_steps"):

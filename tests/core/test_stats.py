@@ -1,0 +1,56 @@
+"""Intervals, their formatting, and per-seed tables that rebuild a page's table."""
+
+import math
+
+import numpy as np
+import pytest
+
+from jaxlab.core import stats
+
+
+def test_mean_ci_is_student_t():
+  mean, half = stats.mean_ci([1.0, 3.0])
+  assert mean == 2.0 and half == pytest.approx(12.7062 * np.std([1.0, 3.0], ddof=1) / np.sqrt(2),
+                                               rel=1e-4)
+  assert stats.mean_ci([4.0]) == (4.0, 0.0)
+  assert all(math.isnan(x) for x in stats.mean_ci([]))
+
+
+@pytest.mark.parametrize("mean, half, text", [
+    (0.7371, 0.0224, "0.737 ± 0.022"),
+    (16.93, 3.81, "16.9 ± 3.8"),
+    (7333.3, 2912.0, "7300 ± 2900"),
+    (92.47, 0.06, "92.470 ± 0.060"),
+    (0.0071, 0.0083, "0.0071 ± 0.0083"),
+    (5.0, 0.0, "5"),
+    (float("nan"), 1.0, "n/a"),
+])
+def test_format_ci(mean, half, text):
+  assert stats.format_ci(mean, half) == text
+
+
+def test_seed_rows_round_trip_and_table(tmp_path):
+  rows = [{"arm": "a", "run": "a_s0", "seed": 0, "acc": 0.5, "steps": 100.0},
+          {"arm": "a", "run": "a_s1", "seed": 0, "acc": 0.7, "steps": float("nan")},
+          {"arm": "b", "run": "b", "seed": 0, "acc": 0.9, "steps": float("nan")}]
+  path = str(tmp_path / "t.csv")
+  stats.write_seed_rows(path, rows, ["acc", "steps"])
+  columns, back = stats.read_seed_rows(path)
+  assert columns == ["acc", "steps"]
+  assert back[0]["acc"] == 0.5 and math.isnan(back[1]["steps"]) and back[2]["run"] == "b"
+  table = stats.seed_table(back, columns)
+  lines = table.splitlines()
+  assert lines[0] == "| arm | seeds | acc | steps |"
+  assert lines[2] == "| a | 2 | 0.6 ± 1.3 | 100 (1/2) |"
+  assert lines[3] == "| b | 1 | 0.9 | never (0/1) |"
+  assert table == stats.seed_table(rows, columns)
+
+
+def test_bad_seed_file_names_file_and_line(tmp_path):
+  bad = tmp_path / "bad.csv"
+  bad.write_text("arm,run,seed,acc\na,r,0,high\n")
+  with pytest.raises(ValueError, match=r"bad.csv:2: column 'acc' holds 'high'"):
+    stats.read_seed_rows(str(bad))
+  bad.write_text("name,acc\n")
+  with pytest.raises(ValueError, match="must start with arm,run,seed"):
+    stats.read_seed_rows(str(bad))
