@@ -29,7 +29,7 @@ import numpy as np
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, REPO)
 
-from jaxlab.core import config as config_lib  # pylint: disable=g-import-not-at-top
+from jaxlab.core import loop  # pylint: disable=g-import-not-at-top
 from jaxlab.envs.from_config import make_from_config  # pylint: disable=g-import-not-at-top
 from jaxlab.rl import pqn  # pylint: disable=g-import-not-at-top
 
@@ -64,7 +64,7 @@ def make_config(args, weight: float):
   c.network.kind = args.kind
   c.network.preset = args.preset
   c.aux.sigreg.weight = weight
-  config_lib.validate(c, pqn.default_config(), pqn.check_config)
+  loop.validate(pqn.TRAINER, c)
   return c
 
 

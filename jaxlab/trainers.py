@@ -1,15 +1,16 @@
-"""Trainers by name: ``config.trainer`` picks the module that ``launch.train`` runs.
+"""Trainers by name: ``config.trainer`` picks the :class:`jaxlab.core.loop.Trainer` that
+``launch.train`` and ``launch.eval`` use.
 
-Each trainer module provides ``default_config()``, ``check_config(config)``,
-``check_mesh(config, mesh)`` and ``run(config, workdir, mesh)``.
+Each module below declares ``TRAINER = loop.Trainer(...)`` (its default config, its checks, its
+``build``); importing one is deferred until a run asks for it.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 
 from jaxlab.core.errors import ConfigError
+from jaxlab.core.loop import Trainer
 
 TRAINERS = {
     "ppo": "jaxlab.rl.ppo",
@@ -22,7 +23,8 @@ TRAINERS = {
 }
 
 
-def get(name: str) -> ModuleType:
+def get(name: str) -> Trainer:
+  """The trainer called ``name``; an unknown name is one error line listing the known ones."""
   if name not in TRAINERS:
     raise ConfigError(f"unknown 'config.trainer'={name!r}; valid trainers: {sorted(TRAINERS)}")
-  return importlib.import_module(TRAINERS[name])
+  return importlib.import_module(TRAINERS[name]).TRAINER

@@ -13,6 +13,7 @@ command.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -39,6 +40,21 @@ def fail(message: str, code: int = 2) -> None:
   sys.exit(code)
 
 
+def load_config():
+  """The ``--config`` file's ConfigDict; a missing or failing file is one ``error:`` line."""
+  name = config_flags.get_config_filename(flags.FLAGS["config"])
+  path = name.split(":", 1)[0]
+  if not os.path.isfile(path):
+    fail(f"--config={name}: no such file {path!r} (expected a file like "
+         f"configs/<paper>/<experiment>.py, optionally with ':<arg>')")
+  try:
+    config = _CONFIG.value
+    config.keys()  # the flag loads lazily: a failed load raises here
+  except (OSError, ValueError, SyntaxError) as err:
+    fail(f"--config={name}: the file could not be loaded ({' '.join(str(err).split())})")
+  return config
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # keep the console for progress and errors
@@ -46,24 +62,25 @@ def main(argv):
 
   from jaxlab import trainers  # pylint: disable=import-outside-toplevel
   from jaxlab.core import config as config_lib  # pylint: disable=import-outside-toplevel
+  from jaxlab.core import loop  # pylint: disable=import-outside-toplevel
   from jaxlab.core import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
   from jaxlab.core.errors import JaxlabError  # pylint: disable=import-outside-toplevel
 
   if _MULTIHOST.value:
     jax.distributed.initialize()
-  config = _CONFIG.value
+  config = load_config()
   try:
     if "trainer" not in config:
       raise config_lib.ConfigError("the config has no 'trainer' key; start it from a trainer's "
                                    "default_config(), e.g. jaxlab.rl.ppo.default_config()")
     trainer = trainers.get(config.trainer)
-    config_lib.validate(config, trainer.default_config(), trainer.check_config)
+    loop.validate(trainer, config)
     mesh = mesh_lib.make_mesh(**config.mesh)
     trainer.check_mesh(config, mesh)
     print(f"jaxlab: trainer={config.trainer} devices={jax.device_count()} "
           f"({jax.devices()[0].platform}) mesh={dict(mesh.shape)} workdir={_WORKDIR.value}",
           file=sys.stderr)
-    trainer.run(config, _WORKDIR.value, mesh)
+    loop.run(trainer, config, _WORKDIR.value, mesh)
   except JaxlabError as err:
     fail(str(err))
   print(f"jaxlab: done; metrics in {_WORKDIR.value}/metrics.jsonl, plot with: "

@@ -8,7 +8,11 @@ leaves only whole checkpoints behind; the same command then resumes from the new
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
+import sys
+import threading
 from typing import Any
 
 import jax
@@ -37,6 +41,36 @@ def _unstorable(stored: dict[str, Any], like: Any) -> Any:
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
+def _is_closed_loop_noise(exc: BaseException | None) -> bool:
+  return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+def _drop_closed_loop_noise() -> None:
+  """Installs (once) hooks that drop the tracebacks of orbax work finishing on a closed event
+  loop, and asyncio's log lines about failed tasks nobody awaited; other errors pass through."""
+  if getattr(sys.unraisablehook, "_jaxlab_filter", False):
+    return
+  unraisable, excepthook, thread_hook = sys.unraisablehook, sys.excepthook, threading.excepthook
+
+  def on_unraisable(u):
+    if not _is_closed_loop_noise(u.exc_value):
+      unraisable(u)
+
+  def on_exception(kind, value, tb):
+    if not _is_closed_loop_noise(value):
+      excepthook(kind, value, tb)
+
+  def on_thread(args):
+    if not _is_closed_loop_noise(args.exc_value):
+      thread_hook(args)
+
+  on_unraisable._jaxlab_filter = True  # pylint: disable=protected-access
+  sys.unraisablehook, sys.excepthook, threading.excepthook = (on_unraisable, on_exception,
+                                                              on_thread)
+  logging.getLogger("asyncio").addFilter(
+      lambda record: "exception was never retrieved" not in record.getMessage())
+
+
 class Checkpointer:
   """Saves every ``every`` steps, keeps the newest ``keep``, restores the newest.
 
@@ -49,10 +83,13 @@ class Checkpointer:
   def __init__(self, directory: str, every: int, keep: int = 3):
     self.directory = os.path.abspath(directory)
     self.every = max(int(every), 1)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=True)
+    self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                 enable_async_checkpointing=True)
+    self._open()
+
+  def _open(self) -> None:
     try:
-      self._manager = ocp.CheckpointManager(self.directory, options=options)
+      self._manager = ocp.CheckpointManager(self.directory, options=self._options)
     except (OSError, PermissionError) as err:
       raise CheckpointError(f"cannot open checkpoint directory {self.directory}: {err}") from err
 
@@ -70,11 +107,16 @@ class Checkpointer:
                        force=True)
     return True
 
+  def all_steps(self) -> list[int]:
+    """The steps of every complete checkpoint on disk, oldest first."""
+    return sorted(self._manager.all_steps())
+
   def restore(self, like: Any, step: int | None = None) -> tuple[Any, dict, int]:
     """Restores ``(state, record, step)`` with the structure, shapes and shardings of ``like``.
 
     Raises:
-      CheckpointError: naming the step directory, when it is unreadable or does not match.
+      CheckpointError: naming the step directory, when it is unreadable or does not match
+        (its ``cause`` attribute holds orbax's reason).
     """
     step = self.latest_step() if step is None else step
     if step is None:
@@ -86,17 +128,42 @@ class Checkpointer:
           state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
     except Exception as err:  # orbax raises many types; the user needs the path and the cause.
       cause = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-      # The run ends here: stop orbax's background threads now, or they can race the
-      # interpreter's shutdown and print an asyncio traceback after our one-line error.
-      try:
-        self.close()
-      except Exception:  # pylint: disable=broad-except
-        pass
-      raise CheckpointError(
+      error = CheckpointError(
           f"checkpoint {path} cannot be restored ({type(err).__name__}: {cause}); it is corrupt "
           f"or from a different config. Move it aside to resume from an earlier step, or use a "
-          f"new --workdir") from None
+          f"new --workdir")
+      error.cause = f"{type(err).__name__}: {cause}"
+      self._discard_failed_restore()
+      raise error from None
     return _unstorable(restored.state, like), dict(restored.record or {}), step
+
+  def _discard_failed_restore(self) -> None:
+    """After a failed restore, orbax's manager still has reads in flight whose completions
+    arrive on an event loop that is already closed; each would print a traceback ("Event loop
+    is closed", "Task exception was never retrieved") long after the one warning line that
+    says what happened. Those two messages are dropped from then on (nothing else is), the
+    failed tasks are collected, and a fresh manager is opened."""
+    _drop_closed_loop_noise()
+    try:
+      self.close()
+    except Exception:  # pylint: disable=broad-except
+      pass
+    gc.collect()
+    self._open()
+
+  def move_aside(self, step: int, directory: str) -> str:
+    """Moves checkpoint ``step`` out of the managed directory into ``directory/<step>`` (a
+    suffix is added if that exists) and forgets it; returns the new path. Nothing is deleted."""
+    self.wait()
+    os.makedirs(directory, exist_ok=True)
+    dest = os.path.join(directory, str(step))
+    n = 1
+    while os.path.exists(dest):
+      dest = os.path.join(directory, f"{step}.{n}")
+      n += 1
+    os.replace(os.path.join(self.directory, str(step)), dest)
+    self._manager.reload()
+    return dest
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

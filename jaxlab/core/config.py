@@ -2,15 +2,15 @@
 
 Every trainer owns a ``default_config()``: the complete set of keys with their default values.
 An experiment file (``configs/<paper>/<name>.py``) starts from it and overrides values. The
-launcher then checks the final config against the defaults: unknown keys (typos), wrong types,
-and the trainer's own consistency rules all fail with one :class:`ConfigError` line naming the
-key.
+launcher then checks the final config (``jaxlab.core.loop.validate``): unknown keys (typos) and
+wrong types here, then the keys every trainer shares, then the trainer's own rules; each
+failure is one :class:`ConfigError` line naming the key.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import ml_collections
 
@@ -88,11 +88,3 @@ def set_dotted(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> 
 def to_json(config: ml_collections.ConfigDict) -> str:
   """Stable JSON of a config, for ``config.json`` and for comparing a resumed run's config."""
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
-
-
-def validate(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict,
-             extra_checks: Callable[[ml_collections.ConfigDict], None] | None = None) -> None:
-  """All checks in order: shape of the config first, then the trainer's own rules."""
-  check_against_defaults(config, defaults)
-  if extra_checks is not None:
-    extra_checks(config)

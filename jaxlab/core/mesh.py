@@ -85,6 +85,32 @@ def shard_batch(tree: Any, mesh: Mesh, batch_axis: int = 0) -> Any:
   return jax.tree.map(place, tree)
 
 
+def place_state(state: Any, mesh: Mesh, batched: dict[str, int]) -> Any:
+  """Places a trainer state: the fields named in ``batched`` (dotted paths into nested
+  ``flax.struct`` dataclasses, e.g. ``"replay.data"``) split on their axis over the data
+  devices, everything else replicated. A field that is None (an option that is off) is skipped.
+
+  Example: ``place_state(state, mesh, {"env_state": 1})`` for a seed-batched RL state whose env
+  batch is axis 1.
+  """
+  split = {}
+  for path, axis in batched.items():
+    head, _, rest = path.partition(".")
+    split.setdefault(head, {})[rest] = axis
+  fields = {}
+  for head, inner in split.items():
+    value = getattr(state, head)
+    if value is None:
+      continue
+    if "" in inner:
+      fields[head] = shard_batch(value, mesh, inner[""])
+    else:
+      fields[head] = place_state(value, mesh, inner)
+  rest = jax.tree.map(lambda x: jax.device_put(x, replicated(mesh)),
+                      state.replace(**{k: None for k in fields}))
+  return rest.replace(**fields)
+
+
 def gather(tree: Any) -> Any:
   """Copies a (possibly sharded) pytree to host numpy arrays."""
   return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)

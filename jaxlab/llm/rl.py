@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import json
 import os
 import time
 from typing import Any, Callable, Sequence
@@ -55,17 +54,17 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxlab.core import loop
 from jaxlab.core import mesh as mesh_lib
-from jaxlab.core.checkpoint import Checkpointer
 from jaxlab.core.config import require, require_choice
 from jaxlab.core.errors import ConfigError, JaxlabError
-from jaxlab.core.metrics import MetricWriter, Progress
 from jaxlab.llm import asyppo as asyppo_lib
+from jaxlab.llm import data as data_lib
 from jaxlab.llm import kl as kl_lib
 from jaxlab.llm import pg_loss as pg_lib
-from jaxlab.llm import sft
 from jaxlab.llm import tasks as tasks_lib
 from jaxlab.llm import train as train_lib
+from jaxlab.llm.evaluation import TaskAccuracy
 
 sg = jax.lax.stop_gradient
 
@@ -79,9 +78,9 @@ class RewardError(JaxlabError, ValueError):
 
 def default_config() -> ml_collections.ConfigDict:
   """Every key an LLM RL experiment may set. Defaults: strictly on-policy RLOO, no KL."""
-  c = ml_collections.ConfigDict()
-  c.trainer = "llm_rl"
-  c.seed = 0
+  c = loop.base_config("llm_rl", log_every=10, eval_every=50, checkpoint_every=50,
+                       checkpoint_keep=2)  # every: steps
+  c.eval.update(dict(num_examples=200, batch_size=200, max_new_tokens=8))
   c.data = ml_collections.ConfigDict(dict(
       train_files=("data/llm/chain_sum_rl_train.jsonl",),  # prompts to train on
       eval_files=("data/llm/chain_sum_rl_eval.jsonl",),  # held-out prompts (greedy accuracy)
@@ -131,11 +130,6 @@ def default_config() -> ml_collections.ConfigDict:
       scope="batch",  # rank σ over the whole rollout batch, or per "sequence"
   ))
   c.layout = "fsdp"
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.log_every = 10
-  c.eval = ml_collections.ConfigDict(dict(every=50, num_examples=200, batch_size=200,
-                                          max_new_tokens=8))
-  c.checkpoint = ml_collections.ConfigDict(dict(every=50, keep=2))
   return c
 
 
@@ -170,7 +164,7 @@ def pg_config(c: ml_collections.ConfigDict) -> pg_lib.PGLossConfig:
 
 def check_config(c: ml_collections.ConfigDict) -> None:
   """The RL trainer's consistency rules; each failure names its key."""
-  for key in ("steps", "prompts_per_step", "epochs", "minibatches", "log_every"):
+  for key in ("steps", "prompts_per_step", "epochs", "minibatches"):
     require(c[key] >= 1, f"'config.{key}' must be >= 1, got {c[key]}")
   require(c.group_size >= 1, f"'config.group_size' must be >= 1, got {c.group_size}")
   require(c.async_lag >= 0, f"'config.async_lag' must be >= 0, got {c.async_lag}")
@@ -218,16 +212,10 @@ def check_config(c: ml_collections.ConfigDict) -> None:
           "Face-format directory, e.g. an SFT run's hf_model)")
   require(os.path.isdir(c.model.init), f"'config.model.init'={c.model.init!r} is not a "
           "directory (train one with python -m launch.train --config=configs/llm/sft_*.py)")
-  for key in ("every", "num_examples"):
-    require(c.eval[key] >= 0, f"'config.eval.{key}' must be >= 0")
-  for key in ("eval.every", "checkpoint.every"):
-    group, name = key.split(".")
-    every = c[group][name]
-    require(every >= 0 and every % c.log_every == 0,
-            f"'config.{key}'={every} must be a multiple of config.log_every={c.log_every}")
+  require(c.eval.num_examples >= 0, "'config.eval.num_examples' must be >= 0")
   for key in ("train_files", "eval_files"):
     for f in c.data[key]:
-      require(os.path.isfile(sft.resolve_path(f)), f"'config.data.{key}': file {f!r} does "
+      require(os.path.isfile(data_lib.resolve_path(f)), f"'config.data.{key}': file {f!r} does "
               "not exist (generate it with python -m jaxlab.llm.tasks)")
   if c.reward.fn != "verifier":
     require(":" in c.reward.fn, f"'config.reward.fn'={c.reward.fn!r}: expected 'verifier' or "
@@ -526,25 +514,6 @@ def make_rl_step(spec: StepSpec, graphdef: Any, tx: optax.GradientTransformation
 # -- data -----------------------------------------------------------------------------------------
 
 
-def encode_prompt_rows(c, tokenizer, rows_with_where: Sequence[tuple[str, int, dict]],
-                       max_len: int) -> tuple[list[dict], np.ndarray, np.ndarray]:
-  """Left-padded prompt ids ``[R, Tp]`` and mask; rows longer than ``max_len`` are an error
-  naming the file and row."""
-  from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
-  rows = [r for _, _, r in rows_with_where]
-  ids = encode_prompts(tokenizer, [c.data.prompt_format.format(**r) for r in rows])
-  longest = max(len(x) for x in ids)
-  tp = max_len or longest
-  for (f, line, _), x in zip(rows_with_where, ids):
-    if len(x) > tp:
-      raise sft.DataError(f"{f}:{line}: the prompt has {len(x)} tokens, longer than "
-                          f"'config.data.max_prompt_len'={tp}")
-  pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-  tokens, mask = sampling.left_pad(ids, pad_id=pad, length=tp)
-  return rows, tokens, mask
-
-
 def _copy_tree(tree):
   return jax.tree.map(jnp.copy, tree)
 
@@ -552,174 +521,166 @@ def _copy_tree(tree):
 # -- the run --------------------------------------------------------------------------------------
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, mesh, *, progress: bool = True,
-        stop_at: int | None = None) -> dict[str, Any]:
-  """Trains (or resumes) to ``config.steps``; returns the summary written to summary.json.
+class RLRun:
+  """One LLM RL run for :func:`jaxlab.core.loop.run`.
 
-  Args:
-    config: a validated config (see :func:`default_config`).
-    workdir: run directory: config.json, metrics.jsonl, checkpoints/, hf_model/.
-    mesh: the device mesh; rows are split over its data-parallel axes.
-    progress: show the console progress bar.
-    stop_at: stop after this step as if killed there (resume tests).
+  The state the loop checkpoints is ``{"state": RLState, "history": [params, ...]}``: the
+  policy (and critics) with their optimizers, and the last ``async_lag`` policies (the behaviour
+  policies of the next steps), so a resumed lagged run generates exactly as an uninterrupted
+  one. The frozen reference is re-read from ``config.model.init``.
   """
-  from jaxlab.core.loop import prepare_workdir  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm import checkpoint as hf_ckpt  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
 
-  c = config
-  pg = pg_config(c)
-  prepare_workdir(workdir, c)
-  try:
-    train_rows = sft._load(c.data.train_files, c.data.max_train_rows)  # pylint: disable=protected-access
-    eval_rows = [r for _, _, r in sft._load(c.data.eval_files, c.eval.num_examples)]  # pylint: disable=protected-access
-  except tasks_lib.TaskDataError as e:
-    raise sft.DataError(str(e)) from None
-  tokenizer = load_tokenizer(c.model.init)
-  rows, prompt_tokens, prompt_mask = encode_prompt_rows(c, tokenizer, train_rows,
-                                                        c.data.max_prompt_len)
-  num_rows, tp = prompt_tokens.shape
-  n_new = c.sampling.max_new_tokens
+  def __init__(self, c: ml_collections.ConfigDict, workdir: str, mesh):
+    from jaxlab.llm import checkpoint as hf_ckpt  # pylint: disable=g-import-not-at-top
+    from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
+    from jaxlab.llm.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
+    self.config = c
+    self.workdir, self.mesh = workdir, mesh
+    self.pg = pg = pg_config(c)
+    train_rows = data_lib.load_rows(c.data.train_files, c.data.max_train_rows)
+    eval_rows = [r for _, _, r in data_lib.load_rows(c.data.eval_files, c.eval.num_examples)]
+    self.tokenizer = tokenizer = load_tokenizer(c.model.init)
+    self.rows, self.prompt_tokens, self.prompt_mask = data_lib.encode_prompt_rows(
+        c.data.prompt_format, tokenizer, train_rows, c.data.max_prompt_len)
+    self.num_rows, self.prompt_len = self.prompt_tokens.shape
+    n_new = c.sampling.max_new_tokens
 
-  policy, _ = hf_ckpt.from_pretrained(c.model.init, mesh=None, dtype=c.dtype,
-                                      param_dtype="float32", tokenizer=False)
-  limit = policy.config.max_position_embeddings
-  if tp + n_new > limit:
-    raise ConfigError(f"prompts of {tp} tokens + 'config.sampling.max_new_tokens'={n_new} "
-                      f"exceed the model's context of {limit} positions")
-  eos = int(tokenizer.eos_token_id)
-  pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-  sparams = sampling.SamplingParams(
-      max_new_tokens=n_new, temperature=float(c.sampling.temperature), top_k=c.sampling.top_k,
-      top_p=float(c.sampling.top_p), stop_tokens=(eos,), pad_id=pad)
+    policy, _ = hf_ckpt.from_pretrained(c.model.init, mesh=None, dtype=c.dtype,
+                                        param_dtype="float32", tokenizer=False)
+    limit = policy.config.max_position_embeddings
+    if self.prompt_len + n_new > limit:
+      raise ConfigError(f"prompts of {self.prompt_len} tokens + 'config.sampling.max_new_tokens'"
+                        f"={n_new} exceed the model's context of {limit} positions")
+    self.eos = int(tokenizer.eos_token_id)
+    pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    self.sampling_params = sampling.SamplingParams(
+        max_new_tokens=n_new, temperature=float(c.sampling.temperature), top_k=c.sampling.top_k,
+        top_p=float(c.sampling.top_p), stop_tokens=(self.eos,), pad_id=pad)
 
-  total_updates = c.steps * c.epochs * c.minibatches
-  tx, schedule = train_lib.make_optimizer(
-      train_lib.OptimConfig.from_mapping(c.optim, total_steps=total_updates))
-  graphdef, params = nnx.split(policy)
-  ref_params = _copy_tree(params)
-  policy_state = train_lib.TrainState(jnp.int32(0), params, tx.init(params))
+    total_updates = c.steps * c.epochs * c.minibatches
+    tx, schedule = train_lib.make_optimizer(
+        train_lib.OptimConfig.from_mapping(c.optim, total_steps=total_updates))
+    self.graphdef, params = nnx.split(policy)
+    self.ref_params = _copy_tree(params)
+    policy_state = train_lib.TrainState(jnp.int32(0), params, tx.init(params))
 
-  critic_graphdef = critic_tx = critic_state = None
-  m = c.critic.num_critics
-  if m:
-    critic_graphdef, cparams = build_critics(c, policy)
-    critic_tx, _ = train_lib.make_optimizer(train_lib.OptimConfig(
-        learning_rate=c.critic.learning_rate, schedule="constant", warmup_steps=0,
-        total_steps=1, weight_decay=0.0, b1=0.9, b2=0.999, max_grad_norm=c.critic.max_grad_norm))
-    critic_state = train_lib.TrainState(jnp.int32(0), cparams, jax.vmap(critic_tx.init)(cparams))
-  del policy
+    critic_graphdef = critic_tx = critic_state = None
+    m = c.critic.num_critics
+    if m:
+      critic_graphdef, cparams = build_critics(c, policy)
+      critic_tx, _ = train_lib.make_optimizer(train_lib.OptimConfig(
+          learning_rate=c.critic.learning_rate, schedule="constant", warmup_steps=0,
+          total_steps=1, weight_decay=0.0, b1=0.9, b2=0.999,
+          max_grad_norm=c.critic.max_grad_norm))
+      critic_state = train_lib.TrainState(jnp.int32(0), cparams,
+                                          jax.vmap(critic_tx.init)(cparams))
+    del policy
 
-  spec = StepSpec(
-      pg=pg, group_size=c.group_size, prompt_len=tp, temperature=float(c.sampling.temperature),
-      epochs=c.epochs, minibatches=c.minibatches, lagged=c.async_lag > 0, num_critics=m,
-      critic_epochs=c.critic.epochs, critic_lam=float(c.critic.lam), split=c.critic.split,
-      shuffle=c.critic.shuffle, disjoint=c.critic.disjoint,
-      adv_mask_k=float(c.asyppo.adv_mask_k), entropy_filter_h=float(c.asyppo.entropy_filter_h),
-      scope=c.asyppo.scope)
-  step_fn = make_rl_step(spec, graphdef, tx, schedule, critic_graphdef, critic_tx)
-  reward_fn = get_reward_fn(c.reward.fn)
-  evaluator = sft.Evaluator(c, tokenizer, eval_rows, mesh)
+    spec = StepSpec(
+        pg=pg, group_size=c.group_size, prompt_len=self.prompt_len,
+        temperature=float(c.sampling.temperature), epochs=c.epochs, minibatches=c.minibatches,
+        lagged=c.async_lag > 0, num_critics=m, critic_epochs=c.critic.epochs,
+        critic_lam=float(c.critic.lam), split=c.critic.split, shuffle=c.critic.shuffle,
+        disjoint=c.critic.disjoint, adv_mask_k=float(c.asyppo.adv_mask_k),
+        entropy_filter_h=float(c.asyppo.entropy_filter_h), scope=c.asyppo.scope)
+    self.step_fn = make_rl_step(spec, self.graphdef, tx, schedule, critic_graphdef, critic_tx)
+    self.reward_fn = get_reward_fn(c.reward.fn)
+    self.evaluator = TaskAccuracy.from_config(c, tokenizer, eval_rows, mesh)
+    self._state0 = {"state": RLState(policy_state, critic_state),
+                    "history": [_copy_tree(params) for _ in range(c.async_lag)]}
+    print(f"jaxlab: {pg.kl.describe()}; advantage={pg.advantage}, critics={m}, "
+          f"async_lag={c.async_lag}", flush=True)
 
-  state = RLState(policy_state, critic_state)
-  history = [_copy_tree(params) for _ in range(c.async_lag)]
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=c.checkpoint.every or c.steps,
-                      keep=c.checkpoint.keep)
-  start, record = 0, {}
-  if ckpt.latest_step() is not None:
-    restored, record, start = ckpt.restore({"state": state, "history": history})
-    state, history = restored["state"], list(restored["history"])
-  record.setdefault("kl_config", pg.kl.describe())
-  writer = MetricWriter(workdir, purge_step=start + 1 if start else None)
-  writer.truncate(start)
-  print(f"jaxlab: {pg.kl.describe()}; advantage={pg.advantage}, critics={m}, "
-        f"async_lag={c.async_lag}", flush=True)
+    self.total_steps = c.steps
+    self.units_per_step = None
+    self.progress_keys = {"reward": "reward/task", "kl": "kl/exact_rev",
+                          "eval_acc": "eval/accuracy"}
+    self.plot_keys = ("reward/task", "kl/exact_rev", "eval/accuracy")
+    self.target = None
 
-  def place(x):
+  def init(self) -> dict[str, Any]:
+    return self._state0
+
+  def _place(self, x):
     x = jnp.asarray(x)
-    if mesh is None or mesh.size == 1:
+    if self.mesh is None or self.mesh.size == 1:
       return x
-    return jax.device_put(x, mesh_lib.batch_sharding(mesh, 0, x.ndim))
+    return jax.device_put(x, mesh_lib.batch_sharding(self.mesh, 0, x.ndim))
 
-  bar = Progress(c.steps, start=start, unit="steps") if progress else None
-  elapsed = float(record.get("elapsed", 0.0))
-  base_key = jax.random.key(c.seed)
-  window: list[dict[str, Any]] = []
-  shown: dict[str, float] = {}
-  metrics: dict[str, Any] = {}
-  step = start
-  for step in range(start + 1, c.steps + 1):
+  def model(self, state: dict[str, Any]):
+    """The current policy as a decoder."""
+    return nnx.merge(self.graphdef, state["state"].policy.params)
+
+  def _one_step(self, carry: dict[str, Any], step: int) -> tuple[dict[str, Any], dict]:
+    """RL step ``step`` (1-based): generate, score, update. Returns (state, metrics)."""
+    from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
+    c = self.config
+    state, history = carry["state"], carry["history"]
     t0 = time.perf_counter()
-    idx = np.repeat(sft.batch_indices(step - 1, c.prompts_per_step, num_rows, c.seed),
+    idx = np.repeat(data_lib.batch_indices(step - 1, c.prompts_per_step, self.num_rows, c.seed),
                     c.group_size)
-    k_sample, k_update = jax.random.split(jax.random.fold_in(base_key, step))
+    k_sample, k_update = jax.random.split(jax.random.fold_in(jax.random.key(c.seed), step))
     behaviour = history[0] if history else None  # lag 0: the current policy
-    out = sampling.generate(nnx.merge(graphdef, state.policy.params if behaviour is None else behaviour),
-                            prompt_tokens[idx],
-                            prompt_mask[idx], k_sample, sparams, mesh=mesh)
+    out = sampling.generate(
+        nnx.merge(self.graphdef, state.policy.params if behaviour is None else behaviour),
+        self.prompt_tokens[idx], self.prompt_mask[idx], k_sample, self.sampling_params,
+        mesh=self.mesh)
     resp, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
     t_gen = time.perf_counter() - t0
-    batch_rows = [rows[i] for i in idx]
-    texts = [tokenizer.decode(r[:k].tolist(), skip_special_tokens=True)
+    batch_rows = [self.rows[i] for i in idx]
+    texts = [self.tokenizer.decode(r[:k].tolist(), skip_special_tokens=True)
              for r, k in zip(resp, lengths)]
-    rewards = score_rewards(reward_fn, c.reward.fn, batch_rows, texts, step)
-    resp_mask = np.arange(n_new)[None, :] < lengths[:, None]
+    rewards = score_rewards(self.reward_fn, c.reward.fn, batch_rows, texts, step)
+    resp_mask = np.arange(c.sampling.max_new_tokens)[None, :] < lengths[:, None]
     batch = {
-        "tokens": np.concatenate([prompt_tokens[idx], resp], axis=1),
-        "attention_mask": np.concatenate([prompt_mask[idx], resp_mask], axis=1),
+        "tokens": np.concatenate([self.prompt_tokens[idx], resp], axis=1),
+        "attention_mask": np.concatenate([self.prompt_mask[idx], resp_mask], axis=1),
         "response": resp, "response_mask": resp_mask, "rewards": rewards,
     }
-    batch = {k: place(v) for k, v in batch.items()}
+    batch = {k: self._place(v) for k, v in batch.items()}
     snapshot = _copy_tree(state.policy.params) if history else None
     t1 = time.perf_counter()
-    state, sm = step_fn(state, ref_params, behaviour, batch, k_update)
+    state, sm = self.step_fn(state, self.ref_params, behaviour, batch, k_update)
     sm = jax.device_get(sm)
     t_update = time.perf_counter() - t1
     if history:
       history = history[1:] + [snapshot]
-    sft.check_finite_loss("loss/total", sm["loss/total"], f"at step {step}", ckpt, workdir)
     sampled = float(np.sum(lengths))
     sm.update({
-        "response/stopped": float(np.mean([eos in r[:k] for r, k in zip(resp, lengths)])),
+        "response/stopped": float(np.mean([self.eos in r[:k] for r, k in zip(resp, lengths)])),
         "time/gen_s": t_gen, "time/update_s": t_update,
         "time/sampled_tokens_per_s": sampled / max(t_gen, 1e-9),
         "time/trained_tokens_per_s": sampled * c.epochs / max(t_update, 1e-9),
         "time/gen_share": t_gen / max(time.perf_counter() - t0, 1e-9),
     })
-    window.append(sm)
-    last = step == c.steps
-    elapsed += time.perf_counter() - t0
-    if step % c.log_every and not last:
-      continue
-    metrics = {k: float(np.mean([w[k] for w in window])) for k in window[-1]}
+    return {"state": state, "history": history}, sm
+
+  def train(self, state: dict[str, Any], step: int, num_steps: int):
+    """``num_steps`` RL steps; every metric averaged over them."""
     window = []
-    if (c.eval.every and step % c.eval.every == 0) or last:
-      metrics.update(evaluator(nnx.merge(graphdef, state.policy.params))[0])
-    metrics["time/elapsed_s"] = elapsed
-    writer.write(step, metrics)
-    if bar is not None:
-      shown["reward"] = metrics["reward/task"]
-      shown["kl"] = metrics["kl/exact_rev"]
-      if "eval/accuracy" in metrics:
-        shown["eval_acc"] = metrics["eval/accuracy"]
-      bar.update(step, shown, force=last)
-    record["elapsed"] = elapsed
-    ckpt.save(step, {"state": state, "history": history}, dict(record), force=last)
-    if stop_at is not None and step >= stop_at:
-      break
-  if bar is not None:
-    bar.close()
-  ckpt.close()
-  writer.close()
-  if stop_at is not None and step < c.steps:
-    return dict(record, stopped_at=step)
-  if "eval/accuracy" not in metrics:  # resumed a finished run
-    metrics.update(evaluator(nnx.merge(graphdef, state.policy.params))[0])
-  model = nnx.merge(graphdef, state.policy.params)
-  hf_dir = os.path.join(workdir, "hf_model")
-  hf_ckpt.save_pretrained(model, hf_dir, tokenizer=tokenizer)
-  summary = dict(record, final_step=c.steps, prompt_len=tp, hf_model=hf_dir, **metrics)
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2, default=float)
-  return summary
+    for s in range(step + 1, step + num_steps + 1):
+      state, sm = self._one_step(state, s)
+      window.append(sm)
+    return state, {k: float(np.mean([w[k] for w in window])) for k in window[-1]}
+
+  def evaluate(self, state: dict[str, Any], step: int) -> dict[str, Any]:
+    del step
+    return self.evaluator(self.model(state))[0]
+
+  def finish(self, state: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """Writes the final policy to ``hf_model/``."""
+    from jaxlab.llm import checkpoint as hf_ckpt  # pylint: disable=g-import-not-at-top
+    del metrics
+    hf_dir = os.path.join(self.workdir, "hf_model")
+    hf_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer)
+    return dict(kl_config=self.pg.kl.describe(), prompt_len=self.prompt_len, hf_model=hf_dir)
+
+
+TRAINER = loop.Trainer(name="llm_rl", default_config=default_config, check_config=check_config,
+                       build=RLRun, check_mesh=check_mesh, evaluators=("task_accuracy",))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, mesh, *, progress: bool = True,
+        stop_at: int | None = None) -> dict[str, Any]:
+  """Trains (or resumes) a validated config; the summary. See :func:`jaxlab.core.loop.run`."""
+  return loop.run(TRAINER, config, workdir, mesh, progress=progress, stop_at=stop_at)

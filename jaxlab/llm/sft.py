@@ -30,43 +30,26 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxlab.core import loop
 from jaxlab.core import mesh as mesh_lib
-from jaxlab.core.checkpoint import Checkpointer
 from jaxlab.core.config import require, require_choice
-from jaxlab.core.errors import ConfigError, JaxlabError
-from jaxlab.core.metrics import MetricWriter, Progress
+from jaxlab.core.errors import ConfigError, DataError
+from jaxlab.llm import data as data_lib
 from jaxlab.llm import sharding as sharding_lib
-from jaxlab.llm import tasks as tasks_lib
 from jaxlab.llm import train as train_lib
 from jaxlab.llm.config import SUPPORTED_ARCHITECTURES
-
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-class DataError(JaxlabError, ValueError):
-  """A task file cannot be used for training (missing, malformed, or rows too long)."""
-
-
-class NonFiniteLossError(JaxlabError):
-  """The training loss became NaN/inf; names the step and the last good checkpoint."""
-
-
-def check_finite_loss(name: str, value: float, when: str, ckpt: Checkpointer,
-                      workdir: str) -> None:
-  """Raises :class:`NonFiniteLossError` naming ``when`` and the newest checkpoint on disk."""
-  if np.isfinite(value):
-    return
-  last = ckpt.latest_step()
-  where = (os.path.join(workdir, "checkpoints", str(last)) if last is not None
-           else "none (no checkpoint was written yet)")
-  raise NonFiniteLossError(f"non-finite '{name}'={value} {when}; last good checkpoint: {where}")
+from jaxlab.llm.evaluation import TaskAccuracy
 
 
 def default_config() -> ml_collections.ConfigDict:
   """Every key an SFT experiment may set, with defaults for a small from-scratch model."""
-  c = ml_collections.ConfigDict()
-  c.trainer = "llm_sft"
-  c.seed = 0
+  c = loop.base_config("llm_sft", log_every=50, eval_every=250, checkpoint_every=250,
+                       checkpoint_keep=2)  # every: steps
+  c.eval.update(dict(
+      num_examples=200,  # held-out rows scored (0 = all)
+      batch_size=200,  # prompts per generate call
+      max_new_tokens=8,
+  ))
   c.data = ml_collections.ConfigDict(dict(
       train_files=("data/llm/chain_sum_train.jsonl",),  # relative to cwd or the repo root
       eval_files=("data/llm/chain_sum_eval.jsonl",),
@@ -96,15 +79,6 @@ def default_config() -> ml_collections.ConfigDict:
       learning_rate=1e-3, schedule="cosine", warmup_steps=100, min_lr_ratio=0.1,
       weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, max_grad_norm=1.0))
   c.layout = "fsdp"  # a sharding rule table of jaxlab.llm.sharding.RULES
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.log_every = 50  # steps between metric records
-  c.eval = ml_collections.ConfigDict(dict(
-      every=250,  # steps; 0 = only at the end
-      num_examples=200,  # held-out rows scored (0 = all)
-      batch_size=200,  # prompts per generate call
-      max_new_tokens=8,
-  ))
-  c.checkpoint = ml_collections.ConfigDict(dict(every=250, keep=2))  # every: steps
   c.target_accuracy = None  # optional: the run records when eval accuracy first reaches it
   return c
 
@@ -117,17 +91,9 @@ class _AnyFields(dict):
     return ""
 
 
-def resolve_path(path: str) -> str:
-  """A data path as given if it exists, else relative to the repository root."""
-  if os.path.isabs(path) or os.path.exists(path):
-    return path
-  candidate = os.path.join(_REPO, path)
-  return candidate if os.path.exists(candidate) else path
-
-
 def check_config(c: ml_collections.ConfigDict) -> None:
   """SFT's consistency rules; each failure names its key."""
-  for key in ("steps", "batch_size", "grad_accum", "log_every"):
+  for key in ("steps", "batch_size", "grad_accum"):
     require(c[key] >= 1, f"'config.{key}' must be >= 1, got {c[key]}")
   require(c.batch_size % c.grad_accum == 0,
           f"'config.grad_accum'={c.grad_accum} must divide 'config.batch_size'={c.batch_size}")
@@ -142,19 +108,13 @@ def check_config(c: ml_collections.ConfigDict) -> None:
     require(c.eval[key] >= 0, f"'config.eval.{key}' must be >= 0, got {c.eval[key]}")
   for key in ("batch_size", "max_new_tokens"):
     require(c.eval[key] >= 1, f"'config.eval.{key}' must be >= 1, got {c.eval[key]}")
-  for key in ("eval.every", "checkpoint.every"):
-    group, name = key.split(".")
-    every = c[group][name]
-    require(every >= 0 and every % c.log_every == 0,
-            f"'config.{key}'={every} must be a multiple of config.log_every={c.log_every}")
-  require(c.checkpoint.keep >= 1, "'config.checkpoint.keep' must be >= 1")
   require(c.data.max_len >= 0 and c.data.max_train_rows >= 0,
           "'config.data.max_len' and 'config.data.max_train_rows' must be >= 0")
   for key in ("train_files", "eval_files"):
     files = c.data[key]
     require(len(files) >= 1, f"'config.data.{key}' must name at least one JSONL file")
     for f in files:
-      require(os.path.isfile(resolve_path(f)), f"'config.data.{key}': file {f!r} does not exist "
+      require(os.path.isfile(data_lib.resolve_path(f)), f"'config.data.{key}': file {f!r} does not exist "
               "(generate it with python -m jaxlab.llm.tasks)")
   for key in ("prompt_format", "completion_format"):
     try:
@@ -189,15 +149,6 @@ def format_row(c: ml_collections.ConfigDict, row: dict[str, Any]) -> tuple[str, 
   return c.data.prompt_format.format(**row), c.data.completion_format.format(**row)
 
 
-def _load(files: Sequence[str], limit: int) -> list[tuple[str, int, dict[str, Any]]]:
-  """``(file, row number, row)`` for every row of ``files``."""
-  out = []
-  for f in files:
-    rows = tasks_lib.load_jsonl(resolve_path(f), limit or None)
-    out.extend((f, i + 1, r) for i, r in enumerate(rows))
-  return out
-
-
 def encode_sft(tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
                max_len: int = 0, where: Sequence[str] | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -228,20 +179,6 @@ def encode_sft(tokenizer: Any, prompts: Sequence[str], completions: Sequence[str
     tokens[i, :n] = pid + cid
     loss_mask[i, len(pid):n] = 1
   return tokens, loss_mask
-
-
-def batch_indices(step: int, batch_size: int, num_rows: int, seed: int) -> np.ndarray:
-  """Row indices of the batch of ``step`` (0-based): consecutive slices of per-epoch
-  permutations, a pure function of its arguments (so resuming replays the same data)."""
-  start = step * batch_size
-  idx = np.arange(start, start + batch_size)
-  epochs, pos = idx // num_rows, idx % num_rows
-  out = np.empty(batch_size, np.int64)
-  for e in np.unique(epochs):
-    perm = np.random.default_rng([seed, int(e)]).permutation(num_rows)
-    sel = epochs == e
-    out[sel] = perm[pos[sel]]
-  return out
 
 
 # -- model and tokenizer --------------------------------------------------------------------------
@@ -282,182 +219,100 @@ def build_model(c, tokenizer, mesh):
   return modeling.init_decoder(cfg, seed=c.seed)
 
 
-# -- evaluation -----------------------------------------------------------------------------------
-
-
-class Evaluator:
-  """Greedy completions of held-out prompts, scored by the tasks' verifiers.
-
-  Prompts are left-padded to one length and cut into fixed-size batches (the last one padded
-  with copies), so one compiled sampler serves every evaluation.
-  """
-
-  def __init__(self, c, tokenizer, rows: Sequence[dict[str, Any]], mesh):
-    from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
-    from jaxlab.llm.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
-    self.rows = list(rows)
-    self.tokenizer = tokenizer
-    self.mesh = mesh
-    prompts = [c.data.prompt_format.format(**r) for r in self.rows]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    self.tokens, self.mask = sampling.left_pad(encode_prompts(tokenizer, prompts), pad_id=pad)
-    self.batch = c.eval.batch_size
-    self.params = sampling.SamplingParams(
-        max_new_tokens=c.eval.max_new_tokens, temperature=0.0,
-        stop_tokens=(int(tokenizer.eos_token_id),), pad_id=int(pad))
-
-  def completions(self, model) -> list[str]:
-    from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
-    n = len(self.rows)
-    texts = []
-    for s in range(0, n, self.batch):
-      idx = np.arange(s, s + self.batch) % n  # wrap: fixed shapes, extra rows discarded
-      out = sampling.generate(model, self.tokens[idx], self.mask[idx], jax.random.key(0),
-                              self.params, mesh=self.mesh)
-      toks, lens = np.asarray(out.tokens), np.asarray(out.lengths)
-      for row, k in zip(toks[: n - s], lens[: n - s]):
-        texts.append(self.tokenizer.decode(row[:k].tolist(), skip_special_tokens=True))
-    return texts
-
-  def __call__(self, model) -> tuple[dict[str, float], list[str]]:
-    texts = self.completions(model)
-    acc = tasks_lib.accuracy(self.rows, texts)
-    metrics = {"eval/accuracy": acc.pop("all")}
-    if len(acc) > 1:
-      metrics.update({f"eval/accuracy/{k}": v for k, v in acc.items()})
-    return metrics, texts
-
-
 # -- the run --------------------------------------------------------------------------------------
 
 
-def _deterministic_record(metrics: dict[str, Any]) -> dict[str, Any]:
-  return {k: v for k, v in metrics.items() if not k.startswith("time/")}
+class SFTRun:
+  """One SFT run for :func:`jaxlab.core.loop.run`: data, tokenizer, model and the compiled step.
 
-
-def run(config: ml_collections.ConfigDict, workdir: str, mesh, *, progress: bool = True,
-        stop_at: int | None = None) -> dict[str, Any]:
-  """Trains (or resumes) to ``config.steps``; returns the summary written to summary.json.
-
-  Args:
-    config: a validated config (see :func:`default_config`).
-    workdir: run directory: config.json, metrics.jsonl, checkpoints/, tokenizer/, hf_model/.
-    mesh: the device mesh (``jaxlab.core.mesh.make_mesh``).
-    progress: show the console progress bar.
-    stop_at: stop after logging this step, as if the process were killed there (tests of
-      resume): only checkpoints up to it exist and the final export is skipped.
+  ``workdir/tokenizer`` holds the char tokenizer of a from-scratch run (written once and kept
+  across resumes, so token ids never change).
   """
-  from jaxlab.core.loop import prepare_workdir  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm import checkpoint as hf_ckpt  # pylint: disable=g-import-not-at-top
 
-  c = config
-  prepare_workdir(workdir, c)
-  try:
-    train_rows = _load(c.data.train_files, c.data.max_train_rows)
-    eval_rows = [r for _, _, r in _load(c.data.eval_files, c.eval.num_examples)]
-  except tasks_lib.TaskDataError as e:
-    raise DataError(str(e)) from None
-  pairs = [format_row(c, r) for _, _, r in train_rows]
-  tokenizer = _build_tokenizer(c, workdir, [p + q for p, q in pairs])
-  where = [f"{f}:{line}" for f, line, _ in train_rows]
-  tokens, loss_mask = encode_sft(tokenizer, [p for p, _ in pairs], [q for _, q in pairs],
-                                 c.data.max_len, where)
-  num_rows, seq_len = tokens.shape
+  def __init__(self, c: ml_collections.ConfigDict, workdir: str, mesh):
+    self.config = c
+    self.workdir, self.mesh = workdir, mesh
+    train_rows = data_lib.load_rows(c.data.train_files, c.data.max_train_rows)
+    self.eval_rows = [r for _, _, r in data_lib.load_rows(c.data.eval_files,
+                                                          c.eval.num_examples)]
+    pairs = [format_row(c, r) for _, _, r in train_rows]
+    self.tokenizer = _build_tokenizer(c, workdir, [p + q for p, q in pairs])
+    where = [f"{f}:{line}" for f, line, _ in train_rows]
+    self.tokens, self.loss_mask = encode_sft(self.tokenizer, [p for p, _ in pairs],
+                                             [q for _, q in pairs], c.data.max_len, where)
+    self.num_rows, self.seq_len = self.tokens.shape
 
-  model = build_model(c, tokenizer, mesh)
-  optim = train_lib.OptimConfig.from_mapping(c.optim, total_steps=c.steps)
-  tx, schedule = train_lib.make_optimizer(optim)
-  graphdef, state = train_lib.init_train_state(model, tx, mesh, c.layout, compute_dtype=c.dtype)
-  del model
-  step_fn = train_lib.make_train_step(graphdef, tx, schedule, grad_accum=c.grad_accum,
-                                      mesh=mesh, state=state, rules=c.layout)
-  evaluator = Evaluator(c, tokenizer, eval_rows, mesh)
+    model = build_model(c, self.tokenizer, mesh)
+    optim = train_lib.OptimConfig.from_mapping(c.optim, total_steps=c.steps)
+    tx, schedule = train_lib.make_optimizer(optim)
+    self.graphdef, self._state0 = train_lib.init_train_state(model, tx, mesh, c.layout,
+                                                             compute_dtype=c.dtype)
+    del model
+    self.step_fn = train_lib.make_train_step(self.graphdef, tx, schedule,
+                                             grad_accum=c.grad_accum, mesh=mesh,
+                                             state=self._state0, rules=c.layout)
+    self.evaluator = TaskAccuracy.from_config(c, self.tokenizer, self.eval_rows, mesh)
+    self.eval_texts: list[str] = []
 
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=c.checkpoint.every or c.steps,
-                      keep=c.checkpoint.keep)
-  start, record = 0, {}
-  if ckpt.latest_step() is not None:
-    state, record, start = ckpt.restore(state)
-    if start % c.log_every:
-      raise ConfigError(f"checkpoint at step {start} is not at a multiple of "
-                        f"'config.log_every'={c.log_every}; resume with the original log_every")
-  writer = MetricWriter(workdir, purge_step=start + 1 if start else None)
-  writer.truncate(start)
-  n_params = train_lib.count_params(state.params)
-  record.setdefault("num_params", n_params)
+    self.total_steps = c.steps
+    self.units_per_step = None
+    self.progress_keys = {"loss": "train/loss", "eval_acc": "eval/accuracy"}
+    self.plot_keys = ("train/loss", "eval/accuracy")
+    self.target = ("eval/accuracy", c.target_accuracy)
 
-  bar = Progress(c.steps, start=start, unit="steps") if progress else None
-  elapsed = float(record.get("elapsed", 0.0))
-  t_last = time.perf_counter()
-  window: list[dict[str, jax.Array]] = []
-  shown: dict[str, float] = {}
-  metrics: dict[str, Any] = {}
-  eval_texts: list[str] = []
-  step = start
-  for step in range(start + 1, c.steps + 1):
-    idx = batch_indices(step - 1, c.batch_size, num_rows, c.seed)
-    batch = train_lib.shard_batch({"tokens": tokens[idx], "loss_mask": loss_mask[idx]}, mesh)
-    state, m = step_fn(state, batch)
-    window.append(m)
-    last = step == c.steps
-    if step % c.log_every and not last:
-      continue
-    host = jax.device_get(window)
+  def init(self) -> train_lib.TrainState:
+    return self._state0
+
+  def train(self, state, step: int, num_steps: int):
+    """``num_steps`` optimizer steps; their metrics averaged (lr: the last step's)."""
+    c = self.config
+    t0 = time.perf_counter()
     window = []
+    for s in range(step, step + num_steps):
+      idx = data_lib.batch_indices(s, c.batch_size, self.num_rows, c.seed)
+      batch = train_lib.shard_batch({"tokens": self.tokens[idx],
+                                     "loss_mask": self.loss_mask[idx]}, self.mesh)
+      state, m = self.step_fn(state, batch)
+      window.append(m)
+    host = jax.device_get(window)
+    train_time = time.perf_counter() - t0  # device_get waited for the steps
     metrics = {
         "train/loss": float(np.mean([h["loss"] for h in host])),
         "train/grad_norm": float(np.mean([h["grad_norm"] for h in host])),
         "train/lr": float(host[-1]["lr"]),
         "train/target_tokens": float(np.sum([h["tokens"] for h in host])),
+        # Training throughput (padded tokens per second), evaluation excluded.
+        "time/tokens_per_s": len(host) * c.batch_size * self.seq_len / max(train_time, 1e-9),
     }
-    check_finite_loss("train/loss", metrics["train/loss"], f"in the steps up to {step}", ckpt,
-                      workdir)
-    train_time = time.perf_counter() - t_last  # device_get above waited for the steps
-    if (c.eval.every and step % c.eval.every == 0) or last:
-      eval_metrics, eval_texts = evaluator(train_lib.model_from_state(graphdef, state))
-      metrics.update(eval_metrics)
-    now = time.perf_counter()
-    elapsed += now - t_last
-    t_last = now
-    metrics["time/elapsed_s"] = elapsed
-    # Training throughput (padded tokens per second), evaluation excluded.
-    metrics["time/tokens_per_s"] = len(host) * c.batch_size * seq_len / max(train_time, 1e-9)
-    target = c.target_accuracy
-    if (target is not None and "first_target_step" not in record
-        and metrics.get("eval/accuracy", -1.0) >= target):
-      record["first_target_step"] = step
-      record["first_target_elapsed_s"] = elapsed
-    writer.write(step, metrics)
-    if bar is not None:
-      shown["loss"] = metrics["train/loss"]
-      if "eval/accuracy" in metrics:
-        shown["eval_acc"] = metrics["eval/accuracy"]
-      bar.update(step, shown, force=last)
-    record["elapsed"] = elapsed
-    ckpt.save(step, state, dict(record), force=last)
-    if stop_at is not None and step >= stop_at:
-      break
-  if bar is not None:
-    bar.close()
-  ckpt.close()
-  writer.close()
-  if stop_at is not None and step < c.steps:
-    return dict(record, stopped_at=step)
+    return state, metrics
 
-  model = train_lib.model_from_state(graphdef, state)
-  if not eval_texts:  # resumed a finished run: nothing was trained, score it again
-    eval_metrics, eval_texts = evaluator(model)
-    metrics.update(eval_metrics)
-  hf_dir = os.path.join(workdir, "hf_model")
-  hf_ckpt.save_pretrained(model, hf_dir, tokenizer=tokenizer)
-  with open(os.path.join(workdir, "eval_samples.jsonl"), "w") as f:
-    for row, text in zip(eval_rows, eval_texts):
-      f.write(json.dumps({"question": row["question"], "answer": row["answer"],
-                          "completion": text,
-                          "correct": tasks_lib.verify(row["task"], text, row["answer"])}) + "\n")
-  summary = dict(record, final_step=c.steps, seq_len=seq_len, train_rows=num_rows,
-                 eval_rows=len(eval_rows), hf_model=hf_dir,
-                 **{k: v for k, v in metrics.items()})
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2, default=float)
-  return summary
+  def model(self, state):
+    """The decoder with ``state``'s parameters (compute dtype)."""
+    return train_lib.model_from_state(self.graphdef, state)
+
+  def evaluate(self, state, step: int) -> dict[str, Any]:
+    del step
+    metrics, self.eval_texts = self.evaluator(self.model(state))
+    return metrics
+
+  def finish(self, state, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Writes ``hf_model/`` (model + tokenizer) and ``eval_samples.jsonl``."""
+    from jaxlab.llm import checkpoint as hf_ckpt  # pylint: disable=g-import-not-at-top
+    del metrics
+    hf_dir = os.path.join(self.workdir, "hf_model")
+    hf_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer)
+    with open(os.path.join(self.workdir, "eval_samples.jsonl"), "w") as f:
+      for record in self.evaluator.samples(self.eval_texts):
+        f.write(json.dumps(record) + "\n")
+    return dict(seq_len=self.seq_len, train_rows=self.num_rows, eval_rows=len(self.eval_rows),
+                num_params=train_lib.count_params(state.params), hf_model=hf_dir)
+
+
+TRAINER = loop.Trainer(name="llm_sft", default_config=default_config, check_config=check_config,
+                       build=SFTRun, check_mesh=check_mesh, evaluators=("task_accuracy",))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, mesh, *, progress: bool = True,
+        stop_at: int | None = None) -> dict[str, Any]:
+  """Trains (or resumes) a validated config; the summary. See :func:`jaxlab.core.loop.run`."""
+  return loop.run(TRAINER, config, workdir, mesh, progress=progress, stop_at=stop_at)

@@ -27,10 +27,12 @@ import sys
 from fractions import Fraction
 from typing import Any, Callable, Iterable, Sequence
 
+from jaxlab.core.errors import DataError
+
 REQUIRED_FIELDS = {"task": str, "question": str, "answer": str, "seed": int}
 
 
-class TaskDataError(ValueError):
+class TaskDataError(DataError, ValueError):
   """A task file or row is malformed; the message starts with ``file:line``."""
 
 

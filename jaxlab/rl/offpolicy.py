@@ -40,12 +40,15 @@ from flax import nnx, struct
 
 from jaxlab import nets
 from jaxlab import representations as rep
+from jaxlab.core import loop
 from jaxlab.core import mesh as mesh_lib
+from jaxlab.core.chunked import train_whole
 from jaxlab.core import running_stats
 from jaxlab.core.config import require, require_choice
 from jaxlab.core.errors import ConfigError
 from jaxlab.envs import _common
 from jaxlab.envs.base import Env, EnvState
+from jaxlab.envs.evaluation import first_episode_returns
 from jaxlab.rl import least as least_lib
 from jaxlab.rl import replay as replay_lib
 
@@ -284,10 +287,9 @@ def polyak(target: Any, online: Any, tau: float) -> Any:
 
 def default_config(trainer: str) -> ml_collections.ConfigDict:
   """Keys shared by SAC and TD3 (each adds its own)."""
-  c = ml_collections.ConfigDict()
-  c.trainer = trainer
-  c.seed = 0
-  c.num_seeds = 1  # trained in one program with jax.vmap
+  c = loop.base_config(trainer, log_every=1000, eval_every=5000, checkpoint_every=0,
+                       checkpoint_keep=2)  # every: iterations; log_every: iterations per chunk
+  c.eval.num_envs = 8
   c.env = ml_collections.ConfigDict(dict(
       name="gymnax/Pendulum-v1", episode_length=200, action_repeat=1, impl="jax", backend=""))
   c.total_env_steps = 1_000_000
@@ -316,17 +318,13 @@ def default_config(trainer: str) -> ml_collections.ConfigDict:
                                            max_fraction=1.0, outgoing="auto",
                                            networks="both"))
   c.least = least_lib.default_config()
-  c.log_every = 1000  # iterations per compiled chunk
-  c.eval = ml_collections.ConfigDict(dict(every=5000, num_envs=8))  # every: iterations
-  c.checkpoint = ml_collections.ConfigDict(dict(every=0, keep=2))  # every: iterations (0: end)
   c.target_return = None
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c
 
 
 def check_config(c: ml_collections.ConfigDict) -> None:
   """Rules shared by SAC and TD3; each failure names its key."""
-  for key in ("num_envs", "utd", "batch_size", "log_every", "num_seeds", "total_env_steps"):
+  for key in ("num_envs", "utd", "batch_size", "total_env_steps"):
     require(c[key] >= 1, f"'config.{key}' must be >= 1, got {c[key]}")
   require(c.learning_starts >= 0, f"'config.learning_starts' must be >= 0, got "
           f"{c.learning_starts}")
@@ -354,11 +352,6 @@ def check_config(c: ml_collections.ConfigDict) -> None:
     require(c.network.activation in ("relu", "leaky_relu", "tanh"),
             f"'config.network.activation'={c.network.activation!r}: health metrics and "
             "redo/regrama resets need relu, leaky_relu or tanh; use reset.method='regrama_w'")
-  for key in ("eval.every", "checkpoint.every"):
-    group, name = key.split(".")
-    every = c[group][name]
-    require(every >= 0 and every % c.log_every == 0,
-            f"'config.{key}'={every} must be a multiple of config.log_every={c.log_every}")
   require(c.total_env_steps >= steps_per_update(c),
           f"'config.total_env_steps'={c.total_env_steps} is less than one iteration "
           f"({steps_per_update(c)} env steps)")
@@ -428,7 +421,6 @@ class OffPolicy:
   target_keys: tuple[str, ...] = ("critic",)
 
   def __init__(self, config: ml_collections.ConfigDict, env: Env):
-    self.check_config(config)
     if env.spec.discrete or len(env.spec.obs_shape) != 1:
       raise ConfigError(f"'config.env.name'={config.env.name!r}: {config.trainer} needs a "
                         "continuous action space and flat observations")
@@ -458,10 +450,6 @@ class OffPolicy:
         self._example, config.replay.capacity, config.num_envs, config.num_seeds,
         config.replay.max_gb)
     self.least_start = int(config.least.start_fraction * config.total_env_steps)
-
-  @staticmethod
-  def check_config(config):
-    check_config(config)
 
   def _networks(self, rngs: nnx.Rngs):
     n = self.config.network
@@ -813,50 +801,28 @@ class OffPolicy:
 
   # --- evaluation ---------------------------------------------------------------------------
 
+  def greedy(self, state: TrainState, obs: jax.Array) -> jax.Array:
+    """The greedy policy's actions [N, A] for raw observations [N, O]."""
+    return self._greedy(state.learner.params, state.obs_stats, obs)
+
   def evaluate(self, state: TrainState, key: jax.Array):
     """Mean return of the first episode of ``eval.num_envs`` fresh envs, greedy policy (no
     LEAST stops: the return is the task's)."""
-    n = self.config.eval.num_envs
-    env_state = jax.vmap(self.env.reset)(jax.random.split(key, n))
-    params, stats = state.learner.params, state.obs_stats
-
-    def _step(carry, _):
-      env_state, first_return, finished = carry
-      env_state = jax.vmap(self.env.step)(env_state, self._greedy(params, stats, env_state.obs))
-      newly = env_state.done & ~finished
-      first_return = jnp.where(newly, env_state.done_return, first_return)
-      return (env_state, first_return, finished | env_state.done), None
-
-    init = (env_state, jnp.zeros(n), jnp.zeros(n, bool))
-    (_, returns, finished), _ = jax.lax.scan(_step, init, None, length=self.spec.episode_length)
-    return {"eval/episode_return": returns.mean(), "eval/finished_fraction": finished.mean()}
+    return first_episode_returns(self.env, lambda obs, _: self.greedy(state, obs), key,
+                                 self.config.eval.num_envs)
 
   def shard(self, state: TrainState, mesh) -> TrainState:
     """Places a seed-batched state: the env axis of the env states (axis 1), of the replay
     columns (axis 2) and of LEAST's current-episode rows split over the data devices; the
     rest (parameters, optimizer, LEAST history) replicated."""
-    def replicate(tree):
-      return jax.tree.map(lambda x: jax.device_put(x, mesh_lib.replicated(mesh)), tree)
-
-    least = state.least
-    if least is not None:
-      least = replicate(least.replace(q_row=None, g_row=None)).replace(
-          q_row=mesh_lib.shard_batch(least.q_row, mesh, 1),
-          g_row=mesh_lib.shard_batch(least.g_row, mesh, 1))
-    buffer = state.replay
-    buffer = replicate(buffer.replace(data=None)).replace(
-        data=mesh_lib.shard_batch(buffer.data, mesh, 2))
-    rest = replicate(state.replace(env_state=None, replay=None, least=None))
-    return rest.replace(env_state=mesh_lib.shard_batch(state.env_state, mesh, 1),
-                        replay=buffer, least=least)
+    return mesh_lib.place_state(state, mesh, {"env_state": 1, "replay.data": 2,
+                                              "least.q_row": 1, "least.g_row": 1})
 
   # --- the PureJaxRL shape ------------------------------------------------------------------
 
   def train(self, key: jax.Array):
-    """The whole run as one pure function: init, then every chunk in one scan."""
-    state = self.init(key)
-    n_chunks = self.num_updates // self.config.log_every
-    return jax.lax.scan(lambda s, _: self.chunk(s), state, None, length=n_chunks)
+    """The whole run as one pure function (PureJaxRL's shape): ``(state, metrics [chunks])``."""
+    return train_whole(self, key)
 
   __call__ = train
 
@@ -898,5 +864,3 @@ def _reduce_steps(metrics: dict) -> dict:
 # Metrics an algorithm produces only on (possibly delayed) actor steps.
 ACTOR_KEYS = ("loss/actor", "loss/alpha", "entropy")
 
-
-check_mesh = mesh_lib.check_env_batches

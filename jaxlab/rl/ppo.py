@@ -26,22 +26,24 @@ import optax
 from flax import nnx, struct
 
 from jaxlab import optim
-from jaxlab.envs.from_config import make_from_config
+from jaxlab.core import loop
 from jaxlab.core import mesh as mesh_lib
 from jaxlab.core import running_stats
+from jaxlab.core.chunked import train_whole
 from jaxlab.core.config import require
 from jaxlab.envs.base import Env, EnvState
+from jaxlab.envs.evaluation import first_episode_returns
 from jaxlab.rl import auxiliary
+from jaxlab.rl import env_trainer
 from jaxlab.rl import networks
 from jaxlab.rl.gae import gae
 
 
 def default_config() -> ml_collections.ConfigDict:
   """Every key a PPO experiment may set, with defaults close to brax's PPO."""
-  c = ml_collections.ConfigDict()
-  c.trainer = "ppo"
-  c.seed = 0
-  c.num_seeds = 1  # trained in one program with jax.vmap
+  c = loop.base_config("ppo", log_every=10, eval_every=50, checkpoint_every=50,
+                       checkpoint_keep=3)  # every: updates; log_every: updates per chunk
+  c.eval.num_envs = 16
   c.env = ml_collections.ConfigDict(dict(
       name="playground/CartpoleBalance",
       episode_length=1000,
@@ -73,18 +75,14 @@ def default_config() -> ml_collections.ConfigDict:
       policy_width=32, policy_depth=4, value_width=256, value_depth=5,
       **networks.network_defaults()))  # encoder, cnn_layernorm, preset, trunk_out
   c.aux = auxiliary.default_config()  # SIGReg on each trunk output (spec rl.md §1.4); off
-  c.log_every = 10  # updates per compiled chunk; logging happens between chunks
-  c.eval = ml_collections.ConfigDict(dict(every=50, num_envs=16))  # every: updates, 0 = off
-  c.checkpoint = ml_collections.ConfigDict(dict(every=50, keep=3))  # every: updates
   c.target_return = None  # optional: the run reports when eval return first reaches it
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c
 
 
 def check_config(c: ml_collections.ConfigDict) -> None:
   """PPO's consistency rules; each failure names its key."""
   for key in ("num_envs", "unroll_length", "unrolls_per_update", "num_minibatches", "num_epochs",
-              "log_every", "num_seeds", "total_env_steps"):
+              "total_env_steps"):
     require(c[key] >= 1, f"'config.{key}' must be >= 1, got {c[key]}")
   optim.check_config(c)
   networks.check_config(c, ("policy_width", "policy_depth", "value_width", "value_depth"))
@@ -96,11 +94,6 @@ def check_config(c: ml_collections.ConfigDict) -> None:
   require(c.total_env_steps >= steps_per_update(c),
           f"'config.total_env_steps'={c.total_env_steps} is less than one update "
           f"({steps_per_update(c)} env steps)")
-  for key in ("eval.every", "checkpoint.every"):
-    group, name = key.split(".")
-    every = c[group][name]
-    require(every >= 0 and every % c.log_every == 0,
-            f"'config.{key}'={every} must be a multiple of config.log_every={c.log_every}")
   require(c.gamma <= 1.0 and c.gamma > 0, f"'config.gamma' must be in (0, 1], got {c.gamma}")
 
 
@@ -143,7 +136,6 @@ class PPO:
   """PPO for one seed. ``jax.vmap`` its methods (or the instance) to train many seeds."""
 
   def __init__(self, config: ml_collections.ConfigDict, env: Env):
-    check_config(config)
     self.config, self.env, self.spec = config, env, env.spec
     self.num_updates = num_updates(config)
     self.steps_per_update = steps_per_update(config)
@@ -353,53 +345,26 @@ class PPO:
 
   # --- evaluation ---------------------------------------------------------------------------
 
+  def greedy(self, state: TrainState, obs: jax.Array) -> jax.Array:
+    """The deterministic policy's env actions for raw observations ``obs`` [N, *obs_shape]."""
+    return self.act(state.params, state.obs_stats, obs, state.key, deterministic=True)[0]
+
   def evaluate(self, state: TrainState, key: jax.Array):
     """Mean return of the first episode of ``eval.num_envs`` fresh envs, deterministic policy."""
-    n = self.config.eval.num_envs
-    env_state = jax.vmap(self.env.reset)(jax.random.split(key, n))
-
-    def _step(carry, _):
-      env_state, first_return, finished = carry
-      action, _, _ = self.act(state.params, state.obs_stats, env_state.obs, key,
-                              deterministic=True)
-      env_state = jax.vmap(self.env.step)(env_state, action)
-      newly = env_state.done & ~finished
-      first_return = jnp.where(newly, env_state.done_return, first_return)
-      return (env_state, first_return, finished | env_state.done), None
-
-    init = (env_state, jnp.zeros(n), jnp.zeros(n, bool))
-    (_, returns, finished), _ = jax.lax.scan(_step, init, None, length=self.spec.episode_length)
-    return {"eval/episode_return": returns.mean(),
-            "eval/finished_fraction": finished.mean()}
+    return first_episode_returns(self.env, lambda obs, _: self.greedy(state, obs), key,
+                                 self.config.eval.num_envs)
 
   def shard(self, state: TrainState, mesh) -> TrainState:
     """Places a seed-batched state: env batch (axis 1) split over devices, the rest replicated."""
-    replicated = jax.tree.map(lambda x: jax.device_put(x, mesh_lib.replicated(mesh)),
-                              state.replace(env_state=None))
-    return replicated.replace(env_state=mesh_lib.shard_batch(state.env_state, mesh, 1))
+    return mesh_lib.place_state(state, mesh, {"env_state": 1})
 
   # --- the PureJaxRL shape ------------------------------------------------------------------
 
   def train(self, key: jax.Array):
-    """The whole run as one pure function: init, then every update in one scan."""
-    state = self.init(key)
-    n_chunks = self.num_updates // self.config.log_every
-    state, metrics = jax.lax.scan(lambda s, _: self.chunk(s), state, None, length=n_chunks)
-    return state, metrics
+    """The whole run as one pure function (PureJaxRL's shape): ``(state, metrics [chunks])``."""
+    return train_whole(self, key)
 
   __call__ = train
 
 
-def make_train(config: ml_collections.ConfigDict, env: Env) -> PPO:
-  """``make_train(config, env)(key) -> (state, metrics)``; vmap it over keys for many seeds."""
-  return PPO(config, env)
-
-
-check_mesh = mesh_lib.check_env_batches
-
-
-def run(config: ml_collections.ConfigDict, workdir: str, mesh) -> tuple[TrainState, dict]:
-  """Launcher entry point: builds the env and trains with the shared loop."""
-  from jaxlab.core import loop  # pylint: disable=import-outside-toplevel
-  env = make_from_config(config.env)
-  return loop.run(make_train(config, env), config, workdir, mesh)
+TRAINER, make_train = env_trainer.declare("ppo", PPO, default_config, check_config)

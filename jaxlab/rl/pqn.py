@@ -35,20 +35,23 @@ from flax import nnx, struct
 from jaxlab import nets
 from jaxlab import optim
 from jaxlab import representations as rep
+from jaxlab.core import loop
 from jaxlab.core import mesh as mesh_lib
+from jaxlab.core.chunked import train_whole
 from jaxlab.core.config import require
 from jaxlab.envs.base import Env, EnvSpec, EnvState
-from jaxlab.envs.from_config import make_from_config
+from jaxlab.envs.evaluation import first_episode_returns
 from jaxlab.rl import auxiliary
+from jaxlab.rl import env_trainer
 from jaxlab.rl import networks
 
 
 def default_config() -> ml_collections.ConfigDict:
   """Every key a PQN experiment may set; defaults follow purejaxql's MinAtar config (spec §6)."""
-  c = ml_collections.ConfigDict()
-  c.trainer = "pqn"
-  c.seed = 0
-  c.num_seeds = 1  # trained in one program with jax.vmap
+  c = loop.base_config("pqn", log_every=10, eval_every=50, checkpoint_every=50,
+                       checkpoint_keep=3)  # every: updates; log_every: updates per chunk
+  c.eval.num_envs = 16
+  c.eval.epsilon = 0.0
   c.env = ml_collections.ConfigDict(dict(
       name="gymnax/Breakout-MinAtar", episode_length=1000, action_repeat=1, impl="jax",
       backend=""))
@@ -74,18 +77,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.aux = auxiliary.default_config()  # SIGReg on the trunk output (spec §1.4); off
   # Representation health on the envs' current observations, once per chunk (spec §1.7, §5).
   c.health = ml_collections.ConfigDict(dict(enabled=False, dormant_tau=0.0))
-  c.log_every = 10  # updates per compiled chunk; logging happens between chunks
-  c.eval = ml_collections.ConfigDict(dict(every=50, num_envs=16, epsilon=0.0))  # every: updates
-  c.checkpoint = ml_collections.ConfigDict(dict(every=50, keep=3))  # every: updates
   c.target_return = None  # optional: the run reports when eval return first reaches it
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c
 
 
 def check_config(c: ml_collections.ConfigDict) -> None:
   """PQN's consistency rules; each failure names its key."""
-  for key in ("num_envs", "unroll_length", "num_minibatches", "num_epochs", "log_every",
-              "num_seeds", "total_env_steps"):
+  for key in ("num_envs", "unroll_length", "num_minibatches", "num_epochs", "total_env_steps"):
     require(c[key] >= 1, f"'config.{key}' must be >= 1, got {c[key]}")
   optim.check_config(c)
   networks.check_config(c, ("width", "depth"))
@@ -97,11 +95,6 @@ def check_config(c: ml_collections.ConfigDict) -> None:
   require(c.total_env_steps >= steps_per_update(c),
           f"'config.total_env_steps'={c.total_env_steps} is less than one update "
           f"({steps_per_update(c)} env steps)")
-  for key in ("eval.every", "checkpoint.every"):
-    group, name = key.split(".")
-    every = c[group][name]
-    require(every >= 0 and every % c.log_every == 0,
-            f"'config.{key}'={every} must be a multiple of config.log_every={c.log_every}")
   require(0 < c.gamma <= 1.0, f"'config.gamma' must be in (0, 1], got {c.gamma}")
   require(0 <= c.q_lambda <= 1.0, f"'config.q_lambda' must be in [0, 1], got {c.q_lambda}")
   e = c.exploration
@@ -201,7 +194,6 @@ class PQN:
   """PQN for one seed. ``jax.vmap`` its methods (or the instance) to train many seeds."""
 
   def __init__(self, config: ml_collections.ConfigDict, env: Env):
-    check_config(config)
     require(env.spec.discrete, f"PQN needs discrete actions; 'config.env.name'="
             f"{env.spec.name!r} has a continuous action space")
     self.config, self.env, self.spec = config, env, env.spec
@@ -373,53 +365,27 @@ class PQN:
 
   # --- evaluation ---------------------------------------------------------------------------
 
+  def greedy(self, state: TrainState, obs: jax.Array) -> jax.Array:
+    """Greedy actions ``argmax_a Q(obs, a)`` [N] for observations [N, *obs_shape]."""
+    return jnp.argmax(self.q_values(state.params, obs), axis=-1)
+
   def evaluate(self, state: TrainState, key: jax.Array):
     """Mean return of the first episode of ``eval.num_envs`` fresh envs, ε = ``eval.epsilon``."""
-    n = self.config.eval.num_envs
-    k_reset, k_act = jax.random.split(key)
-    env_state = jax.vmap(self.env.reset)(jax.random.split(k_reset, n))
-
-    def _step(carry, k):
-      env_state, first_return, finished = carry
-      action = self.act(state.params, env_state.obs, k, self.config.eval.epsilon)
-      env_state = jax.vmap(self.env.step)(env_state, action)
-      newly = env_state.done & ~finished
-      first_return = jnp.where(newly, env_state.done_return, first_return)
-      return (env_state, first_return, finished | env_state.done), None
-
-    init = (env_state, jnp.zeros(n), jnp.zeros(n, bool))
-    keys = jax.random.split(k_act, self.spec.episode_length)
-    (_, returns, finished), _ = jax.lax.scan(_step, init, keys)
-    return {"eval/episode_return": returns.mean(),
-            "eval/finished_fraction": finished.mean()}
+    eps = self.config.eval.epsilon
+    return first_episode_returns(self.env, lambda obs, k: self.act(state.params, obs, k, eps),
+                                 key, self.config.eval.num_envs)
 
   def shard(self, state: TrainState, mesh) -> TrainState:
     """Places a seed-batched state: env batch (axis 1) split over devices, the rest replicated."""
-    replicated = jax.tree.map(lambda x: jax.device_put(x, mesh_lib.replicated(mesh)),
-                              state.replace(env_state=None))
-    return replicated.replace(env_state=mesh_lib.shard_batch(state.env_state, mesh, 1))
+    return mesh_lib.place_state(state, mesh, {"env_state": 1})
 
   # --- the PureJaxRL shape ------------------------------------------------------------------
 
   def train(self, key: jax.Array):
-    """The whole run as one pure function: init, then every update in one scan."""
-    state = self.init(key)
-    n_chunks = self.num_updates // self.config.log_every
-    return jax.lax.scan(lambda s, _: self.chunk(s), state, None, length=n_chunks)
+    """The whole run as one pure function (PureJaxRL's shape): ``(state, metrics [chunks])``."""
+    return train_whole(self, key)
 
   __call__ = train
 
 
-def make_train(config: ml_collections.ConfigDict, env: Env) -> PQN:
-  """``make_train(config, env)(key) -> (state, metrics)``; vmap it over keys for many seeds."""
-  return PQN(config, env)
-
-
-check_mesh = mesh_lib.check_env_batches
-
-
-def run(config: ml_collections.ConfigDict, workdir: str, mesh) -> tuple[TrainState, dict]:
-  """Launcher entry point: builds the env and trains with the shared loop."""
-  from jaxlab.core import loop  # pylint: disable=import-outside-toplevel
-  env = make_from_config(config.env)
-  return loop.run(make_train(config, env), config, workdir, mesh)
+TRAINER, make_train = env_trainer.declare("pqn", PQN, default_config, check_config, evaluators=("jax_env",))

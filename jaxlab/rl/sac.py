@@ -23,7 +23,7 @@ import optax
 
 from jaxlab.core.config import require
 from jaxlab.envs.base import Env
-from jaxlab.envs.from_config import make_from_config
+from jaxlab.rl import env_trainer
 from jaxlab.rl import offpolicy
 
 
@@ -56,10 +56,6 @@ class SAC(offpolicy.OffPolicy):
     self.alpha_tx = optax.adam(config.alpha_lr)
     self.target_entropy = (-float(self.action_size) if config.target_entropy is None
                            else float(config.target_entropy))
-
-  @staticmethod
-  def check_config(config):
-    check_config(config)
 
   def _extra_params(self, key):
     del key
@@ -160,15 +156,4 @@ class SAC(offpolicy.OffPolicy):
     return learner.replace(target=target), metrics
 
 
-def make_train(config: ml_collections.ConfigDict, env: Env) -> SAC:
-  """``make_train(config, env)(key) -> (state, metrics)``; vmap it over keys for many seeds."""
-  return SAC(config, env)
-
-
-check_mesh = offpolicy.check_mesh
-
-
-def run(config: ml_collections.ConfigDict, workdir: str, mesh):
-  """Launcher entry point: builds the env and trains with the shared loop."""
-  from jaxlab.core import loop  # pylint: disable=import-outside-toplevel
-  return loop.run(make_train(config, make_from_config(config.env)), config, workdir, mesh)
+TRAINER, make_train = env_trainer.declare("sac", SAC, default_config, check_config)

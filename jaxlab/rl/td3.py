@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxlab.core.config import require
-from jaxlab.envs.base import Env
-from jaxlab.envs.from_config import make_from_config
+from jaxlab.rl import env_trainer
 from jaxlab.rl import offpolicy
 
 
@@ -44,10 +43,6 @@ class TD3(offpolicy.OffPolicy):
 
   actor_class = offpolicy.DeterministicActor
   target_keys = ("actor", "critic")
-
-  @staticmethod
-  def check_config(config):
-    check_config(config)
 
   def _exploration_noise(self) -> float:
     return float(self.config.exploration_noise)
@@ -120,15 +115,4 @@ class TD3(offpolicy.OffPolicy):
     return learner, metrics
 
 
-def make_train(config: ml_collections.ConfigDict, env: Env) -> TD3:
-  """``make_train(config, env)(key) -> (state, metrics)``; vmap it over keys for many seeds."""
-  return TD3(config, env)
-
-
-check_mesh = offpolicy.check_mesh
-
-
-def run(config: ml_collections.ConfigDict, workdir: str, mesh):
-  """Launcher entry point: builds the env and trains with the shared loop."""
-  from jaxlab.core import loop  # pylint: disable=import-outside-toplevel
-  return loop.run(make_train(config, make_from_config(config.env)), config, workdir, mesh)
+TRAINER, make_train = env_trainer.declare("td3", TD3, default_config, check_config)

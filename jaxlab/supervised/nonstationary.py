@@ -38,7 +38,9 @@ from flax import nnx, struct
 from jaxlab import nets
 from jaxlab import optim
 from jaxlab import representations as rep
+from jaxlab.core import loop
 from jaxlab.core import mesh as mesh_lib
+from jaxlab.core.chunked import ChunkedRun, train_whole
 from jaxlab.core.config import require, require_choice
 from jaxlab.envs.base import EnvSpec
 from jaxlab.nets.mlp import activation_fn
@@ -50,10 +52,10 @@ from jaxlab.supervised import data as data_lib
 
 def default_config() -> ml_collections.ConfigDict:
   """Every key a non-stationary supervised experiment may set (spec §2.5 "CIFAR", Table 9)."""
-  c = ml_collections.ConfigDict()
-  c.trainer = "ns_supervised"
-  c.seed = 0
-  c.num_seeds = 1  # trained in one program with jax.vmap, on top of the arms
+  # log_every: SGD steps per compiled chunk (set it to the steps per epoch); eval: test
+  # accuracy every N steps.
+  c = loop.base_config("ns_supervised", log_every=10, eval_every=10, checkpoint_every=0,
+                       checkpoint_keep=2)
   c.data = ml_collections.ConfigDict(dict(
       name="digits",   # "digits" (offline, sklearn) or "cifar10" (python-version batches in dir)
       dir="",          # CIFAR-10 directory
@@ -77,16 +79,12 @@ def default_config() -> ml_collections.ConfigDict:
       sigreg_weights=(),   # SIGReg weights to train side by side; () = (aux.sigreg.weight,)
       learning_rates=()))  # learning rates side by side; () = (learning_rate,)
   c.health = ml_collections.ConfigDict(dict(probe_size=256, dormant_tau=0.0))
-  c.log_every = 10  # SGD steps per compiled chunk (set it to the steps per epoch)
-  c.eval = ml_collections.ConfigDict(dict(every=10))  # test accuracy every N steps (0: off)
-  c.checkpoint = ml_collections.ConfigDict(dict(every=0, keep=2))
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c
 
 
 def check_config(c: ml_collections.ConfigDict) -> None:
   """Consistency rules; each failure names its key."""
-  for key in ("epochs", "batch_size", "log_every", "num_seeds"):
+  for key in ("epochs", "batch_size"):
     require(c[key] >= 1, f"'config.{key}' must be >= 1, got {c[key]}")
   require(c.shift_every_epochs >= 0, f"'config.shift_every_epochs' must be >= 0 (0: stationary), "
           f"got {c.shift_every_epochs}")
@@ -107,11 +105,6 @@ def check_config(c: ml_collections.ConfigDict) -> None:
             "builds no trunk")
   for lr in c.arms.learning_rates:
     require(lr > 0, f"'config.arms.learning_rates' must be > 0, got {lr}")
-  for key in ("eval.every", "checkpoint.every"):
-    group, name = key.split(".")
-    every = c[group][name]
-    require(every >= 0 and every % c.log_every == 0,
-            f"'config.{key}'={every} must be a multiple of config.log_every={c.log_every}")
 
 
 def arms(c: ml_collections.ConfigDict) -> list[tuple[float, float]]:
@@ -159,7 +152,6 @@ class NonStationarySupervised:
   """The benchmark for one seed (all arms inside). Same contract as the RL trainers."""
 
   def __init__(self, config: ml_collections.ConfigDict, dataset: data_lib.Dataset):
-    check_config(config)
     self.config = config
     n = len(dataset.y_train)
     require(n >= config.batch_size, f"'config.batch_size'={config.batch_size} exceeds the "
@@ -312,13 +304,11 @@ class NonStationarySupervised:
 
   def shard(self, state: TrainState, mesh) -> TrainState:
     """Everything replicated: the arms and seeds are the parallel axes, the batch is small."""
-    return jax.tree.map(lambda x: jax.device_put(x, mesh_lib.replicated(mesh)), state)
+    return mesh_lib.place_state(state, mesh, {})
 
   def train(self, key: jax.Array):
-    """The whole run as one pure function (no evaluation): init, then every chunk."""
-    state = self.init(key)
-    return jax.lax.scan(lambda s, _: self.chunk(s), state, None,
-                        length=self.num_updates // self.config.log_every)
+    """The whole run as one pure function (PureJaxRL's shape): ``(state, metrics [chunks])``."""
+    return train_whole(self, key)
 
   __call__ = train
 
@@ -338,20 +328,22 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
 
 def make_train(config: ml_collections.ConfigDict,
                dataset: data_lib.Dataset | None = None) -> NonStationarySupervised:
-  """The trainer; ``dataset`` defaults to ``load_data(config)``."""
+  """The trainer; ``dataset`` defaults to ``load_data(config)``. The config is validated here
+  (the launcher validates it before building instead)."""
+  loop.validate(TRAINER, config)
   return NonStationarySupervised(config, load_data(config) if dataset is None else dataset)
 
 
-def check_mesh(config: ml_collections.ConfigDict, mesh) -> None:
-  """Nothing is split over devices (see ``shard``)."""
-  del config, mesh
+def build(config: ml_collections.ConfigDict, workdir: str | None, mesh) -> ChunkedRun:
+  """The loop's run: every arm and seed in one program; nothing is split over devices."""
+  del workdir
+  return ChunkedRun(NonStationarySupervised(config, load_data(config)), config, mesh,
+                    progress_keys={}, plot_keys=(), target_key="test/accuracy")
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, mesh):
-  """Launcher entry point: loads the data and trains with the shared loop."""
-  from jaxlab.core import loop  # pylint: disable=import-outside-toplevel
-  return loop.run(make_train(config), config, workdir, mesh)
+TRAINER = loop.Trainer(name="ns_supervised", default_config=default_config,
+                       check_config=check_config, build=build, vmaps_seeds=True)
 
 
-__all__ = ["Classifier", "NonStationarySupervised", "TrainState", "arm_label", "arms",
-           "check_config", "check_mesh", "default_config", "load_data", "make_train", "run"]
+__all__ = ["Classifier", "NonStationarySupervised", "TRAINER", "TrainState", "arm_label", "arms",
+           "check_config", "default_config", "load_data", "make_train"]

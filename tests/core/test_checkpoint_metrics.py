@@ -1,6 +1,5 @@
 """Checkpoints restore exactly; corrupt ones fail with the path; metrics truncate on resume."""
 
-import json
 import os
 
 import jax

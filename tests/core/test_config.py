@@ -60,13 +60,3 @@ def test_require_choice():
   config_lib.require_choice(c, "name", ["a", "b"])
   with pytest.raises(ConfigError, match="'config.name'='a' is not one of"):
     config_lib.require_choice(c, "name", ["b"])
-
-
-def test_non_finite_loss_names_update_metric_and_checkpoint():
-  import numpy as np
-  from jaxlab.core import loop
-  loop._check_finite({"loss/total": np.asarray([1.0, 2.0]), "train/x": np.nan}, 10, None, "w")
-  with pytest.raises(loop.NonFiniteError) as info:
-    loop._check_finite({"loss/value": np.asarray([1.0, np.inf])}, 30, 20, "runs/a")
-  msg = str(info.value)
-  assert "'loss/value'" in msg and "update 30" in msg and "runs/a/checkpoints/20" in msg

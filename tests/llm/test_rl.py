@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from jaxlab.core import loop
 from jaxlab.core import config as config_lib
+from jaxlab.core.errors import DataError
 from jaxlab.core.errors import ConfigError
 from jaxlab.core.mesh import make_mesh
 from jaxlab.llm import rl, sft
@@ -33,7 +35,7 @@ def reference(tmp_path_factory):
     c.checkpoint.every = 0
     c.eval.num_examples = 50
     c.eval.batch_size = 50
-    config_lib.validate(c, sft.default_config(), sft.check_config)
+    loop.validate(sft.TRAINER, c)
     work = str(tmp_path_factory.mktemp(f"reference_{stage}"))
     init = sft.run(c, work, make_mesh(), progress=False)["hf_model"]
   return init
@@ -51,7 +53,7 @@ def _config(init: str, arg: str = "R1", **overrides):
   c = _load_config("configs/kl_estimators/rloo.py", arg)
   c.model.init = init
   config_lib.set_dotted(c, overrides)
-  config_lib.validate(c, rl.default_config(), rl.check_config)
+  loop.validate(rl.TRAINER, c)
   return c
 
 
@@ -209,13 +211,13 @@ def test_bad_reward_function_is_named(reference, tmp_path, fn, message):
 def test_non_finite_loss_names_step_and_checkpoint(reference, tmp_path):
   c = _config(reference, "none", steps=4, prompts_per_step=4, group_size=4, log_every=1, **{
       "reward.fn": "tests.llm.test_rl:huge_reward", "eval.every": 0, "checkpoint.every": 0})
-  with pytest.raises(sft.NonFiniteLossError, match="at step 1; last good checkpoint: none"):
+  with pytest.raises(loop.NonFiniteError, match="at step 1; last good checkpoint: none"):
     rl.run(c, str(tmp_path / "run"), make_mesh(), progress=False)
 
 
 def test_prompt_longer_than_limit_names_file_and_row(reference, tmp_path):
   c = _config(reference, "none", **{"data.max_prompt_len": 8})
-  with pytest.raises(sft.DataError, match=r"chain_sum_rl_train.jsonl:2: the prompt has \d+ "
+  with pytest.raises(DataError, match=r"chain_sum_rl_train.jsonl:2: the prompt has \d+ "
                      "tokens, longer than 'config.data.max_prompt_len'=8"):
     rl.run(c, str(tmp_path / "run"), make_mesh(), progress=False)
 

@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from jaxlab.core import loop
 from jaxlab.core import config as config_lib
+from jaxlab.core.errors import DataError
+from jaxlab.llm.evaluation import TaskAccuracy
 from jaxlab.core.mesh import make_mesh
 from jaxlab.llm import checkpoint, sft, tasks
 
@@ -48,7 +51,7 @@ def _config(data, **overrides):
   c.optim.warmup_steps = 20
   c.eval.max_new_tokens = 4
   config_lib.set_dotted(c, overrides)
-  config_lib.validate(c, sft.default_config(), sft.check_config)
+  loop.validate(sft.TRAINER, c)
   return c
 
 
@@ -73,7 +76,7 @@ def test_learns_held_out_chain_sum(compact_data, tmp_path):
   # The exported Hugging Face directory is the trained model: loaded back, it gives the same
   # held-out completions.
   model, tok = checkpoint.from_pretrained(summary["hf_model"])
-  evaluator = sft.Evaluator(c, tok, tasks.load_jsonl(compact_data["eval"]), None)
+  evaluator = TaskAccuracy.from_config(c, tok, tasks.load_jsonl(compact_data["eval"]), None)
   assert evaluator.completions(model) == [s["completion"] for s in samples]
   # ... and config.model.init fine-tunes it (weights and tokenizer from that directory): a
   # few steps at a tiny learning rate keep its accuracy, which a fresh model would not have.
@@ -160,7 +163,7 @@ def test_bad_training_row_is_reported_with_file_and_line(tmp_path):
   bad.write_text(good + '{"task": "chain_sum", "question": "1 + 1 =", "seed": 0}\n')
   c = sft.default_config()
   c.data.train_files = (str(bad),)
-  with pytest.raises(sft.DataError, match=f"{bad}:2: missing field 'answer'"):
+  with pytest.raises(DataError, match=f"{bad}:2: missing field 'answer'"):
     sft.run(c, str(tmp_path / "run"), make_mesh(), progress=False)
 
 
@@ -169,7 +172,7 @@ def test_non_finite_loss_stops_with_step_and_checkpoint(compact_data, tmp_path):
   c = _config(compact_data, steps=20, batch_size=16, log_every=2, **{
       "optim.learning_rate": 1e30, "optim.warmup_steps": 0, "optim.max_grad_norm": 0.0,
       "eval.every": 0, "checkpoint.every": 2, "model.num_layers": 1, "eval.batch_size": 16})
-  with pytest.raises(sft.NonFiniteLossError,
-                     match=r"non-finite 'train/loss'=nan in the steps up to \d+; last good "
-                           r"checkpoint: (none|.*checkpoints/\d+)"):
+  with pytest.raises(loop.NonFiniteError,
+                     match=r"non-finite 'train/loss'=nan at step \d+ \(logged over steps "
+                           r"\d+-\d+\); last good checkpoint: (none|.*checkpoints/\d+)"):
     sft.run(c, str(tmp_path / "run"), make_mesh(), progress=False)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlab.core import config as config_lib
+from jaxlab.core import loop
 from jaxlab.core.errors import ConfigError
 from jaxlab.envs.base import EnvSpec
 from jaxlab.envs.from_config import make_from_config
@@ -84,13 +84,13 @@ def test_no_trunk_head_reads_the_encoder():
 def test_bad_network_config_is_one_line(key, value, match):
   c = _ppo_config(**{key: value})
   with pytest.raises(ConfigError, match=match) as err:
-    config_lib.validate(c, ppo.default_config(), ppo.check_config)
+    loop.validate(ppo.TRAINER, c)
   assert "\n" not in str(err.value)
 
 
 def test_encoder_that_does_not_fit_the_env_names_the_key():
   c = _ppo_config(encoder="atari_cnn")
-  config_lib.validate(c, ppo.default_config(), ppo.check_config)
+  loop.validate(ppo.TRAINER, c)
   with pytest.raises(ConfigError, match="'config.network.encoder'='atari_cnn' does not fit") as e:
     ppo.make_train(c, make_from_config(c.env))
   assert "\n" not in str(e.value)
@@ -100,17 +100,17 @@ def test_sigreg_without_a_trunk_is_a_config_error():
   c = _ppo_config(kind="none")
   c.aux.sigreg.weight = 0.2
   with pytest.raises(ConfigError, match=r"'config.aux.sigreg.weight'=0.2 .* builds no trunk") as e:
-    config_lib.validate(c, ppo.default_config(), ppo.check_config)
+    loop.validate(ppo.TRAINER, c)
   assert "\n" not in str(e.value)
   c.aux.sigreg.weight = 0.0  # without SIGReg a trunk-free (linear) policy is fine
-  config_lib.validate(c, ppo.default_config(), ppo.check_config)
+  loop.validate(ppo.TRAINER, c)
   for key, value, match in [("form", "jepa", "aux.sigreg.form"),
                             ("num_t", 1, "aux.sigreg.num_t"),
                             ("weight", -1.0, "aux.sigreg.weight")]:
     c = _ppo_config()
     c.aux.sigreg[key] = value
     with pytest.raises(ConfigError, match=match):
-      config_lib.validate(c, ppo.default_config(), ppo.check_config)
+      loop.validate(ppo.TRAINER, c)
 
 
 def test_ppo_sigreg_reaches_trunks_not_heads():
@@ -149,7 +149,7 @@ def test_ppo_with_sigreg_and_cnn_runs_and_logs():
   c.env.name = "gymnax/Breakout-MinAtar"
   c.env.episode_length = 1000
   c.aux.sigreg.weight = 0.2
-  config_lib.validate(c, ppo.default_config(), ppo.check_config)
+  loop.validate(ppo.TRAINER, c)
   trainer = ppo.make_train(c, make_from_config(c.env))
   state = trainer.init(jax.random.key(0))
   state, metrics = jax.jit(trainer.chunk)(state)
@@ -162,7 +162,7 @@ def test_ppo_with_sigreg_and_cnn_runs_and_logs():
 def test_ppo_with_kron_uses_the_lr_rule_and_runs():
   c = _ppo_config()
   c.optimizer.name = "kron"
-  config_lib.validate(c, ppo.default_config(), ppo.check_config)
+  loop.validate(ppo.TRAINER, c)
   trainer = ppo.make_train(c, make_from_config(c.env))
   state = trainer.init(jax.random.key(0))
   state, metrics = jax.jit(trainer.chunk)(state)
@@ -170,4 +170,4 @@ def test_ppo_with_kron_uses_the_lr_rule_and_runs():
   assert np.isfinite(metrics["loss/total"])
   c.optimizer.name = "lion"
   with pytest.raises(ConfigError, match="'config.optimizer.name'='lion'"):
-    config_lib.validate(c, ppo.default_config(), ppo.check_config)
+    loop.validate(ppo.TRAINER, c)

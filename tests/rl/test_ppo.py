@@ -7,9 +7,7 @@ import textwrap
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from jaxlab.envs.from_config import make_from_config
 from jaxlab.rl import ppo

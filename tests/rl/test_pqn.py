@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlab.core import config as config_lib
+from jaxlab.core import loop
 from jaxlab.core.errors import ConfigError
 from jaxlab.envs.from_config import make_from_config
 from jaxlab.rl import pqn
@@ -92,7 +92,7 @@ def test_vmap_over_seeds_equals_separate_runs():
 @pytest.mark.parametrize("game", ["breakout", "space_invaders", "asterix", "freeway"])
 def test_minatar_configs_validate(game):
   c = _config(f"{game}_minatar")
-  config_lib.validate(c, pqn.default_config(), pqn.check_config)
+  loop.validate(pqn.TRAINER, c)
   assert c.env.name.endswith("-MinAtar")
   assert (c.num_envs, c.unroll_length, c.num_minibatches, c.num_epochs) == (128, 32, 32, 2)
 
@@ -107,7 +107,7 @@ def test_minatar_cnn_sigreg_kron_health_run():
   c.optimizer.name = "kron"
   c.lr_schedule = "constant"
   c.health.enabled = True
-  config_lib.validate(c, pqn.default_config(), pqn.check_config)
+  loop.validate(pqn.TRAINER, c)
   trainer = pqn.make_train(c, make_from_config(c.env))
   state, metrics = jax.jit(trainer.chunk)(trainer.init(jax.random.PRNGKey(0)))
   for key in ("loss/td", "loss/sigreg", "health/effective_rank", "health/dormant_ratio",
@@ -130,7 +130,7 @@ def test_bad_config_is_one_line(key, value, match):
   group, _, name = key.rpartition(".")
   (c[group] if group else c)[name] = value
   with pytest.raises(ConfigError, match=match) as err:
-    config_lib.validate(c, pqn.default_config(), pqn.check_config)
+    loop.validate(pqn.TRAINER, c)
   assert "\n" not in str(err.value)
 
 
@@ -139,7 +139,7 @@ def test_sigreg_without_trunk_and_continuous_envs_are_refused():
   c.network.kind = "none"
   c.aux.sigreg.weight = 1.0
   with pytest.raises(ConfigError, match="builds no trunk"):
-    config_lib.validate(c, pqn.default_config(), pqn.check_config)
+    loop.validate(pqn.TRAINER, c)
   c = _config()
   c.env.name = "gymnax/Pendulum-v1"
   c.env.episode_length = 200

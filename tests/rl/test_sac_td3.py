@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlab.core.config import validate
+from jaxlab.core import loop
 from jaxlab.core.errors import ConfigError
 from jaxlab.envs.from_config import make_from_config
 from jaxlab.rl import replay, sac, td3
@@ -188,16 +188,16 @@ def test_reset_changes_flagged_neurons_only():
 def test_config_errors_name_the_key(key, value, needle):
   c = _config("sac", **{key: value})
   if needle is None:  # a valid change
-    validate(c, sac.default_config(), sac.check_config)
+    loop.validate(sac.TRAINER, c)
     return
   with pytest.raises(ConfigError, match=needle):
-    validate(c, sac.default_config(), sac.check_config)
+    loop.validate(sac.TRAINER, c)
 
 
 def test_least_and_memory_config_errors():
   c = _config("td3", **{"least.enabled": True, "least.window": 600})
   with pytest.raises(ConfigError, match="'config.least.window'=600"):
-    validate(c, td3.default_config(), td3.check_config)
+    loop.validate(td3.TRAINER, c)
   c = _config("td3", **{"replay.capacity": 10**9})
   with pytest.raises(ConfigError, match="'config.replay.capacity'=1000000000 .* GB"):
     td3.make_train(c, make_from_config(c.env))

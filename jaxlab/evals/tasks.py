@@ -1,0 +1,33 @@
+"""``task_accuracy``: held-out task accuracy of an LLM run's model (greedy, verifier-scored).
+
+The same scorer the trainers log as ``eval/accuracy`` (:class:`jaxlab.llm.evaluation.
+TaskAccuracy`), on the run's held-out rows (``config.data.eval_files``); every completion is
+written to ``workdir/eval_samples_launch.jsonl`` with whether it is right, for audit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from jaxlab.llm import data as data_lib
+from jaxlab.llm.evaluation import TaskAccuracy
+
+
+def task_accuracy(run: Any, state: Any, options: Any) -> dict[str, Any]:
+  c = run.config
+  n = options.num_examples or c.eval.num_examples
+  rows = [r for _, _, r in data_lib.load_rows(c.data.eval_files, n)]
+  scorer = TaskAccuracy.from_config(c, run.tokenizer, rows, run.mesh)
+  metrics, texts = scorer(run.model(state))
+  if options.workdir:
+    path = os.path.join(options.workdir, "eval_samples_launch.jsonl")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      for record in scorer.samples(texts):
+        f.write(json.dumps(record) + "\n")
+    os.replace(tmp, path)
+    metrics["samples"] = path
+  metrics["num_examples"] = len(rows)
+  return metrics

@@ -1,0 +1,80 @@
+"""Held-out task accuracy of a decoder: greedy completions scored by the tasks' verifiers.
+
+The evaluation both LLM trainers run every ``config.eval.every`` steps, and the one
+``launch.eval`` runs on a finished LLM run (``jaxlab.evals``, evaluator ``task_accuracy``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from jaxlab.llm import tasks as tasks_lib
+
+
+class TaskAccuracy:
+  """Greedy completions of held-out prompts, scored by the tasks' verifiers.
+
+  Prompts are left-padded to one length and cut into fixed-size batches (the last one padded
+  with copies), so one compiled sampler serves every evaluation.
+
+  Args:
+    prompt_format: ``str.format`` over a row's fields (the trainer's ``data.prompt_format``).
+    tokenizer: the model's tokenizer.
+    rows: task rows (``task``, ``question``, ``answer``, ...).
+    batch_size: prompts per sampler call.
+    max_new_tokens: completion budget.
+    mesh: the device mesh (batches are split over its data-parallel axes), or None.
+  """
+
+  def __init__(self, prompt_format: str, tokenizer: Any, rows: Sequence[dict[str, Any]],
+               batch_size: int, max_new_tokens: int, mesh: Any = None):
+    from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
+    from jaxlab.llm.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
+    self.rows = list(rows)
+    self.tokenizer = tokenizer
+    self.mesh = mesh
+    prompts = [prompt_format.format(**r) for r in self.rows]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    self.tokens, self.mask = sampling.left_pad(encode_prompts(tokenizer, prompts), pad_id=pad)
+    self.batch = batch_size
+    self.params = sampling.SamplingParams(
+        max_new_tokens=max_new_tokens, temperature=0.0,
+        stop_tokens=(int(tokenizer.eos_token_id),), pad_id=int(pad))
+
+  @classmethod
+  def from_config(cls, c: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], mesh: Any
+                  ) -> "TaskAccuracy":
+    """From a trainer config's ``data.prompt_format`` and ``eval`` group."""
+    return cls(c.data.prompt_format, tokenizer, rows, c.eval.batch_size, c.eval.max_new_tokens,
+               mesh)
+
+  def completions(self, model) -> list[str]:
+    import jax  # pylint: disable=g-import-not-at-top
+    from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
+    n = len(self.rows)
+    texts = []
+    for s in range(0, n, self.batch):
+      idx = np.arange(s, s + self.batch) % n  # wrap: fixed shapes, extra rows discarded
+      out = sampling.generate(model, self.tokens[idx], self.mask[idx], jax.random.key(0),
+                              self.params, mesh=self.mesh)
+      toks, lens = np.asarray(out.tokens), np.asarray(out.lengths)
+      for row, k in zip(toks[: n - s], lens[: n - s]):
+        texts.append(self.tokenizer.decode(row[:k].tolist(), skip_special_tokens=True))
+    return texts
+
+  def __call__(self, model) -> tuple[dict[str, float], list[str]]:
+    """``({"eval/accuracy": ..., "eval/accuracy/<task>": ...}, completions)``."""
+    texts = self.completions(model)
+    acc = tasks_lib.accuracy(self.rows, texts)
+    metrics = {"eval/accuracy": acc.pop("all")}
+    if len(acc) > 1:
+      metrics.update({f"eval/accuracy/{k}": v for k, v in acc.items()})
+    return metrics, texts
+
+  def samples(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+    """One record per row: question, reference answer, completion and whether it is right."""
+    return [{"question": row["question"], "answer": row["answer"], "completion": text,
+             "correct": tasks_lib.verify(row["task"], text, row["answer"])}
+            for row, text in zip(self.rows, texts)]
