@@ -53,7 +53,7 @@ class PlaygroundEnv:
     Args:
       name: a Playground DM Control suite name, e.g. ``"CartpoleBalance"``, ``"CheetahRun"``.
       impl: MJX implementation, ``"jax"`` (default: about 6x faster than ``"warp"`` on CPU,
-        see /work/shared/STACK.md) or ``"warp"`` (Playground's own default, for NVIDIA GPUs).
+        measured on 2 cores) or ``"warp"`` (Playground's own default, for NVIDIA GPUs).
       config_overrides: extra Playground config entries, e.g. ``{"ctrl_dt": 0.02}``.
     """
     from mujoco_playground import registry  # Deferred: importing it takes seconds.
