@@ -304,7 +304,7 @@ class ValueModel(nnx.Module):
 
 def build_critics(c: ml_collections.ConfigDict, policy: Any) -> tuple[Any, Any]:
   """``(graphdef, params)`` of M identical value models, params stacked on a leading axis."""
-  from jaxlab.llm import modeling  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder import modeling  # pylint: disable=g-import-not-at-top
   m = c.critic
   if m.init == "policy":
     body = modeling.Decoder(policy.config, rngs=nnx.Rngs(m.init_seed))
@@ -531,7 +531,7 @@ def encode_prompt_rows(c, tokenizer, rows_with_where: Sequence[tuple[str, int, d
   """Left-padded prompt ids ``[R, Tp]`` and mask; rows longer than ``max_len`` are an error
   naming the file and row."""
   from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
   rows = [r for _, _, r in rows_with_where]
   ids = encode_prompts(tokenizer, [c.data.prompt_format.format(**r) for r in rows])
   longest = max(len(x) for x in ids)
@@ -564,9 +564,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh, *, progress: bool
     stop_at: stop after this step as if killed there (resume tests).
   """
   from jaxlab.core.loop import prepare_workdir  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm import checkpoint as hf_ckpt  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder import params as hf_ckpt  # pylint: disable=g-import-not-at-top
   from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
 
   c = config
   pg = pg_config(c)

@@ -35,10 +35,10 @@ from jaxlab.core.checkpoint import Checkpointer
 from jaxlab.core.config import require, require_choice
 from jaxlab.core.errors import ConfigError, JaxlabError
 from jaxlab.core.metrics import MetricWriter, Progress
-from jaxlab.llm import sharding as sharding_lib
 from jaxlab.llm import tasks as tasks_lib
 from jaxlab.llm import train as train_lib
-from jaxlab.llm.config import SUPPORTED_ARCHITECTURES
+from jaxlab.models.decoder import sharding as sharding_lib
+from jaxlab.models.decoder.config import SUPPORTED_ARCHITECTURES
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -95,7 +95,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-3, schedule="cosine", warmup_steps=100, min_lr_ratio=0.1,
       weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, max_grad_norm=1.0))
-  c.layout = "fsdp"  # a sharding rule table of jaxlab.llm.sharding.RULES
+  c.layout = "fsdp"  # a sharding rule table of jaxlab.models.decoder.sharding.RULES
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.log_every = 50  # steps between metric records
   c.eval = ml_collections.ConfigDict(dict(
@@ -248,7 +248,7 @@ def batch_indices(step: int, batch_size: int, num_rows: int, seed: int) -> np.nd
 
 
 def _build_tokenizer(c, workdir: str, train_texts: Sequence[str]):
-  from jaxlab.llm import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
+  from jaxlab.models import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, "tokenizer")
   if c.model.init:
     return tok_lib.load_tokenizer(c.model.init)
@@ -260,9 +260,9 @@ def _build_tokenizer(c, workdir: str, train_texts: Sequence[str]):
 
 def build_model(c, tokenizer, mesh):
   """A fresh decoder of the configured size (or the ``model.init`` checkpoint), on ``mesh``."""
-  from jaxlab.llm import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm import modeling  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm.config import DecoderConfig  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder import modeling  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder import params as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder.config import DecoderConfig  # pylint: disable=g-import-not-at-top
   if c.model.init:
     model, _ = ckpt_lib.from_pretrained(c.model.init, mesh=mesh, layout=c.layout, dtype=c.dtype,
                                         param_dtype="float32", tokenizer=False,
@@ -294,7 +294,7 @@ class Evaluator:
 
   def __init__(self, c, tokenizer, rows: Sequence[dict[str, Any]], mesh):
     from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
-    from jaxlab.llm.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
+    from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
     self.rows = list(rows)
     self.tokenizer = tokenizer
     self.mesh = mesh
@@ -348,7 +348,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh, *, progress: bool
       resume): only checkpoints up to it exist and the final export is skipped.
   """
   from jaxlab.core.loop import prepare_workdir  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm import checkpoint as hf_ckpt  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder import params as hf_ckpt  # pylint: disable=g-import-not-at-top
 
   c = config
   prepare_workdir(workdir, c)

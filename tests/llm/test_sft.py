@@ -17,7 +17,8 @@ from safetensors.numpy import load_file
 
 from jaxlab.core import config as config_lib
 from jaxlab.core.mesh import make_mesh
-from jaxlab.llm import checkpoint, sft, tasks
+from jaxlab.llm import sft, tasks
+from jaxlab.models.decoder import params as checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(REPO, "data", "llm")

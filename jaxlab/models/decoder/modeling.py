@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxlab.llm.config import DecoderConfig
+from jaxlab.models.decoder.config import DecoderConfig
 
 _INIT_STD = 0.02  # transformers' initializer_range for all three families
 

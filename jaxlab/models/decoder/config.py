@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from jaxlab.core.errors import CheckpointError
+from jaxlab.models.errors import ModelConfigError
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 _MODEL_TYPE_TO_ARCH = {
@@ -23,14 +23,6 @@ ROPE_TYPES = ("default", "linear", "llama3")
 # transformers config class (checked against transformers 5.24).
 _REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
              "num_attention_heads")
-
-
-class ModelConfigError(CheckpointError, ValueError):
-  """A model directory's config.json cannot be mapped onto :class:`DecoderConfig`.
-
-  It is a ``ValueError`` (what callers of a loader expect) and a ``JaxlabError`` (so launchers
-  print it as one line and exit with status 2).
-  """
 
 
 @dataclasses.dataclass(frozen=True)
