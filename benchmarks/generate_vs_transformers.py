@@ -88,7 +88,8 @@ def main(argv):
   b, n = _BATCH.value, _NEW.value
   rng = np.random.default_rng(0)
   if _SKIP_TORCH.value:
-    from jaxlab.llm import config as config_lib, modeling  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from jaxlab.models.decoder import config as config_lib, modeling
     sizes = _sizes()
     cfg = config_lib.DecoderConfig(
         vocab_size=sizes["vocab_size"], hidden_size=sizes["hidden_size"],
@@ -97,10 +98,10 @@ def main(argv):
         head_dim=sizes["head_dim"], dtype=_DTYPE.value, param_dtype=_DTYPE.value)
     ours = modeling.init_decoder(cfg)
   else:
-    from jaxlab.llm import checkpoint  # pylint: disable=g-import-not-at-top
+    from jaxlab import models  # pylint: disable=g-import-not-at-top
     with tempfile.TemporaryDirectory() as path:
       ref = _build_reference(path)
-      ours, _ = checkpoint.from_pretrained(path, dtype=jnp.dtype(_DTYPE.value), tokenizer=False)
+      ours, _ = models.from_pretrained(path, dtype=jnp.dtype(_DTYPE.value), tokenizer=False)
   prompts = _prompts(rng, b, _VOCAB.value)
   tokens, mask = sampling.left_pad(prompts, pad_id=0)
   params = sampling.SamplingParams(max_new_tokens=n, temperature=0.0)

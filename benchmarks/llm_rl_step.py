@@ -54,9 +54,10 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
-  from jaxlab.llm import modeling, rl, sampling  # pylint: disable=g-import-not-at-top
+  from jaxlab.llm import rl, sampling  # pylint: disable=g-import-not-at-top
   from jaxlab.llm import train as train_lib  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm.config import DecoderConfig  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder import modeling  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder.config import DecoderConfig  # pylint: disable=g-import-not-at-top
 
   h = _HIDDEN.value
   cfg = DecoderConfig(vocab_size=_VOCAB.value, hidden_size=h, intermediate_size=3 * h,

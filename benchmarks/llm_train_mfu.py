@@ -72,8 +72,9 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from jaxlab.core.mesh import make_mesh  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm import modeling, train  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm.config import DecoderConfig  # pylint: disable=g-import-not-at-top
+  from jaxlab.llm import train  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder import modeling  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder.config import DecoderConfig  # pylint: disable=g-import-not-at-top
 
   sizes = PRESETS[_PRESET.value]
   seq = min(_SEQ.value, 128) if _PRESET.value == "tiny" else _SEQ.value
@@ -91,7 +92,7 @@ def main(argv):
   # Parameters are created directly in their shards (a 1B model in float32 is 5 GB; with Adam
   # moments 15 GB), never whole on one device.
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm import sharding  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder import sharding  # pylint: disable=g-import-not-at-top
   abstract = nnx.split(modeling.abstract_decoder(cfg))[1]
   shardings = sharding.state_shardings(abstract, mesh, _LAYOUT.value)
 

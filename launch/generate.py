@@ -36,11 +36,13 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from jaxlab.core.errors import JaxlabError  # pylint: disable=g-import-not-at-top
-  # pylint: disable-next=g-import-not-at-top
-  from jaxlab.llm import checkpoint, sampling, tokenizer as tok_lib
+  from jaxlab import models  # pylint: disable=g-import-not-at-top
+  from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
+  from jaxlab.models import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
 
   try:
-    model, tok = checkpoint.from_pretrained(_MODEL.value, dtype=jnp.dtype(_DTYPE.value))
+    # The registry picks the model family from the directory's config.json.
+    model, tok = models.from_pretrained(_MODEL.value, dtype=jnp.dtype(_DTYPE.value))
     prompts = tok_lib.encode_prompts(tok, _PROMPT.value, chat=_CHAT.value)
     stop = set(model.config.stop_token_ids)
     if tok.eos_token_id is not None:

@@ -62,7 +62,7 @@ def encode_prompt_rows(prompt_format: str, tokenizer: Any,
     DataError: a prompt is longer than ``max_len`` (naming the file and row).
   """
   from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
   rows = [r for _, _, r in rows_with_where]
   ids = encode_prompts(tokenizer, [prompt_format.format(**r) for r in rows])
   tp = max_len or max(len(x) for x in ids)

@@ -31,7 +31,7 @@ class TaskAccuracy:
   def __init__(self, prompt_format: str, tokenizer: Any, rows: Sequence[dict[str, Any]],
                batch_size: int, max_new_tokens: int, mesh: Any = None):
     from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
-    from jaxlab.llm.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
+    from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
     self.rows = list(rows)
     self.tokenizer = tokenizer
     self.mesh = mesh

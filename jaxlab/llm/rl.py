@@ -273,41 +273,17 @@ def score_rewards(fn: Callable, name: str, rows: Sequence[dict[str, Any]],
 # -- critics --------------------------------------------------------------------------------------
 
 
-class ValueModel(nnx.Module):
-  """A decoder body with a scalar value head on its final hidden states.
-
-  ``V(s_t)`` for response token ``t`` is read at the position that predicts ``y_t`` (the last
-  prompt token for t = 0), the same alignment as the policy's log-probs.
-  """
-
-  def __init__(self, body: Any, *, rngs: nnx.Rngs):
-    self.body = body
-    self.head = nnx.Linear(body.config.hidden_size, 1, kernel_init=nnx.initializers.zeros,
-                           bias_init=nnx.initializers.zeros, rngs=rngs)
-
-  def __call__(self, tokens_bt: jax.Array, mask_bt: jax.Array) -> jax.Array:
-    h, _ = self.body.hidden(tokens_bt, mask_bt)
-    return self.head(h.astype(jnp.float32))[..., 0]
-
-
 def build_critics(c: ml_collections.ConfigDict, policy: Any) -> tuple[Any, Any]:
   """``(graphdef, params)`` of M identical value models, params stacked on a leading axis."""
-  from jaxlab.llm import modeling  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder import value as value_lib  # pylint: disable=g-import-not-at-top
   m = c.critic
-  if m.init == "policy":
-    body = modeling.Decoder(policy.config, rngs=nnx.Rngs(m.init_seed))
-    nnx.update(body, nnx.state(policy))
-  else:
-    pc = policy.config
-    cfg = dataclasses.replace(
-        pc, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
+  body_config = None
+  if m.init != "policy":
+    body_config = dataclasses.replace(
+        policy.config, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
         num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
         head_dim=m.head_dim, dtype=c.dtype, param_dtype="float32")
-    body = modeling.Decoder(cfg, rngs=nnx.Rngs(m.init_seed))
-  critic = ValueModel(body, rngs=nnx.Rngs(m.init_seed))
-  graphdef, params = nnx.split(critic)
-  stacked = jax.tree.map(lambda x: jnp.stack([x] * m.num_critics), params)
-  return graphdef, stacked
+  return value_lib.stacked_value_models(policy, m.num_critics, m.init_seed, body_config)
 
 
 # -- the compiled step ----------------------------------------------------------------------------
@@ -531,9 +507,9 @@ class RLRun:
   """
 
   def __init__(self, c: ml_collections.ConfigDict, workdir: str, mesh):
-    from jaxlab.llm import checkpoint as hf_ckpt  # pylint: disable=g-import-not-at-top
+    from jaxlab.models.decoder import params as hf_ckpt  # pylint: disable=g-import-not-at-top
     from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
-    from jaxlab.llm.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
+    from jaxlab.models.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
     self.config = c
     self.workdir, self.mesh = workdir, mesh
     self.pg = pg = pg_config(c)
@@ -669,7 +645,7 @@ class RLRun:
 
   def finish(self, state: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     """Writes the final policy to ``hf_model/``."""
-    from jaxlab.llm import checkpoint as hf_ckpt  # pylint: disable=g-import-not-at-top
+    from jaxlab.models.decoder import params as hf_ckpt  # pylint: disable=g-import-not-at-top
     del metrics
     hf_dir = os.path.join(self.workdir, "hf_model")
     hf_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer)

@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from jaxlab.llm.modeling import Decoder, KVCache
+from jaxlab.models.decoder.modeling import Decoder, KVCache
 
 
 class PromptTooLongError(ValueError):
@@ -250,7 +250,7 @@ def generate(model: Decoder, tokens_bp: Any, mask_bp: Any, key: jax.Array,
   keys_b = _row_keys(key, b)
   cache_shardings = None
   if mesh is not None:
-    from jaxlab.llm import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+    from jaxlab.models.decoder import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
     abstract = jax.eval_shape(lambda: KVCache.init(model.config, b, cache_len))
     cache_shardings = sharding_lib.cache_sharding(mesh, abstract)
     batch = NamedSharding(mesh, sharding_lib.fit_spec(

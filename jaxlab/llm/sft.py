@@ -35,10 +35,10 @@ from jaxlab.core import mesh as mesh_lib
 from jaxlab.core.config import require, require_choice
 from jaxlab.core.errors import ConfigError, DataError
 from jaxlab.llm import data as data_lib
-from jaxlab.llm import sharding as sharding_lib
 from jaxlab.llm import train as train_lib
-from jaxlab.llm.config import SUPPORTED_ARCHITECTURES
 from jaxlab.llm.evaluation import TaskAccuracy
+from jaxlab.models.decoder import sharding as sharding_lib
+from jaxlab.models.decoder.config import SUPPORTED_ARCHITECTURES
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -78,7 +78,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-3, schedule="cosine", warmup_steps=100, min_lr_ratio=0.1,
       weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, max_grad_norm=1.0))
-  c.layout = "fsdp"  # a sharding rule table of jaxlab.llm.sharding.RULES
+  c.layout = "fsdp"  # a sharding rule table of jaxlab.models.decoder.sharding.RULES
   c.target_accuracy = None  # optional: the run records when eval accuracy first reaches it
   return c
 
@@ -185,7 +185,7 @@ def encode_sft(tokenizer: Any, prompts: Sequence[str], completions: Sequence[str
 
 
 def _build_tokenizer(c, workdir: str, train_texts: Sequence[str]):
-  from jaxlab.llm import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
+  from jaxlab.models import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, "tokenizer")
   if c.model.init:
     return tok_lib.load_tokenizer(c.model.init)
@@ -197,9 +197,9 @@ def _build_tokenizer(c, workdir: str, train_texts: Sequence[str]):
 
 def build_model(c, tokenizer, mesh):
   """A fresh decoder of the configured size (or the ``model.init`` checkpoint), on ``mesh``."""
-  from jaxlab.llm import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm import modeling  # pylint: disable=g-import-not-at-top
-  from jaxlab.llm.config import DecoderConfig  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder import modeling  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder import params as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder.config import DecoderConfig  # pylint: disable=g-import-not-at-top
   if c.model.init:
     model, _ = ckpt_lib.from_pretrained(c.model.init, mesh=mesh, layout=c.layout, dtype=c.dtype,
                                         param_dtype="float32", tokenizer=False,
@@ -297,7 +297,7 @@ class SFTRun:
 
   def finish(self, state, metrics: dict[str, Any]) -> dict[str, Any]:
     """Writes ``hf_model/`` (model + tokenizer) and ``eval_samples.jsonl``."""
-    from jaxlab.llm import checkpoint as hf_ckpt  # pylint: disable=g-import-not-at-top
+    from jaxlab.models.decoder import params as hf_ckpt  # pylint: disable=g-import-not-at-top
     del metrics
     hf_dir = os.path.join(self.workdir, "hf_model")
     hf_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer)

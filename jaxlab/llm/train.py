@@ -13,7 +13,7 @@ The pieces, in the order a step uses them:
   the big batch.
 
 Sharding is data: given a mesh, parameters (and the Adam moments, which mirror them) follow a
-rule table of :mod:`jaxlab.llm.sharding` (FSDP, tensor parallel, both), the batch is split
+rule table of :mod:`jaxlab.models.decoder.sharding` (FSDP, tensor parallel, both), the batch is split
 over ``("data", "fsdp")``, and jit inserts the collectives. The same code runs on one device.
 
 Shape letters: B batch (rows per step), A micro-batches, M = B / A rows per micro-batch,
@@ -34,8 +34,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxlab.llm import sharding as sharding_lib
-from jaxlab.llm.modeling import Decoder, abstract_decoder
+from jaxlab.models.decoder import sharding as sharding_lib
+from jaxlab.models.decoder.modeling import Decoder, abstract_decoder
 
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -216,7 +216,7 @@ def init_train_state(model: Decoder, tx: optax.GradientTransformation, mesh: Mes
     model: the decoder (any parameter dtype; the masters are float32 copies).
     tx: the optimizer.
     mesh: if given, the state is placed on it by ``rules``.
-    rules: a rule table or a key of :data:`jaxlab.llm.sharding.RULES`.
+    rules: a rule table or a key of :data:`jaxlab.models.decoder.sharding.RULES`.
     compute_dtype: the matmul dtype of the training step (default: ``model.config.dtype``);
       the returned graph carries it, so the step and :func:`model_from_state` compute in it.
 

@@ -134,7 +134,8 @@ def test_disjoint_shards_make_critics_disagree(reference, tmp_path):
 def test_critic_ensemble_gradients_stay_in_their_shard(reference):
   """Through the trainer's own critics: the loss of critic 0 has zero gradient on critic 1's
   parameters and vice versa, and critic m's gradient ignores responses outside its shard."""
-  from jaxlab.llm import asyppo, checkpoint as ckpt  # pylint: disable=g-import-not-at-top
+  from jaxlab.llm import asyppo  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.decoder import params as ckpt  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   c = _config(reference, "none", prompts_per_step=2, group_size=4, **{
       "pg.advantage": "gae", "critic.num_critics": 2})

@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlab.llm import checkpoint, modeling, sampling
-from jaxlab.llm.modeling import KVCache
-from tests.llm.conftest import left_padded_batch
+from jaxlab.llm import sampling
+from jaxlab.models.decoder import modeling
+from jaxlab.models.decoder import params as checkpoint
+from jaxlab.models.decoder.modeling import KVCache
+from tests.models.decoder.tiny_hf import left_padded_batch
 
 
 @pytest.fixture(scope="module")

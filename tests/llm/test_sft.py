@@ -20,7 +20,8 @@ from jaxlab.core import config as config_lib
 from jaxlab.core.errors import DataError
 from jaxlab.llm.evaluation import TaskAccuracy
 from jaxlab.core.mesh import make_mesh
-from jaxlab.llm import checkpoint, sft, tasks
+from jaxlab.llm import sft, tasks
+from jaxlab.models.decoder import params as checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(REPO, "data", "llm")

@@ -6,8 +6,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxlab.llm import modeling, train
-from jaxlab.llm.config import DecoderConfig
+from jaxlab.llm import train
+from jaxlab.models.decoder import modeling
+from jaxlab.models.decoder.config import DecoderConfig
 
 CFG = DecoderConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_layers=2,
                     num_heads=4, num_kv_heads=2, head_dim=8, architecture="Qwen3ForCausalLM",

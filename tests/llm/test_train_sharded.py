@@ -13,8 +13,9 @@ _SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import PartitionSpec as P
     from jaxlab.core.mesh import make_mesh
-    from jaxlab.llm import modeling, sharding, train
-    from jaxlab.llm.config import DecoderConfig
+    from jaxlab.llm import train
+    from jaxlab.models.decoder import modeling, sharding
+    from jaxlab.models.decoder.config import DecoderConfig
 
     assert jax.device_count() == 8, jax.devices()
     # 4 query / 2 kv heads: with tensor=4 the kv projections fall back to replication, so the

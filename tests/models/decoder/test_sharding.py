@@ -11,27 +11,24 @@ import textwrap
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from jaxlab.llm import sharding
+from jaxlab.models.decoder import sharding
 
 _SCRIPT = textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp, numpy as np
     from jaxlab.core.mesh import make_mesh
-    from jaxlab.llm import checkpoint, modeling, sampling, sharding
-    from tests.llm.conftest import left_padded_batch
+    from jaxlab.models.decoder import modeling, params, sharding
+    from tests.models.decoder.tiny_hf import left_padded_batch
 
     assert jax.device_count() == 8, jax.devices()
     path = sys.argv[1]
-    single, _ = checkpoint.from_pretrained(path, tokenizer=False)
+    single, _ = params.from_pretrained(path, tokenizer=False)
     tokens, mask, _ = left_padded_batch(seed=0, lengths=(12, 7, 1, 10, 3, 12, 5, 9))
     want = np.asarray(modeling.forward(single, tokens, mask))
-    params = sampling.SamplingParams(max_new_tokens=8, temperature=0.0)
-    want_gen = np.asarray(sampling.generate(single, tokens, mask, jax.random.key(0),
-                                            params).tokens)
     for layout, (data, fsdp, tensor) in [("fsdp", (2, 4, 1)), ("tp", (2, 1, 4)),
                                          ("fsdp_tp", (2, 2, 2))]:
       mesh = make_mesh(data, fsdp, tensor)
-      model, _ = checkpoint.from_pretrained(path, mesh=mesh, layout=layout, tokenizer=False)
+      model, _ = params.from_pretrained(path, mesh=mesh, layout=layout, tokenizer=False)
       q = model.layers[0].attn.q_dnh[...]
       assert len(q.sharding.device_set) == 8 and not q.sharding.is_fully_replicated, layout
       batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
@@ -39,8 +36,6 @@ _SCRIPT = textwrap.dedent("""
       got = modeling.forward(model, t, m)
       err = float(np.abs(np.asarray(got) - want)[mask].max())
       assert err < 1e-4, (layout, err)
-      gen = sampling.generate(model, tokens, mask, jax.random.key(0), params, mesh=mesh)
-      np.testing.assert_array_equal(np.asarray(gen.tokens), want_gen, err_msg=layout)
       # Sharding the randomly initialised model in place works the same way.
       reshard = sharding.shard_model(single, mesh, layout)
       err2 = float(np.abs(np.asarray(modeling.forward(reshard, t, m)) - want)[mask].max())
@@ -52,7 +47,8 @@ _SCRIPT = textwrap.dedent("""
 
 def test_fsdp_and_tensor_parallel_logits_match_single_device(hf_dirs):
   _, path = hf_dirs["qwen3_untied"]
-  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__)))))
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              JAX_PLATFORMS="cpu", PYTHONPATH=repo)
   proc = subprocess.run([sys.executable, "-c", _SCRIPT, path], env=env, cwd=repo,

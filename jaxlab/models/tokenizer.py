@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Sequence
 
-from jaxlab.llm.config import ModelConfigError
+from jaxlab.models.errors import ModelConfigError
 
 # Files any one of which makes a directory loadable by AutoTokenizer.
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from jaxlab.core.errors import CheckpointError
+from jaxlab.models.errors import ModelConfigError
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 _MODEL_TYPE_TO_ARCH = {
@@ -18,19 +18,12 @@ _MODEL_TYPE_TO_ARCH = {
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
 }
-ROPE_TYPES = ("default", "linear", "llama3")
+# "mrope" is transformers 4's spelling of default RoPE plus an ``mrope_section`` (Qwen2-VL).
+ROPE_TYPES = ("default", "linear", "llama3", "mrope")
 # Fields every config.json must state; the rest fall back to the defaults of the matching
 # transformers config class (checked against transformers 5.24).
 _REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
              "num_attention_heads")
-
-
-class ModelConfigError(CheckpointError, ValueError):
-  """A model directory's config.json cannot be mapped onto :class:`DecoderConfig`.
-
-  It is a ``ValueError`` (what callers of a loader expect) and a ``JaxlabError`` (so launchers
-  print it as one line and exit with status 2).
-  """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +61,11 @@ class DecoderConfig:
     head_dim: H, per-head width (Qwen3 decouples it from D / N).
     rope_theta: RoPE base wavelength.
     rope_scaling: None for plain RoPE, else a :class:`RopeScaling`.
+    mrope_section: None, or multimodal RoPE (M-RoPE, Qwen2-VL / Qwen2.5-VL): positions may then
+      come as ``P = len(mrope_section)`` rows per token (``[P, B, T]``; temporal, height, width
+      for images) and the H/2 rotary frequencies are cut into consecutive chunks of these
+      sizes, chunk i turning with position row i; e.g. (16, 24, 24) for H = 128. The sizes sum
+      to H/2. Plain ``[B, T]`` positions (all rows equal) give exactly plain RoPE.
     rms_norm_eps: epsilon inside every RMSNorm.
     tie_word_embeddings: the output head reuses the embedding table.
     attention_bias: biases on the q/k/v projections (always on in Qwen2).
@@ -91,6 +89,7 @@ class DecoderConfig:
   head_dim: int
   rope_theta: float = 10_000.0
   rope_scaling: RopeScaling | None = None
+  mrope_section: tuple[int, ...] | None = None
   rms_norm_eps: float = 1e-6
   tie_word_embeddings: bool = False
   attention_bias: bool = False
@@ -111,6 +110,14 @@ class DecoderConfig:
                        f"num_kv_heads={self.num_kv_heads}")
     if self.head_dim % 2:
       raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+    if self.mrope_section is not None:
+      sec = self.mrope_section
+      if (not isinstance(sec, tuple) or not sec
+          or not all(isinstance(s, int) and s > 0 for s in sec)):
+        raise ValueError(f"mrope_section={sec!r} must be a non-empty tuple of positive ints")
+      if sum(sec) != self.head_dim // 2:
+        raise ValueError(f"mrope_section={list(sec)} sums to {sum(sec)}, expected "
+                         f"head_dim / 2 = {self.head_dim // 2}")
     if self.architecture not in SUPPORTED_ARCHITECTURES:
       raise ValueError(f"architecture={self.architecture!r} is not one of "
                        f"{', '.join(SUPPORTED_ARCHITECTURES)}")
@@ -189,7 +196,7 @@ class DecoderConfig:
     head_dim = d.get("head_dim") or head_dim_default
     num_kv = d.get("num_key_value_heads") or kv_default
 
-    theta, scaling = _parse_rope(d, path, arch)
+    theta, scaling, mrope_section = _parse_rope(d, path, arch)
     attn_bias = bool(d.get("attention_bias", False))
     if arch == "Qwen2ForCausalLM":
       # Qwen2 always has q/k/v biases and never an output bias.
@@ -209,6 +216,7 @@ class DecoderConfig:
         head_dim=int(head_dim),
         rope_theta=float(theta),
         rope_scaling=scaling,
+        mrope_section=mrope_section,
         rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
         tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
         attention_bias=qkv_bias,
@@ -240,6 +248,8 @@ class DecoderConfig:
       if s.rope_type == "llama3":
         rope.update(low_freq_factor=s.low_freq_factor, high_freq_factor=s.high_freq_factor,
                     original_max_position_embeddings=s.original_max_position_embeddings)
+    if self.mrope_section is not None:
+      rope["mrope_section"] = list(self.mrope_section)
     eos = list(self.eos_token_id) if isinstance(self.eos_token_id, tuple) else self.eos_token_id
     d: dict[str, Any] = {
         "architectures": [self.architecture],
@@ -258,7 +268,8 @@ class DecoderConfig:
         # rope_scaling.
         "rope_theta": self.rope_theta,
         "rope_parameters": rope,
-        "rope_scaling": None if self.rope_scaling is None else rope,
+        "rope_scaling": (None if self.rope_scaling is None and self.mrope_section is None
+                         else rope),
         "tie_word_embeddings": self.tie_word_embeddings,
         "bos_token_id": self.bos_token_id,
         "eos_token_id": eos,
@@ -283,16 +294,31 @@ class DecoderConfig:
     return d
 
 
-def _parse_rope(d: Mapping[str, Any], path: str, arch: str) -> tuple[float, RopeScaling | None]:
-  """Reads RoPE settings in either spelling: v5 ``rope_parameters`` or v4 ``rope_scaling``."""
+def _parse_mrope(params: Mapping[str, Any], path: str, rope_type: str
+                 ) -> tuple[int, ...] | None:
+  sec = params.get("mrope_section")
+  if sec is None:
+    if rope_type == "mrope":
+      raise ModelConfigError(f"{path}: rope_type 'mrope' needs field 'mrope_section' in "
+                             "rope_parameters/rope_scaling")
+    return None
+  if not isinstance(sec, (list, tuple)) or not all(isinstance(s, int) for s in sec):
+    raise ModelConfigError(f"{path}: mrope_section={sec!r} must be a list of ints")
+  return tuple(int(s) for s in sec)
+
+
+def _parse_rope(d: Mapping[str, Any], path: str, arch: str
+                ) -> tuple[float, RopeScaling | None, tuple[int, ...] | None]:
+  """``(theta, scaling, mrope_section)`` from v5 ``rope_parameters`` or v4 ``rope_scaling``."""
   params = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})
   theta = params.get("rope_theta", d.get("rope_theta", 10_000.0))
   rope_type = params.get("rope_type", params.get("type", "default"))
   if rope_type not in ROPE_TYPES:
     raise ModelConfigError(f"{path}: unsupported rope_type {rope_type!r} for {arch}; "
                            f"supported: {', '.join(ROPE_TYPES)}")
-  if rope_type == "default":
-    return theta, None
+  mrope_section = _parse_mrope(params, path, rope_type)
+  if rope_type in ("default", "mrope"):
+    return theta, None, mrope_section
 
   def need(key):
     if params.get(key) is None:
@@ -301,11 +327,11 @@ def _parse_rope(d: Mapping[str, Any], path: str, arch: str) -> tuple[float, Rope
     return params[key]
 
   if rope_type == "linear":
-    return theta, RopeScaling("linear", float(need("factor")))
+    return theta, RopeScaling("linear", float(need("factor"))), mrope_section
   original = params.get("original_max_position_embeddings",
                         d.get("original_max_position_embeddings",
                               d.get("max_position_embeddings")))
   if original is None:
     need("original_max_position_embeddings")
   return theta, RopeScaling("llama3", float(need("factor")), float(need("low_freq_factor")),
-                            float(need("high_freq_factor")), int(original))
+                            float(need("high_freq_factor")), int(original)), mrope_section

@@ -24,8 +24,11 @@ from jax.sharding import Mesh, NamedSharding
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from jaxlab.llm.config import DecoderConfig, ModelConfigError
-from jaxlab.llm.modeling import Decoder, abstract_decoder
+from jaxlab.models.decoder import sharding as sharding_lib
+from jaxlab.models.decoder.config import DecoderConfig
+from jaxlab.models.decoder.modeling import Decoder, abstract_decoder
+from jaxlab.models.errors import ModelConfigError
+from jaxlab.models.paths import path_str
 
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
@@ -97,18 +100,6 @@ def hf_param_map(config: DecoderConfig) -> dict[str, HFTensor]:
   return out
 
 
-def path_str(keypath) -> str:
-  """``"layers/0/attn/q_dnh"`` from a jax key path into an NNX state (Variable wrappers skipped)."""
-  parts = []
-  for k in keypath:
-    if isinstance(k, jax.tree_util.DictKey):
-      parts.append(str(k.key))
-    elif isinstance(k, jax.tree_util.SequenceKey):
-      parts.append(str(k.idx))
-    # GetAttrKey entries are the Variable's own value slot, not part of the parameter's name.
-  return "/".join(parts)
-
-
 def _read_json(path: str) -> dict[str, Any]:
   try:
     with open(path) as f:
@@ -163,7 +154,6 @@ def _placement(mesh: Mesh | None, shardings: Any, layout: str | None
     return lambda p, shape: flat[p]
   if mesh is None:
     return lambda p, shape: None
-  from jaxlab.llm import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   rules = sharding_lib.RULES[layout or "fsdp"]
   return lambda p, shape: NamedSharding(mesh, sharding_lib.spec_for(p, shape, rules, mesh))
 
@@ -179,7 +169,7 @@ def load_params(path: str, config: DecoderConfig, mesh: Mesh | None = None,
       ``layout`` rules (default "fsdp").
     shardings: overrides ``mesh``: a dict path -> Sharding, or a callable (path, shape) ->
       Sharding.
-    layout: a key of :data:`jaxlab.llm.sharding.RULES`.
+    layout: a key of :data:`jaxlab.models.decoder.sharding.RULES`.
 
   Raises:
     CheckpointFormatError: a tensor is missing or has the wrong shape (one line naming the
@@ -234,7 +224,7 @@ def from_pretrained(path: str, mesh: Mesh | None = None, dtype: Any = jnp.float3
     shardings: explicit placement, overriding ``mesh`` (see :func:`load_params`).
     tokenizer: False to skip loading the tokenizer (then the second element is None).
     param_dtype: storage dtype of the parameters (default: ``dtype``).
-    layout: a key of :data:`jaxlab.llm.sharding.RULES`.
+    layout: a key of :data:`jaxlab.models.decoder.sharding.RULES`.
     remat: recompute layer activations in the backward pass.
 
   Returns:
@@ -250,7 +240,7 @@ def from_pretrained(path: str, mesh: Mesh | None = None, dtype: Any = jnp.float3
   tok = None
   if tokenizer:
     # The tokenizer first: its error is cheaper to hit than loading every tensor.
-    from jaxlab.llm.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
+    from jaxlab.models.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
     tok = load_tokenizer(path)
   model = load_params(path, config, mesh=mesh, shardings=shardings, layout=layout)
   return model, tok

@@ -10,9 +10,10 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from jaxlab.llm import checkpoint, modeling
-from jaxlab.llm.config import DecoderConfig, ModelConfigError
-from tests.llm.conftest import build_hf_model, left_padded_batch
+from jaxlab.models.decoder import modeling, params
+from jaxlab.models.decoder.config import DecoderConfig
+from jaxlab.models.errors import ModelConfigError
+from tests.models.decoder.tiny_hf import build_hf_model, left_padded_batch
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -20,7 +21,7 @@ transformers = pytest.importorskip("transformers")
 
 def _tensors(path):
   """All tensors of a model dir, single-file or sharded, as name -> array."""
-  files, _ = checkpoint._weight_files(path)  # pylint: disable=protected-access
+  files, _ = params._weight_files(path)  # pylint: disable=protected-access
   out = {}
   for f in sorted(set(files.values())):
     with safe_open(f, framework="numpy") as h:
@@ -31,24 +32,24 @@ def _tensors(path):
 @pytest.mark.parametrize("name", ["llama3", "qwen2", "qwen3_tied", "qwen3_untied"])
 def test_save_pretrained_round_trip_is_bit_exact(hf_dirs, tmp_path, name):
   _, path = hf_dirs[name]
-  model, tok = checkpoint.from_pretrained(path)
+  model, tok = params.from_pretrained(path)
   out = str(tmp_path / "saved")
-  checkpoint.save_pretrained(model, out, tokenizer=tok)
+  params.save_pretrained(model, out, tokenizer=tok)
   want, got = _tensors(path), _tensors(out)
   assert set(got) == set(want)
   for k in want:
     assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
     assert got[k].tobytes() == want[k].tobytes(), k
   # The saved config describes the same model, and the tokenizer came along.
-  assert checkpoint.load_config(out) == checkpoint.load_config(path)
-  again, tok2 = checkpoint.from_pretrained(out)
+  assert params.load_config(out) == params.load_config(path)
+  again, tok2 = params.from_pretrained(out)
   assert tok2("abc")["input_ids"] == tok("abc")["input_ids"]
 
 
 def test_transformers_loads_our_save(hf_dirs, tmp_path):
   ref, path = hf_dirs["llama3"]
-  model, _ = checkpoint.from_pretrained(path, tokenizer=False)
-  checkpoint.save_pretrained(model, str(tmp_path))
+  model, _ = params.from_pretrained(path, tokenizer=False)
+  params.save_pretrained(model, str(tmp_path))
   back = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
   tokens, mask, positions = left_padded_batch()
   with torch.no_grad():
@@ -63,16 +64,16 @@ def test_sharded_checkpoints_load_and_save(hf_dirs, tmp_path):
   ref, path = hf_dirs["qwen3_untied"]
   hf_sharded = str(tmp_path / "hf_sharded")
   ref.save_pretrained(hf_sharded, max_shard_size="40KB")
-  assert os.path.isfile(os.path.join(hf_sharded, checkpoint.INDEX_FILE))
-  a, _ = checkpoint.from_pretrained(path, tokenizer=False)
-  b, _ = checkpoint.from_pretrained(hf_sharded, tokenizer=False)
+  assert os.path.isfile(os.path.join(hf_sharded, params.INDEX_FILE))
+  a, _ = params.from_pretrained(path, tokenizer=False)
+  b, _ = params.from_pretrained(hf_sharded, tokenizer=False)
   tokens, mask, _ = left_padded_batch()
   np.testing.assert_array_equal(np.asarray(modeling.forward(a, tokens, mask)),
                                 np.asarray(modeling.forward(b, tokens, mask)))
   ours_sharded = str(tmp_path / "ours_sharded")
-  checkpoint.save_pretrained(b, ours_sharded, max_shard_bytes=50_000)
+  params.save_pretrained(b, ours_sharded, max_shard_bytes=50_000)
   names = os.listdir(ours_sharded)
-  assert checkpoint.INDEX_FILE in names and checkpoint.SINGLE_FILE not in names
+  assert params.INDEX_FILE in names and params.SINGLE_FILE not in names
   assert sum(n.startswith("model-0") for n in names) > 1
   want, got = _tensors(path), _tensors(ours_sharded)
   assert set(got) == set(want)
@@ -83,8 +84,8 @@ def test_bfloat16_checkpoint_round_trip(tmp_path):
   ref = build_hf_model("qwen2").to(torch.bfloat16)
   src = str(tmp_path / "src")
   ref.save_pretrained(src)
-  model, _ = checkpoint.from_pretrained(src, dtype=jnp.bfloat16, tokenizer=False)
-  checkpoint.save_pretrained(model, str(tmp_path / "out"))
+  model, _ = params.from_pretrained(src, dtype=jnp.bfloat16, tokenizer=False)
+  params.save_pretrained(model, str(tmp_path / "out"))
   want, got = _tensors(src), _tensors(str(tmp_path / "out"))
   assert set(got) == set(want)
   assert all(got[k].tobytes() == want[k].tobytes() and got[k].dtype == want[k].dtype
@@ -117,7 +118,7 @@ def test_missing_config_field_names_file_and_field(hf_dirs, tmp_path):
   path = _copy(hf_dirs["qwen2"][1], tmp_path / "m")
   cfg_path = _edit_config(path, hidden_size=None)
   with pytest.raises(ValueError) as e:
-    checkpoint.from_pretrained(path)
+    params.from_pretrained(path)
   msg = str(e.value)
   assert cfg_path in msg and "'hidden_size'" in msg and "\n" not in msg
 
@@ -126,7 +127,7 @@ def test_unsupported_architecture_names_it_and_supported_list(hf_dirs, tmp_path)
   path = _copy(hf_dirs["qwen2"][1], tmp_path / "m")
   cfg_path = _edit_config(path, architectures=["MistralForCausalLM"])
   with pytest.raises(ValueError) as e:
-    checkpoint.from_pretrained(path)
+    params.from_pretrained(path)
   msg = str(e.value)
   assert cfg_path in msg and "MistralForCausalLM" in msg and "Qwen3ForCausalLM" in msg
   assert "\n" not in msg
@@ -137,7 +138,7 @@ def test_unsupported_rope_type(hf_dirs, tmp_path):
   cfg_path = _edit_config(path, rope_parameters={"rope_type": "yarn", "factor": 2.0,
                                                  "rope_theta": 1e4})
   with pytest.raises(ModelConfigError, match="yarn"):
-    checkpoint.load_config(path)
+    params.load_config(path)
   assert cfg_path
 
 
@@ -148,7 +149,7 @@ def test_missing_tensor_names_file_and_tensor(hf_dirs, tmp_path):
   del tensors["model.layers.1.mlp.up_proj.weight"]
   save_file(tensors, f, metadata={"format": "pt"})
   with pytest.raises(ValueError) as e:
-    checkpoint.from_pretrained(path, tokenizer=False)
+    params.from_pretrained(path, tokenizer=False)
   msg = str(e.value)
   assert f in msg and "model.layers.1.mlp.up_proj.weight" in msg and "[96, 64]" in msg
 
@@ -160,7 +161,7 @@ def test_wrong_shape_names_file_tensor_and_shapes(hf_dirs, tmp_path):
   tensors["model.layers.0.self_attn.k_proj.weight"] = np.zeros((8, 64), np.float32)
   save_file(tensors, f, metadata={"format": "pt"})
   with pytest.raises(ValueError) as e:
-    checkpoint.from_pretrained(path, tokenizer=False)
+    params.from_pretrained(path, tokenizer=False)
   msg = str(e.value)
   assert f in msg and "model.layers.0.self_attn.k_proj.weight" in msg
   assert "[8, 64]" in msg and "[16, 64]" in msg and "\n" not in msg
@@ -170,12 +171,12 @@ def test_missing_weights_and_config_files(hf_dirs, tmp_path):
   path = _copy(hf_dirs["qwen2"][1], tmp_path / "m")
   os.remove(os.path.join(path, "model.safetensors"))
   with pytest.raises(ValueError, match="model.safetensors"):
-    checkpoint.from_pretrained(path, tokenizer=False)
+    params.from_pretrained(path, tokenizer=False)
   os.remove(os.path.join(path, "config.json"))
   with pytest.raises(ValueError, match="config.json"):
-    checkpoint.from_pretrained(path, tokenizer=False)
+    params.from_pretrained(path, tokenizer=False)
   with pytest.raises(ValueError, match="does not exist"):
-    checkpoint.from_pretrained(str(tmp_path / "nowhere"))
+    params.from_pretrained(str(tmp_path / "nowhere"))
 
 
 def test_missing_tokenizer_is_clear_and_skippable(hf_dirs, tmp_path):
@@ -185,9 +186,9 @@ def test_missing_tokenizer_is_clear_and_skippable(hf_dirs, tmp_path):
   for n in ("config.json", "model.safetensors"):
     shutil.copy(os.path.join(src, n), path / n)
   with pytest.raises(ValueError) as e:
-    checkpoint.from_pretrained(str(path))
+    params.from_pretrained(str(path))
   assert str(path) in str(e.value) and "tokenizer" in str(e.value)
-  model, tok = checkpoint.from_pretrained(str(path), tokenizer=False)
+  model, tok = params.from_pretrained(str(path), tokenizer=False)
   assert tok is None and model.config.architecture == "Qwen2ForCausalLM"
 
 

@@ -11,7 +11,12 @@ always float32 (matmuls that feed them accumulate in float32).
 Masks and positions: ``mask_bt`` marks real tokens (1) and padding (0). Batches are LEFT-padded
 so that every row's next token lands in the same cache slot; the RoPE position of a token is
 the number of real tokens before it in its row, so the same prompt gets the same positions
-whatever its padding.
+whatever its padding. With M-RoPE (``config.mrope_section``) a token may carry P positions
+(``[P, B, T]``: temporal, height, width for image patches), see :func:`rope_cos_sin`.
+
+Inputs: token ids ``[B, T]``, or embeddings ``[B, T, D]`` in their place (e.g. image features
+spliced between text embeddings, see :meth:`Decoder.embed`); the output can include the
+residual stream after every layer (``return_hidden_states=True``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxlab.llm.config import DecoderConfig
+from jaxlab.models.decoder.config import DecoderConfig
 
 _INIT_STD = 0.02  # transformers' initializer_range for all three families
 
@@ -119,9 +124,45 @@ def rope_inv_freq(config: DecoderConfig) -> np.ndarray:
   return np.where(medium, blended, scaled).astype(np.float32)
 
 
-def rope_cos_sin(config: DecoderConfig, positions_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``cos, sin`` of shape ``[B, T, H/2]`` (float32) for integer positions ``[B, T]``."""
-  angles = positions_bt.astype(jnp.float32)[..., None] * jnp.asarray(rope_inv_freq(config))
+@functools.lru_cache(maxsize=64)
+def mrope_rows(config: DecoderConfig) -> np.ndarray:
+  """``[H/2]`` int: the position row each rotary frequency turns with under M-RoPE.
+
+  Frequency ``j`` belongs to chunk ``i`` of ``config.mrope_section`` (consecutive chunks of
+  those sizes), and chunk ``i`` reads position row ``i``: (2, 3, 3) gives 0 0 1 1 1 2 2 2.
+  """
+  if config.mrope_section is None:
+    raise ValueError("positions with a leading row axis [P, B, T] need config.mrope_section "
+                     "(M-RoPE); this config has none: pass positions [B, T]")
+  sec = config.mrope_section
+  return np.repeat(np.arange(len(sec)), sec)
+
+
+def rope_cos_sin(config: DecoderConfig, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``cos, sin`` of shape ``[B, T, H/2]`` (float32) for integer positions.
+
+  Args:
+    config: gives the frequencies (:func:`rope_inv_freq`) and, for M-RoPE, the sections.
+    positions: ``[B, T]`` (one position per token), or ``[P, B, T]`` with
+      ``P = len(config.mrope_section)``: frequency ``j`` then turns by row
+      ``mrope_rows(config)[j]`` of the positions (Qwen2-VL's multimodal RoPE). Each angle is
+      the float32 product of one position and one frequency, as in transformers, so equal rows
+      give exactly plain RoPE.
+  """
+  inv_h = jnp.asarray(rope_inv_freq(config))
+  if positions.ndim == 3:
+    rows_h = mrope_rows(config)
+    if positions.shape[0] != len(config.mrope_section):
+      raise ValueError(f"M-RoPE positions have {positions.shape[0]} rows (shape "
+                       f"{list(positions.shape)}), expected len(mrope_section) = "
+                       f"{len(config.mrope_section)}")
+    # Pick each frequency's own position row: [P, B, T] -> [B, T, H/2].
+    pos_bth = jnp.moveaxis(positions, 0, -1)[..., rows_h]
+    angles = pos_bth.astype(jnp.float32) * inv_h
+  elif positions.ndim == 2:
+    angles = positions.astype(jnp.float32)[..., None] * inv_h
+  else:
+    raise ValueError(f"positions must be [B, T] or [P, B, T], got shape {list(positions.shape)}")
   return jnp.cos(angles), jnp.sin(angles)
 
 
@@ -281,24 +322,59 @@ class Decoder(nnx.Module):
     self.lm_head_dv = (None if c.tie_word_embeddings else
                        nnx.Param(_normal(rngs, (c.hidden_size, c.vocab_size), pd)))
 
-  def hidden(self, tokens_bt: jax.Array, mask_bt: jax.Array | None = None,
-             positions_bt: jax.Array | None = None, cache: KVCache | None = None
-             ) -> tuple[jax.Array, KVCache | None]:
+  def embed(self, tokens_bt: jax.Array) -> jax.Array:
+    """Embedding rows ``[B, T, D]`` of token ids, in the compute dtype.
+
+    What :meth:`hidden` feeds the first block for ids; to splice other embeddings in (image
+    patches), edit its result and pass it as ``inputs_embeds_btd``.
+    """
+    return self.embedding_vd[...].astype(jnp.dtype(self.config.dtype))[tokens_bt]
+
+  def hidden(self, tokens_bt: jax.Array | None = None, mask_bt: jax.Array | None = None,
+             positions_bt: jax.Array | None = None, cache: KVCache | None = None, *,
+             inputs_embeds_btd: jax.Array | None = None, return_hidden_states: bool = False):
     """Final-normed hidden states ``[B, T, D]`` (compute dtype) and the updated cache.
 
     Args:
-      tokens_bt: int token ids ``[B, T]``.
+      tokens_bt: int token ids ``[B, T]``; or None when ``inputs_embeds_btd`` is given.
       mask_bt: ``[B, T]``, 1 for real tokens, 0 for padding (default: all real).
-      positions_bt: RoPE positions ``[B, T]``; default counts real tokens (see
-        :func:`positions_from_mask`), continuing from what the cache holds.
-      cache: None for a plain causal forward over ``tokens_bt``; otherwise the tokens are
+      positions_bt: RoPE positions ``[B, T]``, or ``[P, B, T]`` for M-RoPE (see
+        :func:`rope_cos_sin`); default counts real tokens (see :func:`positions_from_mask`),
+        continuing from what the cache holds.
+      cache: None for a plain causal forward over the ``T`` tokens; otherwise they are
         written at slots ``[cache.index, cache.index + T)`` and attend to every real token
         before them in the cache.
+      inputs_embeds_btd: ``[B, T, D]`` embeddings that take the place of ``tokens_bt`` (exactly
+        one of the two); cast to the compute dtype. ``embed(ids)`` gives the same logits as
+        ``ids``.
+      return_hidden_states: also return the residual stream after every layer.
+
+    Returns:
+      ``(h_btd, cache)``, or ``(h_btd, cache, states_lbtd)`` with ``return_hidden_states``:
+      ``states_lbtd`` is ``[L + 1, B, T, D]`` (compute dtype), row 0 the embeddings that enter
+      the first block and row ``i`` the output of block ``i``; the last row is before the final
+      norm (transformers' ``output_hidden_states`` puts the normed ``h_btd`` there instead).
     """
     c = self.config
-    b, t = tokens_bt.shape
-    mask_bt = (jnp.ones((b, t), bool) if mask_bt is None else mask_bt.astype(bool))
     dt = jnp.dtype(c.dtype)
+    if (tokens_bt is None) == (inputs_embeds_btd is None):
+      raise ValueError("Decoder: pass exactly one of tokens_bt [B, T] or inputs_embeds_btd "
+                       f"[B, T, D]; got {'both' if tokens_bt is not None else 'neither'}")
+    if tokens_bt is not None:
+      if tokens_bt.ndim != 2:
+        raise ValueError(f"Decoder: tokens_bt must be [B, T], got shape {list(tokens_bt.shape)}")
+      b, t = tokens_bt.shape
+      x = self.embed(tokens_bt)
+    else:
+      if inputs_embeds_btd.ndim != 3 or inputs_embeds_btd.shape[-1] != c.hidden_size:
+        raise ValueError(f"Decoder: inputs_embeds_btd must be [B, T, D={c.hidden_size}], got "
+                         f"shape {list(inputs_embeds_btd.shape)}")
+      b, t = inputs_embeds_btd.shape[:2]
+      x = inputs_embeds_btd.astype(dt)
+    mask_bt = (jnp.ones((b, t), bool) if mask_bt is None else mask_bt.astype(bool))
+    if positions_bt is not None and tuple(positions_bt.shape[-2:]) != (b, t):
+      raise ValueError(f"Decoder: positions must be [B, T] or [P, B, T] with B, T = {b}, {t}; "
+                       f"got shape {list(positions_bt.shape)}")
 
     if cache is None:
       if positions_bt is None:
@@ -319,7 +395,7 @@ class Decoder(nnx.Module):
       allowed_bts = causal_ts[None] & mask_bs[:, None, :]
 
     cos, sin = rope_cos_sin(c, positions_bt)
-    x = self.embedding_vd[...].astype(dt)[tokens_bt]
+    states = [x]
     new_k, new_v = [], []
     for i, layer in enumerate(self.layers):
       kc = None if cache is None else cache.k[i]
@@ -328,11 +404,14 @@ class Decoder(nnx.Module):
         x, kc, vc = nnx.remat(Block.__call__)(layer, x, cos, sin, allowed_bts, kc, vc, index)
       else:
         x, kc, vc = layer(x, cos, sin, allowed_bts, kc, vc, index)
+      states.append(x)
       new_k.append(kc)
       new_v.append(vc)
     x = self.final_norm(x)
     if cache is not None:
       cache = KVCache(k=tuple(new_k), v=tuple(new_v), mask_bs=mask_bs, index=index + t)
+    if return_hidden_states:
+      return x, cache, jnp.stack(states)
     return x, cache
 
   def logits(self, h_btd: jax.Array) -> jax.Array:
@@ -345,12 +424,15 @@ class Decoder(nnx.Module):
     return jnp.einsum("btd,dv->btv", h, self.lm_head_dv[...].astype(dt),
                       preferred_element_type=jnp.float32)
 
-  def __call__(self, tokens_bt: jax.Array, mask_bt: jax.Array | None = None,
-               positions_bt: jax.Array | None = None, cache: KVCache | None = None
-               ) -> tuple[jax.Array, KVCache | None]:
-    """``(logits_btv, new_cache)``; see :meth:`hidden` for the arguments."""
-    h, cache = self.hidden(tokens_bt, mask_bt, positions_bt, cache)
-    return self.logits(h), cache
+  def __call__(self, tokens_bt: jax.Array | None = None, mask_bt: jax.Array | None = None,
+               positions_bt: jax.Array | None = None, cache: KVCache | None = None, *,
+               inputs_embeds_btd: jax.Array | None = None, return_hidden_states: bool = False):
+    """``(logits_btv, new_cache)``, or ``(logits_btv, new_cache, states_lbtd)`` with
+    ``return_hidden_states``; see :meth:`hidden` for the arguments."""
+    out = self.hidden(tokens_bt, mask_bt, positions_bt, cache,
+                      inputs_embeds_btd=inputs_embeds_btd,
+                      return_hidden_states=return_hidden_states)
+    return (self.logits(out[0]),) + tuple(out[1:])
 
 
 def init_decoder(config: DecoderConfig, seed: int = 0) -> Decoder:
@@ -364,20 +446,26 @@ def abstract_decoder(config: DecoderConfig) -> Decoder:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _forward(graphdef, state, tokens_bt, mask_bt, positions_bt):
+def _forward(graphdef, state, tokens_bt, mask_bt, positions_bt, inputs_embeds_btd):
   model = nnx.merge(graphdef, state)
-  logits, _ = model(tokens_bt, mask_bt, positions_bt)
+  logits, _ = model(tokens_bt, mask_bt, positions_bt, inputs_embeds_btd=inputs_embeds_btd)
   return logits
 
 
-def forward(model: Decoder, tokens_bt: jax.Array, mask_bt: jax.Array | None = None,
-            positions_bt: jax.Array | None = None) -> jax.Array:
+def forward(model: Decoder, tokens_bt: jax.Array | None = None, mask_bt: jax.Array | None = None,
+            positions_bt: jax.Array | None = None, *,
+            inputs_embeds_btd: jax.Array | None = None) -> jax.Array:
   """Jitted cache-free forward: float32 logits ``[B, T, V]``.
 
-  The model is split into (static graph, parameter pytree) so repeated calls with the same
-  shapes reuse one compiled program.
+  Takes token ids ``[B, T]`` or embeddings ``inputs_embeds_btd`` ``[B, T, D]`` (exactly one),
+  and positions ``[B, T]`` or ``[P, B, T]`` (M-RoPE). The model is split into (static graph,
+  parameter pytree) so repeated calls with the same shapes reuse one compiled program.
   """
   graphdef, state = nnx.split(model)
   if mask_bt is None:
-    mask_bt = jnp.ones(tokens_bt.shape, bool)
-  return _forward(graphdef, state, tokens_bt, mask_bt, positions_bt)
+    like = tokens_bt if tokens_bt is not None else inputs_embeds_btd
+    if like is None:
+      raise ValueError("forward: pass exactly one of tokens_bt [B, T] or inputs_embeds_btd "
+                       "[B, T, D]; got neither")
+    mask_bt = jnp.ones(like.shape[:2], bool)
+  return _forward(graphdef, state, tokens_bt, mask_bt, positions_bt, inputs_embeds_btd)

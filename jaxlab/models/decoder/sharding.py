@@ -18,7 +18,7 @@ import jax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxlab.llm.checkpoint import path_str
+from jaxlab.models.paths import path_str
 
 Rules = Sequence[tuple[str, P]]
 
