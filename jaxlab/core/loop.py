@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxlab.core import batching
 from jaxlab.core import config as config_lib
 from jaxlab.core import prng
 from jaxlab.core.checkpoint import Checkpointer
@@ -98,10 +99,11 @@ def _diff_keys(old: dict, new: dict, prefix: str = "config") -> list[str]:
 def init_seeds(trainer: ChunkedTrainer, keys: jax.Array) -> Any:
   """``trainer.init`` for each key, stacked on a leading seed axis.
 
-  ``lax.map`` rather than ``vmap``: batched QR decompositions (orthogonal initialisers under
-  vmap) were seen to deadlock XLA:CPU here, and init runs once, so its sequential cost is nil.
+  One seed at a time (``jaxlab.core.batching.sequential``): batched QR decompositions
+  (orthogonal initialisers under vmap) were seen to deadlock XLA:CPU here, and init runs once,
+  so its sequential cost is nil.
   """
-  return jax.jit(lambda ks: jax.lax.map(trainer.init, ks))(keys)
+  return jax.jit(jax.vmap(batching.sequential(trainer.init)))(keys)
 
 
 def over_seeds(fn: Callable[..., Any], num_seeds: int) -> Callable[..., Any]:

@@ -40,6 +40,7 @@ from flax import nnx, struct
 
 from jaxlab import nets
 from jaxlab import representations as rep
+from jaxlab.core import batching
 from jaxlab.core import mesh as mesh_lib
 from jaxlab.core import running_stats
 from jaxlab.core.config import require, require_choice
@@ -70,31 +71,6 @@ def gated(pred: jax.Array, fn: Callable[[Any], Any], operand: Any) -> Any:
   placeholders for its outputs (e.g. NaN metrics) inside ``operand``.
   """
   return _common.maybe_apply(pred, fn, operand)
-
-
-def per_seed(fn: Callable[..., Any]) -> Callable[..., Any]:
-  """``fn`` that, under ``vmap``, runs once per batch element (``lax.map``), not batched.
-
-  For code that draws orthogonal initialisations (``init``, neuron resets): batched QR
-  decompositions (``jnp.linalg.qr`` under ``vmap``) deadlock XLA:CPU (jax 0.10.2, 2-core hosts)
-  once a program holds about ten of them, while the same QRs unbatched run fine. The cost is
-  nil: these functions run once, or once every ``reset.every`` gradient steps. Not
-  differentiable (``custom_vmap``), which these functions need not be.
-  """
-
-  @jax.custom_batching.custom_vmap
-  def wrapped(*args):
-    return fn(*args)
-
-  @wrapped.def_vmap
-  def _rule(axis_size, in_batched, *args):
-    args = jax.tree.map(
-        lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)),
-        args, tuple(in_batched))
-    out = jax.lax.map(lambda xs: wrapped(*xs), args)  # `wrapped` again: nested vmaps
-    return out, jax.tree.map(lambda _: True, out)
-
-  return wrapped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,8 +553,8 @@ class OffPolicy:
     """A fresh state for one seed."""
     c = self.config
     k_net, k_env, key = jax.random.split(key, 3)
-    # Orthogonal inits draw QRs: run them per seed under the loop's vmap (see ``per_seed``).
-    learner = per_seed(self._init_learner)(k_net)
+    # Orthogonal inits draw QRs: run them per seed under the loop's vmap (jaxlab.core.batching).
+    learner = batching.sequential(self._init_learner)(k_net)
     env_state = jax.vmap(self.env.reset)(jax.random.split(k_env, c.num_envs))
     least = None
     if c.least.enabled:
@@ -785,7 +761,7 @@ class OffPolicy:
     re-initialises the flagged neurons and zeroes their Adam moments. Target networks are not
     reset: they follow the online ones through Polyak averaging.
     """
-    return per_seed(self._reset)(learner, stats, batch, key)
+    return batching.sequential(self._reset)(learner, stats, batch, key)
 
   def _reset(self, learner, stats, batch, key):
     r = self.config.reset
