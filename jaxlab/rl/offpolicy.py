@@ -1,4 +1,4 @@
-"""What SAC and TD3 share: networks, config groups, the collector and the chunked loop.
+"""What SAC and TD3 share: config groups, state, the collector, health and resets, the loop.
 
 An *iteration* (one "update" for ``jaxlab.core.loop``) is: one step of all ``num_envs`` envs,
 the LEAST stop rule if enabled (``jaxlab.rl.least``), one row added to the replay buffer, then
@@ -17,19 +17,14 @@ actor step, LEAST's median refresh) goes through :func:`gated`. A plain ``lax.co
 do: the loop vmaps every method over seeds, the counters are per-seed arrays, and a ``cond``
 with a batched predicate runs both branches at every step.
 
-Critics (``network.critic``) and actors (``network.actor``) are one of: ``"mlp"`` (ReLU MLP),
-``"layernorm"`` (MLP with LayerNorm after every Linear) or ``"bronet"`` (BRO's residual LN
-network, spec §4.4: ``Linear -> LN -> ReLU``, then blocks ``x + LN(W1 ReLU(LN(W0 x)))``, and a
-Linear head on the stream). ``network.*_depth`` is the number of hidden layers (MLPs) or of
-residual blocks (BroNet).
+Critics (``network.critic``) and actors (``network.actor``) are ``jaxlab.nets`` networks
+(``TwinCritic``; ``GaussianActor`` for SAC, ``DeterministicActor`` for TD3) on one of the
+trunks ``nets.TRUNKS``: "mlp", "layernorm" or "bronet" (BRO's residual LN network, spec §4.4).
+``network.*_depth`` is the number of hidden layers (MLPs) or of residual blocks (BroNet).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import math
-from collections.abc import Mapping
 from typing import Any, Callable
 
 import jax
@@ -50,7 +45,6 @@ from jaxlab.envs.base import Env, EnvState
 from jaxlab.rl import least as least_lib
 from jaxlab.rl import replay as replay_lib
 
-NETWORK_KINDS = ("mlp", "layernorm", "bronet")
 RESET_METHODS = ("none", "redo", "regrama", "regrama_w")
 RESET_NETWORKS = ("both", "critic", "actor")
 # Default thresholds per reset method (spec §4.4): ReDo τ 0.02, ReGraMa τ 0.01.
@@ -74,179 +68,23 @@ def gated(pred: jax.Array, fn: Callable[[Any], Any], operand: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# Networks.
+# Networks (in jaxlab.nets) and their neuron layers in this trainer's parameter tree.
 
 
-class BroNet(nnx.Module):
-  """BRO's residual LayerNorm trunk (spec rl.md §4.4), with per-layer features like ``MLP``.
-
-  ``x0 = ReLU(LN(W_in z))``; block i: ``x <- x + LN(W1 ReLU(LN(W0 x)))``. Features (keys of
-  the features dict, also the layer names): "input" (x0, post-activation), "blocks.i.fc0"
-  (post-activation hidden), "blocks.i.fc1" (the branch output before it joins the stream).
-  """
-
-  def __init__(self, in_features: int, *, width: int, depth: int, activation: str = "relu",
-               rngs: nnx.Rngs):
-    self.width, self.depth, self.activation = width, depth, activation
-    self.output_size = width
-    linear = functools.partial(
-        nnx.Linear, kernel_init=jax.nn.initializers.orthogonal(math.sqrt(2.0)),
-        bias_init=jax.nn.initializers.zeros, rngs=rngs)
-    norm = functools.partial(nnx.LayerNorm, epsilon=nets.mlp.LAYERNORM_EPSILON, rngs=rngs)
-    self.input = linear(in_features, width)
-    self.input_norm = norm(width)
-    self.blocks = nnx.List([_BroBlock(linear(width, width), norm(width), linear(width, width),
-                                      norm(width)) for _ in range(depth)])
-
-  def __call__(self, x: jax.Array, *, return_features: bool = False,
-               perturbations: Mapping[str, jax.Array] | None = None):
-    """x: [..., in] -> [..., width] (and the features dict with ``return_features``)."""
-    features = {}
-
-    def tap(name, h):
-      if perturbations is not None and name in perturbations:
-        h = h + perturbations[name]
-      features[name] = h
-      return h
-
-    act = nets.activation_fn(self.activation)
-    x = tap("input", act(self.input_norm(self.input(x))))
-    for i, block in enumerate(self.blocks):
-      h = tap(f"blocks.{i}.fc0", act(block.norm0(block.fc0(x))))
-      x = x + tap(f"blocks.{i}.fc1", block.norm1(block.fc1(h)))
-    return (x, features) if return_features else x
-
-  def neuron_layers(self, prefix: tuple, output_consumers: tuple, outgoing: str
-                    ) -> tuple[rep.NeuronLayer, ...]:
-    """``NeuronLayer``s for health and resets (see ``rep.mlp_layers`` for ``outgoing``).
-
-    "input" and every "blocks.i.fc1" write into the residual stream, which every later block
-    and the head read; with ``outgoing="auto"`` those get incoming-only resets (zeroing a
-    stream channel in its readers would also cut every other writer of that channel).
-    """
-    def readers(first_block):
-      return tuple(prefix + ("blocks", j, "fc0") for j in range(first_block, self.depth)
-                   ) + tuple(output_consumers)
-
-    def zero(stream_writer):
-      return outgoing == "zero" or (outgoing == "auto" and not stream_writer)
-
-    layer = functools.partial(rep.NeuronLayer,
-                              kernel_init=jax.nn.initializers.orthogonal(math.sqrt(2.0)))
-    out = [layer("input", prefix + ("input",), readers(0), prefix + ("input_norm",),
-                 self.activation, zero(True))]
-    for i in range(self.depth):
-      blk = prefix + ("blocks", i)
-      out.append(layer(f"blocks.{i}.fc0", blk + ("fc0",), (blk + ("fc1",),), blk + ("norm0",),
-                       self.activation, zero(False)))
-      out.append(layer(f"blocks.{i}.fc1", blk + ("fc1",), readers(i + 1), blk + ("norm1",),
-                       None, zero(True)))
-    return tuple(out)
-
-
-class _BroBlock(nnx.Module):
-
-  def __init__(self, fc0, norm0, fc1, norm1):
-    self.fc0, self.norm0, self.fc1, self.norm1 = fc0, norm0, fc1, norm1
-
-
-def make_trunk(kind: str, in_features: int, width: int, depth: int, activation: str,
-               rngs: nnx.Rngs) -> nnx.Module:
-  """"mlp" | "layernorm" | "bronet" trunk; its output is read directly by a Linear head."""
-  if kind == "bronet":
-    return BroNet(in_features, width=width, depth=depth, activation=activation, rngs=rngs)
-  return nets.MLP(in_features, width=width, depth=depth, kind="plain", activation=activation,
-                  use_layernorm=kind == "layernorm", rngs=rngs)
-
-
-def trunk_layers(trunk: nnx.Module, prefix: tuple, head_prefix: tuple, head: nnx.Module,
-                 outgoing: str, rename: str = "") -> tuple[rep.NeuronLayer, ...]:
-  """The trunk's ``NeuronLayer``s with the head's Linear layers as consumers of its output.
-
-  ``rename`` is prepended to the layer names (twin critics share layer names).
-  """
-  consumers = rep.linear_paths(head, head_prefix)
-  if isinstance(trunk, BroNet):
-    layers = trunk.neuron_layers(prefix, consumers, outgoing)
-  else:
-    layers = rep.mlp_layers(trunk, prefix=prefix, output_consumers=consumers, outgoing=outgoing)
-  return tuple(dataclasses.replace(layer, name=rename + layer.name) for layer in layers)
-
-
-class QNetwork(nnx.Module):
-  """Q(s, a): a trunk on ``concat(obs, action)`` and a scalar Linear head."""
-
-  def __init__(self, obs_size: int, action_size: int, kind: str, width: int, depth: int,
-               activation: str, *, rngs: nnx.Rngs):
-    self.trunk = make_trunk(kind, obs_size + action_size, width, depth, activation, rngs)
-    self.head = nets.ValueHead(width, rngs=rngs)
-
-  def __call__(self, obs, action, *, return_features=False, perturbations=None):
-    """obs [..., O], action [..., A] -> Q [...] (and the trunk's features)."""
-    out = self.trunk(jnp.concatenate([obs, action], axis=-1), return_features=True,
-                     perturbations=perturbations)
-    q = self.head(out[0])
-    return (q, out[1]) if return_features else q
-
-
-class TwinCritic(nnx.Module):
-  """Two independent Q-networks ("q1", "q2"); features are keyed "q1/<layer>", "q2/<layer>"."""
-
-  def __init__(self, obs_size, action_size, kind, width, depth, activation, *, rngs):
-    self.q1 = QNetwork(obs_size, action_size, kind, width, depth, activation, rngs=rngs)
-    self.q2 = QNetwork(obs_size, action_size, kind, width, depth, activation, rngs=rngs)
-
-  def __call__(self, obs, action, *, return_features=False, perturbations=None):
-    """obs [..., O], action [..., A] -> Q [2, ...] (and the features of both)."""
-    qs, features = [], {}
-    for name in ("q1", "q2"):
-      pert = None if perturbations is None else {
-          k[len(name) + 1:]: v for k, v in perturbations.items() if k.startswith(name + "/")}
-      q, f = getattr(self, name)(obs, action, return_features=True, perturbations=pert)
-      qs.append(q)
-      features.update({f"{name}/{k}": v for k, v in f.items()})
-    q = jnp.stack(qs)
-    return (q, features) if return_features else q
-
-  def neuron_layers(self, outgoing: str) -> tuple[rep.NeuronLayer, ...]:
-    out = ()
-    for name in ("q1", "q2"):
-      net = getattr(self, name)
-      out += trunk_layers(net.trunk, ("critic", name, "trunk"), ("critic", name, "head"),
-                          net.head, outgoing, rename=name + "/")
-    return out
-
-
-class GaussianActor(nnx.Module):
-  """SAC's policy: trunk + ``GaussianHead`` -> ``TanhNormal`` over pre-tanh actions."""
-
-  def __init__(self, obs_size, action_size, kind, width, depth, activation, *, rngs):
-    self.trunk = make_trunk(kind, obs_size, width, depth, activation, rngs)
-    self.head = nets.GaussianHead(width, action_size, rngs=rngs)
-
-  def __call__(self, obs, *, return_features=False, perturbations=None):
-    h, features = self.trunk(obs, return_features=True, perturbations=perturbations)
-    dist = nets.TanhNormal(*self.head(h))
-    return (dist, features) if return_features else dist
-
-
-class DeterministicActor(nnx.Module):
-  """TD3's policy: trunk + Linear head + tanh, actions in (-1, 1)."""
-
-  def __init__(self, obs_size, action_size, kind, width, depth, activation, *, rngs):
-    self.trunk = make_trunk(kind, obs_size, width, depth, activation, rngs)
-    self.head = nnx.Linear(width, action_size,
-                           kernel_init=jax.nn.initializers.orthogonal(0.01),
-                           bias_init=jax.nn.initializers.zeros, rngs=rngs)
-
-  def __call__(self, obs, *, return_features=False, perturbations=None):
-    h, features = self.trunk(obs, return_features=True, perturbations=perturbations)
-    action = jnp.tanh(self.head(h))
-    return (action, features) if return_features else action
+def critic_layers(critic: nets.TwinCritic, outgoing: str) -> tuple[rep.NeuronLayer, ...]:
+  """Both critics' layers under ``params["critic"]``, named "q1/<layer>" and "q2/<layer>"."""
+  out = ()
+  for name in ("q1", "q2"):
+    net = getattr(critic, name)
+    out += rep.trunk_layers(net.trunk, ("critic", name, "trunk"), ("critic", name, "head"),
+                            net.head, outgoing, rename=name + "/")
+  return out
 
 
 def actor_layers(actor: nnx.Module, outgoing: str) -> tuple[rep.NeuronLayer, ...]:
-  return trunk_layers(actor.trunk, ("actor", "trunk"), ("actor", "head"), actor.head, outgoing)
+  """The actor's trunk layers under ``params["actor"]``."""
+  return rep.trunk_layers(actor.trunk, ("actor", "trunk"), ("actor", "head"), actor.head,
+                          outgoing)
 
 
 def polyak(target: Any, online: Any, tau: float) -> Any:
@@ -313,7 +151,7 @@ def check_config(c: ml_collections.ConfigDict) -> None:
           f"{c.batch_size}")
   require(c.replay.max_gb > 0, f"'config.replay.max_gb' must be > 0, got {c.replay.max_gb}")
   for key in ("actor", "critic"):
-    require_choice(c, f"network.{key}", NETWORK_KINDS)
+    require_choice(c, f"network.{key}", nets.TRUNKS)
     for dim in ("width", "depth"):
       value = c.network[f"{key}_{dim}"]
       require(value >= 1, f"'config.network.{key}_{dim}' must be >= 1, got {value}")
@@ -400,7 +238,7 @@ class OffPolicy:
   ``_gradient_step`` (see ``sac.py`` for the reference).
   """
 
-  actor_class: type = GaussianActor
+  actor_class: type = nets.GaussianActor
   target_keys: tuple[str, ...] = ("critic",)
 
   def __init__(self, config: ml_collections.ConfigDict, env: Env):
@@ -416,7 +254,7 @@ class OffPolicy:
     self._actor_def, _ = nnx.split(actor)
     self._critic_def, _ = nnx.split(critic)
     self.actor_layers = actor_layers(actor, config.reset.outgoing)
-    self.critic_layers = critic.neuron_layers(config.reset.outgoing)
+    self.critic_layers = critic_layers(critic, config.reset.outgoing)
     clip = ([optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm > 0
             else [])
     self.actor_tx = optax.chain(*clip, optax.adam(config.actor_lr))
@@ -443,7 +281,7 @@ class OffPolicy:
     n = self.config.network
     actor = self.actor_class(self.obs_size, self.action_size, n.actor, n.actor_width,
                              n.actor_depth, n.activation, rngs=rngs)
-    critic = TwinCritic(self.obs_size, self.action_size, n.critic, n.critic_width,
+    critic = nets.TwinCritic(self.obs_size, self.action_size, n.critic, n.critic_width,
                         n.critic_depth, n.activation, rngs=rngs)
     return actor, critic
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxlab import nets
 from jaxlab.core.config import require
 from jaxlab.envs.base import Env
 from jaxlab.envs.from_config import make_from_config
@@ -48,7 +49,7 @@ def check_config(c: ml_collections.ConfigDict) -> None:
 class SAC(offpolicy.OffPolicy):
   """SAC for one seed. ``jax.vmap`` its methods (or the instance) to train many seeds."""
 
-  actor_class = offpolicy.GaussianActor
+  actor_class = nets.GaussianActor
   target_keys = ("critic",)
 
   def __init__(self, config: ml_collections.ConfigDict, env: Env):

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxlab import nets
 from jaxlab.core.config import require
 from jaxlab.envs.base import Env
 from jaxlab.envs.from_config import make_from_config
@@ -42,7 +43,7 @@ def check_config(c: ml_collections.ConfigDict) -> None:
 class TD3(offpolicy.OffPolicy):
   """TD3 for one seed. ``jax.vmap`` its methods (or the instance) to train many seeds."""
 
-  actor_class = offpolicy.DeterministicActor
+  actor_class = nets.DeterministicActor
   target_keys = ("actor", "critic")
 
   @staticmethod
