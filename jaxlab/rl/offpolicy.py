@@ -7,7 +7,8 @@ the LEAST stop rule if enabled (``jaxlab.rl.least``), one row added to the repla
 no gradient step runs before then.
 
 An algorithm (``sac.SAC``, ``td3.TD3``) subclasses :class:`OffPolicy` and provides the actor,
-its exploration and greedy actions, the TD target and the losses; the base class wires the
+its exploration and greedy actions, the TD target and the actor loss (the pure losses are in
+``jaxlab.rl.losses``; the twin-critic loss is shared here); the base class wires the
 representation diagnostics (``network_health`` every ``health.every`` gradient steps) and
 neuron resets (ReDo / ReGraMa every ``reset.every`` gradient steps, spec rl.md §4.3) around
 the algorithm's gradient step.
@@ -43,6 +44,7 @@ from jaxlab.core.errors import ConfigError
 from jaxlab.envs import _common
 from jaxlab.envs.base import Env, EnvState
 from jaxlab.rl import least as least_lib
+from jaxlab.rl import losses
 from jaxlab.rl import replay as replay_lib
 
 RESET_METHODS = ("none", "redo", "regrama", "regrama_w")
@@ -234,8 +236,8 @@ class OffPolicy:
   """Collector, learning schedule, health, resets, eval and sharding for one seed.
 
   Subclasses set ``actor_class`` and ``target_keys`` and implement ``_extra_params``,
-  ``_explore``, ``_greedy``, ``_td_target``, ``_critic_loss``, ``_actor_loss`` and
-  ``_gradient_step`` (see ``sac.py`` for the reference).
+  ``_explore``, ``_greedy``, ``_td_target``, ``_actor_loss`` and ``_gradient_step`` (see
+  ``sac.py`` for the reference); the critic loss is shared.
   """
 
   actor_class: type = nets.GaussianActor
@@ -319,8 +321,17 @@ class OffPolicy:
     raise NotImplementedError
 
   def _critic_loss(self, critic_params, learner, stats, batch, key, perturbations=None):
-    """-> (loss, (metrics, features))."""
-    raise NotImplementedError
+    """``losses.twin_critic_loss`` of both critics on the algorithm's ``_td_target``.
+
+    Returns:
+      ``(loss, (metrics, features))``: the features of both critics for the health and reset
+      probes (``perturbations`` are added to them).
+    """
+    y = self._td_target(learner, stats, batch.reward, batch.terminated, batch.next_obs, key)
+    q, features = self.critic(critic_params, stats, batch.obs, batch.action,
+                              return_features=True, perturbations=perturbations)
+    loss, metrics = losses.twin_critic_loss(q, y)
+    return loss, (metrics, features)
 
   def _actor_loss(self, actor_params, learner, stats, batch, key, perturbations=None):
     """-> (loss, (metrics, features))."""
