@@ -35,6 +35,7 @@ import optax
 from flax import nnx, struct
 
 from jaxlab import nets
+from jaxlab import optim
 from jaxlab import representations as rep
 from jaxlab.core import batching
 from jaxlab.core import mesh as mesh_lib
@@ -116,6 +117,9 @@ def default_config(trainer: str) -> ml_collections.ConfigDict:
   c.actor_lr = 3e-4
   c.critic_lr = 3e-4
   c.max_grad_norm = 0.0  # 0 disables clipping
+  # The actor's and the critics' optimizer (each with its lr above): adam | adamw | radam |
+  # kron; the defaults are optax.adam's. Kron applies its lr / 3 rule (spec §2.3).
+  c.optimizer = optim.default_config("adam", eps=1e-8)
   c.reward_scaling = 1.0
   c.normalize_observations = False
   c.replay = ml_collections.ConfigDict(dict(capacity=1_000_000, max_gb=4.0))
@@ -144,6 +148,9 @@ def check_config(c: ml_collections.ConfigDict) -> None:
   """Rules shared by SAC and TD3; each failure names its key."""
   for key in ("num_envs", "utd", "batch_size", "log_every", "num_seeds", "total_env_steps"):
     require(c[key] >= 1, f"'config.{key}' must be >= 1, got {c[key]}")
+  optim.check_group(c)
+  for key in ("actor_lr", "critic_lr"):
+    require(c[key] > 0, f"'config.{key}' must be > 0, got {c[key]}")
   require(c.learning_starts >= 0, f"'config.learning_starts' must be >= 0, got "
           f"{c.learning_starts}")
   require(0 < c.gamma <= 1, f"'config.gamma' must be in (0, 1], got {c.gamma}")
@@ -257,10 +264,10 @@ class OffPolicy:
     self._critic_def, _ = nnx.split(critic)
     self.actor_layers = actor_layers(actor, config.reset.outgoing)
     self.critic_layers = critic_layers(critic, config.reset.outgoing)
-    clip = ([optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm > 0
-            else [])
-    self.actor_tx = optax.chain(*clip, optax.adam(config.actor_lr))
-    self.critic_tx = optax.chain(*clip, optax.adam(config.critic_lr))
+    self.actor_tx = optim.from_group(config.optimizer, config.actor_lr,
+                                     max_grad_norm=config.max_grad_norm).tx
+    self.critic_tx = optim.from_group(config.optimizer, config.critic_lr,
+                                      max_grad_norm=config.max_grad_norm).tx
     # Replay memory is checked here, before init() allocates anything (issue: no silent
     # multi-GB allocation).
     self._example = replay_lib.Transition(

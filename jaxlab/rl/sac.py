@@ -24,6 +24,7 @@ import ml_collections
 import optax
 
 from jaxlab import nets
+from jaxlab import optim
 from jaxlab.core.config import require
 from jaxlab.envs.base import Env
 from jaxlab.envs.from_config import make_from_config
@@ -57,7 +58,9 @@ class SAC(offpolicy.OffPolicy):
 
   def __init__(self, config: ml_collections.ConfigDict, env: Env):
     super().__init__(config, env)
-    self.alpha_tx = optax.adam(config.alpha_lr)
+    # The temperature is one scalar: plain Adam whatever config.optimizer says (a Kronecker
+    # preconditioner of a scalar is a scalar step size, and weight decay would pull α to 1).
+    self.alpha_tx = optim.make_optimizer("adam", config.alpha_lr).tx
     self.target_entropy = (-float(self.action_size) if config.target_entropy is None
                            else float(config.target_entropy))
 
