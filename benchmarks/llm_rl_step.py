@@ -54,6 +54,7 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
+  from jaxlab import optim  # pylint: disable=g-import-not-at-top
   from jaxlab.llm import rl, sampling  # pylint: disable=g-import-not-at-top
   from jaxlab.llm import train as train_lib  # pylint: disable=g-import-not-at-top
   from jaxlab.models.decoder import modeling  # pylint: disable=g-import-not-at-top
@@ -98,13 +99,13 @@ def main(argv):
     c.critic.num_layers = _CRITIC_LAYERS.value
     c.pg.advantage = "gae" if num_critics else "rloo"
     pg = rl.pg_config(c)
-    tx, schedule = train_lib.make_optimizer(train_lib.OptimConfig(
-        learning_rate=1e-5, schedule="constant", warmup_steps=0, total_steps=1))
+    tx, schedule = optim.make_optimizer("adamw", 1e-5, b2=0.95, weight_decay=0.1,
+                                        decay_mask="matrices", max_grad_norm=1.0)
     cgraph = ctx = cstate = None
     if num_critics:
       cgraph, cparams = rl.build_critics(c, policy)
-      ctx, _ = train_lib.make_optimizer(train_lib.OptimConfig(
-          learning_rate=1e-5, schedule="constant", warmup_steps=0, total_steps=1))
+      ctx, _ = optim.make_optimizer("adamw", 1e-5, b2=0.95, weight_decay=0.1,
+                                    decay_mask="matrices", max_grad_norm=1.0)
       cstate = train_lib.TrainState(jnp.int32(0), cparams, jax.vmap(ctx.init)(cparams))
     spec = rl.StepSpec(pg=pg, group_size=_GROUP.value, prompt_len=tp, temperature=1.0,
                        epochs=1, minibatches=1, lagged=False, num_critics=num_critics,

@@ -71,6 +71,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
+  from jaxlab import optim  # pylint: disable=g-import-not-at-top
   from jaxlab.core.mesh import make_mesh  # pylint: disable=g-import-not-at-top
   from jaxlab.llm import train  # pylint: disable=g-import-not-at-top
   from jaxlab.models.decoder import modeling  # pylint: disable=g-import-not-at-top
@@ -101,8 +102,9 @@ def main(argv):
   params = jax.jit(make_params, out_shardings=shardings)()
   model = nnx.merge(nnx.split(modeling.abstract_decoder(cfg))[0], params)
 
-  tx, schedule = train.make_optimizer(train.OptimConfig(learning_rate=1e-4, warmup_steps=10,
-                                                        total_steps=1000))
+  tx, schedule = optim.make_optimizer("adamw", 1e-4, schedule="cosine", warmup_steps=10,
+                                      total_steps=1000, min_lr_ratio=0.1, b2=0.95,
+                                      weight_decay=0.1, decay_mask="matrices", max_grad_norm=1.0)
   graphdef, state = train.init_train_state(model, tx, mesh, _LAYOUT.value)
   del model, params
   step_fn = train.make_train_step(graphdef, tx, schedule, grad_accum=_ACCUM.value, mesh=mesh,

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
+from jaxlab.core import batching
 from jaxlab.core import prng
 
 
@@ -44,10 +45,11 @@ class ChunkedAlgorithm(Protocol):
 def init_seeds(algo: ChunkedAlgorithm, keys: jax.Array) -> Any:
   """``algo.init`` for each key, stacked on a leading seed axis.
 
-  ``lax.map`` rather than ``vmap``: batched QR decompositions (orthogonal initialisers under
-  vmap) were seen to deadlock XLA:CPU here, and init runs once, so its sequential cost is nil.
+  One seed at a time (``jaxlab.core.batching.sequential``): batched QR decompositions
+  (orthogonal initialisers under vmap) were seen to deadlock XLA:CPU here, and init runs once,
+  so its sequential cost is nil.
   """
-  return jax.jit(lambda ks: jax.lax.map(algo.init, ks))(keys)
+  return jax.jit(jax.vmap(batching.sequential(algo.init)))(keys)
 
 
 def train_whole(algo: ChunkedAlgorithm, key: jax.Array) -> tuple[Any, Any]:

@@ -54,6 +54,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxlab import optim
 from jaxlab.core import loop
 from jaxlab.core import mesh as mesh_lib
 from jaxlab.core.config import require, require_choice
@@ -534,8 +535,8 @@ class RLRun:
         top_p=float(c.sampling.top_p), stop_tokens=(self.eos,), pad_id=pad)
 
     total_updates = c.steps * c.epochs * c.minibatches
-    tx, schedule = train_lib.make_optimizer(
-        train_lib.OptimConfig.from_mapping(c.optim, total_steps=total_updates))
+    tx, schedule = optim.make_optimizer("adamw", total_steps=total_updates,
+                                        decay_mask="matrices", **c.optim)
     self.graphdef, params = nnx.split(policy)
     self.ref_params = _copy_tree(params)
     policy_state = train_lib.TrainState(jnp.int32(0), params, tx.init(params))
@@ -544,10 +545,9 @@ class RLRun:
     m = c.critic.num_critics
     if m:
       critic_graphdef, cparams = build_critics(c, policy)
-      critic_tx, _ = train_lib.make_optimizer(train_lib.OptimConfig(
-          learning_rate=c.critic.learning_rate, schedule="constant", warmup_steps=0,
-          total_steps=1, weight_decay=0.0, b1=0.9, b2=0.999,
-          max_grad_norm=c.critic.max_grad_norm))
+      critic_tx, _ = optim.make_optimizer("adamw", c.critic.learning_rate,
+                                          decay_mask="matrices",
+                                          max_grad_norm=c.critic.max_grad_norm)
       critic_state = train_lib.TrainState(jnp.int32(0), cparams,
                                           jax.vmap(critic_tx.init)(cparams))
     del policy

@@ -30,6 +30,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxlab import optim
 from jaxlab.core import loop
 from jaxlab.core import mesh as mesh_lib
 from jaxlab.core.config import require, require_choice
@@ -99,7 +100,7 @@ def check_config(c: ml_collections.ConfigDict) -> None:
           f"'config.grad_accum'={c.grad_accum} must divide 'config.batch_size'={c.batch_size}")
   require_choice(c, "dtype", ["float32", "bfloat16"])
   require_choice(c, "layout", sorted(sharding_lib.RULES))
-  require_choice(c, "optim.schedule", train_lib.SCHEDULES)
+  require_choice(c, "optim.schedule", optim.SCHEDULES)
   require_choice(c, "model.architecture", SUPPORTED_ARCHITECTURES)
   require(c.optim.learning_rate > 0, f"'config.optim.learning_rate' must be > 0, got "
           f"{c.optim.learning_rate}")
@@ -243,8 +244,8 @@ class SFTRun:
     self.num_rows, self.seq_len = self.tokens.shape
 
     model = build_model(c, self.tokenizer, mesh)
-    optim = train_lib.OptimConfig.from_mapping(c.optim, total_steps=c.steps)
-    tx, schedule = train_lib.make_optimizer(optim)
+    tx, schedule = optim.make_optimizer("adamw", total_steps=c.steps, decay_mask="matrices",
+                                        **c.optim)
     self.graphdef, self._state0 = train_lib.init_train_state(model, tx, mesh, c.layout,
                                                              compute_dtype=c.dtype)
     del model

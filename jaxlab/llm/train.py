@@ -6,7 +6,8 @@ The pieces, in the order a step uses them:
   counter; it is a pytree, donated to and returned by every step, and checkpointed whole.
 * :func:`train_step` casts the master parameters to the compute dtype once (bfloat16 on
   accelerators), runs ``grad_accum`` micro-batches in a ``lax.scan`` summing float32 gradients,
-  and applies AdamW (:func:`make_optimizer`) to the float32 masters.
+  and applies the optimizer (AdamW from :func:`jaxlab.optim.make_optimizer`) to the float32
+  masters.
 * :func:`lm_loss` is next-token cross-entropy in float32 over the positions a ``loss_mask``
   selects (the completion of a prompt/completion pair), normalised by the number of such
   tokens in the *whole* batch, so that accumulating micro-batches gives exactly the gradient of
@@ -22,7 +23,6 @@ T sequence length, V vocabulary.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Callable, Mapping
 
@@ -36,8 +36,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxlab.models.decoder import sharding as sharding_lib
 from jaxlab.models.decoder.modeling import Decoder, abstract_decoder
-
-SCHEDULES = ("cosine", "linear", "constant")
 
 # The batch dimension is split over every data-parallel device.
 BATCH_SPEC = P(("data", "fsdp"), None)
@@ -55,88 +53,6 @@ class TrainState:
   step: jax.Array
   params: Any
   opt_state: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimConfig:
-  """AdamW with warmup and a decay schedule (the keys of an SFT config's ``optim`` group).
-
-  Attributes:
-    learning_rate: the peak learning rate, reached at the end of warmup.
-    schedule: after warmup, "cosine" or "linear" decay to ``min_lr_ratio * learning_rate`` at
-      ``total_steps``, or "constant".
-    warmup_steps: linear ramp from 0 over this many steps.
-    total_steps: the length of the run (the end of the decay).
-    min_lr_ratio: the final learning rate as a fraction of the peak.
-    weight_decay: decoupled weight decay, applied to matrices only (norm scales and biases
-      are not decayed: shrinking them toward zero changes the function, not its complexity).
-    b1, b2, eps: Adam's moment decays and denominator epsilon.
-    max_grad_norm: clip the global gradient norm to this (0 disables clipping).
-  """
-  learning_rate: float = 1e-3
-  schedule: str = "cosine"
-  warmup_steps: int = 100
-  total_steps: int = 1000
-  min_lr_ratio: float = 0.1
-  weight_decay: float = 0.1
-  b1: float = 0.9
-  b2: float = 0.95
-  eps: float = 1e-8
-  max_grad_norm: float = 1.0
-
-  def __post_init__(self):
-    if self.schedule not in SCHEDULES:
-      raise ValueError(f"schedule={self.schedule!r} is not one of {SCHEDULES}")
-    if self.total_steps < 1 or self.warmup_steps < 0:
-      raise ValueError(f"need total_steps >= 1 and warmup_steps >= 0, got {self.total_steps}, "
-                       f"{self.warmup_steps}")
-
-  @classmethod
-  def from_mapping(cls, m: Mapping[str, Any], **overrides: Any) -> "OptimConfig":
-    """From a dict / ConfigDict; keys that are not fields are ignored."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: m[k] for k in names if k in m}
-    values.update(overrides)
-    return cls(**values)
-
-
-def make_schedule(c: OptimConfig) -> optax.Schedule:
-  """Learning rate as a function of the step: linear warmup, then the chosen decay."""
-  peak, end = c.learning_rate, c.learning_rate * c.min_lr_ratio
-  warmup = min(c.warmup_steps, c.total_steps)
-  decay_steps = max(c.total_steps - warmup, 1)
-  if c.schedule == "cosine":
-    after = optax.cosine_decay_schedule(peak, decay_steps, alpha=c.min_lr_ratio)
-  elif c.schedule == "linear":
-    after = optax.linear_schedule(peak, end, decay_steps)
-  else:
-    after = optax.constant_schedule(peak)
-  if warmup == 0:
-    return after
-  # Step 0 of warmup gets a small non-zero rate (1/warmup of the peak) rather than 0, so that
-  # the first update is not wasted.
-  ramp = optax.linear_schedule(peak / warmup, peak, warmup - 1) if warmup > 1 else (
-      optax.constant_schedule(peak))
-  return optax.join_schedules([ramp, after], [warmup])
-
-
-def _decay_mask(params: Any) -> Any:
-  return jax.tree.map(lambda x: x.ndim >= 2, params)
-
-
-def make_optimizer(c: OptimConfig | Mapping[str, Any]
-                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """AdamW (with clipping and schedule) and its schedule, from an :class:`OptimConfig` or a
-  mapping with its keys."""
-  if not isinstance(c, OptimConfig):
-    c = OptimConfig.from_mapping(c)
-  schedule = make_schedule(c)
-  parts = []
-  if c.max_grad_norm > 0:
-    parts.append(optax.clip_by_global_norm(c.max_grad_norm))
-  parts.append(optax.adamw(schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay,
-                           mask=_decay_mask))
-  return optax.chain(*parts), schedule
 
 
 # -- loss -----------------------------------------------------------------------------------------
@@ -320,7 +236,8 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation, schedule: o
   Args:
     graphdef: the decoder's static graph (from :func:`init_train_state`); its config's
       ``dtype`` is the compute dtype (the masters stay float32).
-    tx, schedule: from :func:`make_optimizer` (the schedule only feeds the ``lr`` metric).
+    tx, schedule: from :func:`jaxlab.optim.make_optimizer` (the schedule only feeds the ``lr``
+      metric).
     grad_accum: A, micro-batches per step; the batch's B must be a multiple of it.
     mesh: shard the step over this mesh (then ``state`` is needed for its structure).
     state: a state laid out by :func:`init_train_state` with the same ``mesh`` and ``rules``.

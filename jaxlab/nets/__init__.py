@@ -1,6 +1,14 @@
-"""Flax NNX network pieces: MLP trunks, CNN encoders, actor/critic heads, action distributions."""
+"""Flax NNX network pieces: MLP and BroNet trunks, CNN encoders, heads, action distributions,
+and the continuous-action actors and twin critics of SAC / TD3."""
 
+from jaxlab.nets.actors import DeterministicActor
+from jaxlab.nets.actors import GaussianActor
+from jaxlab.nets.bronet import BroNet
+from jaxlab.nets.bronet import TRUNKS
+from jaxlab.nets.bronet import make_trunk
 from jaxlab.nets.cnn import CNN
+from jaxlab.nets.critics import QNetwork
+from jaxlab.nets.critics import TwinCritic
 from jaxlab.nets.cnn import ENCODERS
 from jaxlab.nets.distributions import Categorical
 from jaxlab.nets.distributions import Normal
@@ -25,17 +33,24 @@ __all__ = [
   "ENCODERS",
   "KINDS",
   "PRESETS",
+  "TRUNKS",
+  "BroNet",
   "Categorical",
   "CategoricalHead",
+  "DeterministicActor",
+  "GaussianActor",
   "GaussianHead",
   "LayerLink",
   "MLP",
   "MLPSize",
   "Normal",
+  "QNetwork",
   "ResidualBlock",
   "TanhNormal",
+  "TwinCritic",
   "ValueHead",
   "activation_fn",
+  "make_trunk",
   "preset",
   "tanh_log_det_jacobian",
 ]

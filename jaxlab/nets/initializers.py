@@ -3,14 +3,9 @@
 ``orthogonal`` draws the same values as ``jax.nn.initializers.orthogonal``; only its batching
 differs. The orthogonal initialiser takes a QR decomposition, and a vmapped one (networks built
 inside ``jax.vmap(trainer.init)`` over seeds, or re-initialised by a vmapped reset) becomes a
-*batched* LAPACK call. jaxlib's batched LAPACK kernels split the batch over XLA's CPU thread
-pool and block a pool thread until the pieces finish; XLA runs independent operations at once
-(one QR per layer), so on a small pool (2 threads on 2 cores) every thread can end up waiting
-for pieces that no free thread is left to run, and the program hangs for good. This was
-reproduced with PQN / supervised inits over 2 seeds and a vmapped Kron update (triangular
-solves); a stack dump shows both pool threads in ``jax::ParallelBatchMap`` waiting. Here a
-vmapped call runs one unbatched QR per batch element in sequence instead (unbatched calls run
-inline), so it cannot starve the pool; the cost is negligible (inits are one-off).
+*batched* LAPACK call, which can deadlock XLA:CPU's thread pool on a small host. Here a vmapped
+call runs one unbatched QR per batch element in sequence instead (``jaxlab.core.batching``,
+where the deadlock is explained); the cost is negligible (inits are one-off).
 """
 
 from __future__ import annotations
@@ -19,6 +14,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from jaxlab.core import batching
 
 
 def orthogonal(scale: float = 1.0, column_axis: int = -1) -> jax.nn.initializers.Initializer:
@@ -34,15 +31,6 @@ def orthogonal(scale: float = 1.0, column_axis: int = -1) -> jax.nn.initializers
   base = jax.nn.initializers.orthogonal(scale, column_axis)
 
   def init(key: jax.Array, shape: Any, dtype: Any = jnp.float32, **kwargs) -> jax.Array:
-    # Typed keys go through as raw key data: custom batching rules take plain arrays.
-    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    data = jax.random.key_data(key) if typed else key
-    impl = jax.random.key_impl(key) if typed else None
-
-    def one(k):
-      k = jax.random.wrap_key_data(k, impl=impl) if typed else k
-      return base(k, shape, dtype, **kwargs)
-
-    return jax.custom_batching.sequential_vmap(one)(data)
+    return batching.sequential(lambda k: base(k, shape, dtype, **kwargs))(key)
 
   return init

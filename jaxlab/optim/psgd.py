@@ -43,6 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxlab.core import batching
+
 MEMORY_SAVE_MODES = (None, "one_diag", "all_diag")
 
 # A tiny relative noise added to the fitting gradient, so that a rank-deficient gradient (e.g. a
@@ -133,12 +135,9 @@ def _apply_q(qs, x):
   return x
 
 
-# Under vmap (seeds, arms) one solve per batch element, in sequence. jaxlib's batched LAPACK
-# kernels split the batch over XLA's CPU thread pool and block a pool thread until the pieces
-# finish; when XLA runs two such kernels at once (one per parameter tensor) on a 2-thread pool,
-# both threads wait for work that no thread is left to run, and the program hangs (observed and
-# reproduced with a vmapped update of two 256x256 kernels). Unbatched calls run inline.
-_solve_upper_transposed = jax.custom_batching.sequential_vmap(
+# Under vmap (seeds, arms) one solve per batch element, in sequence: two batched solves at once
+# (one per parameter tensor) hung XLA:CPU on 2 cores (see jaxlab.core.batching).
+_solve_upper_transposed = batching.sequential(
   lambda q, m: jax.scipy.linalg.solve_triangular(q, m, trans="T", lower=False))
 
 

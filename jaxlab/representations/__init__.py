@@ -1,7 +1,8 @@
 """Representation diagnostics and neuron resets (spec rl.md §4, §5, §6).
 
 * ``layers``: ``NeuronLayer`` (where a layer's neurons live and who reads them) and
-  ``mlp_layers`` to derive them from ``jaxlab.nets.MLP``.
+  ``mlp_layers`` / ``bronet_layers`` / ``trunk_layers`` to derive them from ``jaxlab.nets``
+  trunks.
 * ``metrics``: dormant ratio (ReDo), GraMa ratio (paper and code forms), FAU, srank, effective
   rank, feature rank, feature norm, per-layer gradient norm and cosine, churn; ``probe`` (one
   forward/backward pass for features and per-sample feature gradients) and ``network_health``
@@ -13,9 +14,11 @@
 """
 
 from jaxlab.representations.layers import NeuronLayer
+from jaxlab.representations.layers import bronet_layers
 from jaxlab.representations.layers import OUTGOING_MODES
 from jaxlab.representations.layers import linear_paths
 from jaxlab.representations.layers import mlp_layers
+from jaxlab.representations.layers import trunk_layers
 from jaxlab.representations.metrics import Probe
 from jaxlab.representations.metrics import active_fraction
 from jaxlab.representations.metrics import argmax_churn
@@ -62,6 +65,7 @@ __all__ = [
   "SIGRegOut",
   "active_fraction",
   "argmax_churn",
+  "bronet_layers",
   "cap_mask",
   "churn",
   "dormant_ratio",
@@ -95,5 +99,6 @@ __all__ = [
   "sigreg_statistic",
   "singular_values",
   "srank",
+  "trunk_layers",
   "when_due",
 ]

@@ -4,7 +4,8 @@ Both the diagnostics (``metrics.py``) and the reset engine (``resets.py``) work 
 pytrees (``nnx.split`` states, plain dicts, optax states that mirror them), never on live
 modules, so they run inside ``jit`` and ``vmap``. They need a static description of the
 network's neuron layers: this module's :class:`NeuronLayer`. ``mlp_layers`` derives it from
-``MLP.layer_graph()``; hand-written networks (e.g. a conv encoder) list their own.
+``MLP.layer_graph()``, ``bronet_layers`` from a ``BroNet``'s blocks (``trunk_layers`` picks
+the one that fits a trunk); hand-written networks (e.g. a conv encoder) list their own.
 
 A *neuron* is an index on the last ("out") axis of a layer's kernel: [in, out] for Linear,
 [kh, kw, in, out] for Conv (flax layout, spec rl.md §6 "GraMa" note). Its *incoming* parameters
@@ -20,6 +21,7 @@ dropped, so an ``nnx.State`` and its ``nnx.to_pure_dict`` give the same paths.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -28,6 +30,7 @@ import jax
 from flax import nnx
 
 from jaxlab.nets import initializers
+from jaxlab.nets.bronet import BroNet
 from jaxlab.nets.mlp import MLP
 
 Path = tuple[Any, ...]
@@ -142,6 +145,57 @@ def mlp_layers(mlp: MLP, *, prefix: Path = (), output_consumers: Sequence[Path] 
       activation=mlp.activation if link.activated else None, zero_outgoing=zero,
       kernel_init=kernel_init, bias_init=bias_init))
   return tuple(layers)
+
+
+def bronet_layers(net: BroNet, prefix: Path, output_consumers: Sequence[Path],
+                  outgoing: str) -> tuple[NeuronLayer, ...]:
+  """The neuron layers of a ``jaxlab.nets.BroNet`` (arguments as :func:`mlp_layers`).
+
+  "input" and every "blocks.i.fc1" write into the residual stream, which every later block
+  and the head read; with ``outgoing="auto"`` those get incoming-only resets (zeroing a
+  stream channel in its readers would also cut every other writer of that channel).
+  """
+  prefix = tuple(prefix)
+
+  def readers(first_block):
+    return tuple(prefix + ("blocks", j, "fc0") for j in range(first_block, net.depth)
+                 ) + tuple(output_consumers)
+
+  def zero(stream_writer):
+    return outgoing == "zero" or (outgoing == "auto" and not stream_writer)
+
+  layer = functools.partial(NeuronLayer,
+                            kernel_init=jax.nn.initializers.orthogonal(math.sqrt(2.0)))
+  out = [layer("input", prefix + ("input",), readers(0), prefix + ("input_norm",),
+               net.activation, zero(True))]
+  for i in range(net.depth):
+    blk = prefix + ("blocks", i)
+    out.append(layer(f"blocks.{i}.fc0", blk + ("fc0",), (blk + ("fc1",),), blk + ("norm0",),
+                     net.activation, zero(False)))
+    out.append(layer(f"blocks.{i}.fc1", blk + ("fc1",), readers(i + 1), blk + ("norm1",),
+                     None, zero(True)))
+  return tuple(out)
+
+
+def trunk_layers(trunk: MLP | BroNet, prefix: Path, head_prefix: Path, head: nnx.Module,
+                 outgoing: str, rename: str = "") -> tuple[NeuronLayer, ...]:
+  """A trunk's neuron layers (``MLP`` or ``BroNet``), with the head's Linear layers as the
+  consumers of its output.
+
+  Args:
+    trunk: the trunk module.
+    prefix: its path in the parameter tree.
+    head_prefix: the head's path in the parameter tree.
+    head: the head module that reads the trunk output.
+    outgoing: as in :func:`mlp_layers`.
+    rename: prepended to the layer names (twin critics share layer names).
+  """
+  consumers = linear_paths(head, head_prefix)
+  if isinstance(trunk, BroNet):
+    layers = bronet_layers(trunk, prefix, consumers, outgoing)
+  else:
+    layers = mlp_layers(trunk, prefix=prefix, output_consumers=consumers, outgoing=outgoing)
+  return tuple(dataclasses.replace(layer, name=rename + layer.name) for layer in layers)
 
 
 def linear_paths(module: nnx.Module, prefix: Path = ()) -> tuple[Path, ...]:

@@ -52,6 +52,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxlab.core import batching
 from jaxlab.representations.layers import NeuronLayer
 from jaxlab.representations.layers import flatten
 from jaxlab.representations.layers import get
@@ -267,12 +268,9 @@ def _probe(loss_fn, params, layers, has_aux):
 # Ranks of a feature matrix (spec §5). phi: [..., d]; leading axes are flattened into n rows.
 
 
-# Under vmap (seeds, arms) one SVD per batch element, in sequence. jaxlib's batched LAPACK
-# kernels split the batch over XLA's CPU thread pool and block a pool thread until the pieces
-# finish; when XLA runs two of them at once (e.g. the SVDs of two metrics) on a small pool, every
-# thread waits for work that no thread is left to run and the program hangs (seen on 2 cores
-# with vmapped seeds). Unbatched calls run inline, so a sequential map cannot starve the pool.
-_svdvals = jax.custom_batching.sequential_vmap(lambda a: jnp.linalg.svd(a, compute_uv=False))
+# Under vmap (seeds, arms) one SVD per batch element, in sequence: two batched SVDs at once
+# (e.g. the SVDs of two metrics) hung XLA:CPU on 2 cores (see jaxlab.core.batching).
+_svdvals = batching.sequential(lambda a: jnp.linalg.svd(a, compute_uv=False))
 
 
 def singular_values(phi: jax.Array) -> jax.Array:

@@ -1,4 +1,4 @@
-"""What SAC and TD3 share: networks, config groups, the collector and the chunked loop.
+"""What SAC and TD3 share: config groups, state, the collector, health and resets, the loop.
 
 An *iteration* (one "update" for ``jaxlab.core.loop``) is: one step of all ``num_envs`` envs,
 the LEAST stop rule if enabled (``jaxlab.rl.least``), one row added to the replay buffer, then
@@ -7,7 +7,8 @@ the LEAST stop rule if enabled (``jaxlab.rl.least``), one row added to the repla
 no gradient step runs before then.
 
 An algorithm (``sac.SAC``, ``td3.TD3``) subclasses :class:`OffPolicy` and provides the actor,
-its exploration and greedy actions, the TD target and the losses; the base class wires the
+its exploration and greedy actions, the TD target and the actor loss (the pure losses are in
+``jaxlab.rl.losses``; the twin-critic loss is shared here); the base class wires the
 representation diagnostics (``network_health`` every ``health.every`` gradient steps) and
 neuron resets (ReDo / ReGraMa every ``reset.every`` gradient steps, spec rl.md §4.3) around
 the algorithm's gradient step.
@@ -17,19 +18,14 @@ actor step, LEAST's median refresh) goes through :func:`gated`. A plain ``lax.co
 do: the loop vmaps every method over seeds, the counters are per-seed arrays, and a ``cond``
 with a batched predicate runs both branches at every step.
 
-Critics (``network.critic``) and actors (``network.actor``) are one of: ``"mlp"`` (ReLU MLP),
-``"layernorm"`` (MLP with LayerNorm after every Linear) or ``"bronet"`` (BRO's residual LN
-network, spec §4.4: ``Linear -> LN -> ReLU``, then blocks ``x + LN(W1 ReLU(LN(W0 x)))``, and a
-Linear head on the stream). ``network.*_depth`` is the number of hidden layers (MLPs) or of
-residual blocks (BroNet).
+Critics (``network.critic``) and actors (``network.actor``) are ``jaxlab.nets`` networks
+(``TwinCritic``; ``GaussianActor`` for SAC, ``DeterministicActor`` for TD3) on one of the
+trunks ``nets.TRUNKS``: "mlp", "layernorm" or "bronet" (BRO's residual LN network, spec §4.4).
+``network.*_depth`` is the number of hidden layers (MLPs) or of residual blocks (BroNet).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import math
-from collections.abc import Mapping
 from typing import Any, Callable
 
 import jax
@@ -39,7 +35,9 @@ import optax
 from flax import nnx, struct
 
 from jaxlab import nets
+from jaxlab import optim
 from jaxlab import representations as rep
+from jaxlab.core import batching
 from jaxlab.core import loop
 from jaxlab.core import mesh as mesh_lib
 from jaxlab.core.chunked import train_whole
@@ -50,9 +48,9 @@ from jaxlab.envs import _common
 from jaxlab.envs.base import Env, EnvState
 from jaxlab.envs.evaluation import first_episode_returns
 from jaxlab.rl import least as least_lib
+from jaxlab.rl import losses
 from jaxlab.rl import replay as replay_lib
 
-NETWORK_KINDS = ("mlp", "layernorm", "bronet")
 RESET_METHODS = ("none", "redo", "regrama", "regrama_w")
 RESET_NETWORKS = ("both", "critic", "actor")
 # Default thresholds per reset method (spec §4.4): ReDo τ 0.02, ReGraMa τ 0.01.
@@ -75,205 +73,24 @@ def gated(pred: jax.Array, fn: Callable[[Any], Any], operand: Any) -> Any:
   return _common.maybe_apply(pred, fn, operand)
 
 
-def per_seed(fn: Callable[..., Any]) -> Callable[..., Any]:
-  """``fn`` that, under ``vmap``, runs once per batch element (``lax.map``), not batched.
-
-  For code that draws orthogonal initialisations (``init``, neuron resets): batched QR
-  decompositions (``jnp.linalg.qr`` under ``vmap``) deadlock XLA:CPU (jax 0.10.2, 2-core hosts)
-  once a program holds about ten of them, while the same QRs unbatched run fine. The cost is
-  nil: these functions run once, or once every ``reset.every`` gradient steps. Not
-  differentiable (``custom_vmap``), which these functions need not be.
-  """
-
-  @jax.custom_batching.custom_vmap
-  def wrapped(*args):
-    return fn(*args)
-
-  @wrapped.def_vmap
-  def _rule(axis_size, in_batched, *args):
-    args = jax.tree.map(
-        lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)),
-        args, tuple(in_batched))
-    out = jax.lax.map(lambda xs: wrapped(*xs), args)  # `wrapped` again: nested vmaps
-    return out, jax.tree.map(lambda _: True, out)
-
-  return wrapped
-
-
 # ---------------------------------------------------------------------------------------------
-# Networks.
+# Networks (in jaxlab.nets) and their neuron layers in this trainer's parameter tree.
 
 
-class BroNet(nnx.Module):
-  """BRO's residual LayerNorm trunk (spec rl.md §4.4), with per-layer features like ``MLP``.
-
-  ``x0 = ReLU(LN(W_in z))``; block i: ``x <- x + LN(W1 ReLU(LN(W0 x)))``. Features (keys of
-  the features dict, also the layer names): "input" (x0, post-activation), "blocks.i.fc0"
-  (post-activation hidden), "blocks.i.fc1" (the branch output before it joins the stream).
-  """
-
-  def __init__(self, in_features: int, *, width: int, depth: int, activation: str = "relu",
-               rngs: nnx.Rngs):
-    self.width, self.depth, self.activation = width, depth, activation
-    self.output_size = width
-    linear = functools.partial(
-        nnx.Linear, kernel_init=jax.nn.initializers.orthogonal(math.sqrt(2.0)),
-        bias_init=jax.nn.initializers.zeros, rngs=rngs)
-    norm = functools.partial(nnx.LayerNorm, epsilon=nets.mlp.LAYERNORM_EPSILON, rngs=rngs)
-    self.input = linear(in_features, width)
-    self.input_norm = norm(width)
-    self.blocks = nnx.List([_BroBlock(linear(width, width), norm(width), linear(width, width),
-                                      norm(width)) for _ in range(depth)])
-
-  def __call__(self, x: jax.Array, *, return_features: bool = False,
-               perturbations: Mapping[str, jax.Array] | None = None):
-    """x: [..., in] -> [..., width] (and the features dict with ``return_features``)."""
-    features = {}
-
-    def tap(name, h):
-      if perturbations is not None and name in perturbations:
-        h = h + perturbations[name]
-      features[name] = h
-      return h
-
-    act = nets.activation_fn(self.activation)
-    x = tap("input", act(self.input_norm(self.input(x))))
-    for i, block in enumerate(self.blocks):
-      h = tap(f"blocks.{i}.fc0", act(block.norm0(block.fc0(x))))
-      x = x + tap(f"blocks.{i}.fc1", block.norm1(block.fc1(h)))
-    return (x, features) if return_features else x
-
-  def neuron_layers(self, prefix: tuple, output_consumers: tuple, outgoing: str
-                    ) -> tuple[rep.NeuronLayer, ...]:
-    """``NeuronLayer``s for health and resets (see ``rep.mlp_layers`` for ``outgoing``).
-
-    "input" and every "blocks.i.fc1" write into the residual stream, which every later block
-    and the head read; with ``outgoing="auto"`` those get incoming-only resets (zeroing a
-    stream channel in its readers would also cut every other writer of that channel).
-    """
-    def readers(first_block):
-      return tuple(prefix + ("blocks", j, "fc0") for j in range(first_block, self.depth)
-                   ) + tuple(output_consumers)
-
-    def zero(stream_writer):
-      return outgoing == "zero" or (outgoing == "auto" and not stream_writer)
-
-    layer = functools.partial(rep.NeuronLayer,
-                              kernel_init=jax.nn.initializers.orthogonal(math.sqrt(2.0)))
-    out = [layer("input", prefix + ("input",), readers(0), prefix + ("input_norm",),
-                 self.activation, zero(True))]
-    for i in range(self.depth):
-      blk = prefix + ("blocks", i)
-      out.append(layer(f"blocks.{i}.fc0", blk + ("fc0",), (blk + ("fc1",),), blk + ("norm0",),
-                       self.activation, zero(False)))
-      out.append(layer(f"blocks.{i}.fc1", blk + ("fc1",), readers(i + 1), blk + ("norm1",),
-                       None, zero(True)))
-    return tuple(out)
-
-
-class _BroBlock(nnx.Module):
-
-  def __init__(self, fc0, norm0, fc1, norm1):
-    self.fc0, self.norm0, self.fc1, self.norm1 = fc0, norm0, fc1, norm1
-
-
-def make_trunk(kind: str, in_features: int, width: int, depth: int, activation: str,
-               rngs: nnx.Rngs) -> nnx.Module:
-  """"mlp" | "layernorm" | "bronet" trunk; its output is read directly by a Linear head."""
-  if kind == "bronet":
-    return BroNet(in_features, width=width, depth=depth, activation=activation, rngs=rngs)
-  return nets.MLP(in_features, width=width, depth=depth, kind="plain", activation=activation,
-                  use_layernorm=kind == "layernorm", rngs=rngs)
-
-
-def trunk_layers(trunk: nnx.Module, prefix: tuple, head_prefix: tuple, head: nnx.Module,
-                 outgoing: str, rename: str = "") -> tuple[rep.NeuronLayer, ...]:
-  """The trunk's ``NeuronLayer``s with the head's Linear layers as consumers of its output.
-
-  ``rename`` is prepended to the layer names (twin critics share layer names).
-  """
-  consumers = rep.linear_paths(head, head_prefix)
-  if isinstance(trunk, BroNet):
-    layers = trunk.neuron_layers(prefix, consumers, outgoing)
-  else:
-    layers = rep.mlp_layers(trunk, prefix=prefix, output_consumers=consumers, outgoing=outgoing)
-  return tuple(dataclasses.replace(layer, name=rename + layer.name) for layer in layers)
-
-
-class QNetwork(nnx.Module):
-  """Q(s, a): a trunk on ``concat(obs, action)`` and a scalar Linear head."""
-
-  def __init__(self, obs_size: int, action_size: int, kind: str, width: int, depth: int,
-               activation: str, *, rngs: nnx.Rngs):
-    self.trunk = make_trunk(kind, obs_size + action_size, width, depth, activation, rngs)
-    self.head = nets.ValueHead(width, rngs=rngs)
-
-  def __call__(self, obs, action, *, return_features=False, perturbations=None):
-    """obs [..., O], action [..., A] -> Q [...] (and the trunk's features)."""
-    out = self.trunk(jnp.concatenate([obs, action], axis=-1), return_features=True,
-                     perturbations=perturbations)
-    q = self.head(out[0])
-    return (q, out[1]) if return_features else q
-
-
-class TwinCritic(nnx.Module):
-  """Two independent Q-networks ("q1", "q2"); features are keyed "q1/<layer>", "q2/<layer>"."""
-
-  def __init__(self, obs_size, action_size, kind, width, depth, activation, *, rngs):
-    self.q1 = QNetwork(obs_size, action_size, kind, width, depth, activation, rngs=rngs)
-    self.q2 = QNetwork(obs_size, action_size, kind, width, depth, activation, rngs=rngs)
-
-  def __call__(self, obs, action, *, return_features=False, perturbations=None):
-    """obs [..., O], action [..., A] -> Q [2, ...] (and the features of both)."""
-    qs, features = [], {}
-    for name in ("q1", "q2"):
-      pert = None if perturbations is None else {
-          k[len(name) + 1:]: v for k, v in perturbations.items() if k.startswith(name + "/")}
-      q, f = getattr(self, name)(obs, action, return_features=True, perturbations=pert)
-      qs.append(q)
-      features.update({f"{name}/{k}": v for k, v in f.items()})
-    q = jnp.stack(qs)
-    return (q, features) if return_features else q
-
-  def neuron_layers(self, outgoing: str) -> tuple[rep.NeuronLayer, ...]:
-    out = ()
-    for name in ("q1", "q2"):
-      net = getattr(self, name)
-      out += trunk_layers(net.trunk, ("critic", name, "trunk"), ("critic", name, "head"),
-                          net.head, outgoing, rename=name + "/")
-    return out
-
-
-class GaussianActor(nnx.Module):
-  """SAC's policy: trunk + ``GaussianHead`` -> ``TanhNormal`` over pre-tanh actions."""
-
-  def __init__(self, obs_size, action_size, kind, width, depth, activation, *, rngs):
-    self.trunk = make_trunk(kind, obs_size, width, depth, activation, rngs)
-    self.head = nets.GaussianHead(width, action_size, rngs=rngs)
-
-  def __call__(self, obs, *, return_features=False, perturbations=None):
-    h, features = self.trunk(obs, return_features=True, perturbations=perturbations)
-    dist = nets.TanhNormal(*self.head(h))
-    return (dist, features) if return_features else dist
-
-
-class DeterministicActor(nnx.Module):
-  """TD3's policy: trunk + Linear head + tanh, actions in (-1, 1)."""
-
-  def __init__(self, obs_size, action_size, kind, width, depth, activation, *, rngs):
-    self.trunk = make_trunk(kind, obs_size, width, depth, activation, rngs)
-    self.head = nnx.Linear(width, action_size,
-                           kernel_init=jax.nn.initializers.orthogonal(0.01),
-                           bias_init=jax.nn.initializers.zeros, rngs=rngs)
-
-  def __call__(self, obs, *, return_features=False, perturbations=None):
-    h, features = self.trunk(obs, return_features=True, perturbations=perturbations)
-    action = jnp.tanh(self.head(h))
-    return (action, features) if return_features else action
+def critic_layers(critic: nets.TwinCritic, outgoing: str) -> tuple[rep.NeuronLayer, ...]:
+  """Both critics' layers under ``params["critic"]``, named "q1/<layer>" and "q2/<layer>"."""
+  out = ()
+  for name in ("q1", "q2"):
+    net = getattr(critic, name)
+    out += rep.trunk_layers(net.trunk, ("critic", name, "trunk"), ("critic", name, "head"),
+                            net.head, outgoing, rename=name + "/")
+  return out
 
 
 def actor_layers(actor: nnx.Module, outgoing: str) -> tuple[rep.NeuronLayer, ...]:
-  return trunk_layers(actor.trunk, ("actor", "trunk"), ("actor", "head"), actor.head, outgoing)
+  """The actor's trunk layers under ``params["actor"]``."""
+  return rep.trunk_layers(actor.trunk, ("actor", "trunk"), ("actor", "head"), actor.head,
+                          outgoing)
 
 
 def polyak(target: Any, online: Any, tau: float) -> Any:
@@ -302,6 +119,9 @@ def default_config(trainer: str) -> ml_collections.ConfigDict:
   c.actor_lr = 3e-4
   c.critic_lr = 3e-4
   c.max_grad_norm = 0.0  # 0 disables clipping
+  # The actor's and the critics' optimizer (each with its lr above): adam | adamw | radam |
+  # kron; the defaults are optax.adam's. Kron applies its lr / 3 rule (spec §2.3).
+  c.optimizer = optim.default_config("adam", eps=1e-8)
   c.reward_scaling = 1.0
   c.normalize_observations = False
   c.replay = ml_collections.ConfigDict(dict(capacity=1_000_000, max_gb=4.0))
@@ -326,6 +146,9 @@ def check_config(c: ml_collections.ConfigDict) -> None:
   """Rules shared by SAC and TD3; each failure names its key."""
   for key in ("num_envs", "utd", "batch_size", "total_env_steps"):
     require(c[key] >= 1, f"'config.{key}' must be >= 1, got {c[key]}")
+  optim.check_group(c)
+  for key in ("actor_lr", "critic_lr"):
+    require(c[key] > 0, f"'config.{key}' must be > 0, got {c[key]}")
   require(c.learning_starts >= 0, f"'config.learning_starts' must be >= 0, got "
           f"{c.learning_starts}")
   require(0 < c.gamma <= 1, f"'config.gamma' must be in (0, 1], got {c.gamma}")
@@ -335,7 +158,7 @@ def check_config(c: ml_collections.ConfigDict) -> None:
           f"{c.batch_size}")
   require(c.replay.max_gb > 0, f"'config.replay.max_gb' must be > 0, got {c.replay.max_gb}")
   for key in ("actor", "critic"):
-    require_choice(c, f"network.{key}", NETWORK_KINDS)
+    require_choice(c, f"network.{key}", nets.TRUNKS)
     for dim in ("width", "depth"):
       value = c.network[f"{key}_{dim}"]
       require(value >= 1, f"'config.network.{key}_{dim}' must be >= 1, got {value}")
@@ -413,11 +236,11 @@ class OffPolicy:
   """Collector, learning schedule, health, resets, eval and sharding for one seed.
 
   Subclasses set ``actor_class`` and ``target_keys`` and implement ``_extra_params``,
-  ``_explore``, ``_greedy``, ``_td_target``, ``_critic_loss``, ``_actor_loss`` and
-  ``_gradient_step`` (see ``sac.py`` for the reference).
+  ``_explore``, ``_greedy``, ``_td_target``, ``_actor_loss`` and ``_gradient_step`` (see
+  ``sac.py`` for the reference); the critic loss is shared.
   """
 
-  actor_class: type = GaussianActor
+  actor_class: type = nets.GaussianActor
   target_keys: tuple[str, ...] = ("critic",)
 
   def __init__(self, config: ml_collections.ConfigDict, env: Env):
@@ -432,11 +255,11 @@ class OffPolicy:
     self._actor_def, _ = nnx.split(actor)
     self._critic_def, _ = nnx.split(critic)
     self.actor_layers = actor_layers(actor, config.reset.outgoing)
-    self.critic_layers = critic.neuron_layers(config.reset.outgoing)
-    clip = ([optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm > 0
-            else [])
-    self.actor_tx = optax.chain(*clip, optax.adam(config.actor_lr))
-    self.critic_tx = optax.chain(*clip, optax.adam(config.critic_lr))
+    self.critic_layers = critic_layers(critic, config.reset.outgoing)
+    self.actor_tx = optim.from_group(config.optimizer, config.actor_lr,
+                                     max_grad_norm=config.max_grad_norm).tx
+    self.critic_tx = optim.from_group(config.optimizer, config.critic_lr,
+                                      max_grad_norm=config.max_grad_norm).tx
     # Replay memory is checked here, before init() allocates anything (issue: no silent
     # multi-GB allocation).
     self._example = replay_lib.Transition(
@@ -455,7 +278,7 @@ class OffPolicy:
     n = self.config.network
     actor = self.actor_class(self.obs_size, self.action_size, n.actor, n.actor_width,
                              n.actor_depth, n.activation, rngs=rngs)
-    critic = TwinCritic(self.obs_size, self.action_size, n.critic, n.critic_width,
+    critic = nets.TwinCritic(self.obs_size, self.action_size, n.critic, n.critic_width,
                         n.critic_depth, n.activation, rngs=rngs)
     return actor, critic
 
@@ -493,8 +316,17 @@ class OffPolicy:
     raise NotImplementedError
 
   def _critic_loss(self, critic_params, learner, stats, batch, key, perturbations=None):
-    """-> (loss, (metrics, features))."""
-    raise NotImplementedError
+    """``losses.twin_critic_loss`` of both critics on the algorithm's ``_td_target``.
+
+    Returns:
+      ``(loss, (metrics, features))``: the features of both critics for the health and reset
+      probes (``perturbations`` are added to them).
+    """
+    y = self._td_target(learner, stats, batch.reward, batch.terminated, batch.next_obs, key)
+    q, features = self.critic(critic_params, stats, batch.obs, batch.action,
+                              return_features=True, perturbations=perturbations)
+    loss, metrics = losses.twin_critic_loss(q, y)
+    return loss, (metrics, features)
 
   def _actor_loss(self, actor_params, learner, stats, batch, key, perturbations=None):
     """-> (loss, (metrics, features))."""
@@ -565,8 +397,8 @@ class OffPolicy:
     """A fresh state for one seed."""
     c = self.config
     k_net, k_env, key = jax.random.split(key, 3)
-    # Orthogonal inits draw QRs: run them per seed under the loop's vmap (see ``per_seed``).
-    learner = per_seed(self._init_learner)(k_net)
+    # Orthogonal inits draw QRs: run them per seed under the loop's vmap (jaxlab.core.batching).
+    learner = batching.sequential(self._init_learner)(k_net)
     env_state = jax.vmap(self.env.reset)(jax.random.split(k_env, c.num_envs))
     least = None
     if c.least.enabled:
@@ -773,7 +605,7 @@ class OffPolicy:
     re-initialises the flagged neurons and zeroes their Adam moments. Target networks are not
     reset: they follow the online ones through Polyak averaging.
     """
-    return per_seed(self._reset)(learner, stats, batch, key)
+    return batching.sequential(self._reset)(learner, stats, batch, key)
 
   def _reset(self, learner, stats, batch, key):
     r = self.config.reset

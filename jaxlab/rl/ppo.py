@@ -2,7 +2,7 @@
 
 Reading order follows execution: ``_rollout`` (a scan of env steps), ``_advantages`` (GAE with
 bootstrap on truncation), ``_update_epoch`` / ``_update_minibatch`` (a scan of SGD steps over a
-shuffled batch), ``_loss``. ``make_train(config, env)`` returns a :class:`PPO` whose methods are
+shuffled batch), ``_loss`` (which applies the networks and calls ``losses.ppo_loss``). ``make_train(config, env)`` returns a :class:`PPO` whose methods are
 pure functions of one seed's state; ``train(key)`` runs the whole thing as one ``lax.scan`` and
 ``jax.vmap(make_train(config, env))(keys)`` trains many seeds at once.
 
@@ -35,6 +35,7 @@ from jaxlab.envs.base import Env, EnvState
 from jaxlab.envs.evaluation import first_episode_returns
 from jaxlab.rl import auxiliary
 from jaxlab.rl import env_trainer
+from jaxlab.rl import losses
 from jaxlab.rl import networks
 from jaxlab.rl.gae import gae
 
@@ -145,6 +146,9 @@ class PPO:
     total_sgd_steps = self.num_updates * config.num_epochs * config.num_minibatches
     # [clip] -> optimizer; "kron" applies the papers' lr / 3 rule (spec §2.3).
     self.optimizer, self.lr_schedule = optim.from_config(config, total_sgd_steps)
+    self.loss_config = losses.PPOLossConfig(
+        clip_eps=config.clip_eps, value_clip_eps=config.value_clip_eps, vf_coef=config.vf_coef,
+        ent_coef=config.ent_coef, normalize_advantages=config.normalize_advantages)
 
   # --- networks -----------------------------------------------------------------------------
 
@@ -221,7 +225,7 @@ class PPO:
     return adv, targets, values
 
   def _loss(self, params, stats, batch, key):
-    """Clipped surrogate + (optionally clipped) value loss - entropy bonus [+ λ SIGReg].
+    """``losses.ppo_loss`` on this minibatch [+ λ SIGReg on both trunk outputs].
 
     batch: dict of flat [M] arrays: obs, raw_action, log_prob, advantage, target, value.
     """
@@ -233,32 +237,14 @@ class PPO:
     if sigreg_on:
       dist, policy_features = dist
     log_prob = dist.log_prob(batch["raw_action"])
-    log_ratio = log_prob - batch["log_prob"]
-    ratio = jnp.exp(log_ratio)
-    adv = batch["advantage"]
-    if c.normalize_advantages:
-      adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-    surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - c.clip_eps, 1 + c.clip_eps) * adv)
-    policy_loss = -surrogate.mean()
-
     value = self.value(params, stats, batch["obs"], return_features=sigreg_on)
     if sigreg_on:
       value, value_features = value
-    value_err = jnp.square(value - batch["target"])
-    if c.value_clip_eps > 0:
-      clipped = batch["value"] + jnp.clip(value - batch["value"], -c.value_clip_eps,
-                                          c.value_clip_eps)
-      value_err = jnp.maximum(value_err, jnp.square(clipped - batch["target"]))
-    value_loss = 0.5 * value_err.mean()
-
     entropy = dist.entropy() if self.spec.discrete else dist.entropy(key)
-    entropy = entropy.mean()
-    loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
-    metrics = {
-        "loss/policy": policy_loss, "loss/value": value_loss, "loss/entropy": entropy,
-        "loss/approx_kl": ((ratio - 1) - log_ratio).mean(),
-        "loss/clip_fraction": (jnp.abs(ratio - 1) > c.clip_eps).mean(),
-    }
+    loss, metrics = losses.ppo_loss(
+        log_prob=log_prob, value=value, entropy=entropy,
+        old_log_prob=batch["log_prob"], old_value=batch["value"],
+        advantage=batch["advantage"], target=batch["target"], cfg=self.loss_config)
     if sigreg_on:
       # Its own stream: `key` itself stays the entropy estimator's, as without SIGReg.
       term, aux_metrics = auxiliary.sigreg_term(

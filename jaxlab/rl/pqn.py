@@ -6,9 +6,9 @@ of the current network, Q(λ) returns are computed backwards over it from the sa
 the network regresses onto them for a few epochs of minibatches. LayerNorm in the network is
 what makes learning stable without a target network.
 
-Reading order follows execution: ``_rollout`` (a scan of env steps), ``q_lambda_targets`` (one
-reverse scan), ``_update_epoch`` / ``_update_minibatch`` (a scan of SGD steps over a shuffled
-batch), ``_loss``. ``make_train(config, env)`` returns a :class:`PQN` whose methods are pure
+Reading order follows execution: ``_rollout`` (a scan of env steps), ``_targets``
+(``losses.q_lambda_targets``, one reverse scan), ``_update_epoch`` / ``_update_minibatch`` (a
+scan of SGD steps over a shuffled batch), ``_loss`` (``losses.q_learning_loss``). ``make_train(config, env)`` returns a :class:`PQN` whose methods are pure
 functions of one seed's state, in the shape of ``jaxlab.rl.ppo``: ``train(key)`` is the whole
 run as one ``lax.scan``, and the launcher (``jaxlab.core.loop``) vmaps ``init`` / ``chunk`` over
 seeds and logs, evaluates and checkpoints between chunks.
@@ -43,6 +43,7 @@ from jaxlab.envs.base import Env, EnvSpec, EnvState
 from jaxlab.envs.evaluation import first_episode_returns
 from jaxlab.rl import auxiliary
 from jaxlab.rl import env_trainer
+from jaxlab.rl import losses
 from jaxlab.rl import networks
 
 
@@ -137,37 +138,6 @@ class QNetwork(nnx.Module):
     return q
 
 
-def q_lambda_targets(rewards: jax.Array, next_q: jax.Array, terminated: jax.Array,
-                     done: jax.Array, gamma: float, lam: float) -> jax.Array:
-  """Peng's Q(λ) returns over one unroll, computed backwards.
-
-  ``G_t = r_t + γ (1 − term_t) [(1 − λ) max_a Q(s'_t, a) + λ G_{t+1}]``, where the λ-continuation
-  ``G_{t+1}`` is used only while the episode goes on: after a step that ended the episode
-  (``done_t``) the next row of the unroll belongs to a new episode, so the bracket is just
-  ``max_a Q(s'_t, a)`` (a truncated episode bootstraps from its final observation; a terminated
-  one gets ``r_t``). The last row bootstraps from its own next state.
-
-  Args:
-    rewards: [T, N] (already scaled).
-    next_q: [T, N] ``max_a Q(final_obs_t, a)``, the value of the state each step reached.
-    terminated: [T, N] bool.
-    done: [T, N] bool, terminated or truncated.
-    gamma: discount.
-    lam: λ (0: one-step Q-learning targets; 1: Monte-Carlo returns within the unroll).
-
-  Returns:
-    [T, N] targets G_t.
-  """
-  def body(g_next, x):
-    r, nq, term, d = x
-    cont = jnp.where(d, nq, (1.0 - lam) * nq + lam * g_next)
-    g = r + gamma * (1.0 - term.astype(r.dtype)) * cont
-    return g, g
-
-  _, targets = jax.lax.scan(body, next_q[-1], (rewards, next_q, terminated, done), reverse=True)
-  return targets
-
-
 @struct.dataclass
 class TrainState:
   """Everything one seed's next update reads. A pytree of arrays; checkpointed whole."""
@@ -256,11 +226,11 @@ class PQN:
     """Q(λ) targets [T, N] from the network that collected the unroll (no target network)."""
     c = self.config
     next_q = jnp.max(self.q_values(params, traj.final_obs), axis=-1)
-    return q_lambda_targets(traj.reward * c.reward_scaling, next_q, traj.terminated, traj.done,
-                            c.gamma, c.q_lambda)
+    return losses.q_lambda_targets(traj.reward * c.reward_scaling, next_q, traj.terminated,
+                                   traj.done, c.gamma, c.q_lambda)
 
   def _loss(self, params, batch, key):
-    """½ mean (Q(s, a) − G)² [+ λ_SIG · SIGReg(trunk output)].
+    """``losses.q_learning_loss``: ½ mean (Q(s, a) − G)² [+ λ_SIG · SIGReg(trunk output)].
 
     batch: dict of flat [M] arrays: obs [M, *obs_shape], action, target.
     """
@@ -269,10 +239,7 @@ class PQN:
     q = self.q_values(params, batch["obs"], return_features=sigreg_on)
     if sigreg_on:
       q, features = q
-    q_taken = jnp.take_along_axis(q, batch["action"][..., None], axis=-1)[..., 0]
-    td = 0.5 * jnp.mean(jnp.square(q_taken - batch["target"]))
-    loss = td
-    metrics = {"loss/td": td, "q_mean": q_taken.mean()}
+    loss, metrics = losses.q_learning_loss(q, batch["action"], batch["target"])
     if sigreg_on:
       # The same forward pass feeds the TD loss and SIGReg (spec §1.4 "PQN").
       term, aux_metrics = auxiliary.sigreg_term({"q": features["representation"]}, key, sig)

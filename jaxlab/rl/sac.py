@@ -1,8 +1,10 @@
 """Soft Actor-Critic (Haarnoja et al. 2018) with twin critics and automatic entropy tuning.
 
 Reading order follows one gradient step: ``_td_target`` (soft Bellman target from the target
-critics, bootstrapping through truncations), ``_critic_loss``, ``_actor_loss``,
-``_alpha_loss``, then ``_gradient_step`` that applies them and the Polyak update. Collection,
+critics, bootstrapping through truncations), ``_actor_loss``, then ``_gradient_step``: the
+critic step (``OffPolicy._critic_step``), the actor and temperature steps, the Polyak update.
+The losses themselves are pure functions in ``jaxlab.rl.losses`` (``sac_target``,
+``twin_critic_loss``, ``sac_actor_loss``, ``sac_temperature_loss``). Collection,
 replay, warm-up, health, resets, LEAST and evaluation live in ``offpolicy.OffPolicy``.
 
 ``make_train(config, env)`` returns a :class:`SAC` whose methods are pure functions of one
@@ -21,9 +23,12 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxlab import nets
+from jaxlab import optim
 from jaxlab.core.config import require
 from jaxlab.envs.base import Env
 from jaxlab.rl import env_trainer
+from jaxlab.rl import losses
 from jaxlab.rl import offpolicy
 
 
@@ -48,12 +53,14 @@ def check_config(c: ml_collections.ConfigDict) -> None:
 class SAC(offpolicy.OffPolicy):
   """SAC for one seed. ``jax.vmap`` its methods (or the instance) to train many seeds."""
 
-  actor_class = offpolicy.GaussianActor
+  actor_class = nets.GaussianActor
   target_keys = ("critic",)
 
   def __init__(self, config: ml_collections.ConfigDict, env: Env):
     super().__init__(config, env)
-    self.alpha_tx = optax.adam(config.alpha_lr)
+    # The temperature is one scalar: plain Adam whatever config.optimizer says (a Kronecker
+    # preconditioner of a scalar is a scalar step size, and weight decay would pull α to 1).
+    self.alpha_tx = optim.make_optimizer("adam", config.alpha_lr).tx
     self.target_entropy = (-float(self.action_size) if config.target_entropy is None
                            else float(config.target_entropy))
 
@@ -86,42 +93,23 @@ class SAC(offpolicy.OffPolicy):
   # --- losses -------------------------------------------------------------------------------
 
   def _td_target(self, learner, stats, reward, terminated, next_obs, key):
-    """y = r + γ (1 - terminated) (min_j Q̄_j(s', a') - α log π(a'|s')), a' ~ π(s').
-
-    Truncated transitions (time limit, LEAST stop) keep the bootstrap: their ``next_obs`` is
-    the state actually reached, and only ``terminated`` zeroes the future.
-    """
+    """``losses.sac_target`` with a' ~ π(s') and the target critics; [B]."""
     c = self.config
     next_action, next_logp = self._sample(learner.params["actor"], stats, next_obs, key)
-    next_q = self.critic(learner.target["critic"], stats, next_obs, next_action).min(axis=0)
-    alpha = jnp.exp(learner.params["log_alpha"])
-    soft_value = next_q - alpha * next_logp
-    y = reward * c.reward_scaling + c.gamma * (1.0 - terminated.astype(jnp.float32)) * soft_value
-    return jax.lax.stop_gradient(y)
-
-  def _critic_loss(self, critic_params, learner, stats, batch, key, perturbations=None):
-    """Sum over the twins of the mean squared TD error."""
-    y = self._td_target(learner, stats, batch.reward, batch.terminated, batch.next_obs, key)
-    q, features = self.critic(critic_params, stats, batch.obs, batch.action,
-                              return_features=True, perturbations=perturbations)
-    loss = jnp.mean(jnp.square(q - y), axis=1).sum()
-    return loss, ({"loss/critic": loss, "q/mean": q.mean()}, features)
+    next_q = self.critic(learner.target["critic"], stats, next_obs, next_action)
+    return losses.sac_target(reward, terminated, next_q, next_logp,
+                             jnp.exp(learner.params["log_alpha"]), gamma=c.gamma,
+                             reward_scaling=c.reward_scaling)
 
   def _actor_loss(self, actor_params, learner, stats, batch, key, perturbations=None):
-    """E[α log π(a|s) - min_j Q_j(s, a)], a ~ π(s) reparameterised."""
+    """``losses.sac_actor_loss`` with a ~ π(s) reparameterised; the log-probs go to α."""
     dist, features = self.actor(actor_params, stats, batch.obs, return_features=True,
                                 perturbations=perturbations)
     raw = dist.sample_raw(key)
     action, logp = dist.squash(raw), dist.log_prob(raw)
-    q = self.critic(learner.params["critic"], stats, batch.obs, action).min(axis=0)
-    alpha = jax.lax.stop_gradient(jnp.exp(learner.params["log_alpha"]))
-    loss = jnp.mean(alpha * logp - q)
-    return loss, ({"loss/actor": loss, "entropy": -logp.mean(), "_logp": logp}, features)
-
-  def _alpha_loss(self, log_alpha, logp):
-    """-log α (log π + H̄): the gradient raises α when the entropy -log π is below the
-    target H̄ and lowers it when above (Haarnoja et al. 2018b, Eq. 18)."""
-    return -jnp.mean(log_alpha * jax.lax.stop_gradient(logp + self.target_entropy))
+    q = self.critic(learner.params["critic"], stats, batch.obs, action)
+    loss, metrics = losses.sac_actor_loss(logp, q, jnp.exp(learner.params["log_alpha"]))
+    return loss, ({**metrics, "_logp": logp}, features)
 
   # --- one gradient step --------------------------------------------------------------------
 
@@ -136,7 +124,9 @@ class SAC(offpolicy.OffPolicy):
       params, opt_state, m = self._actor_step(learner, stats, batch, key)
       logp = m.pop("_logp")
       if c.autotune_alpha:
-        alpha_loss, g_alpha = jax.value_and_grad(self._alpha_loss)(params["log_alpha"], logp)
+        alpha_loss, g_alpha = jax.value_and_grad(
+            lambda log_alpha: losses.sac_temperature_loss(log_alpha, logp, self.target_entropy))(
+                params["log_alpha"])
         updates, opt_state["alpha"] = self.alpha_tx.update(g_alpha, opt_state["alpha"])
         params["log_alpha"] = optax.apply_updates(params["log_alpha"], updates)
         m["loss/alpha"] = alpha_loss

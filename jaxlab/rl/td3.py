@@ -1,9 +1,9 @@
 """TD3 (Fujimoto et al. 2018): twin critics, target policy smoothing, delayed actor updates.
 
 Reading order follows one gradient step: ``_td_target`` (clipped double-Q target with a
-smoothed target action, bootstrapping through truncations), ``_critic_loss``,
-``_actor_loss`` (deterministic policy gradient through Q1), then ``_gradient_step``: the
-critic steps every time; the actor and both target networks step every ``policy_delay``-th
+smoothed target action, bootstrapping through truncations), ``_actor_loss`` (deterministic
+policy gradient through Q1), then ``_gradient_step``: the critic (``OffPolicy._critic_step``
+on ``losses.twin_critic_loss``) steps every time; the actor and both target networks step every ``policy_delay``-th
 gradient step. Collection, replay, warm-up, health, resets, LEAST and evaluation live in
 ``offpolicy.OffPolicy``; ``make_train(config, env)(key)`` is the PureJaxRL-shaped entry.
 
@@ -16,8 +16,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxlab import nets
 from jaxlab.core.config import require
 from jaxlab.rl import env_trainer
+from jaxlab.rl import losses
 from jaxlab.rl import offpolicy
 
 
@@ -41,7 +43,7 @@ def check_config(c: ml_collections.ConfigDict) -> None:
 class TD3(offpolicy.OffPolicy):
   """TD3 for one seed. ``jax.vmap`` its methods (or the instance) to train many seeds."""
 
-  actor_class = offpolicy.DeterministicActor
+  actor_class = nets.DeterministicActor
   target_keys = ("actor", "critic")
 
   def _exploration_noise(self) -> float:
@@ -60,36 +62,25 @@ class TD3(offpolicy.OffPolicy):
   # --- losses -------------------------------------------------------------------------------
 
   def _td_target(self, learner, stats, reward, terminated, next_obs, key):
-    """y = r + γ (1 - terminated) min_j Q̄_j(s', clip(μ̄(s') + clip(ε, -c, c), -1, 1)).
-
-    Only ``terminated`` zeroes the future: truncations (time limit, LEAST) bootstrap from the
-    reached ``next_obs``.
-    """
+    """``losses.td3_target`` at the smoothed target action (``losses.smoothed_target_action``
+    of μ̄(s')) with the target critics; [B]."""
     c = self.config
     next_action = self.actor(learner.target["actor"], stats, next_obs)
-    noise = jnp.clip(c.policy_noise * jax.random.normal(key, next_action.shape),
-                     -c.noise_clip, c.noise_clip)
-    next_action = jnp.clip(next_action + noise, -1.0, 1.0)
-    next_q = self.critic(learner.target["critic"], stats, next_obs, next_action).min(axis=0)
-    y = reward * c.reward_scaling + c.gamma * (1.0 - terminated.astype(jnp.float32)) * next_q
-    return jax.lax.stop_gradient(y)
-
-  def _critic_loss(self, critic_params, learner, stats, batch, key, perturbations=None):
-    """Sum over the twins of the mean squared TD error."""
-    y = self._td_target(learner, stats, batch.reward, batch.terminated, batch.next_obs, key)
-    q, features = self.critic(critic_params, stats, batch.obs, batch.action,
-                              return_features=True, perturbations=perturbations)
-    loss = jnp.mean(jnp.square(q - y), axis=1).sum()
-    return loss, ({"loss/critic": loss, "q/mean": q.mean()}, features)
+    next_action = losses.smoothed_target_action(
+        next_action, jax.random.normal(key, next_action.shape), policy_noise=c.policy_noise,
+        noise_clip=c.noise_clip)
+    next_q = self.critic(learner.target["critic"], stats, next_obs, next_action)
+    return losses.td3_target(reward, terminated, next_q, gamma=c.gamma,
+                             reward_scaling=c.reward_scaling)
 
   def _actor_loss(self, actor_params, learner, stats, batch, key, perturbations=None):
-    """-E[Q1(s, μ(s))] (the TD3 paper differentiates through the first critic only)."""
+    """``losses.td3_actor_loss`` at a = μ(s)."""
     del key
     action, features = self.actor(actor_params, stats, batch.obs, return_features=True,
                                   perturbations=perturbations)
-    q1 = self.critic(learner.params["critic"], stats, batch.obs, action)[0]
-    loss = -q1.mean()
-    return loss, ({"loss/actor": loss}, features)
+    q = self.critic(learner.params["critic"], stats, batch.obs, action)
+    loss, metrics = losses.td3_actor_loss(q)
+    return loss, (metrics, features)
 
   # --- one gradient step --------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxlab import optim
 from jaxlab.llm import train
 from jaxlab.models.decoder import modeling
 from jaxlab.models.decoder.config import DecoderConfig
@@ -77,8 +78,7 @@ def test_padding_after_the_completion_does_not_change_the_loss():
 
 def _one_step(grad_accum, tokens, loss_mask, compute_dtype="float32", seed=0, hlo=None):
   model = modeling.init_decoder(CFG, seed=seed)
-  tx, schedule = train.make_optimizer(train.OptimConfig(
-      learning_rate=1e-2, warmup_steps=0, total_steps=10, eps=1e-3))
+  tx, schedule = _adamw(learning_rate=1e-2, warmup_steps=0, total_steps=10, eps=1e-3)
   graphdef, state = train.init_train_state(model, tx, compute_dtype=compute_dtype)
   step = train.make_train_step(graphdef, tx, schedule, grad_accum=grad_accum)
   batch = {"tokens": jnp.asarray(tokens), "loss_mask": jnp.asarray(loss_mask)}
@@ -107,8 +107,17 @@ def test_gradient_accumulation_equals_the_big_batch_step():
     _one_step(3, tokens, loss_mask)
 
 
+def _adamw(**overrides):
+  """The SFT optimizer (AdamW, decay on matrices) with the former llm.train defaults."""
+  kwargs = dict(learning_rate=1e-3, schedule="cosine", warmup_steps=100, total_steps=1000,
+                min_lr_ratio=0.1, weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8,
+                max_grad_norm=1.0)
+  kwargs.update(overrides)
+  return optim.make_optimizer("adamw", decay_mask="matrices", **kwargs)
+
+
 def optax_tx():
-  return train.make_optimizer(train.OptimConfig())[0]
+  return _adamw()[0]
 
 
 def test_bf16_compute_keeps_float32_masters_and_close_loss():
@@ -132,9 +141,7 @@ def test_bf16_compute_keeps_float32_masters_and_close_loss():
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
 def test_schedules_warm_up_then_decay(schedule):
-  c = train.OptimConfig(learning_rate=1.0, schedule=schedule, warmup_steps=10, total_steps=110,
-                        min_lr_ratio=0.1)
-  lr = train.make_schedule(c)
+  lr = optim.make_schedule(1.0, schedule, warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
   assert float(lr(0)) == pytest.approx(0.1)  # 1/warmup of the peak, not 0
   assert float(lr(9)) == pytest.approx(1.0)
   assert float(lr(10)) == pytest.approx(1.0)
@@ -146,13 +153,12 @@ def test_schedules_warm_up_then_decay(schedule):
   else:
     assert mid == end == pytest.approx(1.0)
   with pytest.raises(ValueError, match="schedule"):
-    train.OptimConfig(schedule="step")
+    optim.make_schedule(1.0, "step", total_steps=10)
 
 
 def test_weight_decay_skips_norms_and_clipping_bounds_the_update():
   model = modeling.init_decoder(CFG, seed=0)
-  tx, _ = train.make_optimizer(train.OptimConfig(learning_rate=0.1, warmup_steps=0,
-                                                 weight_decay=0.5, max_grad_norm=1.0))
+  tx, _ = _adamw(learning_rate=0.1, warmup_steps=0, weight_decay=0.5, max_grad_norm=1.0)
   _, state = train.init_train_state(model, tx)
   zero = jax.tree.map(jnp.zeros_like, state.params)
   updates, _ = tx.update(zero, state.opt_state, state.params)

@@ -12,6 +12,7 @@ import textwrap
 _SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import PartitionSpec as P
+    from jaxlab import optim
     from jaxlab.core.mesh import make_mesh
     from jaxlab.llm import train
     from jaxlab.models.decoder import modeling, sharding
@@ -33,11 +34,12 @@ _SCRIPT = textwrap.dedent("""
     batch = {"tokens": tokens, "loss_mask": loss_mask}
     # eps=1e-3: Adam's first update g / (|g| + eps) is then a smooth function of g, so
     # float reassociation across devices cannot flip the sign of a near-zero gradient.
-    opt = train.OptimConfig(learning_rate=1e-2, warmup_steps=0, total_steps=10, eps=1e-3)
+    opt = dict(learning_rate=1e-2, schedule="cosine", warmup_steps=0, total_steps=10,
+               min_lr_ratio=0.1, weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-3, max_grad_norm=1.0)
 
     def run(mesh, layout, accum):
       model = modeling.init_decoder(cfg, seed=0)
-      tx, schedule = train.make_optimizer(opt)
+      tx, schedule = optim.make_optimizer("adamw", decay_mask="matrices", **opt)
       graphdef, state = train.init_train_state(model, tx, mesh, layout)
       b = train.shard_batch(batch, mesh)
       logits = modeling.forward(train.model_from_state(graphdef, state), b["tokens"])

@@ -27,9 +27,9 @@ def test_orthogonal_matches_jax_and_vmaps():
 
 # Several independent batched LAPACK calls at once (here: the QRs of twelve layers' orthogonal
 # inits under vmap over two seeds, then Kron's triangular solves) used to hang for good on a
-# 2-core machine (jaxlib's batched kernels wait on XLA's thread pool; see initializers.py). With
-# jax's own initialiser this init hung in 2 of 2 tries here. Run in a subprocess with a timeout,
-# so a regression fails instead of hanging the suite.
+# 2-core machine (jaxlib's batched kernels wait on XLA's thread pool; see
+# jaxlab/core/batching.py). With jax's own initialiser this init hung in 2 of 2 tries here. Run
+# in a subprocess with a timeout, so a regression fails instead of hanging the suite.
 VMAPPED_PROGRAMS = textwrap.dedent("""
     import jax, jax.numpy as jnp, optax
     from flax import nnx

@@ -1,4 +1,4 @@
-"""PQN: Q(λ) targets against their definition, learning on CartPole, seeds, options, config."""
+"""PQN: learning on CartPole, seeds, options, config (its Q(λ) targets: tests/rl/test_losses.py)."""
 
 import importlib.util
 import os
@@ -27,42 +27,6 @@ def _config(name="cartpole", **overrides):
   for key, value in overrides.items():
     c[key] = value
   return c
-
-
-def _lambda_return_by_definition(r, nq, term, done, gamma, lam):
-  """G_t = (1-λ) Σ_{n<H} λ^{n-1} G^(n) + λ^{H-1} G^(H), H = steps to the episode's or the
-  unroll's end; G^(n) = n rewards + γ^n (1 - term) max Q at the n-th reached state."""
-  t_len, n_env = r.shape
-  out = np.zeros_like(r)
-  for i in range(n_env):
-    for t in range(t_len):
-      horizon = t_len - t
-      for j in range(t, t_len):
-        if done[j, i]:
-          horizon = j - t + 1
-          break
-      def n_step(n):
-        ret = sum(gamma ** k * r[t + k, i] for k in range(n))
-        last = t + n - 1
-        return ret + gamma ** n * (1 - term[last, i]) * nq[last, i]
-      g = sum((1 - lam) * lam ** (n - 1) * n_step(n) for n in range(1, horizon))
-      out[t, i] = g + lam ** (horizon - 1) * n_step(horizon)
-  return out
-
-
-@pytest.mark.parametrize("lam", [0.0, 0.65, 1.0])
-def test_q_lambda_targets_match_the_definition(lam):
-  rng = np.random.default_rng(0)
-  t_len, n_env = 9, 5
-  r = rng.standard_normal((t_len, n_env))
-  nq = rng.standard_normal((t_len, n_env))
-  done = rng.random((t_len, n_env)) < 0.25
-  term = done & (rng.random((t_len, n_env)) < 0.5)  # the others are truncations
-  got = pqn.q_lambda_targets(r, nq, term, done, 0.9, lam)
-  want = _lambda_return_by_definition(r, nq, term.astype(float), done, 0.9, lam)
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-  if lam == 0.0:  # one-step Q-learning targets
-    np.testing.assert_allclose(got, r + 0.9 * (1 - term) * nq, rtol=1e-5, atol=1e-6)
 
 
 def test_pqn_learns_gymnax_cartpole():

@@ -1,5 +1,6 @@
 """SAC and TD3: learning on Pendulum, exact Polyak targets, TD3's delayed actor, the entropy
-temperature, bootstrapping through truncation, health and resets wired, config errors."""
+temperature, bootstrapping through truncation, health and resets wired, the optimizer group
+(adam by default, kron by name), config errors."""
 
 import importlib.util
 import os
@@ -10,8 +11,10 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from jaxlab import optim
 from jaxlab.core import loop
 from jaxlab.core.errors import ConfigError
 from jaxlab.envs.from_config import make_from_config
@@ -175,6 +178,55 @@ def test_reset_changes_flagged_neurons_only():
                                                                   jax.tree.leaves(b)))
   assert same(new.params["actor"], state.learner.params["actor"])
   assert not same(new.params["critic"], state.learner.params["critic"])
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3"])
+def test_default_optimizer_is_optax_adam(algo):
+  """config.optimizer's defaults give the updates of optax.adam at actor_lr / critic_lr (with
+  clipping when max_grad_norm > 0), to the bit."""
+  c, trainer = _trainer(algo, max_grad_norm=0.5)
+  params = trainer.init(jax.random.PRNGKey(0)).learner.params
+  for net, tx, lr in (("actor", trainer.actor_tx, c.actor_lr),
+                      ("critic", trainer.critic_tx, c.critic_lr)):
+    reference = optax.chain(optax.clip_by_global_norm(0.5), optax.adam(lr))
+    p = {net: params[net]}
+    ours, theirs = tx.init(p), reference.init(p)
+    p_ours = p_theirs = p
+    for i in range(4):
+      g = jax.tree.map(lambda x, i=i: jnp.cos(x * (i + 2)), p)
+      u, ours = tx.update(g, ours, p_ours)
+      v, theirs = reference.update(g, theirs, p_theirs)
+      p_ours, p_theirs = optax.apply_updates(p_ours, u), optax.apply_updates(p_theirs, v)
+    jax.tree.map(np.testing.assert_array_equal, p_ours, p_theirs)
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3"])
+def test_kron_optimizer_for_actor_and_critic(algo):
+  """--config.optimizer.name=kron: both networks step with Kron (the lr / 3 rule), and a
+  neuron reset still finds the momentum to zero."""
+  c, trainer = _trainer(algo, policy_delay=1, **{"optimizer.name": "kron",
+                                                  "reset.method": "redo", "reset.tau": 1.0})
+  state = trainer.init(jax.random.PRNGKey(0))
+  is_kron = lambda x: isinstance(x, optim.KronState)
+  for net in ("actor", "critic"):
+    assert any(is_kron(x) for x in jax.tree.leaves(state.learner.opt_state[net],
+                                                   is_leaf=is_kron)), net
+  step = jax.jit(trainer._gradient_step)
+  learner = state.learner
+  for i in range(3):
+    learner, metrics = step(learner, state.obs_stats,
+                            _random_batch(trainer, jax.random.PRNGKey(i)), jax.random.PRNGKey(i))
+    assert np.isfinite(float(metrics["loss/critic"])) and np.isfinite(float(metrics["loss/actor"]))
+  for net in ("actor", "critic"):
+    moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(),
+                         learner.params[net], state.learner.params[net])
+    assert max(jax.tree.leaves(moved)) > 0, net
+  _, counts = jax.jit(trainer.reset)(learner, state.obs_stats,
+                                     _random_batch(trainer, jax.random.PRNGKey(9), 64),
+                                     jax.random.PRNGKey(10))
+  assert float(counts["reset/neurons/critic"]) > 0
+  with pytest.raises(ConfigError, match="'config.optimizer.name'"):
+    loop.validate(MODULES[algo].TRAINER, _config(algo, **{"optimizer.name": "sgd"}))
 
 
 @pytest.mark.parametrize("key,value,needle", [
