@@ -54,7 +54,7 @@ loaded run of both, load average ~5):
     brax  1483 env-steps/s, 92.7 grad-steps/s, 1465 env-steps per CPU-second, compile ~37 s
     ratio=1.038 (by CPU time 1.032); eval return at 100k: ours 21.4, brax 0.1
 
-The launcher (``jaxlab.core.loop.over_seeds``) and this benchmark's default now run a single
+The launcher (``jaxlab.core.chunked.over_seeds``) and this benchmark's default now run a single
 seed without the vmap; ``--vmap_single_seed`` times the old path. On CPU both trainers spend
 nearly all their time in the same gradient-step arithmetic, so parity, not 1.5x, is what the
 CPU shows; the GPU comparison was not run (no device this task).
@@ -79,7 +79,7 @@ if not hasattr(jax, "device_put_replicated"):
   from jax._src import api as _jax_api  # pylint: disable=g-import-not-at-top
   jax.device_put_replicated = _jax_api.device_put_replicated
 
-from jaxlab.core import loop  # pylint: disable=g-import-not-at-top
+from jaxlab.core import chunked  # pylint: disable=g-import-not-at-top
 from jaxlab.envs.from_config import make_from_config  # pylint: disable=g-import-not-at-top
 from jaxlab.rl import replay as replay_lib  # pylint: disable=g-import-not-at-top
 from jaxlab.rl import sac  # pylint: disable=g-import-not-at-top
@@ -157,10 +157,10 @@ def ours_config(args, health_every=0):
 
 
 def _over_seeds(fn, vmap: bool):
-  """The launcher's way (``jaxlab.core.loop.over_seeds``: one seed runs without a seed-axis
+  """The launcher's way (``jaxlab.core.chunked.over_seeds``: one seed runs without a seed-axis
   vmap), or ``--vmap_single_seed``: ``jax.vmap`` over the size-1 axis, as the launcher did
   before 2026-11-27."""
-  return jax.vmap(fn) if vmap else loop.over_seeds(fn, 1)
+  return jax.vmap(fn) if vmap else chunked.over_seeds(fn, 1)
 
 
 def run_ours(args, health_every=0, env=None):
@@ -175,7 +175,7 @@ def run_ours(args, health_every=0, env=None):
                    donate_argnums=0)
   chunk = jax.jit(_over_seeds(trainer.chunk, vmap), donate_argnums=0)
   evaluate = jax.jit(_over_seeds(trainer.evaluate, vmap))
-  state = loop.init_seeds(trainer, jax.random.PRNGKey(args.seed)[None])
+  state = chunked.init_seeds(trainer, jax.random.PRNGKey(args.seed)[None])
   jax.block_until_ready(state)
   curve, chunk_s, cpu = [], [], []
 
