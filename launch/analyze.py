@@ -13,6 +13,13 @@ Each run contributes its ``metrics.jsonl``. Per-seed values (lists) give the int
 runs sharing a label (``--group_by`` a config key, e.g. ``env.name``) are pooled as seeds of one
 arm. Writes ``table.md`` / ``table.csv`` and one PNG per key into ``--out``.
 
+``--columns`` names the table's columns (one per key, then one for ``--threshold``);
+``--label=OLD:NEW`` renames an arm; ``--last`` takes one window for every key or one per key
+(``--last=1,8``: the final chunk of the first key, the mean of the last 8 of the second).
+``--at=1000,1400,...`` reports values over training instead of final ones: for every key and
+every x (in ``--x`` units) the per-seed value of the record at that x, or of the nearest one
+logged before it, as a column ``<column> @ <x>``.
+
 ``--preset=offpolicy`` (when ``--keys`` is not given) compares SAC/TD3 runs: returns, dormant
 and GraMa ratios of critic and actor over training, neurons reset, and LEAST's stop rate and
 where in the episode stops happen; only keys some run logged are kept. ``--threshold=R`` adds
@@ -45,7 +52,14 @@ _KEYS = flags.DEFINE_list("keys", ["eval/episode_return", "train/episode_return"
 _GROUP_BY = flags.DEFINE_string("group_by", None,
                                 "Dotted config key whose value labels (and pools) runs, or "
                                 "'seed_suffix': pool runs whose names differ only in _s<N>.")
-_LAST = flags.DEFINE_integer("last", 1, "Average each run's last N finite records per key.")
+_LAST = flags.DEFINE_list("last", ["1"], "Average each run's last N finite records per key: one "
+                          "N for every key, or one N per key (in --keys order).")
+_COLUMNS = flags.DEFINE_list("columns", None, "Column headers of the table and of the exported "
+                             "CSV: one per key, then one for --threshold (default: the key).")
+_AT = flags.DEFINE_list("at", None, "Report each key at these x values (in --x units) instead "
+                        "of its final value: the record at x, or the nearest logged before it.")
+_LABEL = flags.DEFINE_multi_string("label", [], "Rename an arm: OLD:NEW (split at the first "
+                                   "':'); OLD must be an arm of the table.")
 _X = flags.DEFINE_string("x", "env_steps", "Metric for the x axis of the curves.")
 PRESETS = {
     "returns": ["eval/episode_return", "train/episode_return"],
@@ -119,6 +133,23 @@ def steps_to_threshold(records: list[dict], threshold: float, key: str = "eval/e
   return np.zeros((0,)) if first is None else first
 
 
+def values_at(records: list[dict], key: str, x: float, x_key: str = "env_steps") -> np.ndarray:
+  """Per-seed values of ``key`` at ``x_key`` = ``x``: those of the last record logging ``key``
+  whose x is at most ``x`` (the record at ``x`` if there is one). [seeds]; empty if ``key`` was
+  not logged by then."""
+  chosen = None
+  for rec in records:
+    if key in rec and rec[key] is not None and rec.get(x_key, rec["step"]) <= x:
+      chosen = rec[key]
+  if chosen is None:
+    return np.zeros((0,))
+  return np.asarray(chosen, dtype=np.float64).reshape(-1)
+
+
+def _x_text(x: float) -> str:
+  return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 def resolve_keys(records_per_run: list[list[dict]]) -> list[str]:
   """``--keys`` if given, else the preset's keys that some run logged (returns always)."""
   if flags.FLAGS["keys"].present or _PRESET.value == "returns":
@@ -186,17 +217,51 @@ def main(argv):
       arms.setdefault(f"{label}@{arm}" if arm else label, []).append(
           (os.path.basename(os.path.normpath(w)), records))
 
-  columns = [f"{k} (mean ± 95% CI)" for k in keys]
-  threshold_column = None
+  try:
+    lasts = [int(v) for v in _LAST.value]
+    at = [float(v) for v in _AT.value or []]
+  except ValueError as err:
+    fail(f"--last and --at take numbers: {err}")
+  if len(lasts) not in (1, len(keys)) or min(lasts) < 1:
+    fail(f"--last takes one window >= 1 or one per key ({len(keys)}), got {_LAST.value}")
+  lasts = lasts * len(keys) if len(lasts) == 1 else lasts
+  n_columns = len(keys) + (_THRESHOLD.value is not None)
+  if _COLUMNS.value is not None and len(_COLUMNS.value) != n_columns:
+    fail(f"--columns names {len(_COLUMNS.value)} columns, the table has {n_columns} "
+         f"({len(keys)} keys{' and the threshold' if _THRESHOLD.value is not None else ''})")
+  names = list(_COLUMNS.value or [])
+  try:
+    renames = stats.parse_labels(_LABEL.value)
+  except ValueError as err:
+    fail(str(err))
+  unknown = sorted(set(renames) - set(arms))
+  if unknown:
+    fail(f"--label: no arm {', '.join(map(repr, unknown))}; the arms are {', '.join(arms)}")
+  relabelled: dict[str, list[tuple[str, list[dict]]]] = {}
+  for label, runs in arms.items():
+    relabelled.setdefault(renames.get(label, label), []).extend(runs)
+  arms = relabelled
+
+  # One getter per column: (column header, per-seed values of one run's records).
+  getters = []
+  for i, (k, last) in enumerate(zip(keys, lasts)):
+    name = names[i] if names else None
+    if at:
+      for x in at:
+        getters.append((f"{name or k} @ {_x_text(x)}",
+                        lambda recs, k=k, x=x: values_at(recs, k, x, x_key=_X.value)))
+    else:
+      getters.append((name or f"{k} (mean ± 95% CI)",
+                      lambda recs, k=k, last=last: final_values(recs, k, last)))
   if _THRESHOLD.value is not None:
-    threshold_column = f"{_X.value} to eval return >= {_THRESHOLD.value:g}"
-    columns.append(threshold_column)
+    getters.append((names[-1] if names else
+                    f"{_X.value} to eval return >= {_THRESHOLD.value:g}",
+                    lambda recs: steps_to_threshold(recs, _THRESHOLD.value, x_key=_X.value)))
+  columns = [c for c, _ in getters]
   seed_rows = []
   for label, runs in arms.items():
     for name, records in runs:
-      per_key = {c: final_values(records, k, _LAST.value) for c, k in zip(columns, keys)}
-      if threshold_column:
-        per_key[threshold_column] = steps_to_threshold(records, _THRESHOLD.value, x_key=_X.value)
+      per_key = {c: get(records) for c, get in getters}
       for i in range(max(v.size for v in per_key.values())):
         seed_rows.append({"arm": label, "run": name, "seed": i, **{
             c: (float(v[i]) if i < v.size else math.nan) for c, v in per_key.items()}})

@@ -20,6 +20,10 @@ written once per epoch:
 ``--baseline=S`` adds a second table: for each other arm of the same run, the per-seed
 differences to the arm whose name contains ``S`` (seed i minus seed i).
 
+``--label=OLD:NEW`` renames an arm (``OLD`` is ``<run>@<arm>``); ``--export_diff=FILE`` writes
+the ``--baseline`` differences to their own CSV (``--export`` then holds the arms alone);
+``--export_phases=FILE`` writes the test accuracy at the end of each phase, one column per phase.
+
 Each cell is the mean over seeds ± the half-width of a 95% Student-t interval
 (``t_{0.975, n-1} * s / sqrt(n)``, ``jaxlab.core.stats``, as ``launch.analyze``). ``--export``
 writes the per-seed values behind the table(s) as CSV; ``python -m launch.analyze --data=FILE``
@@ -44,6 +48,12 @@ _LAST = flags.DEFINE_integer("last", 0, "Average 'mean acc' and the health metri
                              "last N epochs (0: all epochs).")
 _BASELINE = flags.DEFINE_string("baseline", None, "Also print per-seed differences of each arm "
                                 "to the arm of the same run whose name contains this string.")
+_EXPORT_DIFF = flags.DEFINE_string("export_diff", None, "Write the per-seed --baseline "
+                                   "differences here (CSV) instead of into --export.")
+_EXPORT_PHASES = flags.DEFINE_string("export_phases", None, "Write the per-seed test accuracy "
+                                     "at the end of each phase here (CSV).")
+_LABEL = flags.DEFINE_multi_string("label", [], "Rename an arm: OLD:NEW (split at the first "
+                                   "':'), OLD being '<run>@<arm>'.")
 flags.mark_flag_as_required("workdir")
 
 _FIRST_LAYER = ("health/grad_norm/trunk/hidden/0", "health/grad_norm/trunk/input")
@@ -94,12 +104,28 @@ def arm_summary(records: list[dict], arm: str, last: int = 0) -> dict[str, np.nd
   return out
 
 
-def _seed_rows(label: str, run: str, summary: dict[str, np.ndarray]) -> list[dict]:
+def phase_ends(records: list[dict], arm: str) -> dict[str, np.ndarray]:
+  """Per-seed test accuracy at the last epoch of each phase of one arm:
+  ``{"end of phase <p>": [seeds]}`` for p = 1, 2, ... in order."""
+  sfx = "@" + arm
+  acc_records = [r for r in records if "test/accuracy" + sfx in r]
+  acc = _series(acc_records, "test/accuracy" + sfx)
+  phase = np.asarray([np.asarray(r["phase"]).reshape(-1)[0] for r in acc_records])
+  return {f"end of phase {i + 1}": acc[phase == p][-1] for i, p in enumerate(np.unique(phase))}
+
+
+def _seed_rows(label: str, run: str, summary: dict[str, np.ndarray],
+               columns=COLUMNS) -> list[dict]:
   """One per-seed row per seed of an arm's summary (columns it lacks are NaN)."""
-  n = len(summary["mean acc"])
+  n = len(next(iter(summary.values())))
   return [{"arm": label, "run": run, "seed": i,
-           **{c: float(summary[c][i]) if c in summary else float("nan") for c in COLUMNS}}
+           **{c: float(summary[c][i]) if c in summary else float("nan") for c in columns}}
           for i in range(n)]
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
 
 
 def main(argv):
@@ -114,7 +140,12 @@ def main(argv):
     print(f"error: no metrics.jsonl in {_WORKDIR.value}; pass ns_supervised run directories",
           file=sys.stderr)
     sys.exit(2)
-  rows, diff_rows = [], []
+  try:
+    renames = stats.parse_labels(_LABEL.value)
+  except ValueError as err:
+    _fail(str(err))
+  seen = set()
+  rows, diff_rows, phase_rows, phase_columns = [], [], [], []
   for w in workdirs:
     records = metrics_lib.read_metrics(w)
     arms = sorted({k.split("@", 1)[1] for r in records for k in r
@@ -125,8 +156,14 @@ def main(argv):
       sys.exit(2)
     name = os.path.basename(os.path.normpath(w))
     summaries = {arm: arm_summary(records, arm, _LAST.value) for arm in arms}
+    label = {arm: renames.get(f"{name}@{arm}", f"{name}@{arm}") for arm in arms}
+    seen.update(f"{name}@{arm}" for arm in arms)
     for arm, summary in summaries.items():
-      rows += _seed_rows(f"{name}@{arm}", name, summary)
+      rows += _seed_rows(label[arm], name, summary)
+      if _EXPORT_PHASES.value:
+        ends = phase_ends(records, arm)
+        phase_columns += [c for c in ends if c not in phase_columns]
+        phase_rows.append((label[arm], name, ends))
     if _BASELINE.value is not None:
       base = [arm for arm in arms if _BASELINE.value in arm]
       if len(base) != 1:
@@ -137,7 +174,12 @@ def main(argv):
         if arm != base[0]:
           diff = {c: summaries[arm][c] - summaries[base[0]][c] for c in COLUMNS
                   if c in summaries[arm] and c in summaries[base[0]]}
-          diff_rows += _seed_rows(f"{name}@{arm} − @{base[0]}", name, diff)
+          diff_label = (f"{label[arm]} − {label[base[0]]}" if renames
+                        else f"{name}@{arm} − @{base[0]}")
+          diff_rows += _seed_rows(diff_label, name, diff)
+  unknown = sorted(set(renames) - seen)
+  if unknown:
+    _fail(f"--label: no arm {', '.join(map(repr, unknown))}; the arms are {', '.join(sorted(seen))}")
   table = stats.seed_table(rows, COLUMNS)
   if diff_rows:
     table += "\n\n" + stats.seed_table(diff_rows, COLUMNS)
@@ -146,7 +188,12 @@ def main(argv):
     with open(_OUT.value, "w") as f:
       f.write(table + "\n")
   if _EXPORT.value:
-    stats.write_seed_rows(_EXPORT.value, rows + diff_rows, COLUMNS)
+    stats.write_seed_rows(_EXPORT.value, rows if _EXPORT_DIFF.value else rows + diff_rows, COLUMNS)
+  if _EXPORT_DIFF.value:
+    stats.write_seed_rows(_EXPORT_DIFF.value, diff_rows, COLUMNS)
+  if _EXPORT_PHASES.value:
+    flat = [r for lab, run, ends in phase_rows for r in _seed_rows(lab, run, ends, phase_columns)]
+    stats.write_seed_rows(_EXPORT_PHASES.value, flat, phase_columns)
 
 
 if __name__ == "__main__":

@@ -208,3 +208,76 @@ def test_analyze_pools_seed_suffixed_runs(tmp_path):
                          env=dict(os.environ, PYTHONPATH=REPO))
   assert again.returncode == 0, again.stderr
   assert rows["grpo"] in again.stdout and rows["ppo"] in again.stdout
+
+
+def _analyze(*args):
+  return subprocess.run([sys.executable, "-m", "launch.analyze", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO))
+
+
+def test_analyze_at_steps_columns_and_labels(tmp_path):
+  """--at gives per-seed values at given x (the record there, else the last one before it),
+  --columns names them, --label renames an arm, --last takes one window per key."""
+  run = tmp_path / "runs" / "base"
+  run.mkdir(parents=True)
+  records = [{"step": 1, "env_steps": 200, "share": [0.5, 0.7], "ret": [1.0, 3.0]},
+             {"step": 2, "env_steps": 400, "share": [0.3, 0.5], "ret": [5.0, 7.0]},
+             {"step": 3, "env_steps": 600, "share": [0.1, 0.3]}]
+  (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  export = tmp_path / "over.csv"
+  out = _analyze(f"--workdir={run}", "--keys=share", "--at=100,400,500", "--columns=dead share",
+                 "--label=base:TD3", f"--export={export}", f"--out={tmp_path / 'an'}")
+  assert out.returncode == 0, out.stderr
+  from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
+  columns, rows = stats.read_seed_rows(str(export))
+  assert columns == ["dead share @ 100", "dead share @ 400", "dead share @ 500"]
+  assert [r["arm"] for r in rows] == ["TD3", "TD3"] and [r["run"] for r in rows] == ["base"] * 2
+  assert np.isnan(rows[0]["dead share @ 100"])  # nothing logged by x = 100
+  assert [r["dead share @ 400"] for r in rows] == [0.3, 0.5]  # the record at 400
+  assert [r["dead share @ 500"] for r in rows] == [0.3, 0.5]  # the last one before 500
+  assert "| TD3 | 2 | never (0/2) | 0.4 ± 1.3 | 0.4 ± 1.3 |" in out.stdout
+  # One window per key: the last record of "share", the mean of the last two of "ret".
+  out = _analyze(f"--workdir={run}", "--keys=share,ret", "--last=1,2", "--columns=share,ret",
+                 f"--export={export}", f"--out={tmp_path / 'an'}")
+  assert out.returncode == 0, out.stderr
+  _, rows = stats.read_seed_rows(str(export))
+  assert [r["share"] for r in rows] == [0.1, 0.3] and [r["ret"] for r in rows] == [3.0, 5.0]
+  # A label naming no arm, or a column count that does not match, is one line, exit 2.
+  for bad in (["--label=nope:X"], ["--columns=a,b,c"]):
+    out = _analyze(f"--workdir={run}", "--keys=share,ret", *bad, f"--out={tmp_path / 'an'}")
+    assert out.returncode == 2 and out.stderr.strip().startswith("error: "), out.stderr
+
+
+def test_analyze_ns_phases_exports_phase_ends_and_differences(tmp_path):
+  """launch.ns_phases: --export_phases holds each phase's last accuracy, --export_diff the
+  --baseline differences (so --export keeps the arms alone), --label renames arms."""
+  run = tmp_path / "digits"
+  run.mkdir()
+  acc = {"sigreg=0": [[0.5, 0.6], [0.9, 0.8], [0.4, 0.5], [0.7, 0.9]],
+         "sigreg=1": [[0.6, 0.6], [1.0, 0.9], [0.5, 0.4], [0.9, 0.9]]}
+  lines = []
+  for epoch in range(4):
+    rec = {"step": epoch + 1, "phase": [epoch // 2, epoch // 2]}
+    rec.update({f"test/accuracy@{arm}": a[epoch] for arm, a in acc.items()})
+    lines.append(json.dumps(rec) + "\n")
+  (run / "metrics.jsonl").write_text("".join(lines))
+  files = {k: tmp_path / f"{k}.csv" for k in ("arms", "diff", "phases")}
+  out = subprocess.run(
+      [sys.executable, "-m", "launch.ns_phases", f"--workdir={run}", "--baseline=sigreg=0",
+       "--label=digits@sigreg=0:λ = 0", "--label=digits@sigreg=1:λ = 1",
+       f"--export={files['arms']}", f"--export_diff={files['diff']}",
+       f"--export_phases={files['phases']}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO))
+  assert out.returncode == 0, out.stderr
+  from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
+  _, arms = stats.read_seed_rows(str(files["arms"]))
+  assert [r["arm"] for r in arms] == ["λ = 0"] * 2 + ["λ = 1"] * 2
+  columns, phases = stats.read_seed_rows(str(files["phases"]))
+  assert columns == ["end of phase 1", "end of phase 2"]
+  assert [r["end of phase 1"] for r in phases] == [0.9, 0.8, 1.0, 0.9]
+  assert [r["end of phase 2"] for r in phases] == [0.7, 0.9, 0.9, 0.9]
+  _, diff = stats.read_seed_rows(str(files["diff"]))
+  assert [r["arm"] for r in diff] == ["λ = 1 − λ = 0"] * 2
+  np.testing.assert_allclose([r["last phase end"] for r in diff], [0.2, 0.0], atol=1e-12)

@@ -110,3 +110,19 @@ def seed_table(rows: Iterable[Mapping[str, object]], columns: Sequence[str]) -> 
       cells.append(text)
     out.append(cells)
   return markdown_table(["arm", "seeds", *columns], out)
+
+
+def parse_labels(specs: Iterable[str]) -> dict[str, str]:
+  """``{OLD: NEW}`` from ``OLD:NEW`` strings (the ``--label`` flags of ``launch.analyze`` and
+  ``launch.ns_phases``; split at the first ``:``).
+
+  Raises:
+    ValueError: naming the flag value, for one without ``:`` or with an empty side.
+  """
+  out = {}
+  for spec in specs:
+    old, sep, new = spec.partition(":")
+    if not sep or not old or not new:
+      raise ValueError(f"--label={spec!r}: expected OLD:NEW")
+    out[old] = new
+  return out
