@@ -58,7 +58,8 @@ def test_launch_resume_and_analyze(tmp_path):
   result = _run("launch.analyze", f"--workdir={base},{least}", "--preset=offpolicy",
                 "--threshold=-1000", f"--out={out}")
   table = open(os.path.join(out, "table.md")).read()
-  assert "| base | 1 | 2 |" in table and "| least | 1 | 2 |" in table
-  assert "least/stop_rate" in table and "(reached/seeds)" in table
+  # One row per arm with its number of seeds (2), then mean ± interval per key.
+  assert "\n| base | 2 | " in table and "\n| least | 2 | " in table
+  assert "least/stop_rate" in table and "env_steps to eval return >= -1000" in table
   for name in ("eval_episode_return.png", "least_stop_rate.png"):
     assert os.path.exists(os.path.join(out, name)), result.stdout
