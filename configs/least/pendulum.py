@@ -10,11 +10,12 @@ A smoke-scale version of configs/least/offpolicy.py (3 seeds, 20k env steps): th
 threshold) show up in minutes. Pendulum starts every episode in a random state, so Q̂ at the
 first steps mostly reflects the start state and many stops happen early in the episode; this
 task says nothing about LEAST's benefit on locomotion.
-Measured (2026-11-27, 2-core CPU shared with other jobs, 3 seeds; docs/reproductions/least.md):
-stop rate 0.85 ± 0.04 once active, stops at step 9 ± 8 of 200 on average (96% in the first
-quarter); env steps to eval return -250: 7333 ± 1300 in both arms; share of the buffer with
-reward < -2 at the end 0.285 ± 0.013 (least) vs 0.303 ± 0.018 (base).
-Time: 47-56 s per arm on a 2-core CPU (measured, compilation included); seconds on a GPU.
+Measured (rerun 2026-12-03, 2-core CPU shared with the test suite, 3 seeds; mean ± 95%
+Student-t interval over seeds, as docs/reproductions/least.md): stop rate 0.884 ± 0.086 once
+active, stops at step 7.4 ± 3.1 of 200 on average (97% in the first quarter); env steps to eval
+return -250: 7300 ± 2900 in both arms; share of the buffer with reward < -2 at the end
+0.273 ± 0.065 (least) vs 0.303 ± 0.027 (base).
+Time: 47-84 s per arm on a 2-core CPU (measured, compilation included); seconds on a GPU.
 For a task with a dead end, see configs/least/dead_end.py.
 """
 

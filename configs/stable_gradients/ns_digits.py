@@ -11,12 +11,12 @@ MLPs with k blocks and LayerNorm, width 256), and ``plain12_kron`` (the deepest 
 Kron, lr rule /3). Everything else is configs/sigreg/ns_digits.py without SIGReg: sklearn's digits,
 labels re-permuted every 10 epochs, 60 epochs, Adam lr 1e-3, batch 128, 2 seeds vmapped
 (the documented results use ``--config.num_seeds=5``).
-Time with 5 seeds on a busy 2-core CPU: 70-120 s per Adam variant, about 1,050 s for
+Time with 5 seeds on a busy 2-core CPU: 53-130 s per Adam variant, 462-1,050 s for
 ``plain12_kron`` (vmapped seeds pay Kron's preconditioner refit every step).
 Expected (spec §2.1): deeper plain MLPs recover less after each shift, with smaller gradient norms
-in the early layers; multi-skip + LN and Kron keep both. Measured (5 seeds): accuracy at the final
-epoch 0.972 / 0.948 / 0.646 for plain 4 / 8 / 12 layers, 0.982 for multi-skip k = 5 and 0.973 for
-plain 12 + Kron; the first layer's gradient norm grows with depth here instead of shrinking.
+in the early layers; multi-skip + LN and Kron keep both. Measured (5 seeds, 2026-12-03, mean ± 95% Student-t
+interval): accuracy at the final epoch 0.9799 ± 0.0063 / 0.936 ± 0.044 / 0.76 ± 0.26 for plain
+4 / 8 / 12 layers, 0.9822 ± 0.0052 for multi-skip k = 5 and 0.9737 ± 0.0100 for plain 12 + Kron; the first layer's gradient norm grows with depth here instead of shrinking.
 Tables with intervals: docs/reproductions/stable_gradients.md (``python -m launch.ns_phases``).
 """
 
