@@ -17,9 +17,9 @@ per second (about 6,000 with this config; benchmarks/pqn_sigreg_overhead.py), so
 total_env_steps there.
 Expected: not measured at 10M steps. At 532k env steps (``--config.total_env_steps=500000``),
 5 seeds vmapped (``--config.num_seeds=5``, ~20 min on a busy 2-core CPU; one seed ~95 s on a
-quiet one), mean ± 95% CI over seeds: greedy eval return 16.9 ± 2.7 without SIGReg and 18.8 ± 1.7
-with λ = 0.2 (not distinguishable); effective rank of the 128-d representation 54.3 ± 3.9 vs
-65.3 ± 3.1; dormant ratio (τ = 0) 0 in both (docs/reproductions/sigreg.md).
+quiet one), mean ± 95% Student-t interval over seeds: greedy eval return 16.9 ± 3.8 without SIGReg and 18.8 ± 2.4
+with λ = 0.2 (not distinguishable); effective rank of the 128-d representation 54.3 ± 5.5 vs
+65.3 ± 4.4; dormant ratio (τ = 0) 0 in both (docs/reproductions/sigreg.md).
 """
 
 from jaxlab.rl import pqn
