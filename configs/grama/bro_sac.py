@@ -21,8 +21,8 @@ Time: 500k env steps = 1M gradient steps, 2 seeds vmapped: an estimated 20-40 mi
 
 ``pendulum`` (measured 2026-11-27, 2-core CPU shared with other jobs; docs/reproductions/grama.md):
 width 128, 3 seeds vmapped, 10k env steps = 18k gradient steps, 257-450 s per arm. Critic GraMa
-ratio at the end (mean ± 95% Student-t interval over seeds) 0.075 ± 0.015 (vanilla) vs
-0.035 ± 0.011 (ReDo) and 0.040 ± 0.011 (ReGraMa),
+ratio at the end (mean ± 95% Student-t interval over seeds) 0.081 ± 0.018 (vanilla) vs
+0.032 ± 0.014 (ReDo) and 0.032 ± 0.019 (ReGraMa) (rerun of 2026-12-03),
 up from 0.007 at the start; the ReDo dormant ratio did *not* stay near 0 (0.20 vanilla); all
 arms reach an eval return of about -145 (Pendulum is solved, no return effect to see).
 """
