@@ -13,7 +13,6 @@ The run's kind is its ``config.trainer`` (``config.json``); each kind lists its 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -44,6 +43,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   from jaxlab import evals  # pylint: disable=import-outside-toplevel
   from jaxlab import trainers  # pylint: disable=import-outside-toplevel
+  from jaxlab.core import files  # pylint: disable=import-outside-toplevel
   from jaxlab.core import loop  # pylint: disable=import-outside-toplevel
   from jaxlab.core import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
   from jaxlab.core.errors import JaxlabError  # pylint: disable=import-outside-toplevel
@@ -75,9 +75,7 @@ def main(argv):
   except JaxlabError as err:
     fail(str(err))
   path = os.path.join(workdir, "eval.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(results, f, indent=2, default=float)
-  os.replace(path + ".tmp", path)
+  files.write_json(path, results, indent=2)
   print(f"wrote {path}", file=sys.stderr)
 
 

@@ -40,6 +40,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxlab.core import config as config_lib
+from jaxlab.core import files
 from jaxlab.core.checkpoint import Checkpointer
 from jaxlab.core.errors import CheckpointError, ConfigError, JaxlabError, WorkdirError
 from jaxlab.core.metrics import MetricWriter, Progress, read_metrics
@@ -199,10 +200,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   if os.path.exists(path):
     return
   try:
-    os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-      f.write(config_lib.to_json(config))
-    os.replace(path + ".tmp", path)
+    files.write_text(path, config_lib.to_json(config))
   except OSError as err:
     raise WorkdirError(f"workdir '{workdir}' is not writable: {err.strerror or err}") from None
 
@@ -372,8 +370,7 @@ def run(trainer: Trainer, config: ml_collections.ConfigDict, workdir: str, mesh:
     summary["final_env_steps"] = total * r.units_per_step
   summary.update({k: _summary_value(v) for k, v in metrics.items()})
   summary.update(r.finish(state, metrics))
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2, default=float)
+  files.write_json(os.path.join(workdir, "summary.json"), summary, indent=2)
   if r.plot_keys:
     from jaxlab.core import plotting  # pylint: disable=import-outside-toplevel
     plotting.plot_runs({os.path.basename(os.path.normpath(workdir)): read_metrics(workdir)},

@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from jaxlab.core import files
+
 
 def to_python(value: Any) -> Any:
   """Host numbers for JSON: arrays become floats or (per-seed) lists, NaN stays NaN."""
@@ -51,10 +53,7 @@ class MetricWriter:
     with open(self.path) as f:
       lines = [ln for ln in f if ln.strip()]
     kept = [ln for ln in lines if json.loads(ln)["step"] <= last_step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(kept)
-    os.replace(tmp, self.path)
+    files.write_text(self.path, "".join(kept))
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     record = {"step": int(step)}

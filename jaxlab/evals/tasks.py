@@ -7,10 +7,10 @@ written to ``workdir/eval_samples_launch.jsonl`` with whether it is right, for a
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
+from jaxlab.core import files
 from jaxlab.llm import data as data_lib
 from jaxlab.llm.evaluation import TaskAccuracy
 
@@ -23,11 +23,7 @@ def task_accuracy(run: Any, state: Any, options: Any) -> dict[str, Any]:
   metrics, texts = scorer(run.model(state))
   if options.workdir:
     path = os.path.join(options.workdir, "eval_samples_launch.jsonl")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      for record in scorer.samples(texts):
-        f.write(json.dumps(record) + "\n")
-    os.replace(tmp, path)
+    files.write_jsonl(path, scorer.samples(texts))
     metrics["samples"] = path
   metrics["num_examples"] = len(rows)
   return metrics

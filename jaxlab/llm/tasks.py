@@ -27,6 +27,7 @@ import sys
 from fractions import Fraction
 from typing import Any, Callable, Iterable, Sequence
 
+from jaxlab.core import files
 from jaxlab.core.errors import DataError
 
 REQUIRED_FIELDS = {"task": str, "question": str, "answer": str, "seed": int}
@@ -287,12 +288,7 @@ def _jsonable(x: Any) -> Any:
 
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str) -> None:
   """Writes rows atomically (a temporary file, then a rename)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    for row in rows:
-      f.write(json.dumps(row, sort_keys=True, separators=(",", ":")) + "\n")
-  os.replace(tmp, path)
+  files.write_jsonl(path, rows, sort_keys=True, separators=(",", ":"))
 
 
 # -- loading and validation -----------------------------------------------------------------------
