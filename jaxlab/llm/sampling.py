@@ -127,6 +127,14 @@ def sample_step(logits_bv: jax.Array, keys_b: jax.Array, step: jax.Array,
   return tok, pick(sample_lp), pick(model_lp)
 
 
+def _init_cache(model: Any, batch: int, cache_len: int) -> Any:
+  """An empty cache: the model's own ``init_cache`` (other families, e.g. looped models), else
+  the decoder's :class:`KVCache`."""
+  if hasattr(model, "init_cache"):
+    return model.init_cache(batch, cache_len)
+  return KVCache.init(model.config, batch, cache_len)
+
+
 def _is_stop(tok_b: jax.Array, stop_tokens: tuple[int, ...]) -> jax.Array:
   if not stop_tokens:
     return jnp.zeros(tok_b.shape, bool)
@@ -139,7 +147,7 @@ def _generate(graphdef, state, tokens_bp, mask_bp, keys_b, params: SamplingParam
   model: Decoder = nnx.merge(graphdef, state)
   b = tokens_bp.shape[0]
   n = params.max_new_tokens
-  cache = KVCache.init(model.config, b, cache_len)
+  cache = _init_cache(model, b, cache_len)
   if cache_shardings is not None:
     cache = jax.lax.with_sharding_constraint(cache, cache_shardings)
 
@@ -251,7 +259,7 @@ def generate(model: Decoder, tokens_bp: Any, mask_bp: Any, key: jax.Array,
   cache_shardings = None
   if mesh is not None:
     from jaxlab.models.decoder import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-    abstract = jax.eval_shape(lambda: KVCache.init(model.config, b, cache_len))
+    abstract = jax.eval_shape(lambda: _init_cache(model, b, cache_len))
     cache_shardings = sharding_lib.cache_sharding(mesh, abstract)
     batch = NamedSharding(mesh, sharding_lib.fit_spec(
         jax.sharding.PartitionSpec(("data", "fsdp"), None), (b, p), mesh))

@@ -2,6 +2,7 @@
 
   decoder/    Llama 3 / Qwen2 / Qwen2.5 / Qwen3: config, modeling, params (safetensors I/O),
               sharding rules, value (a decoder body with a scalar head)
+  looped/     prelude / recurrent core / coda models; HrmText, Huginn (Raven), Ouro checkpoints
   tokenizer   the tokenizer and chat template of a model directory (shared by every family)
   errors      ModelConfigError, raised for any bad model directory
   paths       path_str: parameter paths as the strings param maps and sharding tables use
@@ -74,6 +75,10 @@ def register(name: str, module: str, architectures: tuple[str, ...] | list[str],
 register("decoder", "jaxlab.models.decoder.params",
          architectures=("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"),
          model_types=("llama", "qwen2", "qwen3"))
+# Huginn (Raven) and Ouro: format-compatible readers, not verified against upstream weights.
+register("looped", "jaxlab.models.looped.params",
+         architectures=("HrmTextForCausalLM", "RavenForCausalLM", "OuroForCausalLM"),
+         model_types=("hrm_text", "huginn_raven", "ouro"))
 
 
 def _known(attr: str) -> str:

@@ -196,7 +196,7 @@ class DecoderConfig:
     head_dim = d.get("head_dim") or head_dim_default
     num_kv = d.get("num_key_value_heads") or kv_default
 
-    theta, scaling, mrope_section = _parse_rope(d, path, arch)
+    theta, scaling, mrope_section = parse_rope(d, path, arch)
     attn_bias = bool(d.get("attention_bias", False))
     if arch == "Qwen2ForCausalLM":
       # Qwen2 always has q/k/v biases and never an output bias.
@@ -307,7 +307,7 @@ def _parse_mrope(params: Mapping[str, Any], path: str, rope_type: str
   return tuple(int(s) for s in sec)
 
 
-def _parse_rope(d: Mapping[str, Any], path: str, arch: str
+def parse_rope(d: Mapping[str, Any], path: str, arch: str
                 ) -> tuple[float, RopeScaling | None, tuple[int, ...] | None]:
   """``(theta, scaling, mrope_section)`` from v5 ``rope_parameters`` or v4 ``rope_scaling``."""
   params = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})

@@ -79,17 +79,22 @@ class KVCache:
 
 
 class RMSNorm(nnx.Module):
-  """``x / rms(x) * scale``, computed in float32 whatever the input dtype."""
+  """``x / rms(x) * scale``, computed in float32 whatever the input dtype.
 
-  def __init__(self, dim: int, eps: float, param_dtype):
+  ``weighted=False`` drops the learned scale (a parameter-free norm, as in HRM-text).
+  """
+
+  def __init__(self, dim: int, eps: float, param_dtype, weighted: bool = True):
     self.eps = eps
-    self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+    self.scale = nnx.Param(jnp.ones((dim,), param_dtype)) if weighted else None
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x32 = x.astype(jnp.float32)
     var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
     y = x32 * jax.lax.rsqrt(var + self.eps)
-    return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+    if self.scale is not None:
+      y = y * self.scale[...].astype(jnp.float32)
+    return y.astype(x.dtype)
 
 
 @functools.lru_cache(maxsize=64)
@@ -204,7 +209,19 @@ class Attention(nnx.Module):
   def __call__(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array,
                allowed_bts: jax.Array, k_cache: jax.Array | None, v_cache: jax.Array | None,
                index: jax.Array | None):
-    """One attention sub-layer.
+    """One attention sub-layer: :meth:`heads`, then :meth:`project`.
+
+    Returns:
+      ``(out_btd, k_cache, v_cache)`` with the caches updated (None when not given).
+    """
+    out, k_cache, v_cache = self.heads(x_btd, cos_bth, sin_bth, allowed_bts, k_cache, v_cache,
+                                       index)
+    return self.project(out), k_cache, v_cache
+
+  def heads(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array,
+            allowed_bts: jax.Array, k_cache: jax.Array | None, v_cache: jax.Array | None,
+            index: jax.Array | None):
+    """The per-head attention outputs, before the output projection.
 
     Args:
       x_btd: normalised input ``[B, T, D]``.
@@ -214,7 +231,8 @@ class Attention(nnx.Module):
       index: slot where this call's first token is written.
 
     Returns:
-      ``(out_btd, k_cache, v_cache)`` with the caches updated (None when not given).
+      ``(out_btnh, k_cache, v_cache)`` (compute dtype) with the caches updated (None when not
+      given); a subclass may reweight ``out_btnh`` before :meth:`project`.
     """
     c = self.config
     dt = jnp.dtype(c.dtype)
@@ -250,11 +268,15 @@ class Attention(nnx.Module):
     scores = jnp.where(allowed_bts[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1)
     out = jnp.einsum("bkgts,bskh->btkgh", probs.astype(dt), values)
-    out = out.reshape(b, t, c.num_heads, c.head_dim)
-    y = jnp.einsum("btnh,nhd->btd", out, self.o_nhd[...].astype(dt))
+    return out.reshape(b, t, c.num_heads, c.head_dim), k_cache, v_cache
+
+  def project(self, out_btnh: jax.Array) -> jax.Array:
+    """The output projection ``[B, T, N, H] -> [B, T, D]`` (plus its bias)."""
+    dt = jnp.dtype(self.config.dtype)
+    y = jnp.einsum("btnh,nhd->btd", out_btnh.astype(dt), self.o_nhd[...].astype(dt))
     if self.o_bias_d is not None:
       y = y + self.o_bias_d[...].astype(dt)
-    return y, k_cache, v_cache
+    return y
 
 
 class MLP(nnx.Module):

@@ -100,7 +100,7 @@ def hf_param_map(config: DecoderConfig) -> dict[str, HFTensor]:
   return out
 
 
-def _read_json(path: str) -> dict[str, Any]:
+def read_json(path: str) -> dict[str, Any]:
   try:
     with open(path) as f:
       return json.load(f)
@@ -115,22 +115,22 @@ def load_config(path: str, **overrides: Any) -> DecoderConfig:
   cfg_path = os.path.join(path, CONFIG_FILE)
   if not os.path.isfile(cfg_path):
     raise ModelConfigError(f"{cfg_path}: missing (a model directory needs config.json)")
-  d = _read_json(cfg_path)
+  d = read_json(cfg_path)
   gen_path = os.path.join(path, GENERATION_CONFIG_FILE)
   if os.path.isfile(gen_path) and "eos_token_id" not in overrides:
     # generate() stops on generation_config's eos ids (Llama 3 instruct lists several there).
-    gen_eos = _read_json(gen_path).get("eos_token_id")
+    gen_eos = read_json(gen_path).get("eos_token_id")
     if gen_eos is not None:
       overrides["eos_token_id"] = tuple(gen_eos) if isinstance(gen_eos, list) else gen_eos
   return DecoderConfig.from_hf_dict(d, cfg_path, **overrides)
 
 
-def _weight_files(path: str) -> tuple[dict[str, str], str]:
+def weight_files(path: str) -> tuple[dict[str, str], str]:
   """Tensor name -> file path, and the file that lists them (the index or the single file)."""
   index_path = os.path.join(path, INDEX_FILE)
   single = os.path.join(path, SINGLE_FILE)
   if os.path.isfile(index_path):
-    weight_map = _read_json(index_path).get("weight_map")
+    weight_map = read_json(index_path).get("weight_map")
     if not isinstance(weight_map, dict):
       raise CheckpointFormatError(f"{index_path}: no 'weight_map' object")
     files = {n: os.path.join(path, f) for n, f in weight_map.items()}
@@ -175,7 +175,7 @@ def load_params(path: str, config: DecoderConfig, mesh: Mesh | None = None,
     CheckpointFormatError: a tensor is missing or has the wrong shape (one line naming the
       file, the tensor, the expected and the actual shape).
   """
-  files, listing = _weight_files(path)
+  files, listing = weight_files(path)
   table = hf_param_map(config)
   pd = jnp.dtype(config.param_dtype)
   place = _placement(mesh, shardings, layout)
@@ -252,7 +252,7 @@ def iter_hf_tensors(model: Decoder, dtype: Any = None) -> Iterator[tuple[str, np
   _, state = nnx.split(model)
   leaves = [(table[path_str(kp)], leaf) for kp, leaf in jax.tree_util.tree_leaves_with_path(state)]
   # HF's natural order (layer 2 before layer 10), which is also the order files are written in.
-  for t, leaf in sorted(leaves, key=lambda tl: _natural_key(tl[0].name)):
+  for t, leaf in sorted(leaves, key=lambda tl: natural_key(tl[0].name)):
     w = np.asarray(jax.device_get(leaf))
     if dtype is not None:
       w = w.astype(jnp.dtype(dtype))
@@ -312,5 +312,5 @@ def save_pretrained(model: Decoder, path: str, tokenizer: Any = None, dtype: Any
     tokenizer.save_pretrained(path)
 
 
-def _natural_key(name: str):
+def natural_key(name: str):
   return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name)]

@@ -21,7 +21,7 @@ transformers = pytest.importorskip("transformers")
 
 def _tensors(path):
   """All tensors of a model dir, single-file or sharded, as name -> array."""
-  files, _ = params._weight_files(path)  # pylint: disable=protected-access
+  files, _ = params.weight_files(path)
   out = {}
   for f in sorted(set(files.values())):
     with safe_open(f, framework="numpy") as h:
