@@ -28,6 +28,15 @@ the env steps each seed needed until its eval return first reached R (sample eff
 A run that trains several arms in one program (e.g. ``ns_supervised``: SIGReg weights side by
 side) writes each metric once per arm as ``"<key>@<arm>"``; asking for ``<key>`` then gives one
 row per arm, labelled ``<run>@<arm>`` (or ``<group>@<arm>`` with ``--group_by``).
+
+``--kind=looped`` analyses one looped model instead (``jaxlab/looped``, spec
+looped_grounding_kaleidoscope.md §1.5): ``--workdir`` is its model directory (or a run directory
+holding ``hf_model/``); the prompts come from ``--prompts`` (a JSONL task file, whose
+``question`` fields are used, or a text file with one prompt per line); every trip count of
+``--iterations`` is captured, and ``results.npz``, ``metrics.json`` and the PNGs go to ``--out``:
+
+    python -m launch.analyze --kind=looped --workdir=runs/looped_sandwich \
+        --prompts=data/llm/chain_sum_eval.jsonl --iterations=4,8,16,32 --out=runs/looped_analysis
 """
 
 from __future__ import annotations
@@ -73,6 +82,14 @@ PRESETS = {
 }
 _PRESET = flags.DEFINE_enum("preset", "returns", list(PRESETS),
                             "Key set used when --keys is not given.")
+_KIND = flags.DEFINE_enum("kind", "runs", ["runs", "looped"], "runs: compare training runs; "
+                          "looped: the mechanistic analysis of one looped model.")
+_ITERATIONS = flags.DEFINE_list("iterations", ["4", "8", "16"], "looped: trip counts to capture.")
+_PROMPTS = flags.DEFINE_string("prompts", None, "looped: a JSONL task file or a text file with one "
+                               "prompt per line.")
+_NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 16, "looped: the first N prompts (0: all).")
+_BASELINE = flags.DEFINE_string("baseline", None, "looped: a feed-forward decoder directory for "
+                                "the stage curves.")
 _THRESHOLD = flags.DEFINE_float("threshold", None, "Also report env steps to reach this eval "
                                 "return (per seed; mean over the seeds that reached it).")
 
@@ -186,8 +203,63 @@ def tables_from_data(paths: list[str]) -> None:
     print(f"{path}:\n{stats.seed_table(rows, columns)}\n")
 
 
+def _model_dir(path: str) -> str:
+  exported = os.path.join(path, "hf_model")
+  return exported if os.path.isfile(os.path.join(exported, "config.json")) else path
+
+
+def _read_prompts(path: str, n: int) -> list[str]:
+  try:
+    with open(path) as f:
+      lines = [ln.rstrip("\n") for ln in f if ln.strip()]
+  except OSError as err:
+    fail(f"--prompts={path}: {err.strerror or err}")
+  if path.endswith(".jsonl"):
+    prompts = []
+    for i, line in enumerate(lines, 1):
+      try:
+        prompts.append(str(json.loads(line)["question"]))
+      except (ValueError, KeyError, TypeError):
+        fail(f"{path}:{i}: expected a JSON object with a 'question' field")
+  else:
+    prompts = lines
+  if not prompts:
+    fail(f"--prompts={path}: no prompts")
+  return prompts[:n] if n else prompts
+
+
+def analyze_looped() -> None:
+  """``--kind=looped``: :func:`jaxlab.looped.analyze.run_analysis` on one model."""
+  if not _WORKDIR.value or len(_WORKDIR.value) != 1:
+    fail("--kind=looped takes one --workdir: a looped model directory or a run holding hf_model/")
+  if not _PROMPTS.value:
+    fail("--kind=looped needs --prompts=<task .jsonl or text file, one prompt per line>")
+  try:
+    iterations = [int(x) for x in _ITERATIONS.value]
+  except ValueError:
+    fail(f"--iterations={','.join(_ITERATIONS.value)}: expected comma-separated integers")
+  if not iterations or min(iterations) < 1:
+    fail(f"--iterations={','.join(_ITERATIONS.value)}: every trip count must be >= 1")
+  model_dir = _model_dir(_WORKDIR.value[0])
+  if not os.path.isfile(os.path.join(model_dir, "config.json")):
+    fail(f"--workdir={_WORKDIR.value[0]}: no config.json there or in its hf_model/")
+  prompts = _read_prompts(_PROMPTS.value, _NUM_PROMPTS.value)
+  from jaxlab.core.errors import JaxlabError  # pylint: disable=import-outside-toplevel
+  from jaxlab.looped import analyze as looped_analyze  # pylint: disable=import-outside-toplevel
+  try:
+    out = looped_analyze.run_analysis(
+        model_dir, _OUT.value, iterations, prompts=prompts,
+        baseline=_model_dir(_BASELINE.value) if _BASELINE.value else None)
+  except (JaxlabError, ValueError) as err:
+    fail(" ".join(str(err).split()))
+  print(f"wrote {len(out['files'])} files to {_OUT.value}")
+
+
 def main(argv):
   del argv
+  if _KIND.value == "looped":
+    analyze_looped()
+    return
   if _DATA.value:
     tables_from_data(_DATA.value)
     return

@@ -1,0 +1,57 @@
+"""``python -m launch.analyze --kind=looped``: files from a tiny HrmText checkpoint, and bad
+input as one line with exit status 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.models.decoder.tiny_hf import write_char_tokenizer
+from tests.models.looped.conftest import build_hrm
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _analyze(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  return subprocess.run([sys.executable, "-m", "launch.analyze", "--kind=looped", *args],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def hrm_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("hrm"))
+  build_hrm("hrm").save_pretrained(path)
+  write_char_tokenizer(path)
+  return path
+
+
+def test_launch_writes_results_for_each_trip_count(hrm_dir, tmp_path):
+  prompts = tmp_path / "prompts.jsonl"
+  prompts.write_text("".join(json.dumps({"question": q}) + "\n" for q in ("12+3=", "7*8=")))
+  out = tmp_path / "analysis"
+  result = _analyze(f"--workdir={hrm_dir}", f"--prompts={prompts}", "--iterations=2,3",
+                    f"--out={out}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(out / "metrics.json") as f:
+    metrics = json.load(f)
+  assert set(metrics["per_iteration"]) == {"2", "3"}
+  assert os.path.getsize(out / "results.npz") > 0
+  assert any(name.endswith(".png") for name in os.listdir(out))
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--iterations=0"], "--iterations=0: every trip count must be >= 1"),
+    (["--iterations=2,x"], "expected comma-separated integers"),
+    ([], "needs --prompts"),
+])
+def test_bad_input_is_one_line(hrm_dir, tmp_path, args, needle):
+  prompts = tmp_path / "p.txt"
+  prompts.write_text("1+1=\n")
+  extra = [] if args == [] else [f"--prompts={prompts}"]
+  result = _analyze(f"--workdir={hrm_dir}", *extra, *args)
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
