@@ -21,24 +21,38 @@ from jaxlab.llm import rl, sft
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """The RL reference of configs/llm/sft_rl_reference.py, both stages shortened (clean 600
-  steps, noisy 300): it samples a wrong neighbour of the answer often, so RL can improve."""
+def _sft_chain(tmp_path_factory, stages):
+  """Runs the SFT stages of configs/llm/sft_rl_reference.py, each from the previous one's
+  export, with the given numbers of steps; returns the last export directory."""
   init = ""
-  for stage, steps in (("clean", 600), ("noisy", 300)):
+  for stage, steps in stages:
     c = _load_config("configs/llm/sft_rl_reference.py", stage)
     c.steps = steps
     c.model.init = init
-    c.log_every = 100
+    c.log_every = min(100, steps)
     c.eval.every = 0
     c.checkpoint.every = 0
     c.eval.num_examples = 50
     c.eval.batch_size = 50
     loop.validate(sft.TRAINER, c)
-    work = str(tmp_path_factory.mktemp(f"reference_{stage}"))
+    work = str(tmp_path_factory.mktemp(f"reference_{stage}_{steps}"))
     init = sft.run(c, work, make_mesh(), progress=False)["hf_model"]
   return init
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """The RL reference of configs/llm/sft_rl_reference.py, both stages shortened (clean 600
+  steps, noisy 300): it samples a wrong neighbour of the answer often, so RL can improve.
+  Only the learning test needs it (about 2 minutes of SFT on 2 cores)."""
+  return _sft_chain(tmp_path_factory, (("clean", 600), ("noisy", 300)))
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+  """A briefly trained policy (60 clean SFT steps) for the tests of resume, lag, critics and
+  bad input: it writes answer-shaped completions with mixed rewards, which is all they need."""
+  return _sft_chain(tmp_path_factory, (("clean", 60),))
 
 
 def _load_config(path: str, arg: str | None = None):
@@ -79,9 +93,9 @@ def test_rloo_raises_the_sampled_reward(reference, tmp_path):
   assert summary["eval/accuracy"] >= 0.5
 
 
-def test_resume_equals_uninterrupted_with_critics_and_lag(reference, tmp_path):
+def test_resume_equals_uninterrupted_with_critics_and_lag(policy, tmp_path):
   """Critic states, the lagged behaviour policies and the RNG all resume exactly."""
-  c = _config(reference, "B3", steps=8, log_every=2, prompts_per_step=4, group_size=4,
+  c = _config(policy, "B3", steps=8, log_every=2, prompts_per_step=4, group_size=4,
               async_lag=2, minibatches=2, **{
                   "pg.advantage": "gae", "critic.num_critics": 2, "asyppo.adv_mask_k": 0.2,
                   "asyppo.entropy_filter_h": 0.2, "pg.entropy_coef": 1e-3, "eval.every": 4,
@@ -104,12 +118,14 @@ def test_resume_equals_uninterrupted_with_critics_and_lag(reference, tmp_path):
     assert r["asyppo/ent_masked_frac"] == pytest.approx(0.2, abs=0.02)
 
 
-def test_async_lag_generates_with_the_policy_of_l_updates_ago(reference, tmp_path):
+def test_async_lag_generates_with_the_policy_of_l_updates_ago(policy, tmp_path):
   """With lag 2 the behaviour policy is the initial one for the first two steps (so the
-  learner's ratio to it is exactly 1 at step 1) and differs from the learner afterwards."""
-  c = _config(reference, "L3", steps=4, log_every=1, prompts_per_step=4, group_size=4,
+  learner's ratio to it is exactly 1 at step 1) and differs from the learner afterwards.
+  The entropy bonus makes every update move the policy, even a group whose rewards are all
+  equal (zero advantages)."""
+  c = _config(policy, "L3", steps=4, log_every=1, prompts_per_step=4, group_size=4,
               async_lag=2, **{"eval.every": 0, "checkpoint.every": 0, "eval.num_examples": 8,
-                              "eval.batch_size": 8})
+                              "eval.batch_size": 8, "pg.entropy_coef": 1e-2})
   rl.run(c, str(tmp_path / "run"), make_mesh(), progress=False)
   recs = _records(str(tmp_path / "run"))
   assert recs[0]["kl/behaviour_k3"] == 0.0
@@ -117,12 +133,12 @@ def test_async_lag_generates_with_the_policy_of_l_updates_ago(reference, tmp_pat
   assert all(r["kl/behaviour_k3"] > 0 for r in recs[1:])
 
 
-def test_disjoint_shards_make_critics_disagree(reference, tmp_path):
+def test_disjoint_shards_make_critics_disagree(policy, tmp_path):
   """Critics share their initial weights: trained on the same data they stay identical
   (σ = 0 exactly); on disjoint halves of every group they diverge (spec §2, Fig. 3)."""
   sigmas = {}
   for disjoint in (False, True):
-    c = _config(reference, "none", steps=6, log_every=6, prompts_per_step=4, group_size=4, **{
+    c = _config(policy, "none", steps=6, log_every=6, prompts_per_step=4, group_size=4, **{
         "pg.advantage": "gae", "critic.num_critics": 2, "critic.disjoint": disjoint,
         "eval.every": 0, "checkpoint.every": 0, "eval.num_examples": 8, "eval.batch_size": 8})
     rl.run(c, str(tmp_path / str(disjoint)), make_mesh(), progress=False)
@@ -131,16 +147,16 @@ def test_disjoint_shards_make_critics_disagree(reference, tmp_path):
   assert sigmas[True] > 1e-4
 
 
-def test_critic_ensemble_gradients_stay_in_their_shard(reference):
+def test_critic_ensemble_gradients_stay_in_their_shard(policy):
   """Through the trainer's own critics: the loss of critic 0 has zero gradient on critic 1's
   parameters and vice versa, and critic m's gradient ignores responses outside its shard."""
   from jaxlab.llm import asyppo  # pylint: disable=g-import-not-at-top
   from jaxlab.models.decoder import params as ckpt  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  c = _config(reference, "none", prompts_per_step=2, group_size=4, **{
+  c = _config(policy, "none", prompts_per_step=2, group_size=4, **{
       "pg.advantage": "gae", "critic.num_critics": 2})
-  policy, _ = ckpt.from_pretrained(reference, tokenizer=False)
-  graphdef, params = rl.build_critics(c, policy)
+  model, _ = ckpt.from_pretrained(policy, tokenizer=False)
+  graphdef, params = rl.build_critics(c, model)
   # Make the two critics different so a mix-up could not hide.
   params = jax.tree.map(lambda x: x.at[1].add(0.01), params)
   rng = np.random.default_rng(0)
@@ -202,22 +218,22 @@ def huge_reward(rows, completions):
     ("tests.llm.test_rl:nan_reward", "returned nan at step 1 for row 3"),
     ("tests.llm.test_rl:short_reward", "expected (16,), one reward per completion"),
 ])
-def test_bad_reward_function_is_named(reference, tmp_path, fn, message):
-  c = _config(reference, "none", steps=2, prompts_per_step=4, group_size=4, log_every=1, **{
+def test_bad_reward_function_is_named(policy, tmp_path, fn, message):
+  c = _config(policy, "none", steps=2, prompts_per_step=4, group_size=4, log_every=1, **{
       "reward.fn": fn, "eval.every": 0, "checkpoint.every": 0})
   with pytest.raises(rl.RewardError, match=message.replace("(", r"\(").replace(")", r"\)")):
     rl.run(c, str(tmp_path / "run"), make_mesh(), progress=False)
 
 
-def test_non_finite_loss_names_step_and_checkpoint(reference, tmp_path):
-  c = _config(reference, "none", steps=4, prompts_per_step=4, group_size=4, log_every=1, **{
+def test_non_finite_loss_names_step_and_checkpoint(policy, tmp_path):
+  c = _config(policy, "none", steps=4, prompts_per_step=4, group_size=4, log_every=1, **{
       "reward.fn": "tests.llm.test_rl:huge_reward", "eval.every": 0, "checkpoint.every": 0})
   with pytest.raises(loop.NonFiniteError, match="at step 1; last good checkpoint: none"):
     rl.run(c, str(tmp_path / "run"), make_mesh(), progress=False)
 
 
-def test_prompt_longer_than_limit_names_file_and_row(reference, tmp_path):
-  c = _config(reference, "none", **{"data.max_prompt_len": 8})
+def test_prompt_longer_than_limit_names_file_and_row(policy, tmp_path):
+  c = _config(policy, "none", **{"data.max_prompt_len": 8})
   with pytest.raises(DataError, match=r"chain_sum_rl_train.jsonl:2: the prompt has \d+ "
                      "tokens, longer than 'config.data.max_prompt_len'=8"):
     rl.run(c, str(tmp_path / "run"), make_mesh(), progress=False)
@@ -230,9 +246,9 @@ def test_prompt_longer_than_limit_names_file_and_row(reference, tmp_path):
     ({"asyppo.adv_mask_k": 0.2}, "needs 'config.critic.num_critics' >= 2"),
     ({"minibatches": 3}, "must divide the 128 responses"),
 ])
-def test_bad_config_names_the_key(reference, overrides, message):
+def test_bad_config_names_the_key(policy, overrides, message):
   with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
-    _config(reference, "R1", **overrides)
+    _config(policy, "R1", **overrides)
 
 
 def test_launcher_rejects_unknown_estimator_in_one_line(tmp_path):

@@ -1,0 +1,43 @@
+"""Suite-wide setup: one persistent XLA compilation cache for the whole test run.
+
+Many tests compile the same programs: a launcher subprocess and the in-process test beside
+it, the three processes of every resume test (uninterrupted, killed, resumed), the xdist
+workers. With a cache shared by every process of one pytest run, each program is compiled
+once and loaded afterwards (a loaded executable is the compiled one, so results are unchanged).
+
+The cache lives in a fresh temporary directory made by the first pytest process of the run
+(the xdist controller, or the only process), handed to workers and subprocesses through the
+environment, and removed when that process ends, so no run reads another run's programs and
+timings stay honest. ``JAXLAB_TEST_COMPILATION_CACHE=0`` turns it off; a directory path
+in it keeps the cache there (and keeps it afterwards), e.g. to rerun one file quickly.
+"""
+
+import os
+import shutil
+import tempfile
+
+_ENV = "JAXLAB_TEST_COMPILATION_CACHE"
+_created: list[str] = []
+
+
+def pytest_configure(config):  # pylint: disable=unused-argument
+  choice = os.environ.get(_ENV, "")
+  if choice == "0":
+    return
+  if not choice:  # the first process of this run: make the directory its workers inherit
+    choice = tempfile.mkdtemp(prefix="jaxlab-test-xla-cache-")
+    os.environ[_ENV] = choice
+    _created.append(choice)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = choice
+  # Cache every program that took at least this long to compile (jax's default is 1 s; most
+  # of this suite's repeated programs take 0.3-30 s on 2 cores).
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_compilation_cache_dir", choice)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+def pytest_unconfigure(config):  # pylint: disable=unused-argument
+  for path in _created:
+    shutil.rmtree(path, ignore_errors=True)
