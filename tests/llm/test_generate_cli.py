@@ -10,19 +10,12 @@ import pytest
 
 from jaxlab import models
 from jaxlab.models import tokenizer as tok_lib
-from jaxlab.models.decoder import config, modeling, params
+from tests.models.decoder.tiny_hf import save_tiny_char_decoder
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tiny"))
-  tok = tok_lib.train_char_tokenizer(["0123456789+= abcdefghij?"], None)
-  cfg = config.DecoderConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                             num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
-                             architecture="Qwen3ForCausalLM", qk_norm=True,
-                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-  params.save_pretrained(modeling.init_decoder(cfg, seed=0), path, tokenizer=tok)
-  return path
+  return save_tiny_char_decoder(str(tmp_path_factory.mktemp("tiny")), "0123456789+= abcdefghij?")
 
 
 def _run(*args):

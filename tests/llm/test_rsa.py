@@ -15,6 +15,7 @@ from scipy import stats
 from jaxlab.core.errors import ConfigError
 from jaxlab.llm import rsa
 from jaxlab.llm import tasks as tasks_lib
+from tests.models.decoder.tiny_hf import save_tiny_char_decoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WRONG = "#"
@@ -200,16 +201,8 @@ def test_resume_equals_uninterrupted_and_islands_never_mix_before_their_merge(tm
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-  from jaxlab.models import tokenizer as tok_lib
-  from jaxlab.models.decoder import config, modeling, params
-  path = str(tmp_path_factory.mktemp("rsa_model"))
-  tok = tok_lib.train_char_tokenizer(["0123456789+-= abcdefghijklmnopqrstuvwxyz|?.:[]"], None)
-  cfg = config.DecoderConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                             num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
-                             architecture="Qwen3ForCausalLM", qk_norm=True,
-                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-  params.save_pretrained(modeling.init_decoder(cfg, seed=0), path, tokenizer=tok)
-  return path
+  return save_tiny_char_decoder(str(tmp_path_factory.mktemp("rsa_model")),
+                                "0123456789+-= abcdefghijklmnopqrstuvwxyz|?.:[]")
 
 
 def _short_rows(n):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import flax.struct
 import jax
@@ -398,24 +399,8 @@ class Decoder(nnx.Module):
       raise ValueError(f"Decoder: positions must be [B, T] or [P, B, T] with B, T = {b}, {t}; "
                        f"got shape {list(positions_bt.shape)}")
 
-    if cache is None:
-      if positions_bt is None:
-        positions_bt = positions_from_mask(mask_bt)
-      causal_ts = jnp.tril(jnp.ones((t, t), bool))
-      allowed_bts = causal_ts[None] & mask_bt[:, None, :]
-      index = None
-    else:
-      index = cache.index
-      slots_s = jnp.arange(cache.max_len)
-      if positions_bt is None:
-        # Only slots before `index` count: stale entries past it (after a rewind) are ignored.
-        seen_b = jnp.sum(cache.mask_bs & (slots_s < index)[None], axis=-1)
-        positions_bt = positions_from_mask(mask_bt, seen_b)
-      mask_bs = jax.lax.dynamic_update_slice(cache.mask_bs, mask_bt, (0, index))
-      query_slot_t = index + jnp.arange(t)
-      causal_ts = slots_s[None, :] <= query_slot_t[:, None]
-      allowed_bts = causal_ts[None] & mask_bs[:, None, :]
-
+    positions_bt, allowed_bts, mask_bs = attention_layout(mask_bt, positions_bt, cache, t)
+    index = None if cache is None else cache.index
     cos, sin = rope_cos_sin(c, positions_bt)
     states = [x]
     new_k, new_v = [], []
@@ -438,13 +423,7 @@ class Decoder(nnx.Module):
 
   def logits(self, h_btd: jax.Array) -> jax.Array:
     """Float32 logits ``[B, T, V]`` from final hidden states."""
-    dt = jnp.dtype(self.config.dtype)
-    h = h_btd.astype(dt)
-    if self.lm_head_dv is None:
-      return jnp.einsum("btd,vd->btv", h, self.embedding_vd[...].astype(dt),
-                        preferred_element_type=jnp.float32)
-    return jnp.einsum("btd,dv->btv", h, self.lm_head_dv[...].astype(dt),
-                      preferred_element_type=jnp.float32)
+    return unembed(h_btd, self.embedding_vd, self.lm_head_dv, self.config.dtype)
 
   def __call__(self, tokens_bt: jax.Array | None = None, mask_bt: jax.Array | None = None,
                positions_bt: jax.Array | None = None, cache: KVCache | None = None, *,
@@ -455,6 +434,46 @@ class Decoder(nnx.Module):
                       inputs_embeds_btd=inputs_embeds_btd,
                       return_hidden_states=return_hidden_states)
     return (self.logits(out[0]),) + tuple(out[1:])
+
+
+def attention_layout(mask_bt: jax.Array, positions_bt: jax.Array | None, cache: Any, t: int
+                     ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+  """``(positions_bt, allowed_bts, new_mask_bs)`` of a call over ``t`` new tokens.
+
+  Without a cache: causal attention among the call's real tokens (LEFT padding), positions
+  counting real tokens. With a cache (anything with ``mask_bs``, ``index``, ``max_len``): the
+  new tokens go to slots ``index .. index + t``; each query sees real slots up to its own, and
+  positions continue from the real tokens before ``index`` (stale slots past it, after a
+  rewind, are ignored). Given ``positions_bt`` (e.g. M-RoPE's 3 rows) are kept. Every model
+  family lays out its attention through here.
+  """
+  if cache is None:
+    if positions_bt is None:
+      positions_bt = positions_from_mask(mask_bt)
+    allowed = jnp.tril(jnp.ones((t, t), bool))[None] & mask_bt[:, None, :]
+    return positions_bt, allowed, None
+  index = cache.index
+  slots_s = jnp.arange(cache.max_len)
+  if positions_bt is None:
+    seen_b = jnp.sum(cache.mask_bs & (slots_s < index)[None], axis=-1)
+    positions_bt = positions_from_mask(mask_bt, seen_b)
+  mask_bs = jax.lax.dynamic_update_slice(cache.mask_bs, mask_bt, (0, index))
+  causal_ts = slots_s[None, :] <= (index + jnp.arange(t))[:, None]
+  return positions_bt, causal_ts[None] & mask_bs[:, None, :], mask_bs
+
+
+def unembed(h_btd: jax.Array, embedding_vd: nnx.Param, lm_head_dv: nnx.Param | None,
+            dtype: Any) -> jax.Array:
+  """Float32 logits ``[B, T, V]``: hidden states times the head ``[D, V]``, or times the
+  transposed embedding ``[V, D]`` when the head is tied (``lm_head_dv`` None); the matmul runs
+  in ``dtype`` and accumulates in float32. Every model family's head goes through here."""
+  dt = jnp.dtype(dtype)
+  h = h_btd.astype(dt)
+  if lm_head_dv is None:
+    return jnp.einsum("btd,vd->btv", h, embedding_vd[...].astype(dt),
+                      preferred_element_type=jnp.float32)
+  return jnp.einsum("btd,dv->btv", h, lm_head_dv[...].astype(dt),
+                    preferred_element_type=jnp.float32)
 
 
 def init_decoder(config: DecoderConfig, seed: int = 0) -> Decoder:

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 import re
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from jaxlab.core import files
 from jaxlab.models.decoder import sharding as sharding_lib
 from jaxlab.models.decoder.config import DecoderConfig
 from jaxlab.models.decoder.modeling import Decoder, abstract_decoder
@@ -274,24 +275,32 @@ def save_pretrained(model: Decoder, path: str, tokenizer: Any = None, dtype: Any
     max_shard_bytes: above this total, tensors go into ``model-0000x-of-0000y.safetensors``
       files with a ``model.safetensors.index.json``.
   """
-  os.makedirs(path, exist_ok=True)
-  config = model.config
-  dtype_name = jnp.dtype(dtype or config.param_dtype).name
-  with open(os.path.join(path, CONFIG_FILE), "w") as f:
-    json.dump(config.to_hf_dict(torch_dtype=dtype_name), f, indent=2, sort_keys=True)
+  dtype_name = jnp.dtype(dtype or model.config.param_dtype).name
+  write_checkpoint(path, model.config.to_hf_dict(torch_dtype=dtype_name),
+                   iter_hf_tensors(model, dtype), tokenizer, max_shard_bytes)
 
-  # Group tensors into shards greedily, in HF name order, then write each shard.
+
+def write_checkpoint(path: str, hf_config: dict[str, Any],
+                     tensors: Iterable[tuple[str, np.ndarray]], tokenizer: Any = None,
+                     max_shard_bytes: int = 5 * 2**30) -> None:
+  """Writes a Hugging Face checkpoint directory: ``config.json``, the ``(name, array)``
+  tensors in order as one ``model.safetensors`` or as shards of at most ``max_shard_bytes``
+  with their index, and the tokenizer if given. Stale weight files are removed first, so the
+  directory holds exactly one checkpoint. Every model family saves through here."""
+  os.makedirs(path, exist_ok=True)
+  files.write_text(os.path.join(path, CONFIG_FILE),
+                   json.dumps(hf_config, indent=2, sort_keys=True))
+  # Group tensors into shards greedily, in the given order, then write each shard.
   shards: list[dict[str, np.ndarray]] = [{}]
   size = 0
   total = 0
-  for name, w in iter_hf_tensors(model, dtype):
+  for name, w in tensors:
     if shards[-1] and size + w.nbytes > max_shard_bytes:
       shards.append({})
       size = 0
     shards[-1][name] = w
     size += w.nbytes
     total += w.nbytes
-  # Clear stale weight files so the directory holds exactly one checkpoint.
   for old in os.listdir(path):
     if old == SINGLE_FILE or old == INDEX_FILE or re.fullmatch(
         r"model-\d{5}-of-\d{5}\.safetensors", old):
@@ -305,9 +314,9 @@ def save_pretrained(model: Decoder, path: str, tokenizer: Any = None, dtype: Any
       fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
       save_file(shard, os.path.join(path, fname), metadata=meta)
       weight_map.update({n: fname for n in shard})
-    with open(os.path.join(path, INDEX_FILE), "w") as f:
-      json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2,
-                sort_keys=True)
+    files.write_text(os.path.join(path, INDEX_FILE), json.dumps(
+        {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2,
+        sort_keys=True))
   if tokenizer is not None:
     tokenizer.save_pretrained(path)
 

@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxlab.models.decoder.modeling import (MLP, Attention, RMSNorm, positions_from_mask,
-                                            rope_cos_sin)
+from jaxlab.models.decoder.modeling import (MLP, Attention, RMSNorm, attention_layout,
+                                            rope_cos_sin, unembed)
 from jaxlab.models.looped.config import LoopedConfig, LoopedConfigError
 
 _INIT_STD = 0.02
@@ -178,23 +178,6 @@ class LoopBlock(nnx.Module):
 
 
 # -- the model ------------------------------------------------------------------------------------
-
-
-def _attention_layout(mask_bt, positions_bt, cache, t):
-  """``(positions_bt, allowed_bts, new_mask_bs)``, as the decoder lays out a call."""
-  if cache is None:
-    if positions_bt is None:
-      positions_bt = positions_from_mask(mask_bt)
-    allowed = jnp.tril(jnp.ones((t, t), bool))[None] & mask_bt[:, None, :]
-    return positions_bt, allowed, None
-  index = cache.index
-  slots_s = jnp.arange(cache.max_len)
-  if positions_bt is None:
-    seen_b = jnp.sum(cache.mask_bs & (slots_s < index)[None], axis=-1)
-    positions_bt = positions_from_mask(mask_bt, seen_b)
-  mask_bs = jax.lax.dynamic_update_slice(cache.mask_bs, mask_bt, (0, index))
-  causal_ts = slots_s[None, :] <= (index + jnp.arange(t))[:, None]
-  return positions_bt, causal_ts[None] & mask_bs[:, None, :], mask_bs
 
 
 class LoopedLM(nnx.Module):
@@ -424,7 +407,7 @@ class LoopedLM(nnx.Module):
     x = x * jnp.asarray(c.embedding_scale, dt)
     b, t = x.shape[:2]
     mask_bt = jnp.ones((b, t), bool) if mask_bt is None else mask_bt.astype(bool)
-    positions_bt, allowed, mask_bs = _attention_layout(mask_bt, positions_bt, cache, t)
+    positions_bt, allowed, mask_bs = attention_layout(mask_bt, positions_bt, cache, t)
     index = None if cache is None else cache.index
     cos, sin = rope_cos_sin(c.block_config, positions_bt)
 
@@ -530,7 +513,7 @@ class LoopedLM(nnx.Module):
     t = states.iterates.shape[2]
     mask = (jnp.ones(states.iterates.shape[1:3], bool) if mask_bt is None
             else jnp.asarray(mask_bt, bool))
-    positions_bt, allowed, _ = _attention_layout(mask, positions_bt, None, t)
+    positions_bt, allowed, _ = attention_layout(mask, positions_bt, None, t)
     cos, sin = rope_cos_sin(self.config.block_config, positions_bt)
     logits = jax.lax.map(lambda s: self.logits(self.readout(s, cos, sin, allowed)),
                          states.iterates)
@@ -539,13 +522,7 @@ class LoopedLM(nnx.Module):
 
   def logits(self, h_btd: jax.Array) -> jax.Array:
     """Float32 logits ``[B, T, V]``."""
-    dt = jnp.dtype(self.config.dtype)
-    h = h_btd.astype(dt)
-    if self.lm_head_dv is None:
-      return jnp.einsum("btd,vd->btv", h, self.embedding_vd[...].astype(dt),
-                        preferred_element_type=jnp.float32)
-    return jnp.einsum("btd,dv->btv", h, self.lm_head_dv[...].astype(dt),
-                      preferred_element_type=jnp.float32)
+    return unembed(h_btd, self.embedding_vd, self.lm_head_dv, self.config.dtype)
 
   def __call__(self, tokens_bt=None, mask_bt=None, positions_bt=None, cache=None, *,
                inputs_embeds_btd=None, return_states: bool = False,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 from typing import Any, Iterator
 
@@ -27,11 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors import safe_open
-from safetensors.numpy import save_file
 
-from jaxlab.models.decoder.params import (CONFIG_FILE, GENERATION_CONFIG_FILE, INDEX_FILE,
-                                          SINGLE_FILE, CheckpointFormatError, HFTensor,
-                                          natural_key, read_json, weight_files)
+from jaxlab.models.decoder.params import (CONFIG_FILE, GENERATION_CONFIG_FILE,
+                                          CheckpointFormatError, HFTensor,
+                                          natural_key, read_json, weight_files,
+                                          write_checkpoint)
 from jaxlab.models.errors import ModelConfigError
 from jaxlab.models.looped import formats
 from jaxlab.models.looped.config import LoopedConfig
@@ -235,36 +234,6 @@ def save_pretrained(model: LoopedLM, path: str, tokenizer: Any = None, dtype: An
   Raises:
     LoopedConfigError: the model's layout is not HrmText's (names the field).
   """
-  os.makedirs(path, exist_ok=True)
-  config = model.config
-  dtype_name = jnp.dtype(dtype or config.param_dtype).name
-  hf_config = config.to_hf_dict(torch_dtype=dtype_name)
-  shards: list[dict[str, np.ndarray]] = [{}]
-  size = total = 0
-  for name, w in iter_hf_tensors(model, dtype):
-    if shards[-1] and size + w.nbytes > max_shard_bytes:
-      shards.append({})
-      size = 0
-    shards[-1][name] = w
-    size += w.nbytes
-    total += w.nbytes
-  with open(os.path.join(path, CONFIG_FILE), "w") as f:
-    json.dump(hf_config, f, indent=2, sort_keys=True)
-  for old in os.listdir(path):
-    if old in (SINGLE_FILE, INDEX_FILE) or (old.startswith("model-")
-                                            and old.endswith(".safetensors")):
-      os.remove(os.path.join(path, old))
-  meta = {"format": "pt"}
-  if len(shards) == 1:
-    save_file(shards[0], os.path.join(path, SINGLE_FILE), metadata=meta)
-  else:
-    weight_map = {}
-    for i, shard in enumerate(shards):
-      fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-      save_file(shard, os.path.join(path, fname), metadata=meta)
-      weight_map.update({n: fname for n in shard})
-    with open(os.path.join(path, INDEX_FILE), "w") as f:
-      json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2,
-                sort_keys=True)
-  if tokenizer is not None:
-    tokenizer.save_pretrained(path)
+  dtype_name = jnp.dtype(dtype or model.config.param_dtype).name
+  hf_config = model.config.to_hf_dict(torch_dtype=dtype_name)  # raises for non-HrmText layouts
+  write_checkpoint(path, hf_config, iter_hf_tensors(model, dtype), tokenizer, max_shard_bytes)

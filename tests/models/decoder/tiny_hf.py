@@ -60,17 +60,37 @@ def write_char_tokenizer(path):
   return train_char_tokenizer([''.join(chr(c) for c in range(32, 127))], path)
 
 
-@pytest.fixture(scope="session")
-def hf_dirs(tmp_path_factory):
-  """name -> (torch model, directory holding its save_pretrained output + a tokenizer)."""
+def save_reference_dirs(tmp_path_factory, names, build):
+  """name -> (torch model ``build(name)``, a directory holding its save_pretrained output and
+  a char tokenizer)."""
   out = {}
-  for name in MODELS:
+  for name in names:
     path = str(tmp_path_factory.mktemp(name))
-    model = build_hf_model(name)
+    model = build(name)
     model.save_pretrained(path)
     write_char_tokenizer(path)
     out[name] = (model, path)
   return out
+
+
+def save_tiny_char_decoder(path, alphabet):
+  """A random 1-layer Qwen3-style decoder over a char tokenizer of ``alphabet``, saved as a
+  model directory (config, safetensors, tokenizer); returns ``path``."""
+  from jaxlab.models import tokenizer as tok_lib  # pylint: disable=import-outside-toplevel
+  from jaxlab.models.decoder import config, modeling, params  # pylint: disable=import-outside-toplevel
+  tok = tok_lib.train_char_tokenizer([alphabet], None)
+  cfg = config.DecoderConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                             num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
+                             architecture="Qwen3ForCausalLM", qk_norm=True,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+  params.save_pretrained(modeling.init_decoder(cfg, seed=0), path, tokenizer=tok)
+  return path
+
+
+@pytest.fixture(scope="session")
+def hf_dirs(tmp_path_factory):
+  """name -> (torch model, directory holding its save_pretrained output + a tokenizer)."""
+  return save_reference_dirs(tmp_path_factory, MODELS, build_hf_model)
 
 
 def left_padded_batch(seed: int = 0, vocab: int = 128, lengths=(12, 7, 1, 10)):

@@ -1,9 +1,8 @@
 """Fixtures of the looped-family tests: tiny random HrmText checkpoints from transformers."""
 
-import numpy as np
 import pytest
 
-from tests.models.decoder.tiny_hf import write_char_tokenizer
+from tests.models.decoder.tiny_hf import left_padded_batch, save_reference_dirs
 
 try:
   import torch  # the PyTorch reference (the "dev" extra)
@@ -41,24 +40,10 @@ def build_hrm(name: str, seed: int = 0):
 @pytest.fixture(scope="session")
 def hrm_dirs(tmp_path_factory):
   """name -> (torch model, directory with its save_pretrained output + a char tokenizer)."""
-  out = {}
-  for name in VARIANTS:
-    path = str(tmp_path_factory.mktemp(name))
-    model = build_hrm(name)
-    model.save_pretrained(path)
-    write_char_tokenizer(path)
-    out[name] = (model, path)
-  return out
+  return save_reference_dirs(tmp_path_factory, VARIANTS, build_hrm)
 
 
 def padded_batch(seed: int = 0, vocab: int = 128, lengths=(9, 5, 1, 7)):
-  """A LEFT-padded ``(tokens_bt, mask_bt, positions_bt)`` batch (ids >= 3)."""
-  rng = np.random.default_rng(seed)
-  t = max(lengths)
-  tokens = np.zeros((len(lengths), t), np.int64)
-  mask = np.zeros((len(lengths), t), bool)
-  for i, n in enumerate(lengths):
-    tokens[i, t - n:] = rng.integers(3, vocab, size=n)
-    mask[i, t - n:] = True
-  positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
-  return tokens, mask, positions
+  """A LEFT-padded ``(tokens_bt, mask_bt, positions_bt)`` batch (ids >= 3), shorter than the
+  decoder tests' default."""
+  return left_padded_batch(seed, vocab, lengths)
