@@ -8,7 +8,7 @@ subclasses. Being hashable lets the config ride along as a static argument of ``
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from jaxlab.models.errors import ModelConfigError
 
@@ -129,11 +129,7 @@ class DecoderConfig:
   @property
   def stop_token_ids(self) -> tuple[int, ...]:
     """The eos ids as a tuple (possibly empty)."""
-    if self.eos_token_id is None:
-      return ()
-    if isinstance(self.eos_token_id, int):
-      return (self.eos_token_id,)
-    return tuple(self.eos_token_id)
+    return eos_ids(self.eos_token_id)
 
   def replace(self, **changes: Any) -> "DecoderConfig":
     return dataclasses.replace(self, **changes)
@@ -305,6 +301,15 @@ def _parse_mrope(params: Mapping[str, Any], path: str, rope_type: str
   if not isinstance(sec, (list, tuple)) or not all(isinstance(s, int) for s in sec):
     raise ModelConfigError(f"{path}: mrope_section={sec!r} must be a list of ints")
   return tuple(int(s) for s in sec)
+
+
+def eos_ids(eos_token_id: int | Sequence[int] | None) -> tuple[int, ...]:
+  """A config's ``eos_token_id`` (None, one id or several) as a tuple of ids."""
+  if eos_token_id is None:
+    return ()
+  if isinstance(eos_token_id, int):
+    return (eos_token_id,)
+  return tuple(eos_token_id)
 
 
 def parse_rope(d: Mapping[str, Any], path: str, arch: str

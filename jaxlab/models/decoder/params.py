@@ -109,20 +109,30 @@ def read_json(path: str) -> dict[str, Any]:
     raise ModelConfigError(f"{path}: not valid JSON ({e})") from None
 
 
-def load_config(path: str, **overrides: Any) -> DecoderConfig:
-  """Reads ``path/config.json`` (and eos ids from ``generation_config.json`` if present)."""
+def read_hf_config(path: str, overrides: dict[str, Any]
+                   ) -> tuple[dict[str, Any], str, dict[str, Any]]:
+  """``(config.json as a dict, its path, overrides)`` of the model directory ``path``, with
+  generation_config.json's eos ids added to the overrides unless one is given. Every model
+  family reads its directory through here."""
   if not os.path.isdir(path):
     raise ModelConfigError(f"{path}: model directory does not exist")
   cfg_path = os.path.join(path, CONFIG_FILE)
   if not os.path.isfile(cfg_path):
     raise ModelConfigError(f"{cfg_path}: missing (a model directory needs config.json)")
   d = read_json(cfg_path)
+  overrides = dict(overrides)
   gen_path = os.path.join(path, GENERATION_CONFIG_FILE)
   if os.path.isfile(gen_path) and "eos_token_id" not in overrides:
     # generate() stops on generation_config's eos ids (Llama 3 instruct lists several there).
     gen_eos = read_json(gen_path).get("eos_token_id")
     if gen_eos is not None:
       overrides["eos_token_id"] = tuple(gen_eos) if isinstance(gen_eos, list) else gen_eos
+  return d, cfg_path, overrides
+
+
+def load_config(path: str, **overrides: Any) -> DecoderConfig:
+  """Reads ``path/config.json`` (and eos ids from ``generation_config.json`` if present)."""
+  d, cfg_path, overrides = read_hf_config(path, overrides)
   return DecoderConfig.from_hf_dict(d, cfg_path, **overrides)
 
 

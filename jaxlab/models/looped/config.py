@@ -40,7 +40,7 @@ import math
 from typing import Any, Mapping
 
 from jaxlab.core.errors import ConfigError
-from jaxlab.models.decoder.config import DecoderConfig, RopeScaling, parse_rope
+from jaxlab.models.decoder.config import DecoderConfig, RopeScaling, eos_ids, parse_rope
 from jaxlab.models.errors import ModelConfigError
 
 INJECTIONS = ("none", "add", "concat_adapter", "gated")
@@ -239,11 +239,7 @@ class LoopedConfig:
 
   @property
   def stop_token_ids(self) -> tuple[int, ...]:
-    if self.eos_token_id is None:
-      return ()
-    if isinstance(self.eos_token_id, int):
-      return (self.eos_token_id,)
-    return tuple(self.eos_token_id)
+    return eos_ids(self.eos_token_id)
 
   def replace(self, **changes: Any) -> "LoopedConfig":
     return dataclasses.replace(self, **changes)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from typing import Any, Iterator
 
 import jax
@@ -27,9 +26,8 @@ import numpy as np
 from flax import nnx
 from safetensors import safe_open
 
-from jaxlab.models.decoder.params import (CONFIG_FILE, GENERATION_CONFIG_FILE,
-                                          CheckpointFormatError, HFTensor,
-                                          natural_key, read_json, weight_files,
+from jaxlab.models.decoder.params import (CheckpointFormatError, HFTensor,
+                                          natural_key, read_hf_config, weight_files,
                                           write_checkpoint)
 from jaxlab.models.errors import ModelConfigError
 from jaxlab.models.looped import formats
@@ -115,17 +113,8 @@ def _aliases(name: str) -> tuple[str, ...]:
 
 def load_config(path: str, **overrides: Any) -> LoopedConfig:
   """Reads ``path/config.json`` (and eos ids from ``generation_config.json`` if present)."""
-  if not os.path.isdir(path):
-    raise ModelConfigError(f"{path}: model directory does not exist")
-  cfg_path = os.path.join(path, CONFIG_FILE)
-  if not os.path.isfile(cfg_path):
-    raise ModelConfigError(f"{cfg_path}: missing (a model directory needs config.json)")
-  gen_path = os.path.join(path, GENERATION_CONFIG_FILE)
-  if os.path.isfile(gen_path) and "eos_token_id" not in overrides:
-    gen_eos = read_json(gen_path).get("eos_token_id")
-    if gen_eos is not None:
-      overrides["eos_token_id"] = tuple(gen_eos) if isinstance(gen_eos, list) else gen_eos
-  return LoopedConfig.from_hf_dict(read_json(cfg_path), cfg_path, **overrides)
+  d, cfg_path, overrides = read_hf_config(path, overrides)
+  return LoopedConfig.from_hf_dict(d, cfg_path, **overrides)
 
 
 def load_params(path: str, config: LoopedConfig) -> LoopedLM:
