@@ -8,7 +8,6 @@ logged after the restored checkpoint, so a resumed run's log equals an uninterru
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -50,16 +49,13 @@ class MetricWriter:
     """Keeps only records with ``step <= last_step`` (used when resuming)."""
     if not os.path.exists(self.path):
       return
-    with open(self.path) as f:
-      lines = [ln for ln in f if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln)["step"] <= last_step]
-    files.write_text(self.path, "".join(kept))
+    kept = [r for r in files.read_jsonl(self.path) if r["step"] <= last_step]
+    files.write_jsonl(self.path, kept)
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     record = {"step": int(step)}
     record.update({k: to_python(v) for k, v in metrics.items()})
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    files.append_jsonl(self.path, [record])
     if self._tb is not None:
       for k, v in record.items():
         value = scalar(v) if k != "step" else math.nan
@@ -73,9 +69,7 @@ class MetricWriter:
 
 def read_metrics(workdir: str) -> list[dict]:
   """All records of ``workdir/metrics.jsonl`` in order."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  with open(path) as f:
-    return [json.loads(ln) for ln in f if ln.strip()]
+  return files.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
 
 
 def _fmt_duration(seconds: float) -> str:

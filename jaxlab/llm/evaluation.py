@@ -26,10 +26,13 @@ class TaskAccuracy:
     batch_size: prompts per sampler call.
     max_new_tokens: completion budget.
     mesh: the device mesh (batches are split over its data-parallel axes), or None.
+    prompt_special_tokens: whether the tokenizer adds its special tokens (bos) to prompts;
+      False for prompts that are rendered chat transcripts.
   """
 
   def __init__(self, prompt_format: str, tokenizer: Any, rows: Sequence[dict[str, Any]],
-               batch_size: int, max_new_tokens: int, mesh: Any = None):
+               batch_size: int, max_new_tokens: int, mesh: Any = None,
+               prompt_special_tokens: bool = True):
     from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
     from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
     self.rows = list(rows)
@@ -37,7 +40,8 @@ class TaskAccuracy:
     self.mesh = mesh
     prompts = [prompt_format.format(**r) for r in self.rows]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    self.tokens, self.mask = sampling.left_pad(encode_prompts(tokenizer, prompts), pad_id=pad)
+    ids = encode_prompts(tokenizer, prompts, add_special_tokens=prompt_special_tokens)
+    self.tokens, self.mask = sampling.left_pad(ids, pad_id=pad)
     self.batch = batch_size
     self.params = sampling.SamplingParams(
         max_new_tokens=max_new_tokens, temperature=0.0,
@@ -48,7 +52,7 @@ class TaskAccuracy:
                   ) -> "TaskAccuracy":
     """From a trainer config's ``data.prompt_format`` and ``eval`` group."""
     return cls(c.data.prompt_format, tokenizer, rows, c.eval.batch_size, c.eval.max_new_tokens,
-               mesh)
+               mesh, c.data.get("prompt_special_tokens", True))
 
   def completions(self, model) -> list[str]:
     import jax  # pylint: disable=g-import-not-at-top

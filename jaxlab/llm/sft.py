@@ -58,6 +58,9 @@ def default_config() -> ml_collections.ConfigDict:
       completion_format=" {answer}",  # followed by the eos token
       max_len=0,  # T, tokens per training row; 0 = the longest row
       max_train_rows=0,  # 0 = all rows of each train file
+      # False: prompts are rendered chat transcripts that carry their own special tokens, so
+      # the tokenizer adds none (its bos) in training and in evaluation.
+      prompt_special_tokens=True,
   ))
   c.model = ml_collections.ConfigDict(dict(
       init="",  # a Hugging Face model dir to fine-tune; "" = from scratch (sizes below)
@@ -151,11 +154,12 @@ def format_row(c: ml_collections.ConfigDict, row: dict[str, Any]) -> tuple[str, 
 
 
 def encode_sft(tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
-               max_len: int = 0, where: Sequence[str] | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+               max_len: int = 0, where: Sequence[str] | None = None,
+               prompt_special_tokens: bool = True) -> tuple[np.ndarray, np.ndarray]:
   """Tokenises pairs into RIGHT-padded ``(tokens [N, T], loss_mask [N, T])``.
 
-  Each row is ``prompt ids (with the tokenizer's bos) + completion ids + eos``; ``loss_mask``
+  Each row is ``prompt ids (with the tokenizer's bos unless prompt_special_tokens is False) +
+  completion ids + eos``; ``loss_mask``
   is 1 on the completion and the eos. ``T`` is ``max_len`` or the longest row.
 
   Raises:
@@ -165,7 +169,7 @@ def encode_sft(tokenizer: Any, prompts: Sequence[str], completions: Sequence[str
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
   seqs = []
   for p, comp in zip(prompts, completions):
-    pid = list(tokenizer(p)["input_ids"])
+    pid = list(tokenizer(p, add_special_tokens=prompt_special_tokens)["input_ids"])
     cid = list(tokenizer(comp, add_special_tokens=False)["input_ids"]) + [eos]
     seqs.append((pid, cid))
   longest = max(len(a) + len(b) for a, b in seqs)
@@ -240,7 +244,8 @@ class SFTRun:
     self.tokenizer = _build_tokenizer(c, workdir, [p + q for p, q in pairs])
     where = [f"{f}:{line}" for f, line, _ in train_rows]
     self.tokens, self.loss_mask = encode_sft(self.tokenizer, [p for p, _ in pairs],
-                                             [q for _, q in pairs], c.data.max_len, where)
+                                             [q for _, q in pairs], c.data.max_len, where,
+                                             c.data.prompt_special_tokens)
     self.num_rows, self.seq_len = self.tokens.shape
 
     model = build_model(c, self.tokenizer, mesh)
