@@ -36,6 +36,11 @@ def write_npz(path: str, arrays: Mapping[str, Any]) -> None:
   _atomic(path, lambda f: np.savez_compressed(f, **arrays), "wb")
 
 
+def write_figure(path: str, fig: Any, dpi: int = 100) -> None:
+  """A matplotlib figure as PNG, atomically (parents created)."""
+  _atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi), "wb")
+
+
 def write_json(path: str, obj: Any, indent: int | None = None) -> None:
   """``obj`` as JSON (numpy scalars through ``float``), atomically."""
   write_text(path, json.dumps(obj, indent=indent, default=float))

@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
+from jaxlab.core import files  # pylint: disable=wrong-import-position
 from jaxlab.core.stats import mean_ci  # pylint: disable=wrong-import-position
 
 
@@ -62,7 +63,7 @@ def plot_runs(runs: dict[str, Sequence[dict]], keys: Iterable[str], out_dir: str
       ax.legend(fontsize=8)
     fig.tight_layout()
     path = os.path.join(out_dir, key.replace("/", "_") + ".png")
-    fig.savefig(path, dpi=100)
+    files.write_figure(path, fig)
     plt.close(fig)
     written.append(path)
   return written

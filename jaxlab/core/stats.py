@@ -6,13 +6,16 @@ rows in a small CSV (``docs/reproductions/data/<study>/<table>.csv``: columns ``
 ``run``, ``seed``, then one column per reported metric); :func:`seed_table` turns such rows
 back into the markdown table of the page, so a reader can audit a number without rerunning
 (``python -m launch.analyze --data=<file>.csv``).
+
+Scores over many items of one run (a benchmark's accuracy per language) get a percentile
+bootstrap interval instead (:func:`bootstrap_interval`): items, not seeds, are the sample.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -126,3 +129,59 @@ def parse_labels(specs: Iterable[str]) -> dict[str, str]:
       raise ValueError(f"--label={spec!r}: expected OLD:NEW")
     out[old] = new
   return out
+
+
+def bootstrap_interval(statistic: Callable[[np.ndarray], np.ndarray],
+                       strata: int | Sequence[int] | np.ndarray, *,
+                       num_resamples: int = 1000, seed: int = 0, level: float = 0.95,
+                       chunk: int = 128) -> np.ndarray:
+  """Percentile bootstrap interval of a statistic of n items, resampled with replacement.
+
+  A resample is given to ``statistic`` as integer weights: how many times each item was drawn.
+  ``statistic(w)`` maps weights ``[b, n]`` to values ``[b]`` or ``[b, k]``, NaN where a
+  resample leaves it undefined (e.g. a ratio over an empty subset; such draws are left out of
+  the percentiles). With all weights 1 it is the point estimate, so one function serves both.
+  Weights (rather than gathered copies) keep memory at ``chunk * n`` for any item shape.
+
+  Args:
+    statistic: weights ``[b, n]`` -> ``[b]`` or ``[b, k]``.
+    strata: the number of items ``n``, or one label per item: each stratum is resampled within
+      itself, keeping its size (e.g. a macro average over languages keeps every language's
+      item count).
+    num_resamples: bootstrap draws.
+    seed: seeds the ``numpy`` Generators (one per stratum); the same arguments give the same
+      interval.
+    level: coverage of the central interval.
+    chunk: resamples drawn at a time (memory only; the draws do not depend on it).
+
+  Returns:
+    ``[2]`` (lo, hi), or ``[k, 2]`` for a statistic with k outputs; NaN where every resample
+    was NaN or there are no items.
+  """
+  if num_resamples < 1:
+    raise ValueError(f"num_resamples={num_resamples}: expected at least 1")
+  labels = np.zeros(strata, np.int64) if np.isscalar(strata) else np.asarray(strata)
+  n = labels.shape[0]
+  members = [np.flatnonzero(labels == s) for s in np.unique(labels)]
+  # One Generator per stratum, each drawing resample after resample: chunking cannot change
+  # which items are drawn.
+  rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(members))]
+  draws = []
+  for start in range(0, num_resamples, chunk):
+    b = min(chunk, num_resamples - start)
+    # Item drawn j-th in stratum s of resample r: members[s][picks[r, j]]; count by bincount.
+    picked = [idx[rng.integers(0, idx.size, (b, idx.size))] for idx, rng in zip(members, rngs)]
+    flat = (np.arange(b)[:, None] * n + np.concatenate(picked or [np.zeros((b, 0), np.int64)],
+                                                        axis=1)).ravel()
+    weights = np.bincount(flat, minlength=b * n).reshape(b, n)
+    draws.append(np.asarray(statistic(weights), np.float64))
+  values = np.concatenate(draws)
+  single = values.ndim == 1
+  values = values.reshape(values.shape[0], -1)
+  tail = 50.0 * (1.0 - level)
+  out = np.full((values.shape[1], 2), np.nan)
+  for j in range(values.shape[1]):
+    finite = values[:, j][np.isfinite(values[:, j])]
+    if finite.size:
+      out[j] = np.percentile(finite, [tail, 100.0 - tail])
+  return out[0] if single else out

@@ -7,6 +7,13 @@ checkpoint, ``options`` an :class:`Options`. A trainer lists the evaluators that
 
     from jaxlab import evals
     metrics = evals.get("jax_env")(run, state, evals.Options(episodes=10))
+
+A benchmark harness scores a model directory on a released dataset rather than a run's
+checkpoint: ``fn(BenchmarkArgs) -> results`` (``launch.eval --benchmark=NAME``), registered in
+:data:`BENCHMARKS`.
+
+    results = evals.get_benchmark("kaleidoscope")(evals.BenchmarkArgs(
+        model="runs/x/hf_model", data="kaleidoscope/data", workdir="runs/x/kaleidoscope"))
 """
 
 from __future__ import annotations
@@ -23,6 +30,11 @@ EVALUATORS = {
     "dm_control": "jaxlab.evals.rl:dm_control",
     "held_out": "jaxlab.evals.rl:held_out",
     "task_accuracy": "jaxlab.evals.tasks:task_accuracy",
+}
+
+# name -> "module:function" of benchmark harnesses, imported when asked for.
+BENCHMARKS = {
+    "kaleidoscope": "jaxlab.evals.kaleidoscope:evaluate",
 }
 
 Evaluator = Callable[[Any, Any, "Options"], dict[str, Any]]
@@ -45,13 +57,57 @@ class Options:
   workdir: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class BenchmarkArgs:
+  """What ``launch.eval --benchmark=NAME`` passes to a benchmark harness.
+
+  Attributes:
+    model: a model directory (config.json, safetensors, tokenizer).
+    data: the benchmark's release (a parquet file or folder, or a save_to_disk folder).
+    workdir: where outputs, per-item samples and results go (an evaluation resumes here).
+    images: the benchmark's images: an extracted folder or the release zip ("": none).
+    regime: the prompting regime (benchmark-specific names).
+    languages: restrict to these language codes (empty: all).
+    text_only: score only the items without images (for text-only models).
+    limit: at most this many items per language (0: all).
+    batch_size: prompts per sampler call (outputs do not depend on it).
+    max_new_tokens, temperature, top_p, seed: decoding (temperature 0: greedy).
+    texts: a JSON file overriding the harness's prompt texts ("": ours).
+    dtype: compute dtype of the model.
+  """
+  model: str
+  data: str
+  workdir: str
+  images: str = ""
+  regime: str = "direct"
+  languages: tuple[str, ...] = ()
+  text_only: bool = False
+  limit: int = 0
+  batch_size: int = 16
+  max_new_tokens: int = 1024
+  temperature: float = 0.0
+  top_p: float = 1.0
+  seed: int = 0
+  texts: str = ""
+  dtype: str = "float32"
+
+
 def names() -> list[str]:
   return sorted(EVALUATORS)
 
 
+def _resolve(table: dict[str, str], name: str, what: str):
+  if name not in table:
+    raise ConfigError(f"unknown {what} {name!r}; known {what}s: {', '.join(sorted(table))}")
+  module, _, attr = table[name].partition(":")
+  return getattr(importlib.import_module(module), attr)
+
+
 def get(name: str) -> Evaluator:
   """The evaluator called ``name``; an unknown name is one error line listing the known ones."""
-  if name not in EVALUATORS:
-    raise ConfigError(f"unknown evaluator {name!r}; known evaluators: {', '.join(names())}")
-  module, _, attr = EVALUATORS[name].partition(":")
-  return getattr(importlib.import_module(module), attr)
+  return _resolve(EVALUATORS, name, "evaluator")
+
+
+def get_benchmark(name: str) -> Callable[[BenchmarkArgs], dict[str, Any]]:
+  """The benchmark harness called ``name`` (an unknown name lists the known ones)."""
+  return _resolve(BENCHMARKS, name, "benchmark")

@@ -154,6 +154,24 @@ def _exact(got: str | None, want: str) -> bool:
   return got is not None and got.strip() == want.strip()
 
 
+def extract_choice(text: str) -> str | None:
+  """The option letter of a multiple-choice completion (``{"choice": "B"}`` or
+  ``<ANSWER> B </ANSWER>``), read by the benchmark harness's own rules
+  (:mod:`jaxlab.evals.mcq`), or None."""
+  from jaxlab.evals import mcq  # pylint: disable=import-outside-toplevel
+  ctx = mcq.Context(num_options=len(mcq.LETTERS))
+  for rules in (mcq.DIRECT_RULES, mcq.COT_RULES):
+    found = mcq.extract(text, rules, ctx)
+    if found.letter is not None:
+      return found.letter
+  return None
+
+
+def _same_choice(got: str | None, want: str) -> bool:
+  """The reference of a multiple-choice row is a whole completion; compare letters."""
+  return got is not None and got == extract_choice(want)
+
+
 TASKS: dict[str, Task] = {
     "chain_sum": Task("chain_sum", extract_number, numbers_equal),
     # Integer results only: reasoning-gym's "/" may otherwise yield long decimals.
@@ -161,6 +179,8 @@ TASKS: dict[str, Task] = {
                              {"operators": ("+", "-", "*")}),
     "spell_backward": Task("spell_backward", extract_word, _exact),
     "countdown": Task("countdown", extract_expression, countdown_equal),
+    # Multiple-choice exams made here (jaxlab.evals.kaleidoscope_synthetic); not reasoning-gym.
+    "multiple_choice": Task("multiple_choice", extract_choice, _same_choice),
 }
 
 

@@ -7,10 +7,11 @@ here with the same matplotlib backend.
 
 from __future__ import annotations
 
-import os
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from jaxlab.core import files
 
 from jaxlab.core.plotting import plot_runs, plt
 
@@ -49,8 +50,7 @@ def pca_path(coords_ijk: np.ndarray, path: str, title: str = "") -> str:
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=100)
+  files.write_figure(path, fig)
   plt.close(fig)
   return path
 
@@ -66,7 +66,6 @@ def heatmaps(tables: Mapping[str, np.ndarray], path: str, label: str) -> str:
     ax.set_ylabel("iteration")
     fig.colorbar(im, ax=ax, label=label)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=100)
+  files.write_figure(path, fig)
   plt.close(fig)
   return path

@@ -1,0 +1,57 @@
+r"""A tiny decoder trained from scratch on a synthetic 18-language exam, scored by the
+Kaleidoscope harness in both prompt regimes.
+
+    python -m jaxlab.evals.kaleidoscope_synthetic --out=data/kaleidoscope_synthetic
+    python -m launch.train --config=configs/kaleidoscope/tiny_mcq.py --workdir=runs/kscope_tiny
+    python -m launch.eval --benchmark=kaleidoscope --model=runs/kscope_tiny/hf_model \
+        --data=data/kaleidoscope_synthetic/heldout --workdir=runs/kscope_tiny/direct \
+        --regime=direct --max_new_tokens=24
+    python -m launch.eval --benchmark=kaleidoscope --model=runs/kscope_tiny/hf_model \
+        --data=data/kaleidoscope_synthetic/heldout --workdir=runs/kscope_tiny/cot \
+        --regime=cot --max_new_tokens=24
+
+Task (``jaxlab/evals/kaleidoscope_synthetic.py``): "which of these four two-digit numbers is
+the largest / the smallest?" asked in each of the 18 languages, options A-D, the answer
+position balanced. The training prompts are exactly the harness's prompts (system message,
+in-language keywords, chat template), once per regime; the answer is ``{"choice": "X"}``
+(direct) or ``<ANSWER> X </ANSWER>`` (CoT). 300 items per language for training, 20 held-out
+items per language (none shares its question type and numbers with a training item).
+
+Model: a Qwen3-style decoder (3 layers, width 128, char tokenizer built from the training
+text), float32 on CPU, AdamW.
+
+Chance is 0.25. Measured numbers: see ``docs/reproductions/kaleidoscope.md``.
+"""
+
+from jaxlab.llm import sft
+
+
+def get_config():
+  c = sft.default_config()
+  c.data.train_files = ("data/kaleidoscope_synthetic/train.jsonl",)
+  c.data.eval_files = ("data/kaleidoscope_synthetic/eval.jsonl",)
+  c.data.prompt_format = "{question}"
+  c.data.completion_format = "{answer}"
+  c.data.prompt_special_tokens = False  # the prompts are rendered chat transcripts
+  c.model.init = ""
+  c.model.architecture = "Qwen3ForCausalLM"
+  c.model.hidden_size = 128
+  c.model.intermediate_size = 384
+  c.model.num_layers = 3
+  c.model.num_heads = 4
+  c.model.num_kv_heads = 2
+  c.model.head_dim = 32
+  c.dtype = "float32"
+  c.steps = 800
+  c.batch_size = 16
+  c.optim.learning_rate = 3e-3
+  c.optim.warmup_steps = 50
+  c.optim.schedule = "cosine"
+  c.optim.min_lr_ratio = 0.1
+  c.log_every = 50
+  c.eval.every = 400
+  c.eval.num_examples = 120
+  c.eval.batch_size = 40
+  c.eval.max_new_tokens = 24
+  c.checkpoint.every = 100
+  return c

@@ -1,0 +1,130 @@
+"""Running a multiple-choice benchmark end to end: prompts -> outputs -> extracted answers ->
+metrics, resumable, with every item auditable.
+
+A benchmark module (e.g. :mod:`jaxlab.evals.kaleidoscope`) turns its dataset into
+:class:`McqItem` s (a key, the model-ready prompt, the right option, the groups it is scored
+in) and calls :func:`run_mcq`. Everything after that is shared:
+
+  * ``workdir/run.json`` pins the settings that decide the outputs (model, data, regime,
+    decoding, ...). Re-running in the same workdir with different settings is refused with
+    the first differing key named, so a results file never mixes two settings; the batch
+    size may change, since outputs do not depend on it.
+  * ``workdir/outputs.jsonl`` grows batch by batch (:mod:`jaxlab.evals.generation`); a killed
+    evaluation continues where it stopped and never counts an item twice.
+  * every output goes through the benchmark's ordered extraction rules
+    (:func:`jaxlab.evals.mcq.extract`); ``samples.jsonl`` records, per item, the raw output,
+    the rule that fired (or none: a format error), the extracted and the right option.
+  * ``results.json`` and the per-group PNG come from :func:`jaxlab.evals.mcq.write_results`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+from jaxlab.core import files
+from jaxlab.core.errors import ConfigError
+from jaxlab.evals import generation
+
+RUN_FILE = "run.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class McqItem:
+  """One question, ready for a model.
+
+  Attributes:
+    key: unique, stable id (the resume key).
+    prompt: the model-ready prompt text (chat template already applied).
+    answer: index of the right option.
+    num_options: how many options (valid letters are ``mcq.LETTERS[:num_options]``).
+    language: ISO-639-1 code (selects look-alike letters and answer phrases in extraction).
+    groups: group name -> value, the breakdowns this item is scored in.
+    record: extra fields copied into the item's line of ``samples.jsonl``.
+  """
+  key: str
+  prompt: str
+  answer: int
+  num_options: int
+  language: str
+  groups: Mapping[str, str]
+  record: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def pin_settings(workdir: str, settings: Mapping[str, Any],
+                 free: Sequence[str] = ("batch_size",)) -> None:
+  """Writes ``workdir/run.json`` on the first call; later calls must match it.
+
+  Raises:
+    ConfigError: a setting (other than those in ``free``) differs from the pinned one.
+  """
+  path = os.path.join(workdir, RUN_FILE)
+  settings = json.loads(json.dumps(dict(settings)))  # tuples -> lists, as read back
+  if os.path.exists(path):
+    with open(path) as f:
+      pinned = json.load(f)
+    for k in sorted(set(pinned) | set(settings)):
+      if k in free:
+        continue
+      if pinned.get(k) != settings.get(k):
+        raise ConfigError(
+            f"{path}: this evaluation was started with {k}={pinned.get(k)!r}, now "
+            f"{k}={settings.get(k)!r}; use the same settings to resume or another --workdir")
+  files.write_json(path, settings, indent=2)
+
+
+def run_mcq(task: str, model: Any, tokenizer: Any, items: Sequence[McqItem], workdir: str, *,
+            rules: Sequence[Any], settings: Mapping[str, Any], breakdown_keys: Sequence[str],
+            decoding: generation.Decoding = generation.Decoding(), batch_size: int = 16,
+            mesh: Any = None, progress: Callable[[int, int], None] | None = None,
+            num_bootstrap: int = 1000) -> dict[str, Any]:
+  """Generates (or resumes), extracts, scores and writes the results of ``items``.
+
+  Returns:
+    The results dict written to ``workdir/results.json``.
+  """
+  from jaxlab.evals import mcq  # pylint: disable=import-outside-toplevel
+  pin_settings(workdir, settings)
+  outputs = generation.generate_outputs(
+      model, tokenizer, [(it.key, it.prompt) for it in items],
+      os.path.join(workdir, generation.OUTPUTS_FILE), decoding=decoding,
+      batch_size=batch_size, mesh=mesh, progress=progress)
+  scored, per_item = [], []
+  for it in items:
+    out = outputs[it.key]
+    e = mcq.extract(out["output"], rules, mcq.Context(it.num_options, it.language))
+    scored.append(mcq.Scored(key=it.key, answer=it.answer, choice=e.choice, groups=it.groups))
+    per_item.append({"key": it.key, **it.record, **dict(it.groups), "output": out["output"],
+                     "rule": e.rule, "letter": e.letter, "choice": e.choice,
+                     "answer": it.answer, "correct": e.choice == it.answer,
+                     "new_tokens": out["new_tokens"]})
+  return mcq.write_results(workdir, task=task, items=scored, breakdown_keys=breakdown_keys,
+                           config=dict(settings), per_item=per_item,
+                           num_bootstrap=num_bootstrap)
+
+
+def summary_lines(results: Mapping[str, Any]) -> list[str]:
+  """Console lines of a results dict: the headline aggregates, then one line per language
+  (or whatever the first breakdown is) with its item count and metrics."""
+
+  def fmt(value, ci):
+    if value is None:
+      return "n/a"
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+  lines = []
+  for task, head in results["results"].items():
+    aggregates = sorted({k.split(",")[1] for k in head if "," in k})
+    for agg in aggregates:
+      shown = ", ".join(f"{m}={fmt(head[f'{m},{agg}'], head.get(f'{m}_ci,{agg}'))}"
+                        for m in ("total_accuracy", "valid_accuracy", "format_error_rate"))
+      lines.append(f"{task} {agg}: {shown}")
+  if results.get("breakdowns"):
+    by, table = next(iter(results["breakdowns"].items()))
+    for group, m in table.items():
+      lines.append(f"  {by}={group} n={m['n']}: total={fmt(m['total_accuracy'], None)} "
+                   f"valid={fmt(m['valid_accuracy'], None)} "
+                   f"format_errors={fmt(m['format_error_rate'], None)}")
+  return lines
