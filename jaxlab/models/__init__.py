@@ -3,6 +3,7 @@
   decoder/    Llama 3 / Qwen2 / Qwen2.5 / Qwen3: config, modeling, params (safetensors I/O),
               sharding rules, value (a decoder body with a scalar head)
   looped/     prelude / recurrent core / coda models; HrmText, Huginn (Raven), Ouro checkpoints
+  qwen_vl/    Qwen2.5-VL: vision tower, M-RoPE, image processor, checkpoints of both key layouts
   tokenizer   the tokenizer and chat template of a model directory (shared by every family)
   errors      ModelConfigError, raised for any bad model directory
   paths       path_str: parameter paths as the strings param maps and sharding tables use
@@ -79,6 +80,8 @@ register("decoder", "jaxlab.models.decoder.params",
 register("looped", "jaxlab.models.looped.params",
          architectures=("HrmTextForCausalLM", "RavenForCausalLM", "OuroForCausalLM"),
          model_types=("hrm_text", "huginn_raven", "ouro"))
+register("qwen_vl", "jaxlab.models.qwen_vl.params",
+         architectures=("Qwen2_5_VLForConditionalGeneration",), model_types=("qwen2_5_vl",))
 
 
 def _known(attr: str) -> str:

@@ -1,0 +1,251 @@
+"""The Qwen2.5-VL vision tower in Flax NNX: patches in, one LM-width vector per 2x2 patches out.
+
+Pipeline (``N`` patches of all images together, ``Dv`` the tower's width):
+
+1. Patch embedding: each row of ``pixel_values`` is one patch flattened in (channel, frame,
+   row, column) order, so the reference's Conv3d with kernel = stride = the patch is a plain
+   linear map ``[C*T*P*P] -> [Dv]`` (its kernel reshaped).
+2. Window order: the image processor lists patches merge-block by merge-block (the ``M x M``
+   patches that become one LM token are consecutive). The tower regroups these blocks window
+   by window (square windows of ``window_size`` pixels, cut from the top-left, ragged at the
+   right and bottom edges), runs every block in that order, and restores the processor's order
+   after the merger (:func:`window_order`).
+3. 2-D RoPE: head channel pair ``j`` of the first half of the rotary half turns with the
+   patch's row, the second half with its column (frequencies over ``head_dim / 4``).
+4. Blocks: pre-norm RMSNorm, attention (the decoder's :class:`Attention` with q/k/v and output
+   biases, no causal mask), pre-norm SwiGLU MLP with biases. Blocks listed in
+   ``fullatt_block_indexes`` attend within each image (each frame), the others within each
+   window; both restrictions are a block-diagonal boolean mask built from segment ids, exact
+   and cheap at the sizes we run (the reference packs the same segments with ``cu_seqlens``).
+5. Merger: RMSNorm, then concatenate each ``M x M`` block and map it through
+   ``Linear -> GELU -> Linear`` to the LM width.
+
+The grid of each image (``grid_thw``: frames, patch rows, patch columns) decides every index
+above, so it is static: Python ints, computed on the host with numpy; ``pixel_values`` may be
+traced.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxlab.models.decoder.config import DecoderConfig
+from jaxlab.models.decoder.modeling import MLP, Attention, RMSNorm, _normal
+from jaxlab.models.qwen_vl.config import VISION_NORM_EPS, VisionConfig
+
+Grid = tuple[tuple[int, int, int], ...]
+
+
+def as_grid(grid_thw: Sequence[Sequence[int]] | np.ndarray) -> Grid:
+  """``grid_thw`` ``[num_images, 3]`` (array or nested lists) as a hashable tuple of ints."""
+  arr = np.asarray(grid_thw)
+  if arr.ndim != 2 or arr.shape[1] != 3:
+    raise ValueError(f"grid_thw must be [num_images, 3] (frames, rows, columns), got shape "
+                     f"{list(arr.shape)}")
+  return tuple(tuple(int(x) for x in row) for row in arr)
+
+
+def _check_grid(config: VisionConfig, grid: Grid) -> None:
+  m = config.spatial_merge_size
+  for i, (t, h, w) in enumerate(grid):
+    if t < 1 or h < m or w < m or h % m or w % m:
+      raise ValueError(f"grid_thw[{i}] = {[t, h, w]}: rows and columns must be positive "
+                       f"multiples of spatial_merge_size={m}")
+
+
+def merged_counts(config: VisionConfig, grid: Grid) -> list[int]:
+  """LM tokens each image becomes: ``t * h * w / M^2``."""
+  return [t * h * w // config.merge_unit for t, h, w in grid]
+
+
+@functools.lru_cache(maxsize=32)
+def patch_positions(config: VisionConfig, grid: Grid) -> np.ndarray:
+  """``[N, 2]`` (row, column) of every patch, in the processor's merge-block order."""
+  m = config.spatial_merge_size
+  out = []
+  for t, h, w in grid:
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    # [h/M, M, w/M, M] -> blocks in raster order, patches in raster order inside a block.
+    blocks = lambda a: a.reshape(h // m, m, w // m, m).transpose(0, 2, 1, 3).reshape(-1)
+    out.append(np.tile(np.stack([blocks(rows), blocks(cols)], -1), (t, 1)))
+  return np.concatenate(out).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=32)
+def window_order(config: VisionConfig, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+  """``(order, window_id)`` over merged tokens (merge blocks).
+
+  ``order[k]`` is the processor-order index of the block that comes k-th in window order:
+  images in turn, frames in turn, windows in raster order, blocks in raster order inside a
+  window. ``window_id[k]`` numbers the window the k-th block (window order) belongs to; windows
+  of different images and frames never share a number. ``np.argsort(order)`` undoes it.
+  """
+  u = config.window_units
+  order, wid = [], []
+  start = next_window = 0
+  for t, h, w in grid:
+    gh, gw = h // config.spatial_merge_size, w // config.spatial_merge_size
+    nwh, nww = -(-gh // u), -(-gw // u)
+    idx = np.arange(t * gh * gw).reshape(t, gh, gw)
+    f, r, c = np.meshgrid(np.arange(t), np.arange(gh), np.arange(gw), indexing="ij")
+    window = (f * nwh + r // u) * nww + c // u
+    # Sort key: window first, then the raster position inside it (row then column).
+    key = np.lexsort(((c % u).ravel(), (r % u).ravel(), window.ravel()))
+    order.append(idx.ravel()[key] + start)
+    wid.append(window.ravel()[key] + next_window)
+    start += t * gh * gw
+    next_window += t * nwh * nww
+  return np.concatenate(order), np.concatenate(wid)
+
+
+@functools.lru_cache(maxsize=32)
+def attention_segments(config: VisionConfig, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+  """``(image_segment, window_segment)``, ``[N]`` int each, per patch in window order.
+
+  Patches may attend to each other in a full-attention block when their image segment (image
+  and frame) is equal, in a windowed block when their window segment is equal.
+  """
+  order, wid = window_order(config, grid)
+  frame = np.concatenate([np.repeat(np.arange(t), h * w // config.merge_unit)
+                          for t, h, w in grid])
+  image = np.concatenate([np.full(t * h * w // config.merge_unit, i)
+                          for i, (t, h, w) in enumerate(grid)])
+  # A distinct id per (image, frame), per merged token in processor order, then reordered.
+  frame_id = (image * (1 + max(t for t, _, _ in grid)) + frame)[order]
+  unit = config.merge_unit
+  return np.repeat(frame_id, unit), np.repeat(wid, unit)
+
+
+def rope_inv_freq(config: VisionConfig) -> np.ndarray:
+  """``[head_dim / 4]`` float32 inverse frequencies, shared by rows and columns."""
+  quarter = config.head_dim // 2
+  exps = np.arange(0, quarter, 2, dtype=np.int64).astype(np.float32) / np.float32(quarter)
+  return (np.float32(1.0) / np.power(np.float32(config.rope_theta), exps)).astype(np.float32)
+
+
+def rope_cos_sin(config: VisionConfig, positions_n2: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``cos, sin`` ``[N, head_dim / 2]``: row angles, then column angles (float32)."""
+  inv = jnp.asarray(rope_inv_freq(config))
+  angles = positions_n2.astype(jnp.float32)[:, :, None] * inv  # [N, 2, H/4]
+  angles = angles.reshape(angles.shape[0], -1)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def attention_config(config: VisionConfig, dtype: str = "float32",
+                     param_dtype: str = "float32") -> DecoderConfig:
+  """The decoder config whose :class:`Attention` / :class:`MLP` shapes are a vision block's:
+  as many kv heads as heads, biases on q/k/v and the output."""
+  return DecoderConfig(vocab_size=1, hidden_size=config.hidden_size,
+                       intermediate_size=config.intermediate_size, num_layers=config.depth,
+                       num_heads=config.num_heads, num_kv_heads=config.num_heads,
+                       head_dim=config.head_dim, rms_norm_eps=VISION_NORM_EPS,
+                       attention_bias=True, attention_out_bias=True,
+                       architecture="Qwen2ForCausalLM", dtype=dtype, param_dtype=param_dtype)
+
+
+class BiasedMLP(MLP):
+  """The decoder's SwiGLU with a bias after each of its three projections."""
+
+  def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
+    super().__init__(config, rngs)
+    pd = jnp.dtype(config.param_dtype)
+    f, d = config.intermediate_size, config.hidden_size
+    self.gate_bias_f = nnx.Param(jnp.zeros((f,), pd))
+    self.up_bias_f = nnx.Param(jnp.zeros((f,), pd))
+    self.down_bias_d = nnx.Param(jnp.zeros((d,), pd))
+
+  def __call__(self, x_btd: jax.Array) -> jax.Array:
+    dt = self.dtype
+    x = x_btd.astype(dt)
+    gate = x @ self.gate_df[...].astype(dt) + self.gate_bias_f[...].astype(dt)
+    up = x @ self.up_df[...].astype(dt) + self.up_bias_f[...].astype(dt)
+    return ((jax.nn.silu(gate) * up) @ self.down_fd[...].astype(dt)
+            + self.down_bias_d[...].astype(dt))
+
+
+class VisionBlock(nnx.Module):
+  """``x + attn(norm1(x))`` under a given attention mask, then ``x + mlp(norm2(x))``."""
+
+  def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
+    pd = jnp.dtype(config.param_dtype)
+    self.norm1 = RMSNorm(config.hidden_size, VISION_NORM_EPS, pd)
+    self.attn = Attention(config, rngs)
+    self.norm2 = RMSNorm(config.hidden_size, VISION_NORM_EPS, pd)
+    self.mlp = BiasedMLP(config, rngs)
+
+  def __call__(self, x_btd, cos_bth, sin_bth, allowed_bts):
+    h, _, _ = self.attn(self.norm1(x_btd), cos_bth, sin_bth, allowed_bts, None, None, None)
+    x_btd = x_btd + h.astype(x_btd.dtype)
+    return x_btd + self.mlp(self.norm2(x_btd)).astype(x_btd.dtype)
+
+
+class Merger(nnx.Module):
+  """RMSNorm per patch, then ``M*M`` patches concatenated -> Linear -> GELU -> Linear."""
+
+  def __init__(self, config: VisionConfig, param_dtype, rngs: nnx.Rngs):
+    pd = jnp.dtype(param_dtype)
+    wide = config.hidden_size * config.merge_unit
+    self.norm = RMSNorm(config.hidden_size, VISION_NORM_EPS, pd)
+    self.fc1_ww = nnx.Param(_normal(rngs, (wide, wide), pd))
+    self.fc1_bias_w = nnx.Param(jnp.zeros((wide,), pd))
+    self.fc2_wd = nnx.Param(_normal(rngs, (wide, config.out_hidden_size), pd))
+    self.fc2_bias_d = nnx.Param(jnp.zeros((config.out_hidden_size,), pd))
+    self.wide = wide
+
+  def __call__(self, x_nd: jax.Array, dtype) -> jax.Array:
+    dt = jnp.dtype(dtype)
+    x = self.norm(x_nd).astype(dt).reshape(-1, self.wide)
+    x = jax.nn.gelu(x @ self.fc1_ww[...].astype(dt) + self.fc1_bias_w[...].astype(dt),
+                    approximate=False)
+    return x @ self.fc2_wd[...].astype(dt) + self.fc2_bias_d[...].astype(dt)
+
+
+class VisionTower(nnx.Module):
+  """Patch embedding, ``depth`` vision blocks (windowed or full attention), the merger."""
+
+  def __init__(self, config: VisionConfig, *, dtype: str = "float32",
+               param_dtype: str = "float32", rngs: nnx.Rngs):
+    self.config = config
+    self.dtype = dtype
+    pd = jnp.dtype(param_dtype)
+    block_cfg = attention_config(config, dtype, param_dtype)
+    self.patch_embed_pd = nnx.Param(_normal(rngs, (config.patch_dim, config.hidden_size), pd))
+    self.blocks = nnx.List([VisionBlock(block_cfg, rngs) for _ in range(config.depth)])
+    self.merger = Merger(config, param_dtype, rngs)
+
+  def __call__(self, pixel_values: jax.Array, grid_thw) -> jax.Array:
+    """Merged image embeddings ``[sum_i t_i h_i w_i / M^2, out_hidden_size]`` (compute dtype).
+
+    Args:
+      pixel_values: ``[N, C*T*P*P]`` patches of every image, in the image processor's order.
+      grid_thw: ``[num_images, 3]`` (frames, patch rows, patch columns), concrete ints.
+    """
+    c = self.config
+    grid = as_grid(grid_thw)
+    _check_grid(c, grid)
+    n = sum(t * h * w for t, h, w in grid)
+    if pixel_values.shape != (n, c.patch_dim):
+      raise ValueError(f"pixel_values has shape {list(pixel_values.shape)}, expected "
+                       f"[{n}, {c.patch_dim}] for grid_thw {[list(g) for g in grid]}")
+    dt = jnp.dtype(self.dtype)
+    x = pixel_values.astype(dt) @ self.patch_embed_pd[...].astype(dt)
+    order, _ = window_order(c, grid)
+    unit = c.merge_unit
+    # Patch order: the blocks of `order`, each block's M*M patches kept together.
+    patch_order = (order[:, None] * unit + np.arange(unit)).reshape(-1)
+    x = x[patch_order]
+    cos, sin = rope_cos_sin(c, jnp.asarray(patch_positions(c, grid)[patch_order]))
+    image_seg, window_seg = attention_segments(c, grid)
+    full = jnp.asarray(image_seg[:, None] == image_seg[None, :])[None]
+    windowed = jnp.asarray(window_seg[:, None] == window_seg[None, :])[None]
+    x, cos, sin = x[None], cos[None], sin[None]
+    for i, block in enumerate(self.blocks):
+      x = block(x, cos, sin, full if i in c.fullatt_block_indexes else windowed)
+    merged = self.merger(x[0], self.dtype)
+    return merged[np.argsort(order)]
