@@ -10,6 +10,10 @@ The trainer behind ``config.trainer = "llm_sft"``:
    permutation), so a resumed run sees exactly the batches an uninterrupted one would.
 2. Model: a fresh decoder of the configured size with a char-level tokenizer built from the
    training texts, or (``config.model.init``) a Hugging Face-format directory to fine-tune.
+   ``config.model.family = "looped"`` builds a looped (prelude / recurrent core / coda) model
+   instead (``config.model.looped``, spec §1.6.1: fixed or Huginn's sampled recurrence with
+   truncated backprop, optional exit gate; :func:`jaxlab.llm.train.looped_loss`), sharded by
+   :mod:`jaxlab.models.looped.sharding` and exported in HrmText or our native looped format.
 3. Training: :func:`jaxlab.llm.train.make_train_step` (float32 masters, compute in
    ``config.dtype``, gradient accumulation, sharding by ``config.layout`` over the mesh).
 4. Evaluation every ``config.eval.every`` steps: greedy completions of held-out prompts with the
@@ -63,6 +67,9 @@ def default_config() -> ml_collections.ConfigDict:
       prompt_special_tokens=True,
   ))
   c.model = ml_collections.ConfigDict(dict(
+      # "decoder" (jaxlab.models.decoder) or "looped" (jaxlab.models.looped: the sizes below
+      # plus the model.looped group; num_layers and architecture are the decoder's only).
+      family="decoder",
       init="",  # a Hugging Face model dir to fine-tune; "" = from scratch (sizes below)
       architecture="Qwen3ForCausalLM",
       hidden_size=128,
@@ -74,6 +81,7 @@ def default_config() -> ml_collections.ConfigDict:
       tie_word_embeddings=True,
       rope_theta=10_000.0,
       remat=False,
+      looped=looped_defaults(),
   ))
   c.dtype = "bfloat16"  # compute dtype; master weights and optimizer state stay float32
   c.steps = 1000
@@ -85,6 +93,76 @@ def default_config() -> ml_collections.ConfigDict:
   c.layout = "fsdp"  # a sharding rule table of jaxlab.models.decoder.sharding.RULES
   c.target_accuracy = None  # optional: the run records when eval accuracy first reaches it
   return c
+
+
+def looped_defaults() -> ml_collections.ConfigDict:
+  """``config.model.looped``: the spec's §1.6.1 schema (a miniature Huginn by default), read
+  when ``config.model.family = "looped"``; :func:`looped_config` maps it to ``LoopedConfig``."""
+  return ml_collections.ConfigDict(dict(
+      n_prelude=1,  # unique blocks before the recurrence
+      n_core=2,  # R, blocks of the shared core (applied num_iterations times)
+      n_coda=1,  # unique blocks after it
+      num_iterations=4,  # T: the trip count (the mean r-bar when the recurrence is sampled)
+      injection="concat_adapter",  # none | add | concat_adapter | gated
+      block_norm="sandwich_huginn",  # pre | post | sandwich_huginn | pre_post_ouro
+      iter_norm="none",  # none | rmsnorm (a norm on the state after every iteration)
+      state_init="trunc_normal",  # zeros | trunc_normal | copy_e
+      state_init_std=0.0,  # trunc_normal's std; 0 = sqrt(2 / (5 hidden_size)) (Huginn)
+      embedding_scale=0.0,  # 0 = sqrt(hidden_size) (Huginn)
+      coda_norm=True,  # the final norm also before the coda (Huginn)
+      train_recurrence="fixed",  # fixed | lognormal_poisson (Huginn's sampled trip count)
+      backprop_depth=0,  # k: backprop through the last k iterations; 0 = through all
+      recurrence_sigma=0.5,  # lognormal_poisson's log-std
+      exit_gate=False,  # Ouro's exit gate and its entropy-regularised loss
+      exit_gate_beta=0.1,  # that loss's entropy weight
+  ))
+
+
+def looped_config(c: ml_collections.ConfigDict, vocab_size: int, tokenizer: Any = None):
+  """The ``LoopedConfig`` of ``config.model`` (sizes) and ``config.model.looped`` (layout)."""
+  from jaxlab.models.looped.config import LoopedConfig  # pylint: disable=g-import-not-at-top
+  m, lp = c.model, c.model.looped
+  d = m.hidden_size
+  return LoopedConfig(
+      vocab_size=vocab_size, hidden_size=d, intermediate_size=m.intermediate_size,
+      num_heads=m.num_heads, num_kv_heads=m.num_kv_heads, head_dim=m.head_dim,
+      n_prelude=lp.n_prelude, n_core=lp.n_core, n_coda=lp.n_coda,
+      num_iterations=lp.num_iterations, injection=lp.injection, block_norm=lp.block_norm,
+      iter_norm=lp.iter_norm, state_init=lp.state_init,
+      state_init_std=float(lp.state_init_std or (2 / (5 * d)) ** 0.5),
+      state_seed=c.seed, embedding_scale=float(lp.embedding_scale or d ** 0.5),
+      coda_norm=lp.coda_norm, rope_theta=float(m.rope_theta), max_position_embeddings=1024,
+      tie_word_embeddings=m.tie_word_embeddings, dtype=c.dtype, param_dtype="float32",
+      backprop_depth=lp.backprop_depth or None, train_recurrence=lp.train_recurrence,
+      recurrence_sigma=float(lp.recurrence_sigma), exit_gate=lp.exit_gate,
+      bos_token_id=None if tokenizer is None else tokenizer.bos_token_id,
+      eos_token_id=None if tokenizer is None else tokenizer.eos_token_id,
+      pad_token_id=None if tokenizer is None else tokenizer.pad_token_id)
+
+
+def _check_looped(c: ml_collections.ConfigDict) -> None:
+  """The ``config.model.looped`` rules; each failure names its key."""
+  from jaxlab.models.looped import config as lc  # pylint: disable=g-import-not-at-top
+  lp = c.model.looped
+  options = {"injection": lc.INJECTIONS, "block_norm": lc.BLOCK_NORMS,
+             "iter_norm": lc.ITER_NORMS, "state_init": lc.STATE_INITS,
+             "train_recurrence": lc.TRAIN_RECURRENCES}
+  for key, allowed in options.items():
+    require_choice(c, f"model.looped.{key}", list(allowed))
+  require(lp.num_iterations >= 1, "'config.model.looped.num_iterations' (the trip count T) "
+          f"must be >= 1, got {lp.num_iterations}")
+  require(lp.n_core >= 1, f"'config.model.looped.n_core' must be >= 1, got {lp.n_core}")
+  for key in ("n_prelude", "n_coda", "backprop_depth", "state_init_std", "embedding_scale",
+              "exit_gate_beta"):
+    require(lp[key] >= 0, f"'config.model.looped.{key}' must be >= 0, got {lp[key]}")
+  require(lp.recurrence_sigma > 0, "'config.model.looped.recurrence_sigma' must be > 0, got "
+          f"{lp.recurrence_sigma}")
+  if lp.train_recurrence == "lognormal_poisson":
+    require(lp.backprop_depth >= 1, "'config.model.looped.backprop_depth' must be >= 1 with "
+            "train_recurrence='lognormal_poisson' (the gradient window k)")
+    require(not lp.exit_gate, "'config.model.looped.exit_gate' needs train_recurrence='fixed' "
+            "(the exit-gate loss reads out every iteration of a fixed trip count)")
+  looped_config(c, vocab_size=64)  # anything else LoopedConfig rejects, named by its field
 
 
 class _AnyFields(dict):
@@ -126,7 +204,10 @@ def check_config(c: ml_collections.ConfigDict) -> None:
     except (KeyError, IndexError, ValueError) as e:
       raise ConfigError(f"'config.data.{key}'={c.data[key]!r} is not a valid format over the "
                         f"row fields task/question/answer/seed/metadata ({e})") from None
+  require_choice(c, "model.family", list(FAMILIES))
   m = c.model
+  if m.family == "looped":
+    _check_looped(c)
   if not m.init:
     for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
                 "head_dim"):
@@ -200,8 +281,36 @@ def _build_tokenizer(c, workdir: str, train_texts: Sequence[str]):
   return tok_lib.train_char_tokenizer(train_texts, path, extra_chars="0123456789+-*/=(). ")
 
 
+FAMILIES = ("decoder", "looped")
+
+
+def sharding_rules(c: ml_collections.ConfigDict):
+  """The rule table of ``config.layout`` for the model family."""
+  if c.model.family == "looped":
+    from jaxlab.models.looped import sharding as looped_rules  # pylint: disable=g-import-not-at-top
+    return looped_rules.RULES[c.layout]
+  return sharding_lib.RULES[c.layout]
+
+
+def _build_looped(c, tokenizer, mesh):
+  """A fresh looped model (or the ``model.init`` looped directory); the train state is laid
+  out on the mesh later, as the decoder's."""
+  from jaxlab.models.looped import modeling as looped  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.looped import params as looped_ckpt  # pylint: disable=g-import-not-at-top
+  if c.model.init:
+    model, _ = looped_ckpt.from_pretrained(c.model.init, dtype=c.dtype, param_dtype="float32",
+                                           tokenizer=False)
+  else:
+    model = looped.init_looped(looped_config(c, len(tokenizer), tokenizer), seed=c.seed)
+  del mesh
+  return model
+
+
 def build_model(c, tokenizer, mesh):
-  """A fresh decoder of the configured size (or the ``model.init`` checkpoint), on ``mesh``."""
+  """A fresh decoder or looped model of the configured size (or the ``model.init``
+  checkpoint), on ``mesh``."""
+  if c.model.family == "looped":
+    return _build_looped(c, tokenizer, mesh)
   from jaxlab.models.decoder import modeling  # pylint: disable=g-import-not-at-top
   from jaxlab.models.decoder import params as ckpt_lib  # pylint: disable=g-import-not-at-top
   from jaxlab.models.decoder.config import DecoderConfig  # pylint: disable=g-import-not-at-top
@@ -251,12 +360,16 @@ class SFTRun:
     model = build_model(c, self.tokenizer, mesh)
     tx, schedule = optim.make_optimizer("adamw", total_steps=c.steps, decay_mask="matrices",
                                         **c.optim)
-    self.graphdef, self._state0 = train_lib.init_train_state(model, tx, mesh, c.layout,
+    rules = sharding_rules(c)
+    self.graphdef, self._state0 = train_lib.init_train_state(model, tx, mesh, rules,
                                                              compute_dtype=c.dtype)
     del model
+    loss_fn = (train_lib.looped_loss(c.model.looped.exit_gate_beta)
+               if c.model.family == "looped" else None)
     self.step_fn = train_lib.make_train_step(self.graphdef, tx, schedule,
                                              grad_accum=c.grad_accum, mesh=mesh,
-                                             state=self._state0, rules=c.layout)
+                                             state=self._state0, rules=rules,
+                                             loss_fn=loss_fn, seed=c.seed)
     self.evaluator = TaskAccuracy.from_config(c, self.tokenizer, self.eval_rows, mesh)
     self.eval_texts: list[str] = []
 
@@ -304,9 +417,14 @@ class SFTRun:
   def finish(self, state, metrics: dict[str, Any]) -> dict[str, Any]:
     """Writes ``hf_model/`` (model + tokenizer) and ``eval_samples.jsonl``."""
     from jaxlab.models.decoder import params as hf_ckpt  # pylint: disable=g-import-not-at-top
+    from jaxlab.models.looped import params as looped_ckpt  # pylint: disable=g-import-not-at-top
     del metrics
     hf_dir = os.path.join(self.workdir, "hf_model")
-    hf_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer)
+    if self.config.model.family == "looped":  # HrmText when the layout is HrmText's, else ours
+      looped_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer,
+                                  fmt="auto")
+    else:
+      hf_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer)
     with open(os.path.join(self.workdir, "eval_samples.jsonl"), "w") as f:
       for record in self.evaluator.samples(self.eval_texts):
         f.write(json.dumps(record) + "\n")

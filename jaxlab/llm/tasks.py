@@ -181,6 +181,10 @@ TASKS: dict[str, Task] = {
     "countdown": Task("countdown", extract_expression, countdown_equal),
     # Multiple-choice exams made here (jaxlab.evals.kaleidoscope_synthetic); not reasoning-gym.
     "multiple_choice": Task("multiple_choice", extract_choice, _same_choice),
+    # The looped-LM reproduction's synthetic tasks (jaxlab.looped.tasks); not reasoning-gym.
+    "pointer_chase": Task("pointer_chase", extract_word, _exact),
+    "modular_chain": Task("modular_chain", extract_number, numbers_equal),
+    "question_shaped": Task("question_shaped", extract_number, numbers_equal),
 }
 
 

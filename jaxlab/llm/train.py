@@ -8,6 +8,10 @@ The pieces, in the order a step uses them:
   accelerators), runs ``grad_accum`` micro-batches in a ``lax.scan`` summing float32 gradients,
   and applies the optimizer (AdamW from :func:`jaxlab.optim.make_optimizer`) to the float32
   masters.
+* The loss is a hook (:data:`LossFn`) that also receives the step's PRNG key, derived from
+  ``(seed, step)`` so a resumed run draws what an uninterrupted one would: :func:`lm_loss` for
+  the decoder, :func:`looped_loss` for a looped model (sampled trip count, random initial
+  state, exit gate).
 * :func:`lm_loss` is next-token cross-entropy in float32 over the positions a ``loss_mask``
   selects (the completion of a prompt/completion pair), normalised by the number of such
   tokens in the *whole* batch, so that accumulating micro-batches gives exactly the gradient of
@@ -95,6 +99,38 @@ def lm_loss(model: Decoder, tokens_bt: jax.Array, loss_mask_bt: jax.Array,
   return jnp.sum(nll * w) / denom, count
 
 
+def looped_loss(exit_gate_beta: float = 0.0) -> Callable[..., jax.Array]:
+  """The loss hook (see :func:`make_train_step`) of a looped model
+  (:class:`jaxlab.models.looped.modeling.LoopedLM`), following its config's training options.
+
+  The step's key is split in two: one draws the random initial state (``state_init=
+  "trunc_normal"``, a fresh draw every step as Huginn trains), the other the trip count when
+  ``train_recurrence="lognormal_poisson"`` (:func:`~jaxlab.models.looped.modeling.
+  sample_recurrence`: gradient-free iterations, then at most ``backprop_depth`` with
+  gradients). A fixed trip count backpropagates through the last ``backprop_depth``
+  iterations (all when None). With ``exit_gate`` the loss is Ouro's expected per-iteration
+  cross-entropy minus ``exit_gate_beta`` times the exit distribution's entropy (every
+  iteration read out through the coda), at the fixed trip count. The target tokens are those
+  of :func:`lm_loss`, normalised the same way.
+  """
+  from jaxlab.models.looped import modeling as looped  # pylint: disable=g-import-not-at-top
+
+  def loss(model, tokens_bt, loss_mask_bt, mask_bt, normalizer, key):
+    c = model.config
+    k_state, k_trip = jax.random.split(key)
+    w = loss_mask_bt[:, 1:].astype(jnp.float32)
+    if c.exit_gate:
+      logits_ibtv, lambda_ibt = model.iteration_logits(tokens_bt, mask_bt, key=k_state)
+      mean = looped.exit_gate_loss(logits_ibtv[:, :, :-1], lambda_ibt[:, :, :-1],
+                                   tokens_bt[:, 1:], w, exit_gate_beta)
+      return mean * jnp.maximum(jnp.sum(w), 1.0) / normalizer
+    trip = (None if c.train_recurrence == "fixed" else looped.sample_recurrence(k_trip, c))
+    logits, _ = model(tokens_bt, mask_bt, key=k_state, recurrence=trip)
+    return jnp.sum(token_nll(logits, tokens_bt) * w) / normalizer
+
+  return loss
+
+
 # -- state ----------------------------------------------------------------------------------------
 
 
@@ -141,8 +177,11 @@ def init_train_state(model: Decoder, tx: optax.GradientTransformation, mesh: Mes
   """
   graphdef, params = nnx.split(model)
   if compute_dtype is not None and jnp.dtype(compute_dtype) != jnp.dtype(model.config.dtype):
-    # Same modules and parameter paths, another static dtype: the graph of an abstract twin.
-    twin = abstract_decoder(model.config.replace(dtype=jnp.dtype(compute_dtype).name))
+    # Same modules and parameter paths, another static dtype: the graph of an abstract twin
+    # (of the model's own class: the decoder, or any family built as ``cls(config, rngs=)``).
+    twin_config = model.config.replace(dtype=jnp.dtype(compute_dtype).name)
+    twin = (abstract_decoder(twin_config) if isinstance(model, Decoder) else
+            nnx.eval_shape(lambda: type(model)(twin_config, rngs=nnx.Rngs(0))))
     graphdef = nnx.split(twin)[0]
   params = cast_floating(params, jnp.float32)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -176,9 +215,27 @@ def _split_micro(x: jax.Array, accum: int) -> jax.Array:
   return jnp.swapaxes(x.reshape(b // accum, accum, *x.shape[1:]), 0, 1)
 
 
+# A loss hook: ``loss_fn(model, tokens_bt, loss_mask_bt, mask_bt, normalizer, key) -> loss``,
+# the micro-batch's summed target loss divided by ``normalizer``; ``key`` is this step's and
+# micro-batch's PRNG key (a pure function of the seed and the step counter).
+LossFn = Callable[..., jax.Array]
+
+
+def _lm_loss_hook(model, tokens_bt, loss_mask_bt, mask_bt, normalizer, key):
+  del key  # the plain decoder's loss is deterministic
+  return lm_loss(model, tokens_bt, loss_mask_bt, mask_bt, normalizer=normalizer)[0]
+
+
+def step_key(seed: int, step: jax.Array) -> jax.Array:
+  """The PRNG key of optimizer step ``step``: ``fold_in(key(seed), step)``, so a resumed run
+  draws exactly what an uninterrupted one would."""
+  return jax.random.fold_in(jax.random.key(seed), step)
+
+
 def _step_impl(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef: Any,
                tx: optax.GradientTransformation, schedule: optax.Schedule, grad_accum: int,
-               micro_sharding: Any, grad_shardings: Any):
+               micro_sharding: Any, grad_shardings: Any, loss_fn: LossFn = _lm_loss_hook,
+               seed: int = 0):
   tokens, loss_mask = batch["tokens"], batch["loss_mask"]
   mask = batch.get("mask")
   if mask is None:
@@ -193,27 +250,28 @@ def _step_impl(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef: A
   compute_dtype = jnp.dtype(nnx.merge(graphdef, state.params).config.dtype)
   cparams = cast_floating(state.params, compute_dtype)
 
-  def micro_loss(p, tok, lm, m):
+  def micro_loss(p, tok, lm, m, key):
     model = nnx.merge(graphdef, p)
-    loss, _ = lm_loss(model, tok, lm, m, normalizer=total)
-    return loss
+    return loss_fn(model, tok, lm, m, total, key)
 
   grad_fn = jax.value_and_grad(micro_loss)
   micro = [_split_micro(x, grad_accum) for x in (tokens, loss_mask, mask)]
   if micro_sharding is not None:
     micro = [jax.lax.with_sharding_constraint(x, micro_sharding) for x in micro]
+  keys = jax.random.split(step_key(seed, state.step), grad_accum)  # one per micro-batch
 
   def body(carry, mb):
     loss_acc, grad_acc = carry
-    loss, g = grad_fn(cparams, *mb)
+    *arrays, key = mb
+    loss, g = grad_fn(cparams, *arrays, key)
     grad_acc = jax.tree.map(lambda a, gi: a + gi.astype(jnp.float32), grad_acc, g)
     return (loss_acc + loss, grad_acc), None
 
   zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), state.params)
   if grad_accum == 1:
-    (loss, grads), _ = body((jnp.float32(0.0), zeros), [x[0] for x in micro])
+    (loss, grads), _ = body((jnp.float32(0.0), zeros), [x[0] for x in micro] + [keys[0]])
   else:
-    (loss, grads), _ = jax.lax.scan(body, (jnp.float32(0.0), zeros), micro)
+    (loss, grads), _ = jax.lax.scan(body, (jnp.float32(0.0), zeros), (*micro, keys))
   if grad_shardings is not None:
     # Laid out like the parameters: under FSDP a reduce-scatter rather than an all-reduce.
     grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
@@ -228,7 +286,8 @@ def _step_impl(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef: A
 def make_train_step(graphdef: Any, tx: optax.GradientTransformation, schedule: optax.Schedule,
                     *, grad_accum: int = 1, mesh: Mesh | None = None,
                     state: TrainState | None = None,
-                    rules: sharding_lib.Rules | str = "fsdp"
+                    rules: sharding_lib.Rules | str = "fsdp",
+                    loss_fn: LossFn | None = None, seed: int = 0
                     ) -> Callable[[TrainState, Mapping[str, jax.Array]],
                                   tuple[TrainState, dict[str, jax.Array]]]:
   """The jitted ``train_step(state, batch) -> (state, metrics)``; ``state`` is donated.
@@ -242,6 +301,9 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation, schedule: o
     mesh: shard the step over this mesh (then ``state`` is needed for its structure).
     state: a state laid out by :func:`init_train_state` with the same ``mesh`` and ``rules``.
     rules: the sharding rule table.
+    loss_fn: the loss hook (:data:`LossFn`; default :func:`lm_loss` on the decoder). A model
+      whose loss is random (a sampled trip count, a random initial state) reads ``key``.
+    seed: with the state's step counter, the source of each step's key (:func:`step_key`).
 
   The batch is a dict: ``tokens`` int ``[B, T]``, ``loss_mask`` ``[B, T]`` (see
   :func:`lm_loss`), optionally ``mask`` ``[B, T]``. Metrics: ``loss`` (mean target-token
@@ -262,7 +324,8 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation, schedule: o
     jit_kwargs["out_shardings"] = (shardings, replicated)
   impl = functools.partial(_step_impl, graphdef=graphdef, tx=tx, schedule=schedule,
                            grad_accum=grad_accum, micro_sharding=micro_sharding,
-                           grad_shardings=grad_shardings)
+                           grad_shardings=grad_shardings, loss_fn=loss_fn or _lm_loss_hook,
+                           seed=seed)
 
   def check(batch):
     b = batch["tokens"].shape[0]

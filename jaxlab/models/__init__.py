@@ -78,8 +78,9 @@ register("decoder", "jaxlab.models.decoder.params",
          model_types=("llama", "qwen2", "qwen3"))
 # Huginn (Raven) and Ouro: format-compatible readers, not verified against upstream weights.
 register("looped", "jaxlab.models.looped.params",
-         architectures=("HrmTextForCausalLM", "RavenForCausalLM", "OuroForCausalLM"),
-         model_types=("hrm_text", "huginn_raven", "ouro"))
+         architectures=("HrmTextForCausalLM", "RavenForCausalLM", "OuroForCausalLM",
+                        "JaxlabLoopedForCausalLM"),
+         model_types=("hrm_text", "huginn_raven", "ouro", "jaxlab_looped"))
 register("qwen_vl", "jaxlab.models.qwen_vl.params",
          architectures=("Qwen2_5_VLForConditionalGeneration",), model_types=("qwen2_5_vl",))
 

@@ -4,7 +4,9 @@ Ouro layouts) built from the decoder's blocks.
   config     LoopedConfig (layout and training options) <-> HrmText / Huginn / Ouro config.json
   modeling   LoopedLM, LoopedCache, LoopStates, LoopBlock; the recurrence as a lax.scan;
              truncated backprop, sampled recurrence, convergence exit, Ouro's exit gate
-  params     from_pretrained / save_pretrained for HrmText checkpoints (safetensors)
+  params     from_pretrained / save_pretrained: HrmText checkpoints (safetensors), and our
+             native format for any layout (config fields under "looped", tensors by path)
+  sharding   rule tables for the looped parameters (the decoder's, plus the adapter / gates)
   formats    Huginn (Raven) and Ouro checkpoint readers (format-compatible, not verified
              against upstream weights)
 

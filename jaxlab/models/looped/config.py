@@ -54,9 +54,16 @@ RAVEN_ARCHITECTURE = "RavenForCausalLM"  # Huginn-0125 (recpre); hub remote code
 RAVEN_MODEL_TYPE = "huginn_raven"
 OURO_ARCHITECTURE = "OuroForCausalLM"  # Ouro / LoopLM; hub remote code only
 OURO_MODEL_TYPE = "ouro"
-ARCHITECTURES = (HRM_ARCHITECTURE, RAVEN_ARCHITECTURE, OURO_ARCHITECTURE)
+# Our own format, for layouts no upstream class holds (e.g. sandwich blocks with a pre-norm
+# ablation): every LoopedConfig field under "looped" in config.json, tensors named by our
+# parameter paths. Read and written here only.
+NATIVE_ARCHITECTURE = "JaxlabLoopedForCausalLM"
+NATIVE_MODEL_TYPE = "jaxlab_looped"
+ARCHITECTURES = (HRM_ARCHITECTURE, RAVEN_ARCHITECTURE, OURO_ARCHITECTURE, NATIVE_ARCHITECTURE)
 _MODEL_TYPES = {HRM_MODEL_TYPE: HRM_ARCHITECTURE, RAVEN_MODEL_TYPE: RAVEN_ARCHITECTURE,
-                OURO_MODEL_TYPE: OURO_ARCHITECTURE}
+                OURO_MODEL_TYPE: OURO_ARCHITECTURE, NATIVE_MODEL_TYPE: NATIVE_ARCHITECTURE}
+# Fields the native config.json does not store: the dtypes are the loader's choice.
+_NATIVE_SKIP = ("dtype", "param_dtype", "architecture")
 _HRM_REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_attention_heads")
 
 
@@ -292,7 +299,7 @@ class LoopedConfig:
       raise ModelConfigError(f"{path}: architecture {arch!r} is not a looped checkpoint format "
                              f"we read; supported: {', '.join(ARCHITECTURES)}")
     build = {HRM_ARCHITECTURE: _hrm_fields, RAVEN_ARCHITECTURE: _raven_fields,
-             OURO_ARCHITECTURE: _ouro_fields}[arch]
+             OURO_ARCHITECTURE: _ouro_fields, NATIVE_ARCHITECTURE: _native_fields}[arch]
     fields = build(d, path, arch)
     fields.update(overrides)
     try:
@@ -350,6 +357,24 @@ class LoopedConfig:
         "use_cache": True,
         "dtype": torch_dtype or self.param_dtype,
     }
+
+
+  def to_native_dict(self, torch_dtype: str | None = None) -> dict[str, Any]:
+    """Our ``config.json`` object: every field under ``"looped"`` (any layout)."""
+    fields = {}
+    for f in dataclasses.fields(self):
+      if f.name in _NATIVE_SKIP:
+        continue
+      v = getattr(self, f.name)
+      if f.name == "rope_scaling" and v is not None:
+        v = dataclasses.asdict(v)
+      fields[f.name] = list(v) if isinstance(v, tuple) else v
+    eos = self.eos_token_id
+    return {"architectures": [NATIVE_ARCHITECTURE], "model_type": NATIVE_MODEL_TYPE,
+            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+            "bos_token_id": self.bos_token_id, "pad_token_id": self.pad_token_id,
+            "eos_token_id": list(eos) if isinstance(eos, tuple) else eos,
+            "dtype": torch_dtype or self.param_dtype, "looped": fields}
 
 
 def huginn_like(vocab_size: int, hidden_size: int = 64, num_heads: int = 4, n_prelude: int = 1,
@@ -432,6 +457,27 @@ def _hrm_fields(d: Mapping[str, Any], path: str, arch: str) -> dict[str, Any]:
       pad_token_id=d.get("pad_token_id"), truncate_inner=True)
   return fields
 
+
+
+def _native_fields(d: Mapping[str, Any], path: str, arch: str) -> dict[str, Any]:
+  """LoopedConfig fields of our own ``config.json`` (:meth:`LoopedConfig.to_native_dict`)."""
+  fields = d.get("looped")
+  if not isinstance(fields, Mapping):
+    raise ModelConfigError(f"{path}: missing object 'looped' (the config fields of {arch})")
+  known = {f.name for f in dataclasses.fields(LoopedConfig)} - set(_NATIVE_SKIP)
+  unknown = sorted(set(fields) - known)
+  if unknown:
+    raise ModelConfigError(f"{path}: 'looped.{unknown[0]}' is not a looped config field")
+  _require(fields, f"{path} 'looped'", arch, "vocab_size", "hidden_size", "intermediate_size",
+           "num_heads", "num_kv_heads", "head_dim")
+  out = dict(fields)
+  for key in ("bp_cycles", "eos_token_id"):
+    if isinstance(out.get(key), list):
+      out[key] = tuple(int(x) for x in out[key])
+  if out.get("rope_scaling") is not None:
+    out["rope_scaling"] = RopeScaling(**out["rope_scaling"])
+  out["architecture"] = arch
+  return out
 
 
 def _unsupported(d: Mapping[str, Any], path: str, arch: str, key: str, expected: str):

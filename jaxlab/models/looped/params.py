@@ -11,7 +11,11 @@ the decoder's map (:class:`jaxlab.models.decoder.params.HFTensor`).
 
 Huginn (Raven) and Ouro checkpoints are read by :mod:`jaxlab.models.looped.formats`
 (format-compatible, not verified against upstream weights); :func:`load_params` and
-:func:`from_pretrained` dispatch on the config's architecture. Only HrmText is written.
+:func:`from_pretrained` dispatch on the config's architecture. HrmText is written for
+HrmText-shaped layouts; every other layout (the trained prelude / core / coda models of the
+reproduction) is written in our native format (``JaxlabLoopedForCausalLM``: the config's fields
+under ``"looped"`` in config.json, each parameter a tensor named by its path, ``core.0.attn.
+q_dnh``), which only we read.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from jaxlab.models.decoder.params import (CheckpointFormatError, HFTensor,
                                           write_checkpoint)
 from jaxlab.models.errors import ModelConfigError
 from jaxlab.models.looped import formats
-from jaxlab.models.looped.config import LoopedConfig
+from jaxlab.models.looped.config import NATIVE_ARCHITECTURE, LoopedConfig
 from jaxlab.models.looped.modeling import LoopedLM, abstract_looped
 from jaxlab.models.paths import path_str
 
@@ -126,6 +130,8 @@ def load_params(path: str, config: LoopedConfig) -> LoopedLM:
   """
   if config.architecture in formats.PARAM_MAPS:  # Huginn / Ouro
     return formats.load_params(path, config)
+  if config.architecture == NATIVE_ARCHITECTURE:
+    return _load_native(path, config)
   files, listing = weight_files(path)
   table = hf_param_map(config)
   pd = jnp.dtype(config.param_dtype)
@@ -216,13 +222,74 @@ def iter_hf_tensors(model: LoopedLM, dtype: Any = None) -> Iterator[tuple[str, n
     yield name, out[name]
 
 
+def native_name(param_path: str) -> str:
+  """The tensor name of one of our parameters in the native format (``core.0.attn.q_dnh``)."""
+  return param_path.replace("/", ".")
+
+
+def iter_native_tensors(model: LoopedLM, dtype: Any = None
+                        ) -> Iterator[tuple[str, np.ndarray]]:
+  """``(name, array)`` of every parameter, in our layout, named by :func:`native_name`."""
+  _, state = nnx.split(model)
+  out = {}
+  for kp, leaf in jax.tree_util.tree_leaves_with_path(state):
+    w = np.asarray(jax.device_get(leaf))
+    out[native_name(path_str(kp))] = w.astype(jnp.dtype(dtype)) if dtype is not None else w
+  for name in sorted(out, key=natural_key):
+    yield name, out[name]
+
+
+def _load_native(path: str, config: LoopedConfig) -> LoopedLM:
+  """The looped model from a native-format directory (tensors named by our paths)."""
+  files, listing = weight_files(path)
+  pd = jnp.dtype(config.param_dtype)
+  graphdef, abstract = nnx.split(abstract_looped(config))
+  with contextlib.ExitStack() as stack:
+    handles: dict[str, Any] = {}
+
+    def read(keypath, leaf):
+      name = native_name(path_str(keypath))
+      if name not in files:
+        raise CheckpointFormatError(f"{listing}: missing tensor {name!r} (expected shape "
+                                    f"{list(leaf.shape)})")
+      fname = files[name]
+      if fname not in handles:
+        handles[fname] = stack.enter_context(safe_open(fname, framework="numpy"))
+      w = handles[fname].get_tensor(name)
+      if tuple(w.shape) != tuple(leaf.shape):
+        raise CheckpointFormatError(f"{fname}: tensor {name!r} has shape {list(w.shape)}, "
+                                    f"expected {list(leaf.shape)}")
+      return jnp.asarray(w.astype(pd))
+
+    state = jax.tree_util.tree_map_with_path(read, abstract)
+  return nnx.merge(graphdef, state)
+
+
+def save_format(config: LoopedConfig) -> str:
+  """"hrm_text" when the layout is HrmText's (transformers reads it back), else "native"."""
+  return "hrm_text" if not config.hrm_mismatches() and not config.exit_gate else "native"
+
+
 def save_pretrained(model: LoopedLM, path: str, tokenizer: Any = None, dtype: Any = None,
-                    max_shard_bytes: int = 5 * 2**30) -> None:
-  """Writes an HrmText ``config.json`` and safetensors that transformers (and we) read back.
+                    max_shard_bytes: int = 5 * 2**30, fmt: str = "hrm_text") -> None:
+  """Writes ``config.json`` and safetensors that we (and, for HrmText, transformers) read back.
+
+  Args:
+    fmt: "hrm_text" (transformers' ``HrmTextForCausalLM``), "native" (our format, any layout:
+      :data:`~jaxlab.models.looped.config.NATIVE_ARCHITECTURE`), or "auto"
+      (:func:`save_format`).
 
   Raises:
-    LoopedConfigError: the model's layout is not HrmText's (names the field).
+    LoopedConfigError: ``fmt="hrm_text"`` and the model's layout is not HrmText's (names the
+      field).
   """
+  if fmt not in ("hrm_text", "native", "auto"):
+    raise ValueError(f"save_pretrained: fmt={fmt!r} is not 'hrm_text', 'native' or 'auto'")
+  fmt = save_format(model.config) if fmt == "auto" else fmt
   dtype_name = jnp.dtype(dtype or model.config.param_dtype).name
+  if fmt == "native":
+    write_checkpoint(path, model.config.to_native_dict(torch_dtype=dtype_name),
+                     iter_native_tensors(model, dtype), tokenizer, max_shard_bytes)
+    return
   hf_config = model.config.to_hf_dict(torch_dtype=dtype_name)  # raises for non-HrmText layouts
   write_checkpoint(path, hf_config, iter_hf_tensors(model, dtype), tokenizer, max_shard_bytes)
