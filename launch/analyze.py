@@ -52,7 +52,8 @@ import numpy as np
 from absl import app, flags
 
 _WORKDIR = flags.DEFINE_list("workdir", None, "Run directories (comma-separated; globs allowed).")
-_DATA = flags.DEFINE_list("data", None, "Per-seed CSV files (written by --export): print their "
+_DATA = flags.DEFINE_list("data", None, "Per-seed CSV files (written by --export) or benchmark "
+                          "results.json files: print their "
                           "tables instead of reading runs.")
 _EXPORT = flags.DEFINE_string("export", None, "Write the per-seed values of the table here (CSV).")
 _OUT = flags.DEFINE_string("out", "runs/analysis", "Output directory for the table and plots.")
@@ -193,14 +194,20 @@ def fail(message: str) -> None:
 
 
 def tables_from_data(paths: list[str]) -> None:
-  """Prints the table of each per-seed CSV."""
+  """Prints the table of each per-seed CSV, or of each benchmark ``results.json``."""
   from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
+  from jaxlab.evals import benchmark  # pylint: disable=import-outside-toplevel
   for path in paths:
     try:
-      columns, rows = stats.read_seed_rows(path)
-    except (OSError, ValueError) as err:
-      fail(str(err))
-    print(f"{path}:\n{stats.seed_table(rows, columns)}\n")
+      if path.endswith(".json"):
+        with open(path) as f:
+          table = benchmark.results_table(json.load(f))
+      else:
+        columns, rows = stats.read_seed_rows(path)
+        table = stats.seed_table(rows, columns)
+    except (OSError, ValueError, KeyError) as err:
+      fail(f"{path}: {err}")
+    print(f"{path}:\n{table}\n")
 
 
 def _model_dir(path: str) -> str:

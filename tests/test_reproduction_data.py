@@ -3,11 +3,13 @@
 Every results table of ``docs/reproductions/*.md`` follows a marker
 ``<!-- data: docs/reproductions/data/<study>/<table>.csv -->`` and must be exactly the table
 that ``python -m launch.analyze --data=<that file>`` prints (``stats.seed_table`` of the per-seed
-rows), so a number on a page cannot drift from the runs behind it. Every per-seed CSV parses and
+rows; for a benchmark's ``results.json``, ``benchmark.results_table``), so a number on a page
+cannot drift from the runs behind it. Every per-seed CSV parses and
 is shown by some page. No tracked file names a path of the development machine.
 """
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -16,11 +18,12 @@ import subprocess
 import pytest
 
 from jaxlab.core import stats
+from jaxlab.evals import benchmark
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = sorted(glob.glob(os.path.join(REPO, "docs", "reproductions", "*.md")))
 DATA = os.path.join(REPO, "docs", "reproductions", "data")
-MARKER = re.compile(r"^<!-- data: (\S+\.csv) -->\s*$")
+MARKER = re.compile(r"^<!-- data: (\S+\.(?:csv|json)) -->\s*$")
 # A table of the paper's own numbers (not ours) says so instead: <!-- not data: why -->.
 NOT_DATA = re.compile(r"^<!-- not data: .+ -->\s*$")
 # A table whose per-seed values were not kept says so, with what will replace it:
@@ -97,8 +100,12 @@ def test_table_equals_its_data(page, line, path, table):
   full = os.path.join(REPO, path)
   assert os.path.isfile(full), f"{page}:{line}: {path} does not exist"
   assert table, f"{page}:{line}: no markdown table follows the marker for {path}"
-  columns, rows = stats.read_seed_rows(full)
-  expected = stats.seed_table(rows, columns).strip()
+  if full.endswith(".json"):
+    with open(full) as f:
+      expected = benchmark.results_table(json.load(f)).strip()
+  else:
+    columns, rows = stats.read_seed_rows(full)
+    expected = stats.seed_table(rows, columns).strip()
   assert table.strip() == expected, (
       f"{page}:{line}: the table differs from `python -m launch.analyze --data={path}`:\n"
       f"{expected}")

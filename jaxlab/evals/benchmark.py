@@ -128,3 +128,28 @@ def summary_lines(results: Mapping[str, Any]) -> list[str]:
                    f"valid={fmt(m['valid_accuracy'], None)} "
                    f"format_errors={fmt(m['format_error_rate'], None)}")
   return lines
+
+
+def results_table(results: Mapping[str, Any], by: str = "language") -> str:
+  """The markdown table of a results dict: one row per ``by`` group, then the aggregates, each
+  metric with its 95% bootstrap interval. Reproduction pages show this table under a
+  ``<!-- data: .../results.json -->`` marker, and ``launch.analyze --data=results.json``
+  prints it, so a page's numbers can be checked against the committed file."""
+
+  def cell(value, ci=None):
+    if value is None:
+      return "—"
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+  metrics = ("total_accuracy", "valid_accuracy", "format_error_rate")
+  lines = [f"| {by} | n | total accuracy | valid accuracy | format-error rate |",
+           "|---|---|---|---|---|"]
+  for group, m in results["breakdowns"][by].items():
+    lines.append(f"| {group} | {m['n']} | " + " | ".join(
+        cell(m[k], m.get(f"{k}_ci")) for k in metrics) + " |")
+  for task, head in results["results"].items():
+    n = results.get("n-samples", {}).get(task, {}).get("effective", "")
+    for agg in sorted({k.split(",")[1] for k in head if "," in k}):
+      lines.append(f"| **{agg}** | {n} | " + " | ".join(
+          cell(head[f"{k},{agg}"], head.get(f"{k}_ci,{agg}")) for k in metrics) + " |")
+  return "\n".join(lines)

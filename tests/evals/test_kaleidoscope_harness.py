@@ -15,7 +15,7 @@ import pytest
 from jaxlab import evals
 from jaxlab.core import files
 from jaxlab.core.errors import ConfigError
-from jaxlab.evals import generation, kaleidoscope, mcq
+from jaxlab.evals import benchmark, generation, kaleidoscope, mcq
 from tests.evals.test_kaleidoscope_data import IMAGES, PARQUET
 from tests.models.decoder.tiny_hf import save_tiny_char_decoder
 
@@ -79,6 +79,11 @@ def test_scripted_outputs_give_hand_computed_metrics(model_dir, tmp_path, monkey
   assert rules_fired["es"] == "json_choice" and rules_fired["hi"] is None
   assert set(res["breakdowns"]) >= {"language", "modality", "domain", "script", "resource"}
   assert os.path.isfile(os.path.join(tmp_path, mcq.PLOT_FILE))
+  table = benchmark.results_table(res).splitlines()
+  assert len(table) == 2 + n_lang + 2  # header, groups, macro and micro
+  assert f"| es | {by_lang['es']['n']} | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] |" in (
+      "\n".join(table))
+  assert any(row.startswith("| hi |") and "| — |" in row for row in table)
 
 
 def test_image_items_need_a_vlm_or_text_only(model_dir, tmp_path):
