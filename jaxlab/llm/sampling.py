@@ -4,6 +4,12 @@ Prompts of different lengths are LEFT-padded to a common length ``P`` so that ev
 its next token into the same cache slot; the KV cache holds ``P + max_new_tokens`` slots and is
 created inside the compiled program, where the ``while_loop`` updates it in place.
 
+Families: a decoder prefills from token ids; a vision-language model (Qwen2.5-VL) prefills from
+the token embeddings with its image embeddings spliced in, at explicit M-RoPE positions
+``[3, B, P]`` computed on the host, and each decode step continues the row's positions with its
+rope delta. Both share one decode loop (:func:`_sample_loop`); only the prefill and the
+one-token step differ.
+
 Log-probabilities (what RL needs):
   * ``logprobs``: log-prob of each sampled token under the distribution it was actually drawn
     from: ``softmax(logits / temperature)``, restricted to the top-k / top-p set and
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.struct
 import jax
@@ -141,28 +147,24 @@ def _is_stop(tok_b: jax.Array, stop_tokens: tuple[int, ...]) -> jax.Array:
   return jnp.any(tok_b[:, None] == jnp.asarray(stop_tokens, jnp.int32)[None, :], axis=-1)
 
 
-def _generate(graphdef, state, tokens_bp, mask_bp, keys_b, params: SamplingParams,
-              cache_len: int, cache_shardings: Any = None) -> SampleOutput:
-  """Prefill the prompt, then decode in a ``while_loop`` that exits once every row stopped."""
-  model: Decoder = nnx.merge(graphdef, state)
-  b = tokens_bp.shape[0]
-  n = params.max_new_tokens
-  cache = _init_cache(model, b, cache_len)
-  if cache_shardings is not None:
-    cache = jax.lax.with_sharding_constraint(cache, cache_shardings)
+def _sample_loop(logits_bv: jax.Array, cache: Any, decode: Callable[[jax.Array, Any], Any],
+                 keys_b: jax.Array, params: SamplingParams) -> SampleOutput:
+  """Samples the first token from the prefill's last-column logits, then decodes in a
+  ``while_loop`` that exits once every row stopped.
 
-  # Prefill: logits only at the last column (left padding puts every row's last token there),
-  # which saves the [B, P, V] head matmul.
-  h, cache = model.hidden(tokens_bp, mask_bp, cache=cache)
-  logits = model.logits(h[:, -1:])[:, 0]
-  tok, lp, mlp = sample_step(logits, keys_b, jnp.int32(0), params)
+  The family-specific part is ``decode(tok_b, cache) -> (logits_bv, cache)``: one sampled token
+  per row written after the cache's content (a decoder counts its position on from the cache; a
+  VLM adds its rows' rope deltas).
+  """
+  b = logits_bv.shape[0]
+  n = params.max_new_tokens
+  tok, lp, mlp = sample_step(logits_bv, keys_b, jnp.int32(0), params)
   done = _is_stop(tok, params.stop_tokens)
 
   out_tok = jnp.full((b, n), params.pad_id, jnp.int32).at[:, 0].set(tok)
   out_lp = jnp.zeros((b, n), jnp.float32).at[:, 0].set(lp)
   out_mlp = jnp.zeros((b, n), jnp.float32).at[:, 0].set(mlp)
   lengths = jnp.ones((b,), jnp.int32)
-  ones_b1 = jnp.ones((b, 1), bool)
 
   def cond(carry):
     step, _, _, done, *_ = carry
@@ -170,8 +172,8 @@ def _generate(graphdef, state, tokens_bp, mask_bp, keys_b, params: SamplingParam
 
   def body(carry):
     step, tok, cache, done, out_tok, out_lp, out_mlp, lengths = carry
-    logits, cache = model(tok[:, None], ones_b1, cache=cache)
-    new_tok, lp, mlp = sample_step(logits[:, 0], keys_b, step, params)
+    logits_bv, cache = decode(tok, cache)
+    new_tok, lp, mlp = sample_step(logits_bv, keys_b, step, params)
     # Rows that already stopped emit padding with log-prob 0.
     new_tok = jnp.where(done, params.pad_id, new_tok)
     lp = jnp.where(done, 0.0, lp)
@@ -186,6 +188,53 @@ def _generate(graphdef, state, tokens_bp, mask_bp, keys_b, params: SamplingParam
   carry = (jnp.int32(1), tok, cache, done, out_tok, out_lp, out_mlp, lengths)
   _, _, _, _, out_tok, out_lp, out_mlp, lengths = jax.lax.while_loop(cond, body, carry)
   return SampleOutput(tokens=out_tok, logprobs=out_lp, model_logprobs=out_mlp, lengths=lengths)
+
+
+def _generate(graphdef, state, tokens_bp, mask_bp, keys_b, params: SamplingParams,
+              cache_len: int, cache_shardings: Any = None) -> SampleOutput:
+  """Decoder families: prefill the token prompt, then :func:`_sample_loop`."""
+  model: Decoder = nnx.merge(graphdef, state)
+  b = tokens_bp.shape[0]
+  cache = _init_cache(model, b, cache_len)
+  if cache_shardings is not None:
+    cache = jax.lax.with_sharding_constraint(cache, cache_shardings)
+
+  # Prefill: logits only at the last column (left padding puts every row's last token there),
+  # which saves the [B, P, V] head matmul.
+  h, cache = model.hidden(tokens_bp, mask_bp, cache=cache)
+  logits = model.logits(h[:, -1:])[:, 0]
+  ones_b1 = jnp.ones((b, 1), bool)
+
+  def decode(tok_b, cache):
+    logits_b1v, cache = model(tok_b[:, None], ones_b1, cache=cache)
+    return logits_b1v[:, 0], cache
+
+  return _sample_loop(logits, cache, decode, keys_b, params)
+
+
+def _generate_multimodal(graphdef, state, prompt: Any, keys_b, params: SamplingParams,
+                         cache_len: int) -> SampleOutput:
+  """Vision-language families (:class:`~jaxlab.models.qwen_vl.modeling.QwenVL`): the prefill
+  starts from the token embeddings with the image embeddings spliced in (the vision tower runs
+  once, here) at the prompt's explicit M-RoPE positions ``[3, B, P]``; each decode step places
+  its token at the real tokens before it plus the row's rope delta."""
+  model = nnx.merge(graphdef, state)
+  b = prompt.tokens.shape[0]
+  cache = model.init_cache(b, cache_len)
+  h, cache = model.prompt_hidden(prompt.tokens, prompt.mask, prompt.positions,
+                                 prompt.pixel_values, prompt.grid, cache)
+  logits = model.logits(h[:, -1:])[:, 0]
+  ones_b1 = jnp.ones((b, 1), bool)
+
+  def decode(tok_b, cache):
+    logits_b1v, cache = model.step(tok_b[:, None], ones_b1, cache, prompt.deltas)
+    return logits_b1v[:, 0], cache
+
+  return _sample_loop(logits, cache, decode, keys_b, params)
+
+
+_generate_multimodal_jit = jax.jit(_generate_multimodal,
+                                   static_argnames=("graphdef", "params", "cache_len"))
 
 
 _generate_jit = jax.jit(_generate, static_argnames=("graphdef", "params", "cache_len",
@@ -227,27 +276,47 @@ def _row_keys(key: jax.Array, batch: int) -> jax.Array:
   return key
 
 
-def generate(model: Decoder, tokens_bp: Any, mask_bp: Any, key: jax.Array,
+def generate(model: Any, tokens_bp: Any, mask_bp: Any, key: jax.Array,
              params: SamplingParams, cache_len: int | None = None,
-             mesh: Mesh | None = None) -> SampleOutput:
+             mesh: Mesh | None = None, *, pixel_values: Any = None,
+             grid_thw: Any = None) -> SampleOutput:
   """Samples ``params.max_new_tokens`` tokens after each left-padded prompt.
 
-  Calls with the same shapes and ``params`` reuse one compiled program.
+  Calls with the same shapes and ``params`` (and, for a VLM, the same image grids) reuse one
+  compiled program.
 
   Args:
-    model: the decoder.
-    tokens_bp: ``[B, P]`` int prompt ids, LEFT-padded (see :func:`left_pad`).
+    model: a decoder family, or a vision-language family (a model with ``prepare_prompt``,
+      e.g. :class:`~jaxlab.models.qwen_vl.modeling.QwenVL`), with or without images.
+    tokens_bp: ``[B, P]`` int prompt ids, LEFT-padded (see :func:`left_pad`); for a VLM each
+      image is a run of its placeholder tokens (see ``jaxlab.models.qwen_vl.inputs``).
     mask_bp: ``[B, P]``, 1 for real prompt tokens.
     key: one PRNG key (split per row) or ``[B]`` keys, one per row.
     params: see :class:`SamplingParams`.
     cache_len: KV cache slots, at least ``P + max_new_tokens`` (the default).
-    mesh: shard the batch over ``("data", "fsdp")`` and the cache's kv heads over ``tensor``.
+    mesh: shard the batch over ``("data", "fsdp")`` and the cache's kv heads over ``tensor``
+      (decoder families only).
+    pixel_values: VLM only: ``[N, patch_dim]`` patches of all images, in the order of their
+      placeholders (row 0's first); None for text-only prompts.
+    grid_thw: VLM only: ``[num_images, 3]`` patch grids, with ``pixel_values``.
 
   Raises:
     PromptTooLongError: ``P + max_new_tokens`` exceeds ``cache_len``.
+    ValueError: images for a model without a vision tower, a mesh with a VLM, or placeholders
+      that do not match the images (counts named).
   """
+  multimodal = hasattr(model, "prepare_prompt")
+  if not multimodal and (pixel_values is not None or grid_thw is not None):
+    raise ValueError(f"{type(model).__name__} has no vision tower: pixel_values/grid_thw are "
+                     "only for vision-language models")
+  if multimodal and mesh is not None:
+    raise ValueError("generate: a mesh is not supported for vision-language models yet; "
+                     "pass mesh=None")
   tokens_bp = jnp.asarray(tokens_bp, jnp.int32)
   mask_bp = jnp.asarray(mask_bp, bool)
+  if tokens_bp.ndim != 2 or mask_bp.shape != tokens_bp.shape:
+    raise ValueError(f"generate: tokens and mask must both be [B, P]; got shapes "
+                     f"{list(tokens_bp.shape)} and {list(mask_bp.shape)}")
   b, p = tokens_bp.shape
   need = p + params.max_new_tokens
   cache_len = need if cache_len is None else cache_len
@@ -256,6 +325,12 @@ def generate(model: Decoder, tokens_bp: Any, mask_bp: Any, key: jax.Array,
         f"prompt length {p} + max_new_tokens {params.max_new_tokens} = {need} exceeds the KV "
         f"cache length {cache_len}; shorten the prompt or enlarge the cache")
   keys_b = _row_keys(key, b)
+  if multimodal:
+    # Host side first (placeholder checks, M-RoPE positions and deltas need concrete ids).
+    prompt = model.prepare_prompt(tokens_bp, mask_bp, pixel_values, grid_thw)
+    graphdef, state = nnx.split(model)
+    return _generate_multimodal_jit(graphdef, state, prompt, keys_b, params=params,
+                                    cache_len=cache_len)
   cache_shardings = None
   if mesh is not None:
     from jaxlab.models.decoder import sharding as sharding_lib  # pylint: disable=g-import-not-at-top

@@ -154,6 +154,13 @@ class QwenVL(nnx.Module):
     """An empty text KV cache of ``max_len`` slots."""
     return KVCache.init(self.config.text, batch, max_len, dtype)
 
+  def prepare_prompt(self, tokens_bt: Any, mask_bt: Any = None, pixel_values: Any = None,
+                     grid_thw=None) -> "Prompt":
+    """The host side of a prompt batch (checks, M-RoPE positions, deltas): see
+    :func:`prepare_prompt`. A sampler calls it before its compiled program, which then runs
+    :meth:`prompt_hidden` and :meth:`step` (``jaxlab.llm.sampling.generate``)."""
+    return prepare_prompt(self.config, tokens_bt, mask_bt, pixel_values, grid_thw)
+
   def image_embeds(self, pixel_values: jax.Array, grid_thw) -> jax.Array:
     """Merged image embeddings ``[sum merged patches, D]`` (see :class:`VisionTower`)."""
     return self.visual(jnp.asarray(pixel_values), grid_thw)
