@@ -7,6 +7,11 @@
 # jax.distributed.initialize() (which discovers the coordinator on TPU VMs) before anything
 # else; the mesh then spans every chip of the slice. The repo is expected at the same path on
 # every worker (e.g. cloned by a startup script); set JAXLAB_DIR to override (default: ~/jaxlab).
+#
+# The workdir must be one every worker sees (gs://, or a shared filesystem): process 0 writes the
+# run's files and every worker writes its shards of the checkpoints. The same command run
+# again resumes. GPU clusters (SLURM srun) and one machine (launch/local_cluster.py): see the
+# README, "Multi-host".
 set -euo pipefail
 if [[ $# -lt 4 || "$3" != "--" ]]; then
   echo "usage: $0 TPU_NAME ZONE -- COMMAND..." >&2

@@ -7,8 +7,10 @@
 ``config.trainer`` names the trainer (see ``jaxlab/trainers.py``). The config is checked before
 anything is compiled or written; a bad key, type or combination stops with one line naming it
 and exit status 2. On a multi-host slice (TPU pod, GPU cluster) pass ``--multihost`` (see
-``launch/tpu_pod.sh``): ``jax.distributed.initialize()`` runs first, and every host runs the same
-command.
+``launch/tpu_pod.sh``): ``jax.distributed.initialize()`` runs first (the coordinator comes from
+``--coordinator_address`` / ``--num_processes`` / ``--process_id``, from ``launch.local_cluster``'s
+environment, or from the cluster itself: Cloud TPU, SLURM), and every process runs the same
+command; process 0 writes the run's files, all of them write the checkpoints together.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=False, accept_new_attributes=True)  # unknown keys reach our validator
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: config, metrics, checkpoints.")
 _MULTIHOST = flags.DEFINE_bool("multihost", False,
-                               "Call jax.distributed.initialize() before anything else.")
+                               "Join a multi-process job (jax.distributed) before anything else.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With --multihost: HOST:PORT of process 0 (default: from "
+    "launch.local_cluster's environment, or detected on TPU / SLURM).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --multihost: processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --multihost: this process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -67,9 +74,17 @@ def main(argv):
   from jaxlab.core.errors import JaxlabError  # pylint: disable=import-outside-toplevel
 
   if _MULTIHOST.value:
-    jax.distributed.initialize()
+    try:
+      mesh_lib.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                      _PROCESS_ID.value)
+    except JaxlabError as err:
+      fail(str(err))
   config = load_config()
   try:
+    # Every process must train the same run: compared before anything is compiled or written.
+    mesh_lib.check_same_across_processes(
+        config_lib.to_json(config) + "\n" + os.path.abspath(_WORKDIR.value),
+        "the config (or --workdir)")
     if "trainer" not in config:
       raise config_lib.ConfigError("the config has no 'trainer' key; start it from a trainer's "
                                    "default_config(), e.g. jaxlab.rl.ppo.default_config()")
@@ -77,12 +92,17 @@ def main(argv):
     loop.validate(trainer, config)
     mesh = mesh_lib.make_mesh(**config.mesh)
     trainer.check_mesh(config, mesh)
-    print(f"jaxlab: trainer={config.trainer} devices={jax.device_count()} "
-          f"({jax.devices()[0].platform}) mesh={dict(mesh.shape)} workdir={_WORKDIR.value}",
-          file=sys.stderr)
-    loop.run(trainer, config, _WORKDIR.value, mesh)
+    procs = (f" processes={jax.process_count()}x{jax.local_device_count()}"
+             if jax.process_count() > 1 else "")
+    if mesh_lib.is_primary():
+      print(f"jaxlab: trainer={config.trainer} devices={jax.device_count()}{procs} "
+            f"({jax.devices()[0].platform}) mesh={dict(mesh.shape)} workdir={_WORKDIR.value}",
+            file=sys.stderr)
+    loop.run(trainer, config, _WORKDIR.value, mesh, progress=mesh_lib.is_primary())
   except JaxlabError as err:
     fail(str(err))
+  if not mesh_lib.is_primary():
+    return
   print(f"jaxlab: done; metrics in {_WORKDIR.value}/metrics.jsonl, plot with: "
         f"python -m launch.plot --workdir={_WORKDIR.value}", file=sys.stderr)
 

@@ -1,5 +1,10 @@
 """Atomic, resumable checkpoints of a whole training state (an orbax CheckpointManager).
 
+Under several processes every process calls :meth:`Checkpointer.save` and
+:meth:`Checkpointer.restore` with the same step (a collective): orbax writes each array once,
+from the processes that hold its shards, and process 0 finishes the step's directory; a restore
+reads back each process's shards of the template's global shardings.
+
 A checkpoint holds the trainer's state pytree (params, optimizer moments, env states, PRNG keys:
 everything the next update reads) plus a small JSON record of host-side progress. orbax writes
 each step into a temporary directory and renames it when complete, so a run killed at any moment
@@ -151,17 +156,25 @@ class Checkpointer:
     gc.collect()
     self._open()
 
-  def move_aside(self, step: int, directory: str) -> str:
+  def move_aside(self, step: int, directory: str, mover: bool = True) -> str:
     """Moves checkpoint ``step`` out of the managed directory into ``directory/<step>`` (a
-    suffix is added if that exists) and forgets it; returns the new path. Nothing is deleted."""
+    suffix is added if that exists) and forgets it; returns the new path. Nothing is deleted.
+
+    Under several processes every process calls this; only the ``mover`` (process 0) renames,
+    the others wait for it before forgetting the step.
+    """
     self.wait()
-    os.makedirs(directory, exist_ok=True)
     dest = os.path.join(directory, str(step))
-    n = 1
-    while os.path.exists(dest):
-      dest = os.path.join(directory, f"{step}.{n}")
-      n += 1
-    os.replace(os.path.join(self.directory, str(step)), dest)
+    if mover:
+      os.makedirs(directory, exist_ok=True)
+      n = 1
+      while os.path.exists(dest):
+        dest = os.path.join(directory, f"{step}.{n}")
+        n += 1
+      os.replace(os.path.join(self.directory, str(step)), dest)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      multihost_utils.sync_global_devices(f"jaxlab_move_aside_{step}")
     self._manager.reload()
     return dest
 

@@ -18,6 +18,11 @@ here and nowhere else:
    ``config.checkpoint.every`` steps and at the end (keeping ``config.checkpoint.keep``);
 5. the run's exports, ``summary.json`` and the plots.
 
+Under several processes (``launch.train --multihost``) every process runs this same loop on its
+part of the global mesh: checkpoints are saved and restored by all of them together (orbax
+writes each array once), and only process 0 writes ``config.json``, the metrics, TensorBoard,
+``summary.json`` and the plots, and shows progress, so a run has one copy of every file.
+
 The keys every trainer shares (``trainer``, ``seed``, ``num_seeds``, ``log_every``,
 ``eval.every``, ``checkpoint.every`` / ``keep``, ``mesh``) are declared by :func:`base_config`
 and checked by :func:`check_common`; :func:`validate` runs every check of a config once.
@@ -41,6 +46,7 @@ from jax.sharding import Mesh
 
 from jaxlab.core import config as config_lib
 from jaxlab.core import files
+from jaxlab.core import mesh as mesh_lib
 from jaxlab.core.checkpoint import Checkpointer
 from jaxlab.core.errors import CheckpointError, ConfigError, JaxlabError, WorkdirError
 from jaxlab.core.metrics import MetricWriter, Progress, read_metrics
@@ -80,7 +86,10 @@ class Run(Protocol):
     """Evaluation metrics of ``state`` after ``step`` steps."""
 
   def finish(self, state: Any, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Final exports (e.g. a Hugging Face model dir); returns extra summary entries."""
+    """Final exports (e.g. a Hugging Face model dir); returns extra summary entries.
+
+    Under several processes only process 0 calls it, with the arrays it cannot read whole
+    (split over processes) already gathered to numpy; it must not use collectives."""
 
 
 def _no_mesh_rules(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
@@ -263,15 +272,24 @@ def restore_newest(ckpt: Checkpointer, like: Any, workdir: str, *, move_aside: b
       where = "skipped"
       if move_aside:
         aside = os.path.join(workdir, "checkpoints_corrupt")
+        _barrier("jaxlab_restore_failed")  # every process has tried before one is moved
         for bad, _ in failures:
-          ckpt.move_aside(bad, aside)
+          ckpt.move_aside(bad, aside, mesh_lib.is_primary())
         where = f"moved to {aside}"
       cause = getattr(failures[0][1], "cause", failures[0][1])
-      print(f"warning: checkpoint(s) {names} in {ckpt.directory} could not be restored "
-            f"({cause}); {where}; using step {step}", file=sys.stderr, flush=True)
+      if mesh_lib.is_primary():
+        print(f"warning: checkpoint(s) {names} in {ckpt.directory} could not be restored "
+              f"({cause}); {where}; using step {step}", file=sys.stderr, flush=True)
     return state, record, step
   ckpt.close()
   raise failures[0][1]
+
+
+def _barrier(name: str) -> None:
+  """Waits for every process of a multi-process job (nothing with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)
 
 
 def check_finite(metrics: Mapping[str, Any], first: int, step: int, last_ckpt: int | None,
@@ -313,7 +331,9 @@ def run(trainer: Trainer, config: ml_collections.ConfigDict, workdir: str, mesh:
   """
   check_workdir(workdir, config)
   r = trainer.build(config, workdir, mesh)  # bad data or envs fail here, before any write
-  prepare_workdir(workdir, config)
+  primary = mesh_lib.is_primary()
+  if primary:
+    prepare_workdir(workdir, config)
   total, log_every = r.total_steps, config.log_every
   ckpt = checkpointer(workdir, config, total)
   state, record, start = restore_newest(ckpt, r.init(), workdir)
@@ -321,11 +341,13 @@ def run(trainer: Trainer, config: ml_collections.ConfigDict, workdir: str, mesh:
     ckpt.close()
     raise ConfigError(f"checkpoint at step {start} is not at a multiple of "
                       f"'config.log_every'={log_every}; resume with the original log_every")
-  writer = MetricWriter(workdir, purge_step=start + 1 if start else None)
-  writer.truncate(start)
+  writer = MetricWriter(workdir, purge_step=start + 1 if start else None) if primary else None
+  if writer is not None:
+    writer.truncate(start)
   units = r.units_per_step or 1
   bar = (Progress(total * units, start=start * units,
-                  unit="env steps" if r.units_per_step else "steps") if progress else None)
+                  unit="env steps" if r.units_per_step else "steps")
+         if progress and primary else None)
   elapsed = float(record.get("elapsed", 0.0))
   t_last = time.perf_counter()
   metrics: dict[str, Any] = {}
@@ -336,10 +358,10 @@ def run(trainer: Trainer, config: ml_collections.ConfigDict, workdir: str, mesh:
       step = min(first + log_every, total)
       last = step == total
       state, metrics = r.train(state, first, step - first)
-      metrics = dict(jax.device_get(metrics))
+      metrics = dict(mesh_lib.gather(metrics))
       check_finite(metrics, first, step, ckpt.latest_step(), workdir)
       if _due(config.eval.every, step, last):
-        metrics.update(jax.device_get(r.evaluate(state, step)))
+        metrics.update(mesh_lib.gather(r.evaluate(state, step)))
       now = time.perf_counter()
       elapsed += now - t_last
       t_last = now
@@ -347,7 +369,8 @@ def run(trainer: Trainer, config: ml_collections.ConfigDict, workdir: str, mesh:
         metrics["env_steps"] = step * r.units_per_step
       metrics["time/elapsed_s"] = elapsed
       _record_target(r.target, record, metrics, step, elapsed)
-      writer.write(step, metrics)
+      if writer is not None:
+        writer.write(step, metrics)
       if bar is not None:
         for label, key in r.progress_keys.items():
           if key in metrics and np.all(np.isfinite(metrics[key])):
@@ -361,14 +384,20 @@ def run(trainer: Trainer, config: ml_collections.ConfigDict, workdir: str, mesh:
     if bar is not None:
       bar.close()
     ckpt.close()
-    writer.close()
+    if writer is not None:
+      writer.close()
 
   if not metrics:  # a finished run resumed: nothing trained, score it once more
-    metrics = dict(jax.device_get(r.evaluate(state, total)))
+    metrics = dict(mesh_lib.gather(r.evaluate(state, total)))
   summary = dict(record, final_step=total)
   if r.units_per_step:
     summary["final_env_steps"] = total * r.units_per_step
   summary.update({k: _summary_value(v) for k, v in metrics.items()})
+  if jax.process_count() > 1:
+    # The exports are files, written once: by process 0, from arrays it can read whole.
+    state = _readable_on_every_process(state)
+    if not primary:
+      return summary
   summary.update(r.finish(state, metrics))
   files.write_json(os.path.join(workdir, "summary.json"), summary, indent=2)
   if r.plot_keys:
@@ -377,6 +406,16 @@ def run(trainer: Trainer, config: ml_collections.ConfigDict, workdir: str, mesh:
                        r.plot_keys, os.path.join(workdir, "plots"),
                        x_key="env_steps" if r.units_per_step else "step")
   return summary
+
+
+def _readable_on_every_process(tree: Any) -> Any:
+  """``tree`` with each array split over several processes gathered to host numpy (a
+  collective); arrays each process can read whole already are kept as they are."""
+  def one(x):
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+      return mesh_lib.gather(x)
+    return x
+  return jax.tree.map(one, tree)
 
 
 def _summary_value(value: Any) -> Any:

@@ -3,10 +3,19 @@
 A mesh has up to three named axes: ``data`` (the env / prompt batch), ``fsdp`` (parameters
 split across data-parallel workers) and ``tensor`` (tensor parallelism). Arrays follow their
 data: a trainer places its state with :func:`shard_batch` once, and jit propagates the rest.
+
+Several processes (a TPU pod, a GPU cluster, or ``launch.local_cluster`` on one machine) join
+one job through :func:`initialize_distributed`; the mesh then spans every process's devices and
+the same code runs in each. Values computed identically on every process (initial states, PRNG
+keys) are placed with ``jax.device_put`` onto the global mesh, so results do not depend on how
+many processes share the devices; :func:`gather` brings global arrays back to every host.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import socket
 from typing import Any, Sequence
 
 import jax
@@ -55,11 +64,15 @@ def data_parallel_size(mesh: Mesh) -> int:
 
 
 def check_divisible(mesh: Mesh, size: int, key: str) -> None:
-  """Batch sizes must split evenly over the data-parallel devices."""
+  """Batch sizes must split evenly over the data-parallel devices (of every process)."""
   n = data_parallel_size(mesh)
   if size % n:
-    raise ConfigError(f"'{key}'={size} is not divisible by the {n} data-parallel devices; use a "
-                      f"multiple of {n}")
+    where = ""
+    if jax.process_count() > 1:
+      where = (f" ({jax.process_count()} processes x {jax.local_device_count()} local devices"
+               f"{'' if n == jax.device_count() else ', over fsdp*tensor'})")
+    raise ConfigError(f"'{key}'={size} is not divisible by the {n} data-parallel devices{where};"
+                      f" use a multiple of {n}")
 
 
 def check_env_batches(config: Any, mesh: Mesh) -> None:
@@ -79,10 +92,21 @@ def shard_batch(tree: Any, mesh: Mesh, batch_axis: int = 0) -> Any:
   def place(x):
     x = jax.numpy.asarray(x)
     if x.ndim > batch_axis:
-      return jax.device_put(x, batch_sharding(mesh, batch_axis))
-    return jax.device_put(x, replicated(mesh))
+      return put(x, batch_sharding(mesh, batch_axis))
+    return put(x, replicated(mesh))
 
   return jax.tree.map(place, tree)
+
+
+def put(x: Any, sharding: NamedSharding) -> jax.Array:
+  """``jax.device_put(x, sharding)`` for a value every process holds whole (computed the same
+  way on each): under several processes each one hands over only its own devices' slices
+  (no collective, nothing compiled)."""
+  if (jax.process_count() == 1 or sharding.is_fully_addressable
+      or (isinstance(x, jax.Array) and not x.is_fully_addressable)):  # already global
+    return jax.device_put(x, sharding)
+  host = np.asarray(x)
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def place_state(state: Any, mesh: Mesh, batched: dict[str, int]) -> Any:
@@ -106,11 +130,109 @@ def place_state(state: Any, mesh: Mesh, batched: dict[str, int]) -> Any:
       fields[head] = shard_batch(value, mesh, inner[""])
     else:
       fields[head] = place_state(value, mesh, inner)
-  rest = jax.tree.map(lambda x: jax.device_put(x, replicated(mesh)),
+  rest = jax.tree.map(lambda x: put(x, replicated(mesh)),
                       state.replace(**{k: None for k in fields}))
   return rest.replace(**fields)
 
 
 def gather(tree: Any) -> Any:
-  """Copies a (possibly sharded) pytree to host numpy arrays."""
-  return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+  """Copies a (possibly sharded) pytree's arrays to host numpy arrays, whole on every process;
+  other leaves (Python numbers, strings) are kept as they are, as ``jax.device_get`` does.
+
+  An array split over several processes is assembled with a collective, so under several
+  processes every process must call this with the same tree.
+  """
+
+  def one(x):
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    if isinstance(x, (jax.Array, np.ndarray, np.generic)):
+      return np.asarray(jax.device_get(x))
+    return x
+
+  return jax.tree.map(one, tree)
+
+
+# -- several processes ----------------------------------------------------------------------------
+
+ENV_ADDRESS, ENV_NUM, ENV_ID = ("JAXLAB_COORDINATOR_ADDRESS", "JAXLAB_NUM_PROCESSES",
+                                "JAXLAB_PROCESS_ID")
+
+
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that nothing listens on right now."""
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+  """Raises ``ConfigError`` when the coordinator's port cannot be bound (in use, or invalid)."""
+  if not 0 < port < 65536:
+    raise ConfigError(f"coordinator port {port} is not in 1..65535")
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    try:
+      s.bind((host, port))
+    except OSError as err:
+      raise ConfigError(f"coordinator port {host}:{port} is in use ({err.strerror}); pick "
+                        f"another port or stop the process holding it") from None
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Joins this process to a multi-process job (before any other JAX call).
+
+  Arguments left None are read from ``JAXLAB_COORDINATOR_ADDRESS`` / ``JAXLAB_NUM_PROCESSES``
+  / ``JAXLAB_PROCESS_ID`` (set by ``launch.local_cluster``); if none is set either, JAX finds
+  the cluster itself (Cloud TPU, SLURM ``srun``, Open MPI). CPU devices exchange data through
+  gloo, so several processes on one machine (or CPU hosts) work too.
+
+  Raises:
+    ConfigError: a setting is malformed, or process 0 cannot bind the coordinator's port.
+  """
+  env = os.environ
+  address = coordinator_address or env.get(ENV_ADDRESS) or None
+  try:
+    num = num_processes if num_processes is not None else (
+        int(env[ENV_NUM]) if env.get(ENV_NUM) else None)
+    index = process_id if process_id is not None else (
+        int(env[ENV_ID]) if env.get(ENV_ID) else None)
+  except ValueError as err:
+    raise ConfigError(f"{ENV_NUM} / {ENV_ID} must be integers ({err})") from None
+  if address is not None and (num is None or index is None):
+    raise ConfigError(f"coordinator address {address} given without the process count and this "
+                      f"process's index (--num_processes/--process_id or {ENV_NUM}/{ENV_ID})")
+  if num is not None and index is not None and not 0 <= index < num:
+    raise ConfigError(f"process id {index} is not in [0, {num})")
+  if address is not None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+      raise ConfigError(f"coordinator address {address!r} is not HOST:PORT")
+    if index == 0 and host in ("127.0.0.1", "localhost"):
+      check_port_free(int(port), "127.0.0.1")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=address, num_processes=num,
+                             process_id=index)
+
+
+def is_primary() -> bool:
+  """Whether this process writes the run's files (process 0; the only one without a job)."""
+  return jax.process_index() == 0
+
+
+def check_same_across_processes(text: str, what: str) -> None:
+  """Every process of the job must pass the same ``text`` (e.g. its config as JSON); raises
+  ``ConfigError`` on every process, naming the processes that differ from process 0. A
+  collective: every process calls it. A single process always passes."""
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], dtype=np.int32)
+  every = np.asarray(multihost_utils.process_allgather(digest)).reshape(jax.process_count(), -1)
+  differ = [i for i in range(len(every)) if not np.array_equal(every[i], every[0])]
+  if differ:
+    raise ConfigError(f"{what} differs between processes: process(es) "
+                      f"{', '.join(map(str, differ))} do not match process 0; every process must "
+                      f"run the same command")

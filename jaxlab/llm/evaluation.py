@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jaxlab.core import mesh as mesh_lib
 from jaxlab.llm import tasks as tasks_lib
 
 
@@ -63,7 +64,7 @@ class TaskAccuracy:
       idx = np.arange(s, s + self.batch) % n  # wrap: fixed shapes, extra rows discarded
       out = sampling.generate(model, self.tokens[idx], self.mask[idx], jax.random.key(0),
                               self.params, mesh=self.mesh)
-      toks, lens = np.asarray(out.tokens), np.asarray(out.lengths)
+      toks, lens = mesh_lib.gather((out.tokens, out.lengths))  # whole, on every process
       for row, k in zip(toks[: n - s], lens[: n - s]):
         texts.append(self.tokenizer.decode(row[:k].tolist(), skip_special_tokens=True))
     return texts

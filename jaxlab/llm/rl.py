@@ -601,7 +601,7 @@ class RLRun:
         nnx.merge(self.graphdef, state.policy.params if behaviour is None else behaviour),
         self.prompt_tokens[idx], self.prompt_mask[idx], k_sample, self.sampling_params,
         mesh=self.mesh)
-    resp, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+    resp, lengths = mesh_lib.gather((out.tokens, out.lengths))  # whole, on every process
     t_gen = time.perf_counter() - t0
     batch_rows = [self.rows[i] for i in idx]
     texts = [self.tokenizer.decode(r[:k].tolist(), skip_special_tokens=True)
@@ -617,7 +617,7 @@ class RLRun:
     snapshot = _copy_tree(state.policy.params) if history else None
     t1 = time.perf_counter()
     state, sm = self.step_fn(state, self.ref_params, behaviour, batch, k_update)
-    sm = jax.device_get(sm)
+    sm = mesh_lib.gather(sm)
     t_update = time.perf_counter() - t1
     if history:
       history = history[1:] + [snapshot]

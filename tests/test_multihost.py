@@ -1,0 +1,293 @@
+"""Multi-process runs on one machine (``launch.local_cluster`` + ``launch.train --multihost``).
+
+Two processes with 4 CPU devices each form one 8-device mesh, talking over 127.0.0.1 (gloo).
+Checked here: PPO (gymnax CartPole) and one SFT step on the tiny decoder give the same metrics
+and final parameters as one process with 8 devices (rtol 1e-3); there is one copy of every
+output file; a process killed with SIGKILL stops the whole job with one line naming it, and
+the same command then resumes to the uninterrupted two-process result; ``launch.eval`` reads
+a two-process run in one process; bad input (a batch that does not split over processes x
+devices, a coordinator port in use, processes started with different configs) ends every
+process with one ``error:`` line and exit status 2, writing nothing.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# 8 PPO updates of 8 envs x 16 steps, logged and checkpointed every 2, evaluated every 4.
+PPO = ["--config=configs/ppo/cartpole_gymnax.py", "--config.num_envs=8",
+       "--config.unroll_length=16", "--config.total_env_steps=1024", "--config.log_every=2",
+       "--config.checkpoint.every=2", "--config.eval.every=4", "--config.eval.num_envs=8",
+       "--config.network.policy_width=16", "--config.network.value_width=16"]
+SFT = ["--config=configs/llm/sft_tiny.py", "--config.steps=1", "--config.log_every=1",
+       "--config.eval.num_examples=8", "--config.eval.batch_size=8",
+       "--config.eval.max_new_tokens=4", "--config.model.hidden_size=32",
+       "--config.model.intermediate_size=64", "--config.model.num_layers=1",
+       "--config.model.head_dim=8", "--config.batch_size=8", "--config.data.max_train_rows=64",
+       "--config.dtype=float32"]
+TIMEOUT = 600
+
+
+def _env(**extra):
+  env = dict(os.environ, PYTHONPATH=REPO, **extra)
+  env.pop("XLA_FLAGS", None)
+  return env
+
+
+def _cluster_cmd(workdir, args, num=2, devices=4, port=None):
+  cmd = [sys.executable, "-m", "launch.local_cluster", f"--num_processes={num}",
+         f"--devices_per_process={devices}"]
+  if port is not None:
+    cmd.append(f"--port={port}")
+  return cmd + ["--", sys.executable, "-m", "launch.train", "--multihost",
+                f"--workdir={workdir}", *args]
+
+
+def _cluster(workdir, args, **kw):
+  return subprocess.run(_cluster_cmd(workdir, args, **kw), cwd=REPO, env=_env(),
+                        capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def _single(workdir, args, devices=8):
+  cmd = [sys.executable, "-m", "launch.train", f"--workdir={workdir}", *args]
+  env = _env(JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out
+
+
+def _ok(out):
+  assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+  return out
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/")}
+            for line in f]
+
+
+def _final_arrays(workdir):
+  """The newest checkpoint's arrays, read whole onto this process's one device (whatever
+  the number of processes that wrote it)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  ckdir = os.path.join(workdir, "checkpoints")
+  last = max(int(d) for d in os.listdir(ckdir) if d.isdigit())
+  path = os.path.join(ckdir, str(last), "state")
+  one = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  with ocp.StandardCheckpointer() as ckptr:
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+                          ckptr.metadata(path).item_metadata)
+    return last, ckptr.restore(path, target)
+
+
+def _outputs(workdir):
+  """Relative paths of every file a run wrote outside its checkpoints (whose internal layout
+  is orbax's: one metadata file per writing process)."""
+  out = set()
+  for root, _, names in os.walk(workdir):
+    rel = os.path.relpath(root, workdir)
+    if rel.split(os.sep)[0] in ("checkpoints",):
+      continue
+    for name in names:
+      if rel == "tb":  # event files are named by their creation time
+        name = name.rsplit(".", 2)[0]
+      out.add(os.path.normpath(os.path.join(rel, name)))
+  return out
+
+
+def _assert_records_close(a, b):
+  assert [r["step"] for r in a] == [r["step"] for r in b]
+  for ra, rb in zip(a, b):
+    assert set(ra) == set(rb)
+    for key in ra:
+      np.testing.assert_allclose(ra[key], rb[key], rtol=1e-3, atol=1e-6, err_msg=key)
+
+
+def _error_lines(text):
+  return [line for line in text.splitlines() if "error:" in line]
+
+
+def _children(pid):
+  kids = []
+  for task in os.listdir(f"/proc/{pid}/task"):
+    with open(f"/proc/{pid}/task/{task}/children") as f:
+      kids += [int(k) for k in f.read().split()]
+  return kids
+
+
+def _process_id(pid):
+  with open(f"/proc/{pid}/environ", "rb") as f:
+    env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+  return int(env[b"JAXLAB_PROCESS_ID"])
+
+
+def _kill_process_1_after_first_checkpoint(workdir):
+  """Starts the two-process PPO run, SIGKILLs process 1 once a checkpoint exists; returns
+  the launcher's stderr after checking that every process is gone."""
+  launcher = subprocess.Popen(_cluster_cmd(workdir, PPO), cwd=REPO, env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  ckdir = os.path.join(workdir, "checkpoints")
+  deadline = time.time() + TIMEOUT
+  while time.time() < deadline and launcher.poll() is None:
+    if os.path.isdir(ckdir) and any(d.isdigit() for d in os.listdir(ckdir)):
+      break
+    time.sleep(0.02)
+  assert launcher.poll() is None, "finished before it could be killed: " + launcher.stderr.read()
+  by_index = {_process_id(pid): pid for pid in _children(launcher.pid)}
+  os.kill(by_index[1], signal.SIGKILL)
+  stderr = launcher.communicate(timeout=120)[1]
+  assert launcher.returncode != 0
+  for pid in by_index.values():  # none is left running
+    with pytest.raises(ProcessLookupError):
+      os.kill(pid, 0)
+  return stderr
+
+
+def test_ppo_two_processes(tmp_path):
+  """One test (one xdist worker) for the PPO runs, which share the uninterrupted one:
+  2 x 4 devices == 1 x 8; one copy of each file; launch.eval in one process; SIGKILL of one
+  process, then the same command resumes to the uninterrupted result."""
+  two, one, killed = (str(tmp_path / name) for name in ("two", "one", "killed"))
+  out = _ok(_cluster(two, PPO))
+  assert "[p0] jaxlab: done" in out.stderr and "[p1] jaxlab: done" not in out.stderr
+  _single(one, PPO)
+  two_records = _records(two)
+  assert [r["step"] for r in two_records] == [2, 4, 6, 8]  # each step logged once
+  _assert_records_close(two_records, _records(one))
+  step_two, arrays_two = _final_arrays(two)
+  step_one, arrays_one = _final_arrays(one)
+  assert step_two == step_one == 8 and set(arrays_two) == set(arrays_one)
+  for key in arrays_one:
+    np.testing.assert_allclose(arrays_two[key], arrays_one[key], rtol=1e-3, atol=1e-5,
+                               err_msg=key)
+  assert _outputs(two) == _outputs(one)  # one copy of every output file
+  assert sorted(os.listdir(tmp_path)) == ["one", "two"]
+
+  cmd = [sys.executable, "-m", "launch.eval", f"--workdir={two}", "--episodes=1",
+         "--evaluators=jax_env"]
+  out = subprocess.run(cmd, cwd=REPO, env=_env(JAX_PLATFORMS="cpu"), capture_output=True,
+                       text=True, timeout=TIMEOUT)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(os.path.join(two, "eval.json")) as f:
+    result = json.load(f)
+  assert result["checkpoint_step"] == 8
+  assert np.isfinite(result["evaluators"]["jax_env"]["return_mean"])
+
+  stderr = _kill_process_1_after_first_checkpoint(killed)
+  assert "local_cluster: process 1 ended (killed by SIGKILL); stopping the others" in stderr
+  assert _records(killed)[-1]["step"] < 8  # it really was interrupted
+  _ok(_cluster(killed, PPO))  # the same command resumes
+  assert _records(killed) == two_records
+  step_killed, arrays_killed = _final_arrays(killed)
+  assert step_killed == 8
+  for key in arrays_two:
+    np.testing.assert_array_equal(arrays_killed[key], arrays_two[key], err_msg=key)
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(coordinator_address="127.0.0.1:1234"), "given without the process count"),
+    (dict(coordinator_address="127.0.0.1:1234", num_processes=2, process_id=2),
+     "process id 2 is not in [0, 2)"),
+    (dict(coordinator_address="nohostport", num_processes=2, process_id=1),
+     "coordinator address 'nohostport' is not HOST:PORT"),
+])
+def test_distributed_settings_are_checked_before_joining(kwargs, message):
+  from jaxlab.core import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  from jaxlab.core.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    mesh_lib.initialize_distributed(**kwargs)
+
+
+def test_local_cluster_usage_errors():
+  from launch import local_cluster  # pylint: disable=import-outside-toplevel
+  assert local_cluster.main(["--num_processes=2", "python"]) == 2  # no "--"
+  assert local_cluster.main(["--num_processes=0", "--", "python"]) == 2
+  assert local_cluster.main(["--num_processes=2", "--"]) == 2
+  assert local_cluster.main(["--num_processes=2", "--port=70000", "--", "python"]) == 2
+
+
+def test_batch_not_divisible_over_processes(tmp_path):
+  workdir = str(tmp_path / "run")
+  out = _cluster(workdir, PPO + ["--config.num_envs=4"])
+  assert out.returncode == 2, out.stderr[-3000:]
+  errors = _error_lines(out.stderr)
+  assert len(errors) == 2 and {e[:5] for e in errors} == {"[p0] ", "[p1] "}
+  for line in errors:
+    assert ("'config.num_envs'=4 is not divisible by the 8 data-parallel devices (2 processes "
+            "x 4 local devices)") in line
+  assert "Traceback" not in out.stderr
+  assert not os.path.exists(workdir)
+
+
+def test_coordinator_port_in_use(tmp_path):
+  workdir = str(tmp_path / "run")
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    out = _cluster(workdir, PPO, port=port)
+    assert out.returncode == 2
+    assert _error_lines(out.stderr) == [
+        f"error: coordinator port 127.0.0.1:{port} is in use (Address already in use); pick "
+        "another port or stop the process holding it"]
+    # launch.train itself (process 0 of a job started by hand) refuses it the same way.
+    cmd = [sys.executable, "-m", "launch.train", "--multihost",
+           f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", "--process_id=0",
+           f"--workdir={workdir}", *PPO]
+    out = subprocess.run(cmd, cwd=REPO, env=_env(JAX_PLATFORMS="cpu"), capture_output=True,
+                         text=True, timeout=TIMEOUT)
+    assert out.returncode == 2
+    assert len(_error_lines(out.stderr)) == 1 and f"127.0.0.1:{port} is in use" in out.stderr
+  assert not os.path.exists(workdir)
+
+
+def test_config_mismatch_between_processes(tmp_path):
+  workdir = str(tmp_path / "run")
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+  procs = []
+  for index, seed in ((0, 0), (1, 1)):
+    cmd = [sys.executable, "-m", "launch.train", "--multihost",
+           f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+           f"--process_id={index}", f"--workdir={workdir}", *PPO, f"--config.seed={seed}"]
+    procs.append(subprocess.Popen(cmd, cwd=REPO, env=_env(JAX_PLATFORMS="cpu"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  for p in procs:
+    stderr = p.communicate(timeout=TIMEOUT)[1]
+    assert p.returncode == 2, stderr[-3000:]
+    assert _error_lines(stderr) == [
+        "error: the config (or --workdir) differs between processes: process(es) 1 do not "
+        "match process 0; every process must run the same command"]
+  assert not os.path.exists(workdir)
+
+
+# Last in the file: xdist hands out the first tests in pairs, and this one and the PPO test
+# are the two long ones.
+def test_sft_step_two_processes_equal_one_process(tmp_path):
+  two, one = str(tmp_path / "two"), str(tmp_path / "one")
+  _ok(_cluster(two, SFT))
+  _single(one, SFT)
+  _assert_records_close(_records(two), _records(one))
+  assert _records(two)[0]["step"] == 1 and len(_records(two)) == 1
+  _, arrays_two = _final_arrays(two)
+  _, arrays_one = _final_arrays(one)
+  for key in arrays_one:
+    np.testing.assert_allclose(arrays_two[key], arrays_one[key], rtol=1e-3, atol=1e-6,
+                               err_msg=key)
+  assert _outputs(two) == _outputs(one)
