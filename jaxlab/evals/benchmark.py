@@ -79,8 +79,12 @@ def run_mcq(task: str, model: Any, tokenizer: Any, items: Sequence[McqItem], wor
             rules: Sequence[Any], settings: Mapping[str, Any], breakdown_keys: Sequence[str],
             decoding: generation.Decoding = generation.Decoding(), batch_size: int = 16,
             mesh: Any = None, progress: Callable[[int, int], None] | None = None,
-            num_bootstrap: int = 1000) -> dict[str, Any]:
+            num_bootstrap: int = 1000, images: Sequence[Sequence[Any]] | None = None,
+            image_config: Any = None) -> dict[str, Any]:
   """Generates (or resumes), extracts, scores and writes the results of ``items``.
+
+  ``images`` (per item, its PIL images in placeholder order) and ``image_config`` are for a
+  vision-language model; see :func:`jaxlab.evals.generation.generate_outputs`.
 
   Returns:
     The results dict written to ``workdir/results.json``.
@@ -90,7 +94,8 @@ def run_mcq(task: str, model: Any, tokenizer: Any, items: Sequence[McqItem], wor
   outputs = generation.generate_outputs(
       model, tokenizer, [(it.key, it.prompt) for it in items],
       os.path.join(workdir, generation.OUTPUTS_FILE), decoding=decoding,
-      batch_size=batch_size, mesh=mesh, progress=progress)
+      batch_size=batch_size, mesh=mesh, progress=progress, images=images,
+      image_config=image_config)
   scored, per_item = [], []
   for it in items:
     out = outputs[it.key]

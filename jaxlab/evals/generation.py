@@ -16,6 +16,22 @@ Outputs do not depend on how items are batched or on which items were already do
     (temperature > 0) outputs are a function of the item and the seed, not of its batch.
 
 Greedy decoding (temperature 0, the default) is the reproducible setting; sampling is seeded.
+
+Vision-language models (the ``qwen_vl`` family, recognised by the sampler's test: a model with
+``prepare_prompt``) take, per prompt, a list of PIL images (empty for a text-only prompt). The
+prompt text must already hold one ``<|image_pad|>`` per image, in image order (bare or inside
+``<|vision_start|>...<|vision_end|>``; :func:`jaxlab.evals.kaleidoscope.render` writes them).
+Encoding is :func:`jaxlab.models.qwen_vl.inputs.encode` with the model directory's image
+processor config, which expands each placeholder to its image's merged patches, so:
+
+  * the padded length ``P`` counts the image tokens too. It is fixed before the first batch by
+    encoding every prompt once (pixels discarded), which reads and preprocesses every image
+    once per call; the images are then encoded again, batch by batch, for the sampler. Pass a
+    lazy sequence (images opened on ``__getitem__``) to keep memory flat on a large run;
+  * a batch's ``pixel_values`` hold only its own rows' images (the filler copies' too), so
+    the patch count varies from batch to batch. Each row's result still depends only on its
+    own row: the vision tower attends within one image at a time, and each image's embeddings
+    are spliced into the row whose placeholders they fill.
 """
 
 from __future__ import annotations
@@ -85,11 +101,20 @@ def padded_length(lengths: Sequence[int], multiple: int) -> int:
   return max(multiple, -(-longest // multiple) * multiple)
 
 
+def _encode_images(model: Any, tokenizer: Any, image_config: Any, texts: Sequence[str],
+                   images: Sequence[Sequence[Any]]) -> tuple[list[list[int]], Any, Any]:
+  """``qwen_vl.inputs.encode`` of prompts that are already chat-templated."""
+  from jaxlab.models.qwen_vl import inputs  # pylint: disable=import-outside-toplevel
+  return inputs.encode(tokenizer, model.config, image_config, texts,
+                       [list(ims) for ims in images], add_special_tokens=False)
+
+
 def generate_outputs(model: Any, tokenizer: Any, prompts: Sequence[tuple[str, str]],
                      path: str, *, decoding: Decoding = Decoding(), batch_size: int = 16,
                      pad_multiple: int = 64, mesh: Any = None,
-                     progress: Callable[[int, int], None] | None = None
-                     ) -> dict[str, dict[str, Any]]:
+                     progress: Callable[[int, int], None] | None = None,
+                     images: Sequence[Sequence[Any]] | None = None,
+                     image_config: Any = None) -> dict[str, dict[str, Any]]:
   """Generates an output for every ``(key, prompt)`` not yet in ``path``; returns all records.
 
   Args:
@@ -102,12 +127,21 @@ def generate_outputs(model: Any, tokenizer: Any, prompts: Sequence[tuple[str, st
     pad_multiple: prompts are left-padded to the longest prompt rounded up to this.
     mesh: shard each batch over the mesh's data axes (None: one device).
     progress: called as ``progress(done, total)`` after each batch.
+    images: vision-language models only: per prompt, its PIL images in placeholder order
+      (possibly empty); any sequence, e.g. one that opens the images on access. None: no
+      images (a vision-language model then reads text-only prompts).
+    image_config: the model directory's
+      :class:`~jaxlab.models.qwen_vl.processor.ImageProcessorConfig`; required with a
+      vision-language model.
 
   Returns:
     ``key -> {"key", "output", "prompt_tokens", "new_tokens"}`` for every prompt.
 
   Raises:
-    DataError: duplicate keys, or an outputs file that is not ours.
+    DataError: duplicate keys, an outputs file that is not ours, or prompt images that do
+      not fit (a list per prompt, one placeholder per image).
+    ConfigError: images for a model without a vision tower, or a vision-language model
+      without ``image_config``.
   """
   import jax  # pylint: disable=import-outside-toplevel
   from jaxlab.llm import sampling  # pylint: disable=import-outside-toplevel
@@ -120,8 +154,24 @@ def generate_outputs(model: Any, tokenizer: Any, prompts: Sequence[tuple[str, st
     raise DataError(f"item key {dup!r} occurs twice; keys must be unique")
   if batch_size < 1:
     raise ConfigError(f"batch_size={batch_size}: expected >= 1")
+  multimodal = hasattr(model, "prepare_prompt")  # the sampler's test for a VLM
+  if images is not None and not multimodal:
+    raise ConfigError(f"images were given but {type(model).__name__} has no vision tower")
+  if multimodal and image_config is None:
+    raise ConfigError(f"{type(model).__name__} is a vision-language model: pass image_config "
+                      "(the model directory's ImageProcessorConfig)")
+  if images is not None and len(images) != len(prompts):
+    raise DataError(f"got {len(prompts)} prompts but image lists for {len(images)}; expected "
+                    "one (possibly empty) list per prompt")
+  texts = [p for _, p in prompts]
   done = read_outputs(path)
-  ids = encode_prompts(tokenizer, [p for _, p in prompts], add_special_tokens=False)
+  if multimodal:
+    # One prompt at a time: only the ids are kept (the pixels are encoded again per batch).
+    ids = [_encode_images(model, tokenizer, image_config, [t],
+                          [images[i] if images is not None else []])[0][0]
+           for i, t in enumerate(texts)]
+  else:
+    ids = encode_prompts(tokenizer, texts, add_special_tokens=False)
   length = padded_length([len(x) for x in ids], pad_multiple)
   todo = [i for i, k in enumerate(keys) if k not in done]
   pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
@@ -139,7 +189,16 @@ def generate_outputs(model: Any, tokenizer: Any, prompts: Sequence[tuple[str, st
     tokens, mask = sampling.left_pad([ids[i] for i in filled], pad_id=pad_id, length=length)
     row_keys = jax.vmap(lambda h: jax.random.fold_in(base, h))(
         np.asarray([stable_hash(keys[i]) for i in filled], np.uint32))
-    out = sampling.generate(model, tokens, mask, row_keys, params, mesh=mesh)
+    vision = {}
+    if multimodal:
+      batch_ids, pixel_values, grid = _encode_images(
+          model, tokenizer, image_config, [texts[i] for i in filled],
+          [images[i] if images is not None else [] for i in filled])
+      if batch_ids != [ids[i] for i in filled]:
+        raise DataError(f"the images of item {keys[rows[0]]!r}'s batch changed between two "
+                        "reads; expected the same images every time")
+      vision = dict(pixel_values=pixel_values, grid_thw=grid)
+    out = sampling.generate(model, tokens, mask, row_keys, params, mesh=mesh, **vision)
     toks, lens = np.asarray(out.tokens), np.asarray(out.lengths)
     records = []
     for j, i in enumerate(rows):

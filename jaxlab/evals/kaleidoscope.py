@@ -15,7 +15,15 @@ The benchmark is a multilingual, partly multimodal multiple-choice exam in 18 la
   * :func:`build_prompt` writes the two prompting regimes of the reference code (direct JSON
     answer for open-weight models, in-language chain of thought for closed ones) as chat
     messages plus an ordered list of the images they refer to; :func:`render` turns them
-    into the model's text with its chat template.
+    into the model's text with its chat template, writing each ``<image>`` placeholder as
+    the model family's own image marker (:func:`image_marker`).
+  * :func:`evaluate` is the harness behind ``launch.eval --benchmark=kaleidoscope``. A
+    vision-language model (the ``qwen_vl`` family) scores every item: its prompts carry
+    ``<|vision_start|><|image_pad|><|vision_end|>`` where the placeholders were, and the
+    images (question first, then option images in option order, each resized to
+    :attr:`Prompt.image_size`) are read lazily from the folder or zip and handed to
+    :func:`jaxlab.evals.generation.generate_outputs`, which patches them with the model
+    directory's image processor config. Other families score the text-only items on request.
 
 Decisions where the reference leaves a choice (spec section 3):
 
@@ -43,6 +51,7 @@ Decisions where the reference leaves a choice (spec section 3):
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import glob
 import hashlib
@@ -678,18 +687,35 @@ def build_prompt(item: Item, regime: str, texts: PromptTexts = DEFAULT_TEXTS, *,
                 image_size=None if image_size is None else tuple(image_size))
 
 
-def render(prompt: Prompt, tokenizer: Any) -> str:
+def render(prompt: Prompt, tokenizer: Any, marker: str = IMAGE_TOKEN) -> str:
   """The model-ready text of ``prompt``.
+
+  Each :data:`IMAGE_TOKEN` placeholder of the user turn becomes ``marker`` first: a
+  vision-language model's own image marker (for the ``qwen_vl`` family
+  ``<|vision_start|><|image_pad|><|vision_end|>``, :func:`image_marker`), so that its encoder
+  finds one marker per entry of :attr:`Prompt.images`, in the same order. The default keeps
+  ``<image>`` (a text-only model never sees an image item).
 
   With a tokenizer that has a ``chat_template``:
   ``tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)``.
   Otherwise (or ``tokenizer=None``) the plain join ``system + "\\n\\n" + user + "\\n"``.
   """
+  messages = [dict(m) for m in prompt.messages]
+  if marker != IMAGE_TOKEN:
+    user = messages[1]
+    user["content"] = user["content"].replace(IMAGE_TOKEN, marker)
   if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-    return tokenizer.apply_chat_template(prompt.messages, add_generation_prompt=True,
-                                         tokenize=False)
-  system, user = prompt.messages[0]["content"], prompt.messages[1]["content"]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+  system, user = messages[0]["content"], messages[1]["content"]
   return f"{system}\n\n{user}\n"
+
+
+def image_marker(family: str) -> str:
+  """What a model family's prompts write for one image (``<image>`` for text-only ones)."""
+  if family == VLM_FAMILY:
+    from jaxlab.models.qwen_vl import inputs  # pylint: disable=import-outside-toplevel
+    return inputs.IMAGE_SPAN
+  return IMAGE_TOKEN
 
 
 def rules(regime: str):
@@ -705,9 +731,18 @@ BREAKDOWNS = ("language", "modality", "domain", "subject", "image_type", "script
 def evaluate(args: Any) -> dict[str, Any]:
   """Scores a model directory on the benchmark (``jaxlab.evals.BenchmarkArgs``); resumable.
 
-  Text-only models (every family but the vision-language one) score the text-only items and
-  must be asked to (``text_only``): a result over a silently dropped subset would read as the
-  benchmark's number. Image items need a vision-language model family.
+  A vision-language model (family ``qwen_vl``) scores all selected items, or only the
+  text-only ones with ``text_only``. Its prompts are rendered with the family's image marker
+  (see :func:`render`); each item's images (:meth:`Dataset.prompt_images`: placeholder order,
+  resized to 512x512) are opened from ``args.images`` when their batch is encoded, and patched
+  with the model directory's ``preprocessor_config.json``. Text-only models (every other
+  family) score the text-only items and must be asked to (``text_only``): a result over a
+  silently dropped subset would read as the benchmark's number.
+
+  Raises:
+    ConfigError: bad arguments, image items for a text-only model without ``text_only``, or
+      nothing left to score.
+    DataError: a bad release row, or a missing or unreadable image (its row and path named).
   """
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from jaxlab import models  # pylint: disable=import-outside-toplevel
@@ -724,16 +759,60 @@ def evaluate(args: Any) -> dict[str, Any]:
   decoding = generation.Decoding(max_new_tokens=args.max_new_tokens,
                                  temperature=args.temperature, top_p=args.top_p, seed=args.seed)
   family = models.family_for(args.model)
-  # The per-language limit applies after the text-only filter: "--text_only --limit=5" means
-  # five text-only items per language.
-  with load(args.data, images=args.images or None, languages=args.languages or None) as ds:
-    items = list(ds.items)
+  vlm = family == VLM_FAMILY
+  # The dataset stays open for the whole run: a vision-language run reads its images lazily,
+  # batch by batch, from the folder or the zip.
+  ds = load(args.data, images=args.images or None, languages=args.languages or None)
+  try:
+    items = _select(ds.items, args, family)
+    model, tokenizer = models.from_pretrained(args.model, dtype=jnp.dtype(args.dtype))
+    image_config = images = None
+    if vlm:
+      from jaxlab.models.qwen_vl import processor  # pylint: disable=import-outside-toplevel
+      image_config = processor.ImageProcessorConfig.from_dir(args.model)
+    marker = image_marker(family)
+    mcq_items, prompts = [], []
+    for it in items:
+      prompt = build_prompt(it, args.regime, texts)
+      prompts.append(prompt)
+      mcq_items.append(benchmark.McqItem(
+          key=it.key, prompt=render(prompt, tokenizer, marker), answer=it.answer,
+          num_options=prompt.num_options, language=it.language, groups=it.groups(),
+          record={"index": it.index, "question": it.question}))
+    settings = {"benchmark": "kaleidoscope", "model": os.path.abspath(args.model),
+                "data": os.path.abspath(args.data), "regime": args.regime,
+                "languages": list(args.languages), "text_only": bool(args.text_only),
+                "limit": args.limit, "texts": args.texts, "dtype": args.dtype,
+                "decoding": dataclasses.asdict(decoding), "batch_size": args.batch_size,
+                "num_items": len(mcq_items)}
+    if vlm:
+      images = _LazyImages(ds, items, prompts)
+      size = prompts[0].image_size
+      settings["image_size"] = None if size is None else list(size)
+    bar = metrics_lib.Progress(len(mcq_items), unit="items", stream=sys.stderr)
+    try:
+      return benchmark.run_mcq(
+          f"kaleidoscope_{args.regime}", model, tokenizer, mcq_items, args.workdir,
+          rules=rules(args.regime), settings=settings, breakdown_keys=BREAKDOWNS,
+          decoding=decoding, batch_size=args.batch_size, progress=lambda d, _: bar.update(d),
+          images=images, image_config=image_config)
+    finally:
+      bar.close()
+  finally:
+    ds.close()
+
+
+def _select(items: Sequence[Item], args: Any, family: str) -> list[Item]:
+  """The items ``evaluate`` scores: only the text-only ones on request (a request a text-only
+  model must make when there are image items), then at most ``args.limit`` per language."""
   multimodal = [it for it in items if it.is_multimodal]
   if family != VLM_FAMILY and multimodal and not args.text_only:
     raise ConfigError(
         f"{args.data}: {len(multimodal)} of {len(items)} items have images, which need a "
         f"vision-language model; {args.model} is a {family!r} model. Pass --text_only to "
         f"score the {len(items) - len(multimodal)} text-only items")
+  # The per-language limit applies after the text-only filter: "--text_only --limit=5" means
+  # five text-only items per language.
   if args.text_only:
     items = [it for it in items if not it.is_multimodal]
   if args.limit:
@@ -746,28 +825,22 @@ def evaluate(args: Any) -> dict[str, Any]:
     items = kept
   if not items:
     raise ConfigError(f"{args.data}: no items to score with these settings")
-  if family == VLM_FAMILY:
-    raise ConfigError("scoring image items through the vision-language model family is not "
-                      "wired into the harness yet; pass --text_only")
-  model, tokenizer = models.from_pretrained(args.model, dtype=jnp.dtype(args.dtype))
-  mcq_items = []
-  for it in items:
-    prompt = build_prompt(it, args.regime, texts)
-    mcq_items.append(benchmark.McqItem(
-        key=it.key, prompt=render(prompt, tokenizer), answer=it.answer,
-        num_options=prompt.num_options, language=it.language, groups=it.groups(),
-        record={"index": it.index, "question": it.question}))
-  settings = {"benchmark": "kaleidoscope", "model": os.path.abspath(args.model),
-              "data": os.path.abspath(args.data), "regime": args.regime,
-              "languages": list(args.languages), "text_only": bool(args.text_only),
-              "limit": args.limit, "texts": args.texts, "dtype": args.dtype,
-              "decoding": dataclasses.asdict(decoding), "batch_size": args.batch_size,
-              "num_items": len(mcq_items)}
-  bar = metrics_lib.Progress(len(mcq_items), unit="items", stream=sys.stderr)
-  try:
-    return benchmark.run_mcq(
-        f"kaleidoscope_{args.regime}", model, tokenizer, mcq_items, args.workdir,
-        rules=rules(args.regime), settings=settings, breakdown_keys=BREAKDOWNS,
-        decoding=decoding, batch_size=args.batch_size, progress=lambda d, _: bar.update(d))
-  finally:
-    bar.close()
+  return list(items)
+
+
+class _LazyImages(collections.abc.Sequence):
+  """Per item, the images its prompt refers to (:meth:`Dataset.prompt_images`: placeholder
+  order, resized to :attr:`Prompt.image_size`), opened on access, so that a run over the
+  whole release holds one batch of images at a time. A missing image is a DataError naming
+  the row and the path."""
+
+  def __init__(self, ds: Dataset, items: Sequence[Item], prompts: Sequence[Prompt]):
+    self._ds, self._items, self._prompts = ds, items, prompts
+
+  def __len__(self) -> int:
+    return len(self._items)
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [self[j] for j in range(*i.indices(len(self)))]
+    return self._ds.prompt_images(self._items[i], self._prompts[i])

@@ -52,7 +52,8 @@ def wrap_placeholders(text: str) -> str:
 
 
 def encode(tokenizer: Any, config: QwenVLConfig, image_config: processor.ImageProcessorConfig,
-           texts: Sequence[str], images: Sequence[Sequence[Image.Image]], *, chat: bool = False
+           texts: Sequence[str], images: Sequence[Sequence[Image.Image]], *, chat: bool = False,
+           add_special_tokens: bool = True
            ) -> tuple[list[list[int]], np.ndarray | None, np.ndarray | None]:
   """Token ids per prompt and the images' patches, ready for left padding and the sampler.
 
@@ -64,6 +65,8 @@ def encode(tokenizer: Any, config: QwenVLConfig, image_config: processor.ImagePr
     texts: prompts; the k-th placeholder of a prompt stands for its k-th image.
     images: per prompt, its PIL images (an empty list for a text-only prompt).
     chat: wrap each prompt in the tokenizer's chat template as one user turn.
+    add_special_tokens: let the tokenizer add its special tokens (bos) to plain prompts;
+      False for texts already rendered by a chat template.
 
   Returns:
     ``(ids, pixel_values, grid_thw)``: ``pixel_values`` ``[N, patch_dim]`` float32 and
@@ -98,7 +101,8 @@ def encode(tokenizer: Any, config: QwenVLConfig, image_config: processor.ImagePr
     start += len(ims)
     expanded.append(processor.expand_image_placeholders(wrap_placeholders(text), grids,
                                                         IMAGE_TOKEN, merge))
-  ids = tok_lib.encode_prompts(tokenizer, expanded, chat=chat)
+  ids = tok_lib.encode_prompts(tokenizer, expanded, chat=chat,
+                               add_special_tokens=add_special_tokens)
   want = 0 if grid is None else sum(processor.num_image_tokens(g, merge) for g in grid)
   got = sum(int(np.sum(np.asarray(r) == config.image_token_id)) for r in ids)
   if got != want:
