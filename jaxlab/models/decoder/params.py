@@ -136,6 +136,25 @@ def load_config(path: str, **overrides: Any) -> DecoderConfig:
   return DecoderConfig.from_hf_dict(d, cfg_path, **overrides)
 
 
+def load_unsharded(path: str, family: str, load_config: Callable[..., Any],
+                   load_params: Callable[[str, Any], Any], dtype: Any, param_dtype: Any,
+                   tokenizer: bool, unused: dict[str, Any]) -> tuple[Any, Any]:
+  """``(model, tokenizer or None)`` of a family that loads onto one device: the body of the
+  ``from_pretrained`` of every family without sharding rules yet. Options of other families
+  (``mesh``, ``layout``, ``remat``, ...) must be unset; one is an error naming the directory.
+  """
+  given = sorted(k for k, v in unused.items() if v not in (None, False))
+  if given:
+    raise ModelConfigError(f"{path}: {family} models do not support {', '.join(given)} yet")
+  config = load_config(path, dtype=jnp.dtype(dtype).name,
+                       param_dtype=jnp.dtype(param_dtype or dtype).name)
+  tok = None
+  if tokenizer:
+    from jaxlab.models.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
+    tok = load_tokenizer(path)
+  return load_params(path, config), tok
+
+
 def weight_files(path: str) -> tuple[dict[str, str], str]:
   """Tensor name -> file path, and the file that lists them (the index or the single file)."""
   index_path = os.path.join(path, INDEX_FILE)

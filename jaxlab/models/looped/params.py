@@ -30,10 +30,10 @@ import numpy as np
 from flax import nnx
 from safetensors import safe_open
 
+from jaxlab.models.decoder import params as decoder_params
 from jaxlab.models.decoder.params import (CheckpointFormatError, HFTensor,
                                           natural_key, read_hf_config, weight_files,
                                           write_checkpoint)
-from jaxlab.models.errors import ModelConfigError
 from jaxlab.models.looped import formats
 from jaxlab.models.looped.config import NATIVE_ARCHITECTURE, LoopedConfig
 from jaxlab.models.looped.modeling import LoopedLM, abstract_looped
@@ -188,16 +188,8 @@ def from_pretrained(path: str, dtype: Any = jnp.float32, tokenizer: bool = True,
     **unused: options of other families (``mesh``, ``layout``, ``remat``) are not supported
       yet and must be left unset.
   """
-  given = sorted(k for k, v in unused.items() if v not in (None, False))
-  if given:
-    raise ModelConfigError(f"{path}: looped models do not support {', '.join(given)} yet")
-  config = load_config(path, dtype=jnp.dtype(dtype).name,
-                       param_dtype=jnp.dtype(param_dtype or dtype).name)
-  tok = None
-  if tokenizer:
-    from jaxlab.models.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
-    tok = load_tokenizer(path)
-  return load_params(path, config), tok
+  return decoder_params.load_unsharded(path, "looped", load_config, load_params, dtype,
+                                       param_dtype, tokenizer, unused)
 
 
 def iter_hf_tensors(model: LoopedLM, dtype: Any = None) -> Iterator[tuple[str, np.ndarray]]:
