@@ -10,15 +10,15 @@ Kaleidoscope harness in both prompt regimes.
         --data=data/kaleidoscope_synthetic/heldout --workdir=runs/kscope_tiny/cot \
         --regime=cot --max_new_tokens=24
 
-Task (``jaxlab/evals/kaleidoscope_synthetic.py``): "which of these four two-digit numbers is
-the largest / the smallest?" asked in each of the 18 languages, options A-D, the answer
-position balanced. The training prompts are exactly the harness's prompts (system message,
-in-language keywords, chat template), once per regime; the answer is ``{"choice": "X"}``
-(direct) or ``<ANSWER> X </ANSWER>`` (CoT). 300 items per language for training, 20 held-out
-items per language (none shares its question type and numbers with a training item).
+Task (``jaxlab/evals/kaleidoscope_synthetic.py``): "which of these options is a number?" asked
+in each of the 18 languages (one two-digit number among three words of the language), options
+A-D, the answer position balanced. The training prompts are exactly the harness's prompts
+(system message, in-language keywords, chat template), once per regime; the answer is
+``{"choice": "X"}`` (direct) or ``<ANSWER> X </ANSWER>`` (CoT). 300 items per language for
+training, 20 held-out items per language (none shares its options with a training item).
 
 Model: a Qwen3-style decoder (3 layers, width 128, char tokenizer built from the training
-text), float32 on CPU, AdamW.
+text), float32 on CPU, 500 steps of 16 prompts, AdamW.
 
 Chance is 0.25. Measured numbers: see ``docs/reproductions/kaleidoscope.md``.
 """
@@ -42,14 +42,14 @@ def get_config():
   c.model.num_kv_heads = 2
   c.model.head_dim = 32
   c.dtype = "float32"
-  c.steps = 800
+  c.steps = 500
   c.batch_size = 16
   c.optim.learning_rate = 3e-3
   c.optim.warmup_steps = 50
   c.optim.schedule = "cosine"
   c.optim.min_lr_ratio = 0.1
   c.log_every = 50
-  c.eval.every = 400
+  c.eval.every = 250
   c.eval.num_examples = 120
   c.eval.batch_size = 40
   c.eval.max_new_tokens = 24

@@ -779,8 +779,8 @@ def evaluate(args: Any) -> dict[str, Any]:
           key=it.key, prompt=render(prompt, tokenizer, marker), answer=it.answer,
           num_options=prompt.num_options, language=it.language, groups=it.groups(),
           record={"index": it.index, "question": it.question}))
-    settings = {"benchmark": "kaleidoscope", "model": os.path.abspath(args.model),
-                "data": os.path.abspath(args.data), "regime": args.regime,
+    settings = {"benchmark": "kaleidoscope", "model": args.model,
+                "data": args.data, "regime": args.regime,
                 "languages": list(args.languages), "text_only": bool(args.text_only),
                 "limit": args.limit, "texts": args.texts, "dtype": args.dtype,
                 "decoding": dataclasses.asdict(decoding), "batch_size": args.batch_size,
