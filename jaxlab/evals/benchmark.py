@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from jaxlab.core import files
 from jaxlab.core.errors import ConfigError
-from jaxlab.evals import generation
+from jaxlab.evals import generation, mcq
 
 RUN_FILE = "run.json"
 
@@ -89,7 +89,6 @@ def run_mcq(task: str, model: Any, tokenizer: Any, items: Sequence[McqItem], wor
   Returns:
     The results dict written to ``workdir/results.json``.
   """
-  from jaxlab.evals import mcq  # pylint: disable=import-outside-toplevel
   pin_settings(workdir, settings)
   outputs = generation.generate_outputs(
       model, tokenizer, [(it.key, it.prompt) for it in items],
@@ -110,28 +109,29 @@ def run_mcq(task: str, model: Any, tokenizer: Any, items: Sequence[McqItem], wor
                            num_bootstrap=num_bootstrap)
 
 
+def _with_ci(value: float | None, ci: Any, missing: str = "—") -> str:
+  """``0.372 [0.325, 0.419]``: a metric with its interval (when there is one)."""
+  if value is None:
+    return missing
+  return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
 def summary_lines(results: Mapping[str, Any]) -> list[str]:
   """Console lines of a results dict: the headline aggregates, then one line per language
   (or whatever the first breakdown is) with its item count and metrics."""
-
-  def fmt(value, ci):
-    if value is None:
-      return "n/a"
-    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-
   lines = []
   for task, head in results["results"].items():
     aggregates = sorted({k.split(",")[1] for k in head if "," in k})
     for agg in aggregates:
-      shown = ", ".join(f"{m}={fmt(head[f'{m},{agg}'], head.get(f'{m}_ci,{agg}'))}"
-                        for m in ("total_accuracy", "valid_accuracy", "format_error_rate"))
+      shown = ", ".join(f"{m}={_with_ci(head[f'{m},{agg}'], head.get(f'{m}_ci,{agg}'), 'n/a')}"
+                        for m in mcq.METRICS)
       lines.append(f"{task} {agg}: {shown}")
   if results.get("breakdowns"):
     by, table = next(iter(results["breakdowns"].items()))
     for group, m in table.items():
-      lines.append(f"  {by}={group} n={m['n']}: total={fmt(m['total_accuracy'], None)} "
-                   f"valid={fmt(m['valid_accuracy'], None)} "
-                   f"format_errors={fmt(m['format_error_rate'], None)}")
+      total, valid, errors = (_with_ci(m[k], None, "n/a") for k in mcq.METRICS)
+      lines.append(f"  {by}={group} n={m['n']}: total={total} valid={valid} "
+                   f"format_errors={errors}")
   return lines
 
 
@@ -140,21 +140,14 @@ def results_table(results: Mapping[str, Any], by: str = "language") -> str:
   metric with its 95% bootstrap interval. Reproduction pages show this table under a
   ``<!-- data: .../results.json -->`` marker, and ``launch.analyze --data=results.json``
   prints it, so a page's numbers can be checked against the committed file."""
-
-  def cell(value, ci=None):
-    if value is None:
-      return "—"
-    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-
-  metrics = ("total_accuracy", "valid_accuracy", "format_error_rate")
   lines = [f"| {by} | n | total accuracy | valid accuracy | format-error rate |",
            "|---|---|---|---|---|"]
   for group, m in results["breakdowns"][by].items():
     lines.append(f"| {group} | {m['n']} | " + " | ".join(
-        cell(m[k], m.get(f"{k}_ci")) for k in metrics) + " |")
+        _with_ci(m[k], m.get(f"{k}_ci")) for k in mcq.METRICS) + " |")
   for task, head in results["results"].items():
     n = results.get("n-samples", {}).get(task, {}).get("effective", "")
     for agg in sorted({k.split(",")[1] for k in head if "," in k}):
       lines.append(f"| **{agg}** | {n} | " + " | ".join(
-          cell(head[f"{k},{agg}"], head.get(f"{k}_ci,{agg}")) for k in metrics) + " |")
+          _with_ci(head[f"{k},{agg}"], head.get(f"{k}_ci,{agg}")) for k in mcq.METRICS) + " |")
   return "\n".join(lines)

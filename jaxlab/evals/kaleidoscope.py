@@ -126,7 +126,7 @@ _NULLABLE = frozenset(FIELDS) - {"language", "question", "options", "answer"}
 
 REGIMES = ("direct", "cot")
 IMAGE_TOKEN = "<image>"
-LETTERS = "ABCDEFGHIJ"  # option letters; the same ten as jaxlab.evals.mcq.LETTERS
+LETTERS = mcq.LETTERS  # option letters
 # Prefix of the image paths inside the release's data.zip.
 ZIP_PREFIX = "final_data/"
 # The answer-extraction rules of each regime.
@@ -326,7 +326,8 @@ def load(data: str, *, images: str | None = None, languages: Sequence[str] | Non
   wanted = tuple(languages or ())
   for code in wanted:
     if code not in KEYWORDS:
-      raise ConfigError(f"languages: unknown code {code!r}; known: {', '.join(LANGUAGES)}")
+      raise ConfigError(f"languages: unknown language code {code!r}; known: "
+                        f"{', '.join(LANGUAGES)}")
   if limit < 0:
     raise ConfigError(f"limit: expected >= 0, got {limit}")
   columns = _read_columns(data)
@@ -336,7 +337,7 @@ def load(data: str, *, images: str | None = None, languages: Sequence[str] | Non
     if name not in columns and num_rows:
       raise DataError(f"{data} row 0: field '{name}': expected {_expected(FIELDS[name])}, got no "
                       f"such field (columns: {', '.join(names)})")
-  items, seen, per_language = [], {}, {}
+  items, seen = [], {}
   for i in range(num_rows):
     row = {name: columns[name][i] for name in FIELDS}
     item = item_from_row(row, i, where=data)
@@ -348,12 +349,21 @@ def load(data: str, *, images: str | None = None, languages: Sequence[str] | Non
       seen[base] = 0
     if wanted and item.language not in wanted:
       continue
-    count = per_language.get(item.language, 0)
-    if limit and count >= limit:
-      continue
-    per_language[item.language] = count + 1
     items.append(item)
-  return Dataset(items=items, data=data, images=images or None)
+  return Dataset(items=first_per_language(items, limit), data=data, images=images or None)
+
+
+def first_per_language(items: Sequence[Item], limit: int) -> list[Item]:
+  """At most ``limit`` items per language, in the given order (0: all)."""
+  if not limit:
+    return list(items)
+  taken: dict[str, int] = {}
+  kept = []
+  for it in items:
+    if taken.get(it.language, 0) < limit:
+      taken[it.language] = taken.get(it.language, 0) + 1
+      kept.append(it)
+  return kept
 
 
 class Dataset:
@@ -749,12 +759,7 @@ def evaluate(args: Any) -> dict[str, Any]:
   from jaxlab.core import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
   from jaxlab.evals import benchmark, generation  # pylint: disable=import-outside-toplevel
 
-  if args.regime not in REGIMES:
-    raise ConfigError(f"--regime={args.regime!r}: expected one of {', '.join(REGIMES)}")
-  unknown = [lang for lang in args.languages if lang not in LANGUAGES]
-  if unknown:
-    raise ConfigError(f"--languages: unknown language code(s) {', '.join(unknown)}; known: "
-                      f"{', '.join(LANGUAGES)}")
+  check_regime(args.regime)  # unknown languages are refused by load()
   texts = PromptTexts.from_file(args.texts) if args.texts else DEFAULT_TEXTS
   decoding = generation.Decoding(max_new_tokens=args.max_new_tokens,
                                  temperature=args.temperature, top_p=args.top_p, seed=args.seed)
@@ -815,14 +820,7 @@ def _select(items: Sequence[Item], args: Any, family: str) -> list[Item]:
   # five text-only items per language.
   if args.text_only:
     items = [it for it in items if not it.is_multimodal]
-  if args.limit:
-    taken: dict[str, int] = {}
-    kept = []
-    for it in items:
-      if taken.get(it.language, 0) < args.limit:
-        taken[it.language] = taken.get(it.language, 0) + 1
-        kept.append(it)
-    items = kept
+  items = first_per_language(items, args.limit)
   if not items:
     raise ConfigError(f"{args.data}: no items to score with these settings")
   return list(items)
