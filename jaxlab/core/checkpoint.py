@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jaxlab.core import mesh as mesh_lib
 from jaxlab.core.errors import CheckpointError
 
 
@@ -172,9 +173,7 @@ class Checkpointer:
         dest = os.path.join(directory, f"{step}.{n}")
         n += 1
       os.replace(os.path.join(self.directory, str(step)), dest)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-      multihost_utils.sync_global_devices(f"jaxlab_move_aside_{step}")
+    mesh_lib.barrier(f"jaxlab_move_aside_{step}")
     self._manager.reload()
     return dest
 

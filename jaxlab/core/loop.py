@@ -272,7 +272,7 @@ def restore_newest(ckpt: Checkpointer, like: Any, workdir: str, *, move_aside: b
       where = "skipped"
       if move_aside:
         aside = os.path.join(workdir, "checkpoints_corrupt")
-        _barrier("jaxlab_restore_failed")  # every process has tried before one is moved
+        mesh_lib.barrier("jaxlab_restore_failed")  # every process has tried before one is moved
         for bad, _ in failures:
           ckpt.move_aside(bad, aside, mesh_lib.is_primary())
         where = f"moved to {aside}"
@@ -283,13 +283,6 @@ def restore_newest(ckpt: Checkpointer, like: Any, workdir: str, *, move_aside: b
     return state, record, step
   ckpt.close()
   raise failures[0][1]
-
-
-def _barrier(name: str) -> None:
-  """Waits for every process of a multi-process job (nothing with one process)."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    multihost_utils.sync_global_devices(name)
 
 
 def check_finite(metrics: Mapping[str, Any], first: int, step: int, last_ckpt: int | None,
@@ -411,11 +404,7 @@ def run(trainer: Trainer, config: ml_collections.ConfigDict, workdir: str, mesh:
 def _readable_on_every_process(tree: Any) -> Any:
   """``tree`` with each array split over several processes gathered to host numpy (a
   collective); arrays each process can read whole already are kept as they are."""
-  def one(x):
-    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
-      return mesh_lib.gather(x)
-    return x
-  return jax.tree.map(one, tree)
+  return jax.tree.map(lambda x: mesh_lib.gather(x) if mesh_lib.spans_processes(x) else x, tree)
 
 
 def _summary_value(value: Any) -> Any:

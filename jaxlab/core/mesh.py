@@ -135,6 +135,19 @@ def place_state(state: Any, mesh: Mesh, batched: dict[str, int]) -> Any:
   return rest.replace(**fields)
 
 
+def spans_processes(x: Any) -> bool:
+  """Whether ``x`` is a jax array that no single process can read whole (split over several
+  processes, not replicated)."""
+  return isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated)
+
+
+def barrier(name: str) -> None:
+  """Waits for every process of a multi-process job (nothing with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)
+
+
 def gather(tree: Any) -> Any:
   """Copies a (possibly sharded) pytree's arrays to host numpy arrays, whole on every process;
   other leaves (Python numbers, strings) are kept as they are, as ``jax.device_get`` does.
@@ -144,7 +157,7 @@ def gather(tree: Any) -> Any:
   """
 
   def one(x):
-    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+    if spans_processes(x):
       from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     if isinstance(x, (jax.Array, np.ndarray, np.generic)):
