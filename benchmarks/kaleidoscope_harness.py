@@ -86,10 +86,8 @@ def main(argv):
                for it in items]
     ids = encode_prompts(tok, prompts, add_special_tokens=False)
     length = generation.padded_length([len(x) for x in ids], 64)
-    pad = int(tok.pad_token_id if tok.pad_token_id is not None else 0)
-    stop = tuple(sorted(set(model.config.stop_token_ids) | {int(tok.eos_token_id)}))
-    params = sampling.SamplingParams(max_new_tokens=_NEW.value, temperature=0.0,
-                                     stop_tokens=stop, pad_id=pad)
+    params = sampling.params_for(model, tok, _NEW.value, temperature=0.0)
+    pad = params.pad_id
     for s in range(0, len(ids), _BATCH.value):
       rows = list(range(s, min(s + _BATCH.value, len(ids))))
       filled = [rows[j % len(rows)] for j in range(_BATCH.value)]

@@ -99,15 +99,11 @@ def main(argv):
   try:
     # The registry picks the model family from the directory's config.json.
     model, tok = models.from_pretrained(_MODEL.value, dtype=jnp.dtype(_DTYPE.value))
-    stop = set(model.config.stop_token_ids)
-    if tok.eos_token_id is not None:
-      stop.add(int(tok.eos_token_id))
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    params = sampling.SamplingParams(
-        max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
-        top_p=_TOP_P.value, stop_tokens=tuple(sorted(stop)), pad_id=int(pad_id))
+    params = sampling.params_for(model, tok, _MAX_NEW.value, temperature=_TEMPERATURE.value,
+                                 top_k=_TOP_K.value, top_p=_TOP_P.value)
+    pad_id = params.pad_id
     pixels = {}
-    if hasattr(model, "prepare_prompt"):  # a vision-language family
+    if sampling.takes_images(model):  # a vision-language family
       prompts, pixels = _encode_multimodal(model, tok, images)
     elif _IMAGE.value:
       raise DataError(f"{_MODEL.value}: --image needs a vision-language model; this "

@@ -154,7 +154,7 @@ def generate_outputs(model: Any, tokenizer: Any, prompts: Sequence[tuple[str, st
     raise DataError(f"item key {dup!r} occurs twice; keys must be unique")
   if batch_size < 1:
     raise ConfigError(f"batch_size={batch_size}: expected >= 1")
-  multimodal = hasattr(model, "prepare_prompt")  # the sampler's test for a VLM
+  multimodal = sampling.takes_images(model)
   if images is not None and not multimodal:
     raise ConfigError(f"images were given but {type(model).__name__} has no vision tower")
   if multimodal and image_config is None:
@@ -174,13 +174,9 @@ def generate_outputs(model: Any, tokenizer: Any, prompts: Sequence[tuple[str, st
     ids = encode_prompts(tokenizer, texts, add_special_tokens=False)
   length = padded_length([len(x) for x in ids], pad_multiple)
   todo = [i for i, k in enumerate(keys) if k not in done]
-  pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-  stop = set(getattr(model.config, "stop_token_ids", ()) or ())
-  if tokenizer.eos_token_id is not None:
-    stop.add(int(tokenizer.eos_token_id))
-  params = sampling.SamplingParams(
-      max_new_tokens=decoding.max_new_tokens, temperature=decoding.temperature,
-      top_p=decoding.top_p, stop_tokens=tuple(sorted(stop)), pad_id=pad_id)
+  params = sampling.params_for(model, tokenizer, decoding.max_new_tokens,
+                               temperature=decoding.temperature, top_p=decoding.top_p)
+  pad_id = params.pad_id
   base = jax.random.key(decoding.seed)
   total = len(keys)
   for s in range(0, len(todo), batch_size):

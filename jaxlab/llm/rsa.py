@@ -348,13 +348,9 @@ class SamplerGenerator:
     from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
     self.model, self.tokenizer, self.mesh = model, tokenizer, mesh
     self.max_prompt_tokens, self.batch_size, self.chat = max_prompt_tokens, batch_size, chat
-    stop = set(getattr(model.config, "stop_token_ids", ()) or ())
-    if tokenizer.eos_token_id is not None:
-      stop.add(int(tokenizer.eos_token_id))
-    self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-    self.params = sampling.SamplingParams(
-        max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        stop_tokens=tuple(sorted(stop)), pad_id=self.pad_id)
+    self.params = sampling.params_for(model, tokenizer, max_new_tokens,
+                                      temperature=temperature, top_k=top_k, top_p=top_p)
+    self.pad_id = self.params.pad_id
 
   def encode_prompt(self, text: str) -> list[int]:
     from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top

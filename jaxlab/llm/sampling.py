@@ -69,6 +69,19 @@ class SamplingParams:
       raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
 
 
+def params_for(model: Any, tokenizer: Any, max_new_tokens: int, **kwargs: Any
+               ) -> SamplingParams:
+  """:class:`SamplingParams` for a loaded model and its tokenizer: rows stop at the config's eos
+  ids and the tokenizer's eos, and are padded with the tokenizer's pad id (0 if it has none);
+  ``kwargs`` are the other fields (temperature, top_k, top_p)."""
+  stop = set(getattr(model.config, "stop_token_ids", ()) or ())
+  if tokenizer.eos_token_id is not None:
+    stop.add(int(tokenizer.eos_token_id))
+  pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+  return SamplingParams(max_new_tokens=max_new_tokens, stop_tokens=tuple(sorted(stop)),
+                        pad_id=pad_id, **kwargs)
+
+
 @flax.struct.dataclass
 class SampleOutput:
   """Generated continuations.
@@ -276,6 +289,12 @@ def _row_keys(key: jax.Array, batch: int) -> jax.Array:
   return key
 
 
+def takes_images(model: Any) -> bool:
+  """Whether ``model`` is a vision-language family, which :func:`generate` drives with images
+  (it prepares its prompts' M-RoPE positions on the host: ``prepare_prompt``)."""
+  return hasattr(model, "prepare_prompt")
+
+
 def generate(model: Any, tokens_bp: Any, mask_bp: Any, key: jax.Array,
              params: SamplingParams, cache_len: int | None = None,
              mesh: Mesh | None = None, *, pixel_values: Any = None,
@@ -305,7 +324,7 @@ def generate(model: Any, tokens_bp: Any, mask_bp: Any, key: jax.Array,
     ValueError: images for a model without a vision tower, a mesh with a VLM, or placeholders
       that do not match the images (counts named).
   """
-  multimodal = hasattr(model, "prepare_prompt")
+  multimodal = takes_images(model)
   if not multimodal and (pixel_values is not None or grid_thw is not None):
     raise ValueError(f"{type(model).__name__} has no vision tower: pixel_values/grid_thw are "
                      "only for vision-language models")
