@@ -101,14 +101,24 @@ def read_config(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
     raise ModelConfigError(f"{path}: model directory does not exist")
   if not os.path.isfile(cfg_path):
     raise ModelConfigError(f"{cfg_path}: missing (a model directory needs {CONFIG_FILE})")
+  return read_json_object(cfg_path), cfg_path
+
+
+def read_json_object(file: str) -> dict[str, Any]:
+  """A JSON file of a model directory that must hold one object (config.json,
+  preprocessor_config.json, a weight index), for every family; jax-free.
+
+  Raises:
+    ModelConfigError: the file is not valid JSON or not an object (its path named).
+  """
   try:
-    with open(cfg_path) as f:
+    with open(file) as f:
       d = json.load(f)
   except json.JSONDecodeError as e:
-    raise ModelConfigError(f"{cfg_path}: not valid JSON ({e})") from None
+    raise ModelConfigError(f"{file}: not valid JSON ({e})") from None
   if not isinstance(d, dict):
-    raise ModelConfigError(f"{cfg_path}: expected a JSON object, got {type(d).__name__}")
-  return d, cfg_path
+    raise ModelConfigError(f"{file}: expected a JSON object, got {type(d).__name__}")
+  return d
 
 
 def family_for(source: str | os.PathLike | Mapping[str, Any]) -> str:

@@ -28,6 +28,7 @@ from jaxlab.core import files
 from jaxlab.models.decoder import sharding as sharding_lib
 from jaxlab.models.decoder.config import DecoderConfig
 from jaxlab.models.decoder.modeling import Decoder, abstract_decoder
+from jaxlab.models import read_json_object
 from jaxlab.models.errors import ModelConfigError
 from jaxlab.models.paths import path_str
 
@@ -101,14 +102,6 @@ def hf_param_map(config: DecoderConfig) -> dict[str, HFTensor]:
   return out
 
 
-def read_json(path: str) -> dict[str, Any]:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
-    raise ModelConfigError(f"{path}: not valid JSON ({e})") from None
-
-
 def read_hf_config(path: str, overrides: dict[str, Any]
                    ) -> tuple[dict[str, Any], str, dict[str, Any]]:
   """``(config.json as a dict, its path, overrides)`` of the model directory ``path``, with
@@ -119,12 +112,12 @@ def read_hf_config(path: str, overrides: dict[str, Any]
   cfg_path = os.path.join(path, CONFIG_FILE)
   if not os.path.isfile(cfg_path):
     raise ModelConfigError(f"{cfg_path}: missing (a model directory needs config.json)")
-  d = read_json(cfg_path)
+  d = read_json_object(cfg_path)
   overrides = dict(overrides)
   gen_path = os.path.join(path, GENERATION_CONFIG_FILE)
   if os.path.isfile(gen_path) and "eos_token_id" not in overrides:
     # generate() stops on generation_config's eos ids (Llama 3 instruct lists several there).
-    gen_eos = read_json(gen_path).get("eos_token_id")
+    gen_eos = read_json_object(gen_path).get("eos_token_id")
     if gen_eos is not None:
       overrides["eos_token_id"] = tuple(gen_eos) if isinstance(gen_eos, list) else gen_eos
   return d, cfg_path, overrides
@@ -160,7 +153,7 @@ def weight_files(path: str) -> tuple[dict[str, str], str]:
   index_path = os.path.join(path, INDEX_FILE)
   single = os.path.join(path, SINGLE_FILE)
   if os.path.isfile(index_path):
-    weight_map = read_json(index_path).get("weight_map")
+    weight_map = read_json_object(index_path).get("weight_map")
     if not isinstance(weight_map, dict):
       raise CheckpointFormatError(f"{index_path}: no 'weight_map' object")
     files = {n: os.path.join(path, f) for n, f in weight_map.items()}

@@ -21,7 +21,6 @@ after merging, which is what the model's embedding step expects to find.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Any, Mapping, Sequence
@@ -148,16 +147,8 @@ class ImageProcessorConfig:
     file = path if os.path.isfile(path) else os.path.join(path, PREPROCESSOR_FILE)
     if not os.path.isfile(file):
       raise ModelConfigError(f"{file}: missing (an image processor needs {PREPROCESSOR_FILE})")
-    # Read here rather than through the decoder's reader, which would pull jax into a module
-    # that needs only numpy and PIL.
-    try:
-      with open(file) as f:
-        d = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ModelConfigError(f"{file}: not valid JSON ({e})") from None
-    if not isinstance(d, dict):
-      raise ModelConfigError(f"{file}: expected a JSON object, got {type(d).__name__}")
-    return cls.from_dict(d, path=file)
+    from jaxlab.models import read_json_object  # pylint: disable=import-outside-toplevel
+    return cls.from_dict(read_json_object(file), path=file)
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any],
