@@ -5,6 +5,8 @@
     python -m launch.eval --workdir=runs/x --evaluators=jax_env --episodes=20
     python -m launch.eval --benchmark=kaleidoscope --model=DIR --data=DIR --workdir=OUT \
         [--images=DIR|data.zip] [--regime=direct|cot] [--languages=es,ru] [--text_only]
+    python -m launch.eval --benchmark=screenspot_pro --model=DIR --data=DIR --workdir=OUT
+        (also screenspot_v2, osworld_g, ui_vision, mmbench_gui: each reads its release layout)
 
 The run's kind is its ``config.trainer`` (``config.json``); each kind lists its evaluators
 (``jaxlab.core.loop.Trainer.evaluators``, defined in ``jaxlab.evals``): ``jax_env`` and
@@ -40,7 +42,8 @@ _IMAGES = flags.DEFINE_string("images", "", "Benchmark: image folder or the rele
 _REGIME = flags.DEFINE_string("regime", "direct", "Benchmark: prompting regime.")
 _LANGUAGES = flags.DEFINE_list("languages", [], "Benchmark: language codes (default: all).")
 _TEXT_ONLY = flags.DEFINE_bool("text_only", False, "Benchmark: only items without images.")
-_LIMIT = flags.DEFINE_integer("limit", 0, "Benchmark: items per language (0: all).")
+_LIMIT = flags.DEFINE_integer("limit", 0, "Benchmark: items per language (Kaleidoscope) or in all "
+                                 "(grounding benchmarks); 0: all.")
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Benchmark: prompts per sampler call.")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 1024, "Benchmark: generation budget.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "Benchmark: 0 = greedy.")

@@ -35,6 +35,11 @@ EVALUATORS = {
 # name -> "module:function" of benchmark harnesses, imported when asked for.
 BENCHMARKS = {
     "kaleidoscope": "jaxlab.evals.kaleidoscope:evaluate",
+    "screenspot_pro": "jaxlab.evals.grounding:screenspot_pro",
+    "screenspot_v2": "jaxlab.evals.grounding:screenspot_v2",
+    "osworld_g": "jaxlab.evals.grounding:osworld_g",
+    "ui_vision": "jaxlab.evals.grounding:ui_vision",
+    "mmbench_gui": "jaxlab.evals.grounding:mmbench_gui",
 }
 
 Evaluator = Callable[[Any, Any, "Options"], dict[str, Any]]
@@ -69,7 +74,8 @@ class BenchmarkArgs:
     regime: the prompting regime (benchmark-specific names).
     languages: restrict to these language codes (empty: all).
     text_only: score only the items without images (for text-only models).
-    limit: at most this many items per language (0: all).
+    limit: Kaleidoscope: at most this many items per language; grounding benchmarks: the
+      first this many items (0: all).
     batch_size: prompts per sampler call (outputs do not depend on it).
     max_new_tokens, temperature, top_p, seed: decoding (temperature 0: greedy).
     texts: a JSON file overriding the harness's prompt texts ("": ours).

@@ -635,12 +635,12 @@ def write_results(workdir: str, *, task: str, items: Sequence[Scored],
   }
   files.write_json(os.path.join(workdir, RESULTS_FILE), results, indent=2)
   files.write_jsonl(samples_path, rows)
-  _plot_groups(os.path.join(workdir, PLOT_FILE), tables[macro_by], macro_by,
+  plot_groups(os.path.join(workdir, PLOT_FILE), tables[macro_by], macro_by,
                summ["macro"][f"total_accuracy_macro_{macro_by}"], task)
   return results
 
 
-def _plot_groups(path: str, table: Mapping[str, Mapping[str, Any]], by: str,
+def plot_groups(path: str, table: Mapping[str, Mapping[str, Any]], by: str,
                  macro: float | None, title: str) -> None:
   """Bar chart of each group's total accuracy with its bootstrap interval, written atomically."""
   import matplotlib  # pylint: disable=import-outside-toplevel
