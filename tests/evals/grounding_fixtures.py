@@ -1,43 +1,42 @@
 """The small grounding fixture releases committed under ``tests/evals/data/grounding/``.
 
-Each benchmark's fixture is a handful of PIL-drawn screenshots (random coloured rectangles on a
-grey canvas) with targets in that benchmark's own schema, written by
-:func:`jaxlab.evals.grounding_formats.write_fixture`. Sizes: 200x120 and 150x90 are changed by
-the default resize rule (to 196x112 and 140x84), 168x112 is not.
+Each benchmark's fixture is a handful of synthetic desktop screens
+(:func:`jaxlab.grounding.synthetic.generate_screen`, one app per size) whose targets are real
+elements of the screen with their generated instructions, in that benchmark's own schema,
+written by :func:`jaxlab.evals.grounding_formats.write_fixture`; a few hand-made polygon,
+refusal and corner targets are added where a benchmark has them. Sizes: 256x160 and 240x150
+are changed by the default resize rule (to 252x168 and 252x140), 336x224 is not.
 
-Regenerate (after changing the writers) with ``python -m tests.evals.grounding_fixtures``.
+Regenerate (after changing the writers or the generator) with
+``python -m tests.evals.grounding_fixtures``.
 """
 
 import os
 import random
 
-from PIL import Image, ImageDraw
+import numpy as np
+from PIL import Image
 
 from jaxlab.evals import grounding_formats as gf
+from jaxlab.grounding import instructions as instr_lib
+from jaxlab.grounding import synthetic
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "grounding")
-SIZES = ((200, 120), (168, 112), (150, 90))
+SIZES = ((256, 160), (336, 224), (240, 150))
 
 
 def screenshot(width: int, height: int, seed: int) -> Image.Image:
-  """A grey canvas with a few random filled rectangles (deterministic)."""
-  rng = random.Random(seed)
-  im = Image.new("RGB", (width, height), (200, 200, 200))
-  draw = ImageDraw.Draw(im)
-  for _ in range(6):
-    x1, y1 = rng.randrange(0, width - 10), rng.randrange(0, height - 10)
-    x2, y2 = min(width - 1, x1 + rng.randrange(8, 40)), min(height - 1, y1 + rng.randrange(6, 24))
-    draw.rectangle((x1, y1, x2, y2), fill=tuple(rng.randrange(0, 256) for _ in range(3)))
-  return im
+  """A synthetic desktop screen (deterministic)."""
+  return synthetic.generate_screen(seed, width, height, app=seed % 7)[0]
 
 
-def _boxes(k: int, w: int, h: int, rng: random.Random):
-  out = []
-  for _ in range(k):
-    bw, bh = rng.randrange(6, w // 3), rng.randrange(5, h // 3)
-    x1, y1 = rng.randrange(0, w - bw), rng.randrange(0, h - bh)
-    out.append(gf.box(x1, y1, x1 + bw, y1 + bh))
-  return out
+def _targets(k: int, width: int, height: int, seed: int, rng: random.Random):
+  """``k`` (instruction, box) pairs naming distinct elements of the screen of ``seed``."""
+  _, elements = synthetic.generate_screen(seed, width, height, app=seed % 7)
+  found = instr_lib.instructions_for_screen(elements, width, height,
+                                            np.random.default_rng(seed))
+  picks = rng.sample(found, k)
+  return [(ins.text, gf.box(*elements[ins.element].bbox)) for ins in picks]
 
 
 def screens(name: str) -> list[gf.Screen]:
@@ -45,8 +44,9 @@ def screens(name: str) -> list[gf.Screen]:
   rng = random.Random(sum(map(ord, name)))
   out = []
   for s, (w, h) in enumerate(SIZES):
-    im = screenshot(w, h, seed=100 * s + sum(map(ord, name)))
-    for j, region in enumerate(_boxes(2, w, h, rng)):
+    seed = 100 * s + sum(map(ord, name))
+    im = screenshot(w, h, seed=seed)
+    for j, (instruction, region) in enumerate(_targets(2, w, h, seed, rng)):
       k = 2 * s + j
       labels = {
           "screenspot_pro": {"group": ("Dev", "CAD", "Office")[s], "ui_type": ("text", "icon")[j],
@@ -63,7 +63,7 @@ def screens(name: str) -> list[gf.Screen]:
                           "grounding_type": ("basic", "advanced")[j],
                           "data_type": ("text", "icon")[(s + j) % 2], "app_name": "app"},
       }[name]
-      out.append(gf.Screen(image=im, name=f"shot_{s}.png", instruction=f"click item {k}",
+      out.append(gf.Screen(image=im, name=f"shot_{s}.png", instruction=instruction,
                            region=region, labels=labels))
   if name == "osworld_g":
     im = screenshot(*SIZES[0], seed=7)

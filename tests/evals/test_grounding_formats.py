@@ -101,9 +101,10 @@ def test_targets_land_in_the_resized_frame(name):
 def test_a_small_image_processor_changes_the_frame():
   cfg = processor.ImageProcessorConfig(min_pixels=56 * 56, max_pixels=28 * 28 * 20)
   it = gf.read("screenspot_pro", os.path.join(ROOT, "screenspot_pro"), image_config=cfg)[2]
-  assert (it.frame.width, it.frame.height) == (200, 120)
+  assert (it.frame.width, it.frame.height) == (256, 160)
   assert it.frame.resized_size == (140, 84)
-  np.testing.assert_allclose(it.region.box, np.array(it.original.box) * [0.7, 0.7, 0.7, 0.7])
+  sx, sy = 140 / 256, 84 / 160
+  np.testing.assert_allclose(it.region.box, np.array(it.original.box) * [sx, sy, sx, sy])
 
 
 def test_groups_follow_each_benchmarks_schema():
@@ -172,9 +173,9 @@ BAD_ROWS = [
     ("screenspot_pro", "annotations/vscode_linux.json", 1, {"bbox": [1, 2, 3]}, "bbox",
      "expected a list of 4 numbers"),
     ("screenspot_pro", "annotations/vscode_linux.json", 0, {"bbox": [150, 10, 260, 30]}, "bbox",
-     "outside its 200x120 image"),
+     "outside its 256x160 image"),
     ("screenspot_pro", "annotations/word_windows.json", 0, {"img_size": [300, 90]}, "img_size",
-     "expected the screenshot's size [150, 90]"),
+     "expected the screenshot's size [240, 150]"),
     ("screenspot_pro", "annotations/word_windows.json", 1, {"ui_type": KeyError}, "ui_type",
      "no such field"),
     ("screenspot_pro", "annotations/word_windows.json", 1, {"img_filename": "gone.png"},
@@ -188,7 +189,7 @@ BAD_ROWS = [
     ("osworld_g", "OSWorld-G_refined.json", 6, {"box_coordinates": [1, 2, 3, 4, 5]},
      "box_coordinates", "even number"),
     ("osworld_g", "OSWorld-G_refined.json", 7, {"box_coordinates": [100, 10, 300, 10, 300, 30]},
-     "box_coordinates", "outside its 200x120 image"),
+     "box_coordinates", "outside its 256x160 image"),
     ("osworld_g", "OSWorld-G_refined.json", 2, {"GUI_types": "Button"}, "GUI_types",
      "expected a list of strings"),
     ("ui_vision", "annotations/element_grounding/element_grounding_spatial.json", 0,
@@ -231,11 +232,11 @@ def test_unreadable_files_and_edges(tmp_path):
   data = _copy("mmbench_gui", tmp_path / "b")
   _edit(data / "L2_annotations.json", 0, bbox=[-1, -1, 0.5, 0.5])
   it = gf.read("mmbench_gui", str(data))[0]
-  assert it.region.box == (0.0, 0.0, 98.0, 56.0)
+  assert it.region.box == (0.0, 0.0, 126.0, 84.0)  # half of 252x168
 
 
 def test_writers_refuse_targets_their_schema_cannot_hold(tmp_path):
-  im = grounding_fixtures.screenshot(60, 40, 0)
+  im = grounding_fixtures.screenshot(240, 150, 0)
   for name in ("screenspot_pro", "screenspot_v2", "ui_vision", "mmbench_gui"):
     with pytest.raises(ValueError, match="boxes only"):
       gf.write_fixture(name, [gf.Screen(im, "a.png", "x", gf.REFUSAL)], str(tmp_path / name))

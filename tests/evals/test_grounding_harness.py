@@ -79,7 +79,7 @@ def test_scripted_answers_give_the_scores_and_files(model_dir, tmp_path, monkeyp
   it = items[0]
   prompt = seen["prompts"][it.key]
   w, h = it.frame.resized_size
-  assert f"{w}x{h} pixels" in prompt and "Find: click item 0" in prompt
+  assert f"{w}x{h} pixels" in prompt and f"Find: {it.instruction}" in prompt
   assert prompt.count("<|image_pad|>") == 1 and prompt.index("<|image_pad|>") < prompt.index(
       "Find:")
   assert [im.size for im in seen["images"][0]] == [(it.frame.width, it.frame.height)]
@@ -113,7 +113,7 @@ def test_tiny_vlm_end_to_end_with_resume(model_dir, tmp_path):
   assert len(samples) == 4 and len({s["output"] for s in samples}) > 1
   assert {"key", "point", "valid", "correct", "output", "target", "bucket"} <= set(samples[0])
   records = files.read_jsonl(whole / generation.OUTPUTS_FILE)
-  # 200x120 under the tiny processor (max 28*28*20 pixels): 140x84, 5x3 merged patches.
+  # 256x160 under the tiny processor (max 28*28*20 pixels): 140x84, 5x3 merged patches.
   first = [r for r in records if r["key"] == samples[0]["key"]][0]
   assert samples[0]["resized_size"] == [140, 84] and first["prompt_tokens"] > 15
   # Killed after one batch and half a line, then resumed (the batch size may not change the

@@ -158,8 +158,8 @@ def test_polygons_by_ray_casting_with_the_boundary_inside():
   assert _correct(ell, (10, 25)) and _correct(ell, (40, 5)) and _correct(ell, (0, 0))
   assert not _correct(ell, (41, 5)) and not _correct(ell, None)
   committed = {it.instruction: it for it in gf.read("osworld_g", os.path.join(ROOT, "osworld_g"))}
-  tri = committed["click the triangle"]  # (20, 20), (80, 30), (40, 90) in 200x120 -> 196x112
-  sx, sy = 196 / 200, 112 / 120
+  tri = committed["click the triangle"]  # (20, 20), (80, 30), (40, 90) in 256x160 -> 252x168
+  sx, sy = 252 / 256, 168 / 160
   assert tri.region.contains((45 * sx, 45 * sy)) and not tri.region.contains((75 * sx, 80 * sy))
 
 
