@@ -43,7 +43,7 @@ _BANDWIDTH = flags.DEFINE_float("hbm_bandwidth", 4.8e12,
                                 "memory bandwidth in bytes/s for the roofline (H200: 4.8e12)")
 
 
-def _sizes():
+def sizes():
   return dict(vocab_size=_VOCAB.value, hidden_size=_HIDDEN.value,
               intermediate_size=_INTERMEDIATE.value or 3 * _HIDDEN.value,
               num_hidden_layers=_LAYERS.value, num_attention_heads=_HEADS.value,
@@ -56,19 +56,19 @@ def _build_reference(path: str):
   import transformers  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
   config = transformers.LlamaConfig(
-      **_sizes(), max_position_embeddings=2048, bos_token_id=None, eos_token_id=None,
+      **sizes(), max_position_embeddings=2048, bos_token_id=None, eos_token_id=None,
       pad_token_id=0)
   model = transformers.LlamaForCausalLM(config).eval()
   model.save_pretrained(path)
   return model
 
 
-def _prompts(rng, batch, vocab):
+def random_prompts(rng, batch, vocab):
   lengths = rng.integers(_PROMPT_MIN.value, _PROMPT_MAX.value + 1, size=batch)
   return [list(rng.integers(3, vocab, size=n)) for n in lengths]
 
 
-def _time(fn, repeats):
+def time_best(fn, repeats):
   best = float("inf")
   for _ in range(repeats):
     t0 = time.perf_counter()
@@ -90,19 +90,19 @@ def main(argv):
   if _SKIP_TORCH.value:
     # pylint: disable-next=g-import-not-at-top
     from jaxlab.models.decoder import config as config_lib, modeling
-    sizes = _sizes()
+    s = sizes()
     cfg = config_lib.DecoderConfig(
-        vocab_size=sizes["vocab_size"], hidden_size=sizes["hidden_size"],
-        intermediate_size=sizes["intermediate_size"], num_layers=sizes["num_hidden_layers"],
-        num_heads=sizes["num_attention_heads"], num_kv_heads=sizes["num_key_value_heads"],
-        head_dim=sizes["head_dim"], dtype=_DTYPE.value, param_dtype=_DTYPE.value)
+        vocab_size=s["vocab_size"], hidden_size=s["hidden_size"],
+        intermediate_size=s["intermediate_size"], num_layers=s["num_hidden_layers"],
+        num_heads=s["num_attention_heads"], num_kv_heads=s["num_key_value_heads"],
+        head_dim=s["head_dim"], dtype=_DTYPE.value, param_dtype=_DTYPE.value)
     ours = modeling.init_decoder(cfg)
   else:
     from jaxlab import models  # pylint: disable=g-import-not-at-top
     with tempfile.TemporaryDirectory() as path:
       ref = _build_reference(path)
       ours, _ = models.from_pretrained(path, dtype=jnp.dtype(_DTYPE.value), tokenizer=False)
-  prompts = _prompts(rng, b, _VOCAB.value)
+  prompts = random_prompts(rng, b, _VOCAB.value)
   tokens, mask = sampling.left_pad(prompts, pad_id=0)
   params = sampling.SamplingParams(max_new_tokens=n, temperature=0.0)
   key = jax.random.key(0)
@@ -137,9 +137,9 @@ def main(argv):
   # Alternate the two so that load from other processes hits both alike; keep each side's best.
   t_ours = t_theirs = float("inf")
   for _ in range(_REPEATS.value):
-    t_ours = min(t_ours, _time(run_ours, 1))
+    t_ours = min(t_ours, time_best(run_ours, 1))
     if run_theirs is not None:
-      t_theirs = min(t_theirs, _time(run_theirs, 1))
+      t_theirs = min(t_theirs, time_best(run_theirs, 1))
   ours_tps = b * n / t_ours
   print(f"ours: {ours_tps:,.0f} tokens/s ({t_ours * 1e3:.1f} ms for {b}x{n} tokens, "
         f"{t_ours / n * 1e3:.2f} ms/step)")
@@ -150,7 +150,7 @@ def main(argv):
     run_prefill = lambda: np.asarray(
         sampling.generate(ours, tokens, mask, key, prefill_params).tokens)
     run_prefill()
-    t_prefill = _time(run_prefill, _REPEATS.value)
+    t_prefill = time_best(run_prefill, _REPEATS.value)
     decode_steps_s = (n - 1) / max(t_ours - t_prefill, 1e-9)
     cfg = ours.config
     itemsize = jnp.dtype(cfg.dtype).itemsize

@@ -226,7 +226,7 @@ def _generate(graphdef, state, tokens_bp, mask_bp, keys_b, params: SamplingParam
 
 
 def _generate_multimodal(graphdef, state, prompt: Any, keys_b, params: SamplingParams,
-                         cache_len: int) -> SampleOutput:
+                         cache_len: int, cache_shardings: Any = None) -> SampleOutput:
   """Vision-language families (:class:`~jaxlab.models.qwen_vl.modeling.QwenVL`): the prefill
   starts from the token embeddings with the image embeddings spliced in (the vision tower runs
   once, here) at the prompt's explicit M-RoPE positions ``[3, B, P]``; each decode step places
@@ -234,6 +234,8 @@ def _generate_multimodal(graphdef, state, prompt: Any, keys_b, params: SamplingP
   model = nnx.merge(graphdef, state)
   b = prompt.tokens.shape[0]
   cache = model.init_cache(b, cache_len)
+  if cache_shardings is not None:
+    cache = jax.lax.with_sharding_constraint(cache, cache_shardings)
   h, cache = model.prompt_hidden(prompt.tokens, prompt.mask, prompt.positions,
                                  prompt.pixel_values, prompt.grid, cache)
   logits = model.logits(h[:, -1:])[:, 0]
@@ -247,7 +249,8 @@ def _generate_multimodal(graphdef, state, prompt: Any, keys_b, params: SamplingP
 
 
 _generate_multimodal_jit = jax.jit(_generate_multimodal,
-                                   static_argnames=("graphdef", "params", "cache_len"))
+                                   static_argnames=("graphdef", "params", "cache_len",
+                                                    "cache_shardings"))
 
 
 _generate_jit = jax.jit(_generate, static_argnames=("graphdef", "params", "cache_len",
@@ -314,23 +317,20 @@ def generate(model: Any, tokens_bp: Any, mask_bp: Any, key: jax.Array,
     params: see :class:`SamplingParams`.
     cache_len: KV cache slots, at least ``P + max_new_tokens`` (the default).
     mesh: shard the batch over ``("data", "fsdp")`` and the cache's kv heads over ``tensor``
-      (decoder families only).
+      (for a VLM the image patches stay replicated).
     pixel_values: VLM only: ``[N, patch_dim]`` patches of all images, in the order of their
       placeholders (row 0's first); None for text-only prompts.
     grid_thw: VLM only: ``[num_images, 3]`` patch grids, with ``pixel_values``.
 
   Raises:
     PromptTooLongError: ``P + max_new_tokens`` exceeds ``cache_len``.
-    ValueError: images for a model without a vision tower, a mesh with a VLM, or placeholders
+    ValueError: images for a model without a vision tower, or placeholders
       that do not match the images (counts named).
   """
   multimodal = takes_images(model)
   if not multimodal and (pixel_values is not None or grid_thw is not None):
     raise ValueError(f"{type(model).__name__} has no vision tower: pixel_values/grid_thw are "
                      "only for vision-language models")
-  if multimodal and mesh is not None:
-    raise ValueError("generate: a mesh is not supported for vision-language models yet; "
-                     "pass mesh=None")
   tokens_bp = jnp.asarray(tokens_bp, jnp.int32)
   mask_bp = jnp.asarray(mask_bp, bool)
   if tokens_bp.ndim != 2 or mask_bp.shape != tokens_bp.shape:
@@ -347,9 +347,15 @@ def generate(model: Any, tokens_bp: Any, mask_bp: Any, key: jax.Array,
   if multimodal:
     # Host side first (placeholder checks, M-RoPE positions and deltas need concrete ids).
     prompt = model.prepare_prompt(tokens_bp, mask_bp, pixel_values, grid_thw)
+    cache_shardings = None
+    if mesh is not None:
+      from jaxlab.models.qwen_vl import sharding as vl_sharding  # pylint: disable=g-import-not-at-top
+      prompt = vl_sharding.shard_prompt(prompt, mesh)
+      abstract = jax.eval_shape(lambda: model.init_cache(b, cache_len))
+      cache_shardings = vl_sharding.cache_sharding(mesh, abstract)
     graphdef, state = nnx.split(model)
     return _generate_multimodal_jit(graphdef, state, prompt, keys_b, params=params,
-                                    cache_len=cache_len)
+                                    cache_len=cache_len, cache_shardings=cache_shardings)
   cache_shardings = None
   if mesh is not None:
     from jaxlab.models.decoder import sharding as sharding_lib  # pylint: disable=g-import-not-at-top

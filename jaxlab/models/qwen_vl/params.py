@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 from safetensors import safe_open
 
 from jaxlab.models.decoder import params as decoder_params
@@ -30,6 +31,7 @@ from jaxlab.models.decoder.params import (CheckpointFormatError, HFTensor, natur
                                           read_hf_config, weight_files, write_checkpoint)
 from jaxlab.models.paths import path_str
 from jaxlab.models.qwen_vl.config import QwenVLConfig
+from jaxlab.models.qwen_vl import sharding as sharding_lib
 from jaxlab.models.qwen_vl.modeling import QwenVL, abstract_qwen_vl
 
 
@@ -108,8 +110,18 @@ def load_config(path: str, **overrides: Any) -> QwenVLConfig:
   return QwenVLConfig.from_hf_dict(d, cfg_path, **overrides)
 
 
-def load_params(path: str, config: QwenVLConfig) -> QwenVL:
+def load_params(path: str, config: QwenVLConfig, mesh: Mesh | None = None,
+                shardings: Any = None, layout: str | None = None) -> QwenVL:
   """The model with weights read from ``path``'s safetensors file(s), in either key layout.
+
+  Args:
+    path: a model directory.
+    config: its config (see :func:`load_config`).
+    mesh: if given, each tensor is placed with ``NamedSharding(mesh, spec)`` from the sharding
+      ``layout`` rules (default "fsdp") as it is read.
+    shardings: overrides ``mesh``: a dict path -> Sharding, or a callable (path, shape) ->
+      Sharding.
+    layout: a key of :data:`jaxlab.models.qwen_vl.sharding.RULES` (the decoder's names).
 
   Raises:
     CheckpointFormatError: a tensor is missing or has the wrong shape (naming the file, the
@@ -118,6 +130,7 @@ def load_params(path: str, config: QwenVLConfig) -> QwenVL:
   files, listing = weight_files(path)
   table = hf_param_map(config)
   pd = jnp.dtype(config.text.param_dtype)
+  place = sharding_lib.placement(mesh, shardings, layout)
   graphdef, abstract = nnx.split(abstract_qwen_vl(config))
 
   with contextlib.ExitStack() as stack:
@@ -151,27 +164,46 @@ def load_params(path: str, config: QwenVLConfig) -> QwenVL:
       if src.parts > 1:
         w = np.split(w, src.parts, axis=0)[src.part]
       w = t.to_ours(w.reshape(t.shape), leaf.shape).astype(pd)
-      return jnp.asarray(w)
+      where = place(p, leaf.shape)
+      return jax.device_put(w, where) if where is not None else jnp.asarray(w)
 
     state = jax.tree_util.tree_map_with_path(read, abstract)
   return nnx.merge(graphdef, state)
 
 
-def from_pretrained(path: str, dtype: Any = jnp.float32, tokenizer: bool = True,
-                    param_dtype: Any = None, **unused: Any):
+def from_pretrained(path: str, mesh: Mesh | None = None, dtype: Any = jnp.float32,
+                    shardings: Any = None, tokenizer: bool = True, param_dtype: Any = None,
+                    layout: str | None = None, remat: bool = False):
   """Loads a local Qwen2.5-VL model directory into ``(QwenVL, tokenizer or None)``.
+
+  The options are the decoder family's (:func:`jaxlab.models.decoder.params.from_pretrained`).
 
   Args:
     path: directory with config.json, safetensors weights (one file or shards with an index)
       and, unless ``tokenizer=False``, tokenizer files.
+    mesh: place weights on this mesh following the sharding ``layout`` (default "fsdp").
     dtype: compute dtype of matmuls.
+    shardings: explicit placement, overriding ``mesh`` (see :func:`load_params`).
     tokenizer: False to skip the tokenizer.
     param_dtype: storage dtype (default: ``dtype``).
-    **unused: options of other families (``mesh``, ``layout``, ``remat``, ``shardings``) are
-      not supported yet and must be left unset.
+    layout: a key of :data:`jaxlab.models.qwen_vl.sharding.RULES` ("replicated", "fsdp",
+      "tp", "fsdp_tp").
+    remat: recompute the text layers' activations in the backward pass.
+
+  Raises:
+    ValueError: (``ModelConfigError`` / ``CheckpointFormatError`` / ``TokenizerError``) with
+      one line naming the offending file and field/tensor; an unknown ``layout``.
   """
-  return decoder_params.load_unsharded(path, "Qwen2.5-VL", load_config, load_params, dtype,
-                                       param_dtype, tokenizer, unused)
+  if shardings is None and mesh is not None:
+    sharding_lib.rules_for(layout or "fsdp")  # an unknown layout fails before any read
+  config = load_config(path, dtype=jnp.dtype(dtype).name,
+                       param_dtype=jnp.dtype(param_dtype or dtype).name, remat=remat)
+  tok = None
+  if tokenizer:
+    # The tokenizer first: its error is cheaper to hit than loading every tensor.
+    from jaxlab.models.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
+    tok = load_tokenizer(path)
+  return load_params(path, config, mesh=mesh, shardings=shardings, layout=layout), tok
 
 
 def iter_hf_tensors(model: QwenVL, dtype: Any = None) -> Iterator[tuple[str, np.ndarray]]:
