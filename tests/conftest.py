@@ -1,4 +1,5 @@
-"""Suite-wide setup: one persistent XLA compilation cache for the whole test run.
+"""Suite-wide setup: one persistent XLA compilation cache for the whole test run, and the
+slowest tests scheduled first.
 
 Many tests compile the same programs: a launcher subprocess and the in-process test beside
 it, the three processes of every resume test (uninterrupted, killed, resumed), the xdist
@@ -15,6 +16,12 @@ in it keeps the cache there (and keeps it afterwards), e.g. to rerun one file qu
 import os
 import shutil
 import tempfile
+
+# "<seconds> <node id>" lines from a `pytest --durations` run (setup + call, loaded 2-core
+# machine). Only the order of the suite depends on it: the test files with the most known
+# time run first, so that the xdist workers end on short tests instead of one waiting for the
+# other. Refresh it after big changes; a stale or missing file only costs some balance.
+_DURATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "durations.txt")
 
 _ENV = "JAXLAB_TEST_COMPILATION_CACHE"
 _created: list[str] = []
@@ -41,3 +48,25 @@ def pytest_configure(config):  # pylint: disable=unused-argument
 def pytest_unconfigure(config):  # pylint: disable=unused-argument
   for path in _created:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _known_durations() -> dict[str, float]:
+  try:
+    with open(_DURATIONS) as f:
+      pairs = [line.split(maxsplit=1) for line in f if line.strip()]
+  except OSError:
+    return {}
+  return {node.strip(): float(sec) for sec, node in pairs}
+
+
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+  """Files with the most known test time first; each file's tests stay together and in
+  their order (a stable sort), so module-scoped fixtures are still built once per worker."""
+  known = _known_durations()
+  if not known:
+    return
+  per_file: dict[str, float] = {}
+  for node, seconds in known.items():
+    path = node.split("::", 1)[0]
+    per_file[path] = per_file.get(path, 0.0) + seconds
+  items.sort(key=lambda item: -per_file.get(item.nodeid.split("::", 1)[0], 0.0))

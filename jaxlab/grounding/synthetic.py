@@ -36,7 +36,7 @@ whose targets are in the resized frame of the given image-processor settings (by
 max_pixels = 28*28*1280, factor 28, which moves 256x160 to 252x168, 320x200 to 308x196 and
 1288x812 to 1260x784)::
 
-  python -m jaxlab.grounding.synthetic --out=/tmp/groundcua_train --num_screens=200 \\
+  python -m jaxlab.grounding.synthetic --out=runs/groundcua_data --num_screens=200 \\
       --seed=0 --apps=0,1,2,3,4,5 --sizes=256x160,320x200
 """
 

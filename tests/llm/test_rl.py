@@ -21,13 +21,15 @@ from jaxlab.llm import rl, sft
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _sft_chain(tmp_path_factory, stages):
+def _sft_chain(tmp_path_factory, stages, **model):
   """Runs the SFT stages of configs/llm/sft_rl_reference.py, each from the previous one's
-  export, with the given numbers of steps; returns the last export directory."""
+  export, with the given numbers of steps (and ``model`` sizes overriding the config's);
+  returns the last export directory."""
   init = ""
   for stage, steps in stages:
     c = _load_config("configs/llm/sft_rl_reference.py", stage)
     c.steps = steps
+    c.model.update(model)
     c.model.init = init
     c.log_every = min(100, steps)
     c.eval.every = 0
@@ -51,8 +53,11 @@ def reference(tmp_path_factory):
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
   """A briefly trained policy (60 clean SFT steps) for the tests of resume, lag, critics and
-  bad input: it writes answer-shaped completions with mixed rewards, which is all they need."""
-  return _sft_chain(tmp_path_factory, (("clean", 60),))
+  bad input: it writes answer-shaped completions with mixed rewards, which is all they need.
+  One narrow layer: these tests check mechanics, and every program they compile (sampler,
+  policy and critic steps) grows with the layer count."""
+  return _sft_chain(tmp_path_factory, (("clean", 60),), num_layers=1, hidden_size=64,
+                    intermediate_size=128, head_dim=16)
 
 
 def _load_config(path: str, arg: str | None = None):
