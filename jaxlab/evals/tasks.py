@@ -18,8 +18,11 @@ from jaxlab.llm.evaluation import TaskAccuracy
 def task_accuracy(run: Any, state: Any, options: Any) -> dict[str, Any]:
   c = run.config
   n = options.num_examples or c.eval.num_examples
-  rows = [r for _, _, r in data_lib.load_rows(c.data.eval_files, n)]
-  scorer = TaskAccuracy.from_config(c, run.tokenizer, rows, run.mesh)
+  located = data_lib.load_rows(c.data.eval_files, n)
+  rows = [r for _, _, r in located]
+  # Runs whose rows carry images (a vision-language SFT run) read them beside their files.
+  images = run.row_images(located) if hasattr(run, "row_images") else None
+  scorer = TaskAccuracy.from_config(c, run.tokenizer, rows, run.mesh, images=images)
   metrics, texts = scorer(run.model(state))
   if options.workdir:
     path = os.path.join(options.workdir, "eval_samples_launch.jsonl")

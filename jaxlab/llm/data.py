@@ -3,6 +3,13 @@
 Rows come from task JSONL files (:mod:`jaxlab.llm.tasks`); every error names ``file:row``.
 The rows of step ``s`` are a pure function of ``(seed, s)`` (consecutive slices of per-epoch
 permutations), so a resumed run reads exactly the rows an uninterrupted one would.
+
+Rows for a vision-language model also name image files (:class:`RowImages`): a row field
+holds one path or a list of paths, relative to the JSONL file's folder or absolute. Their
+patch grids are known from the files' headers when the rows are read (the prompts' placeholder
+counts and M-RoPE positions need them); the pixels are read and patched per batch and laid out
+as a padded :class:`~jaxlab.models.qwen_vl.vision.ImageBatch` of a fixed patch budget, so every
+batch has the same shapes.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import numpy as np
 
 from jaxlab.core.errors import DataError
 from jaxlab.llm import tasks as tasks_lib
+
+# Rows of the image tasks validate once their verifiers are registered (importing does it).
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -73,3 +82,177 @@ def encode_prompt_rows(prompt_format: str, tokenizer: Any,
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
   tokens, mask = sampling.left_pad(ids, pad_id=pad, length=tp)
   return rows, tokens, mask
+
+
+# -- images of vision-language rows ---------------------------------------------------------------
+
+
+def image_paths(rows_with_where: Sequence[tuple[str, int, dict]], field: str) -> list[list[str]]:
+  """Each row's image files: ``row[field]`` (a path or a list of paths; relative ones are taken
+  from the JSONL file's folder), checked to exist.
+
+  Raises:
+    DataError: a missing field, a value that is not a path or a list of paths, or a file that
+      does not exist; ``file:row`` and the field named.
+  """
+  out = []
+  for f, line, row in rows_with_where:
+    where = f"{f}:{line}"
+    if field not in row:
+      raise DataError(f"{where}: missing field {field!r} (the image file(s) of the row, "
+                      "'config.data.image_field')")
+    value = row[field]
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(x, str) and x for x in items):
+      raise DataError(f"{where}: field {field!r} must be an image path or a list of paths, "
+                      f"got {value!r}")
+    base = os.path.dirname(os.path.abspath(resolve_path(f)))
+    paths = []
+    for x in items:
+      full = x if os.path.isabs(x) else os.path.join(base, x)
+      if not os.path.isfile(full):
+        raise DataError(f"{where}: field {field!r}: image file {x!r} not found (looked for "
+                        f"{full})")
+      paths.append(full)
+    out.append(paths)
+  return out
+
+
+def image_grid(path: str, image_config: Any, where: str) -> tuple[int, int, int]:
+  """``(1, rows, columns)`` patch grid the image processor gives the file, from its header (its
+  size, turned by any EXIF orientation, through the resize rule); no pixels are decoded.
+
+  Raises:
+    DataError: an unreadable file or a size the resize rule rejects (``where`` named).
+  """
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.qwen_vl import processor  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as im:
+      width, height = im.size
+      if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # a quarter turn: sides swap
+        width, height = height, width
+  except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    raise DataError(f"{where}: cannot read image {path} ({e})") from None
+  ic = image_config
+  if ic.do_resize:
+    try:
+      height, width = processor.smart_resize(height, width, ic.factor, ic.min_pixels,
+                                             ic.max_pixels)
+    except DataError as e:
+      raise DataError(f"{where}: image {path}: {e}") from None
+  elif height % ic.factor or width % ic.factor:
+    raise DataError(f"{where}: image {path} is {height}x{width} with do_resize=false; expected "
+                    f"multiples of {ic.factor}")
+  return 1, height // ic.patch_size, width // ic.patch_size
+
+
+def render_prompt(prompt_format: str, row: dict[str, Any], placeholder: str, num_images: int,
+                  where: str) -> str:
+  """The prompt text of an image row, one ``<|vision_start|><|image_pad|><|vision_end|>`` per
+  image (not yet repeated per merged patch).
+
+  ``placeholder`` names the format field that stands for one image (``"image"`` or
+  ``"{image}"``: each ``{image}`` of ``prompt_format`` is the next image). A format without it
+  gets the row's images before its text, as a chat user turn places them.
+
+  Raises:
+    DataError: the prompt holds a different number of image placeholders than the row has
+      images (``where`` named).
+  """
+  from jaxlab.models.qwen_vl import inputs  # pylint: disable=g-import-not-at-top
+  name = placeholder.strip().strip("{}")
+  fields = {**row, name: inputs.IMAGE_SPAN} if name else row
+  text = prompt_format.format(**fields)
+  n = inputs.count_placeholders(text)
+  if n == 0 and num_images:
+    return inputs.image_prompt(text, num_images)
+  if n != num_images:
+    raise DataError(f"{where}: the prompt holds {n} image placeholder(s) but the row has "
+                    f"{num_images} image(s); expected one per image")
+  return text
+
+
+class RowImages:
+  """The images of task rows for a vision-language model, and their padded batches.
+
+  Args:
+    rows_with_where: ``(file, row number, row)`` from :func:`load_rows`.
+    field: the row field with the image path(s).
+    image_config: the model's :class:`~jaxlab.models.qwen_vl.processor.ImageProcessorConfig`.
+    vision_config: the model's :class:`~jaxlab.models.qwen_vl.config.VisionConfig`.
+    max_patches: the patch budget of one row (all its images); 0 = the largest row's.
+    key: the config key named when a row exceeds ``max_patches``.
+
+  Raises:
+    DataError: a bad image field or file (see :func:`image_paths`, :func:`image_grid`), or a
+      row whose images need more than ``max_patches`` patches (``file:row`` named).
+  """
+
+  def __init__(self, rows_with_where: Sequence[tuple[str, int, dict]], field: str,
+               image_config: Any, vision_config: Any, max_patches: int = 0,
+               key: str = "config.data.max_patches"):
+    self.where = [f"{f}:{line}" for f, line, _ in rows_with_where]
+    self.paths = image_paths(rows_with_where, field)
+    self.image_config, self.vision_config = image_config, vision_config
+    self.grids = [np.asarray([image_grid(p, image_config, w) for p in ps], np.int64
+                             ).reshape(-1, 3) for ps, w in zip(self.paths, self.where)]
+    need = [int(g.prod(-1).sum()) for g in self.grids]
+    if max_patches:
+      unit = vision_config.merge_unit
+      if max_patches % unit:
+        raise DataError(f"'{key}'={max_patches} must be a multiple of spatial_merge_size**2 = "
+                        f"{unit}")
+      for w, n, g in zip(self.where, need, self.grids):
+        if n > max_patches:
+          raise DataError(f"{w}: its image(s) need {n} patches (grids {g.tolist()}), more "
+                          f"than '{key}'={max_patches}; raise it or lower "
+                          "'config.data.max_pixels'")
+    self.max_patches = max_patches or max(need, default=0)
+    self.max_images = max([len(p) for p in self.paths] + [1])
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def prompts(self, prompt_format: str, rows: Sequence[dict[str, Any]], placeholder: str
+              ) -> list[str]:
+    """Prompt texts with each image's placeholder repeated once per merged patch (what the
+    tokenizer reads)."""
+    from jaxlab.models.qwen_vl import inputs, processor  # pylint: disable=g-import-not-at-top
+    merge = self.vision_config.spatial_merge_size
+    out = []
+    for row, paths, grid, where in zip(rows, self.paths, self.grids, self.where):
+      text = render_prompt(prompt_format, row, placeholder, len(paths), where)
+      out.append(processor.expand_image_placeholders(inputs.wrap_placeholders(text), grid,
+                                                     inputs.IMAGE_TOKEN, merge))
+    return out
+
+  def pack(self, index: Sequence[int]) -> Any:
+    """The :class:`~jaxlab.models.qwen_vl.vision.ImageBatch` (numpy) of rows ``index``: files
+    read and patched now, laid out in ``max_patches`` patches per row."""
+    from jaxlab.models.qwen_vl import processor, vision  # pylint: disable=g-import-not-at-top
+    index = [int(i) for i in index]
+    images, wanted = [], []
+    for i in index:
+      for p in self.paths[i]:
+        try:
+          images.append(processor.load_image(p))
+        except DataError as e:
+          raise DataError(f"{self.where[i]}: {e}") from None
+      wanted.append(self.grids[i])
+    pixel_values = grid = None
+    if images:
+      pixel_values, grid = processor.preprocess(images, self.image_config)
+      if not np.array_equal(grid, np.concatenate(wanted)):
+        raise DataError(f"rows {[self.where[i] for i in index]}: image grids changed since the "
+                        f"rows were read (expected {np.concatenate(wanted).tolist()}, got "
+                        f"{grid.tolist()})")
+    return vision.pack_images(self.vision_config, pixel_values, grid,
+                              [len(self.paths[i]) for i in index], self.max_patches,
+                              self.max_images)
+
+  def inputs(self, index: Sequence[int]) -> dict[str, Any]:
+    """The image keyword arguments of ``jaxlab.llm.sampling.generate`` for rows ``index``."""
+    if not self.max_patches:
+      return {}
+    return {"pixel_values": self.pack(index)}

@@ -1,7 +1,9 @@
-"""Held-out task accuracy of a decoder: greedy completions scored by the tasks' verifiers.
+"""Held-out task accuracy of a model: greedy completions scored by the tasks' verifiers.
 
 The evaluation both LLM trainers run every ``config.eval.every`` steps, and the one
 ``launch.eval`` runs on a finished LLM run (``jaxlab.evals``, evaluator ``task_accuracy``).
+Any family the sampler takes: rows with images go to a vision-language model through
+``images`` (their prompts' placeholders and padded image batches).
 """
 
 from __future__ import annotations
@@ -29,17 +31,28 @@ class TaskAccuracy:
     mesh: the device mesh (batches are split over its data-parallel axes), or None.
     prompt_special_tokens: whether the tokenizer adds its special tokens (bos) to prompts;
       False for prompts that are rendered chat transcripts.
+    images: for a vision-language model, the images of ``rows`` (in order): an object with
+      ``prompts(prompt_format, rows, placeholder) -> texts`` (the prompts with each image's
+      placeholder tokens) and ``inputs(indices) -> dict`` (the image keyword arguments of
+      :func:`jaxlab.llm.sampling.generate` for those rows; one padded layout for every batch,
+      so one compiled sampler), e.g. :class:`jaxlab.llm.data.RowImages`.
+    image_placeholder: the format field that stands for an image (with ``images``).
   """
 
   def __init__(self, prompt_format: str, tokenizer: Any, rows: Sequence[dict[str, Any]],
                batch_size: int, max_new_tokens: int, mesh: Any = None,
-               prompt_special_tokens: bool = True):
+               prompt_special_tokens: bool = True, images: Any = None,
+               image_placeholder: str = "image"):
     from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
     from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
     self.rows = list(rows)
     self.tokenizer = tokenizer
     self.mesh = mesh
-    prompts = [prompt_format.format(**r) for r in self.rows]
+    self.images = images
+    if images is not None:
+      prompts = images.prompts(prompt_format, self.rows, image_placeholder)
+    else:
+      prompts = [prompt_format.format(**r) for r in self.rows]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = encode_prompts(tokenizer, prompts, add_special_tokens=prompt_special_tokens)
     self.tokens, self.mask = sampling.left_pad(ids, pad_id=pad)
@@ -49,11 +62,13 @@ class TaskAccuracy:
         stop_tokens=(int(tokenizer.eos_token_id),), pad_id=int(pad))
 
   @classmethod
-  def from_config(cls, c: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], mesh: Any
-                  ) -> "TaskAccuracy":
-    """From a trainer config's ``data.prompt_format`` and ``eval`` group."""
+  def from_config(cls, c: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], mesh: Any,
+                  images: Any = None) -> "TaskAccuracy":
+    """From a trainer config's ``data.prompt_format`` and ``eval`` group (and
+    ``data.image_placeholder`` with ``images``)."""
     return cls(c.data.prompt_format, tokenizer, rows, c.eval.batch_size, c.eval.max_new_tokens,
-               mesh, c.data.get("prompt_special_tokens", True))
+               mesh, c.data.get("prompt_special_tokens", True), images,
+               c.data.get("image_placeholder", "image"))
 
   def completions(self, model) -> list[str]:
     import jax  # pylint: disable=g-import-not-at-top
@@ -62,8 +77,11 @@ class TaskAccuracy:
     texts = []
     for s in range(0, n, self.batch):
       idx = np.arange(s, s + self.batch) % n  # wrap: fixed shapes, extra rows discarded
+      extra = {} if self.images is None else self.images.inputs(idx)
+      # The VLM sampler places its batch itself (it takes no mesh).
+      mesh = self.mesh if not sampling.takes_images(model) else None
       out = sampling.generate(model, self.tokens[idx], self.mask[idx], jax.random.key(0),
-                              self.params, mesh=self.mesh)
+                              self.params, mesh=mesh, **extra)
       toks, lens = mesh_lib.gather((out.tokens, out.lengths))  # whole, on every process
       for row, k in zip(toks[: n - s], lens[: n - s]):
         texts.append(self.tokenizer.decode(row[:k].tolist(), skip_special_tokens=True))

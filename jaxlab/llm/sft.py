@@ -21,6 +21,18 @@ The trainer behind ``config.trainer = "llm_sft"``:
 5. Checkpoints (orbax, atomic) every ``config.checkpoint.every`` steps; the same command
    resumes from the newest. At the end the model and tokenizer are written in Hugging Face
    format to ``workdir/hf_model`` (``python -m launch.generate --model=workdir/hf_model``).
+
+Vision-language models (``config.model.family = "qwen_vl"``, Qwen2.5-VL): a fresh model of
+the sizes in ``config.model`` (text) and ``config.model.vision`` (tower), or ``model.init`` = a
+Qwen2.5-VL directory. Rows may name image files (``config.data.image_field``); each
+``{image}`` of ``data.prompt_format`` (``data.image_placeholder``) becomes one image span,
+repeated once per merged patch of that image (a format without it puts the images first). The
+images are read per batch and padded to a fixed patch budget per row (``data.max_patches``;
+:class:`jaxlab.llm.data.RowImages`), so batches of mixed image sizes share one compiled step;
+M-RoPE positions are computed per row when the rows are read, and the loss is
+:func:`jaxlab.llm.train.vlm_loss` through the same step. The char tokenizer of a fresh model
+carries the vision tokens, and ``hf_model`` gets ``preprocessor_config.json`` too, so
+``python -m launch.generate --model=workdir/hf_model --image=x.png --prompt=...`` answers.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 import numpy as np
+from flax import nnx
 
 from jaxlab import optim
 from jaxlab.core import loop
@@ -65,10 +78,19 @@ def default_config() -> ml_collections.ConfigDict:
       # False: prompts are rendered chat transcripts that carry their own special tokens, so
       # the tokenizer adds none (its bos) in training and in evaluation.
       prompt_special_tokens=True,
+      # Vision-language rows (model.family "qwen_vl"): the row field with one image path or a
+      # list of paths (relative to the JSONL file's folder, or absolute); "" = text only.
+      image_field="",
+      image_placeholder="image",  # the prompt_format field ("{image}") standing for an image
+      min_pixels=0,  # image area bounds of the resize rule; 0 = the model dir's / default
+      max_pixels=0,
+      max_patches=0,  # patch budget per row (all its images); 0 = the largest training row's
   ))
   c.model = ml_collections.ConfigDict(dict(
-      # "decoder" (jaxlab.models.decoder) or "looped" (jaxlab.models.looped: the sizes below
-      # plus the model.looped group; num_layers and architecture are the decoder's only).
+      # "decoder" (jaxlab.models.decoder), "looped" (jaxlab.models.looped: the sizes below
+      # plus the model.looped group; num_layers and architecture are the decoder's only) or
+      # "qwen_vl" (Qwen2.5-VL: the sizes below for its Qwen2 text model, head_dim =
+      # hidden_size / num_heads, plus the model.vision group).
       family="decoder",
       init="",  # a Hugging Face model dir to fine-tune; "" = from scratch (sizes below)
       architecture="Qwen3ForCausalLM",
@@ -82,6 +104,7 @@ def default_config() -> ml_collections.ConfigDict:
       rope_theta=10_000.0,
       remat=False,
       looped=looped_defaults(),
+      vision=vision_defaults(),
   ))
   c.dtype = "bfloat16"  # compute dtype; master weights and optimizer state stay float32
   c.steps = 1000
@@ -116,6 +139,71 @@ def looped_defaults() -> ml_collections.ConfigDict:
       exit_gate=False,  # Ouro's exit gate and its entropy-regularised loss
       exit_gate_beta=0.1,  # that loss's entropy weight
   ))
+
+
+def vision_defaults() -> ml_collections.ConfigDict:
+  """``config.model.vision``: the tower of a fresh Qwen2.5-VL (``model.family = "qwen_vl"``);
+  its output width is the text model's ``hidden_size``."""
+  return ml_collections.ConfigDict(dict(
+      depth=2,
+      hidden_size=64,
+      intermediate_size=128,
+      num_heads=4,  # head width hidden_size / num_heads, a multiple of 4 (2-D RoPE)
+      patch_size=14,
+      temporal_patch_size=2,
+      spatial_merge_size=2,
+      window_size=56,  # pixels; a multiple of patch_size * spatial_merge_size
+      fullatt_block_indexes=(1,),  # blocks attending over the whole image
+      # The text model's M-RoPE split of head_dim / 2 into (time, rows, columns); () = the
+      # proportions of Qwen2.5-VL's (16, 24, 24).
+      mrope_section=(),
+  ))
+
+
+def vision_config(c: ml_collections.ConfigDict):
+  """The ``VisionConfig`` of ``config.model.vision`` (output width: the text hidden size)."""
+  from jaxlab.models.qwen_vl.config import VisionConfig  # pylint: disable=g-import-not-at-top
+  v = c.model.vision
+  return VisionConfig(
+      depth=v.depth, hidden_size=v.hidden_size, intermediate_size=v.intermediate_size,
+      num_heads=v.num_heads, patch_size=v.patch_size, temporal_patch_size=v.temporal_patch_size,
+      spatial_merge_size=v.spatial_merge_size, window_size=v.window_size,
+      fullatt_block_indexes=tuple(int(i) for i in v.fullatt_block_indexes),
+      out_hidden_size=c.model.hidden_size)
+
+
+def mrope_section(c: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """``config.model.vision.mrope_section``, or Qwen2.5-VL's proportions: of the ``head_dim / 2``
+  rotary pairs, 3/8 each to rows and columns and the rest to time."""
+  if c.model.vision.mrope_section:
+    return tuple(int(x) for x in c.model.vision.mrope_section)
+  half = c.model.hidden_size // c.model.num_heads // 2
+  hw = 3 * half // 8
+  return (half - 2 * hw, hw, hw)
+
+
+def qwen_vl_config(c: ml_collections.ConfigDict, tokenizer: Any):
+  """The ``QwenVLConfig`` of a fresh model: a Qwen2 text model of ``config.model``'s sizes
+  (q/k/v biases, head width hidden_size / num_heads, M-RoPE) and ``config.model.vision``; the
+  vision token ids are the tokenizer's."""
+  from jaxlab.models.decoder.config import DecoderConfig  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.qwen_vl import inputs  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.qwen_vl.config import QwenVLConfig  # pylint: disable=g-import-not-at-top
+  m = c.model
+  text = DecoderConfig(
+      vocab_size=len(tokenizer), hidden_size=m.hidden_size,
+      intermediate_size=m.intermediate_size, num_layers=m.num_layers, num_heads=m.num_heads,
+      num_kv_heads=m.num_kv_heads, head_dim=m.hidden_size // m.num_heads,
+      rope_theta=float(m.rope_theta), mrope_section=mrope_section(c),
+      tie_word_embeddings=m.tie_word_embeddings, architecture="Qwen2ForCausalLM",
+      attention_bias=True, max_position_embeddings=1024, dtype=c.dtype, param_dtype="float32",
+      remat=m.remat, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+      pad_token_id=tokenizer.pad_token_id)
+  ids = {key: tokenizer.convert_tokens_to_ids(tok) for key, tok in (
+      ("image_token_id", inputs.IMAGE_TOKEN), ("video_token_id", VIDEO_TOKEN),
+      ("vision_start_token_id", inputs.VISION_START),
+      ("vision_end_token_id", inputs.VISION_END))}
+  return QwenVLConfig(text=text, vision=vision_config(c), **ids)
 
 
 def looped_config(c: ml_collections.ConfigDict, vocab_size: int, tokenizer: Any = None):
@@ -198,9 +286,13 @@ def check_config(c: ml_collections.ConfigDict) -> None:
     for f in files:
       require(os.path.isfile(data_lib.resolve_path(f)), f"'config.data.{key}': file {f!r} does not exist "
               "(generate it with python -m jaxlab.llm.tasks)")
+  image_field = {}
+  if c.data.image_field and c.data.image_placeholder.strip().strip("{}"):
+    image_field = {c.data.image_placeholder.strip().strip("{}"): ""}
   for key in ("prompt_format", "completion_format"):
     try:
-      c.data[key].format(task="t", question="q", answer="a", seed=0, metadata=_AnyFields())
+      c.data[key].format(**{"task": "t", "question": "q", "answer": "a", "seed": 0,
+                            "metadata": _AnyFields(), **image_field})
     except (KeyError, IndexError, ValueError) as e:
       raise ConfigError(f"'config.data.{key}'={c.data[key]!r} is not a valid format over the "
                         f"row fields task/question/answer/seed/metadata ({e})") from None
@@ -208,6 +300,15 @@ def check_config(c: ml_collections.ConfigDict) -> None:
   m = c.model
   if m.family == "looped":
     _check_looped(c)
+  require(not c.data.image_field or m.family == "qwen_vl", "'config.data.image_field' needs a "
+          f"vision-language model: set 'config.model.family' to 'qwen_vl' (got {m.family!r})")
+  for key in ("min_pixels", "max_pixels", "max_patches"):
+    require(c.data[key] >= 0, f"'config.data.{key}' must be >= 0, got {c.data[key]}")
+  require(not (c.data.min_pixels and c.data.max_pixels)
+          or c.data.min_pixels <= c.data.max_pixels, "'config.data.min_pixels'="
+          f"{c.data.min_pixels} must be <= 'config.data.max_pixels'={c.data.max_pixels}")
+  if m.family == "qwen_vl" and not m.init:
+    _check_vision(c)
   if not m.init:
     for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
                 "head_dim"):
@@ -217,6 +318,33 @@ def check_config(c: ml_collections.ConfigDict) -> None:
     require(m.head_dim % 2 == 0, f"'config.model.head_dim'={m.head_dim} must be even (RoPE)")
   else:
     require(os.path.isdir(m.init), f"'config.model.init'={m.init!r} is not a directory")
+
+
+def _check_vision(c: ml_collections.ConfigDict) -> None:
+  """A fresh Qwen2.5-VL's sizes; each failure names its key."""
+  m = c.model
+  require(m.hidden_size % m.num_heads == 0 and (m.hidden_size // m.num_heads) % 2 == 0,
+          f"'config.model.hidden_size'={m.hidden_size} must be an even multiple of "
+          f"'config.model.num_heads'={m.num_heads} (Qwen2.5-VL's head width is hidden_size / "
+          "num_heads)")
+  require(m.head_dim == m.hidden_size // m.num_heads, f"'config.model.head_dim'={m.head_dim} "
+          f"must equal hidden_size / num_heads = {m.hidden_size // max(m.num_heads, 1)} for "
+          "model.family='qwen_vl'")
+  sec = mrope_section(c)
+  require(all(x >= 1 for x in sec) and sum(sec) == m.head_dim // 2,
+          f"'config.model.vision.mrope_section'={list(sec)} must be 3 positive ints summing to "
+          f"head_dim / 2 = {m.head_dim // 2}")
+  for key in ("depth", "hidden_size", "intermediate_size", "num_heads", "patch_size",
+              "temporal_patch_size", "spatial_merge_size"):
+    require(m.vision[key] >= 1, f"'config.model.vision.{key}' must be >= 1, got "
+            f"{m.vision[key]}")
+  try:
+    vision_config(c)
+  except ValueError as e:
+    raise ConfigError(f"'config.model.vision': {e}") from None
+  unit = m.vision.spatial_merge_size ** 2
+  require(c.data.max_patches % unit == 0, f"'config.data.max_patches'={c.data.max_patches} "
+          f"must be a multiple of spatial_merge_size**2 = {unit}")
 
 
 def check_mesh(c: ml_collections.ConfigDict, mesh) -> None:
@@ -270,6 +398,14 @@ def encode_sft(tokenizer: Any, prompts: Sequence[str], completions: Sequence[str
 # -- model and tokenizer --------------------------------------------------------------------------
 
 
+VIDEO_TOKEN = "<|video_pad|>"
+
+
+def _vision_tokens() -> list[str]:
+  from jaxlab.models.qwen_vl import inputs  # pylint: disable=g-import-not-at-top
+  return [inputs.VISION_START, inputs.IMAGE_TOKEN, VIDEO_TOKEN, inputs.VISION_END]
+
+
 def _build_tokenizer(c, workdir: str, train_texts: Sequence[str]):
   from jaxlab.models import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, "tokenizer")
@@ -278,10 +414,25 @@ def _build_tokenizer(c, workdir: str, train_texts: Sequence[str]):
   if os.path.isfile(os.path.join(path, "tokenizer.json")):
     return tok_lib.load_tokenizer(path)  # a resumed run keeps its ids
   # Digits and arithmetic symbols always, so held-out answers never hit <unk>.
-  return tok_lib.train_char_tokenizer(train_texts, path, extra_chars="0123456789+-*/=(). ")
+  extra = "0123456789+-*/=(). "
+  if c.model.family != "qwen_vl":
+    return tok_lib.train_char_tokenizer(train_texts, path, extra_chars=extra)
+  # A VLM's: the characters of the texts without their vision tokens, which are added as
+  # special tokens; no chat template, so launch.generate renders prompts as training did.
+  vision = _vision_tokens()
+  plain = []
+  for t in train_texts:
+    for v in vision:
+      t = t.replace(v, "")
+    plain.append(t)
+  tok = tok_lib.train_char_tokenizer(plain, None, extra_chars=extra, chat_template=None)
+  tok.add_special_tokens({"additional_special_tokens": vision})
+  os.makedirs(path, exist_ok=True)
+  tok.save_pretrained(path)
+  return tok
 
 
-FAMILIES = ("decoder", "looped")
+FAMILIES = ("decoder", "looped", "qwen_vl")
 
 
 def sharding_rules(c: ml_collections.ConfigDict):
@@ -289,7 +440,22 @@ def sharding_rules(c: ml_collections.ConfigDict):
   if c.model.family == "looped":
     from jaxlab.models.looped import sharding as looped_rules  # pylint: disable=g-import-not-at-top
     return looped_rules.RULES[c.layout]
+  if c.model.family == "qwen_vl":
+    from jaxlab.models.qwen_vl import sharding as vl_rules  # pylint: disable=g-import-not-at-top
+    return vl_rules.RULES[c.layout]
   return sharding_lib.RULES[c.layout]
+
+
+def _build_qwen_vl(c, tokenizer, mesh, config=None):
+  """A fresh Qwen2.5-VL of ``config`` (or the ``model.init`` directory, placed on ``mesh``)."""
+  from jaxlab.models.qwen_vl import modeling as vl  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.qwen_vl import params as vl_ckpt  # pylint: disable=g-import-not-at-top
+  if c.model.init:
+    model, _ = vl_ckpt.from_pretrained(c.model.init, mesh=mesh, layout=c.layout, dtype=c.dtype,
+                                       param_dtype="float32", tokenizer=False,
+                                       remat=c.model.remat)
+    return model
+  return vl.init_qwen_vl(config or qwen_vl_config(c, tokenizer), seed=c.seed)
 
 
 def _build_looped(c, tokenizer, mesh):
@@ -311,6 +477,8 @@ def build_model(c, tokenizer, mesh):
   checkpoint), on ``mesh``."""
   if c.model.family == "looped":
     return _build_looped(c, tokenizer, mesh)
+  if c.model.family == "qwen_vl":
+    return _build_qwen_vl(c, tokenizer, mesh)
   from jaxlab.models.decoder import modeling  # pylint: disable=g-import-not-at-top
   from jaxlab.models.decoder import params as ckpt_lib  # pylint: disable=g-import-not-at-top
   from jaxlab.models.decoder.config import DecoderConfig  # pylint: disable=g-import-not-at-top
@@ -333,6 +501,77 @@ def build_model(c, tokenizer, mesh):
   return modeling.init_decoder(cfg, seed=c.seed)
 
 
+def _image_configs(c):
+  """``(ImageProcessorConfig, VisionConfig)``: the ``model.init`` directory's (its
+  ``preprocessor_config.json`` if present) or a fresh model's, with ``data.min_pixels`` /
+  ``data.max_pixels`` overriding the area bounds when set.
+
+  Raises:
+    ConfigError: the pixel bounds disagree, or the image processor's patch / merge size is not
+      the model's.
+  """
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.qwen_vl import params as vl_ckpt  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.qwen_vl import processor  # pylint: disable=g-import-not-at-top
+  if c.model.init:
+    vision = vl_ckpt.load_config(c.model.init).vision
+    has_file = os.path.isfile(os.path.join(c.model.init, processor.PREPROCESSOR_FILE))
+    ic = (processor.ImageProcessorConfig.from_dir(c.model.init) if has_file else
+          processor.ImageProcessorConfig(patch_size=vision.patch_size,
+                                         temporal_patch_size=vision.temporal_patch_size,
+                                         merge_size=vision.spatial_merge_size))
+  else:
+    vision = vision_config(c)
+    ic = processor.ImageProcessorConfig(patch_size=vision.patch_size,
+                                        temporal_patch_size=vision.temporal_patch_size,
+                                        merge_size=vision.spatial_merge_size)
+  bounds = {k: c.data[k] for k in ("min_pixels", "max_pixels") if c.data[k]}
+  ic = dataclasses.replace(ic, **bounds)
+  require(ic.min_pixels <= ic.max_pixels, f"'config.data.min_pixels'={ic.min_pixels} exceeds "
+          f"max_pixels={ic.max_pixels} (the model's image processor or config.data)")
+  require(ic.patch_size == vision.patch_size and ic.merge_size == vision.spatial_merge_size
+          and ic.temporal_patch_size == vision.temporal_patch_size,
+          f"{processor.PREPROCESSOR_FILE}: patch_size={ic.patch_size}, merge_size="
+          f"{ic.merge_size}, temporal_patch_size={ic.temporal_patch_size}; the model has "
+          f"{vision.patch_size}, {vision.spatial_merge_size}, {vision.temporal_patch_size}")
+  return ic, vision
+
+
+def _check_vl_tokenizer(c, tokenizer):
+  """The model's ``QwenVLConfig`` (the ``model.init`` directory's or a fresh one), after
+  checking that the tokenizer maps ``<|image_pad|>`` to its image token id."""
+  from jaxlab.models.qwen_vl import inputs  # pylint: disable=g-import-not-at-top
+  from jaxlab.models.qwen_vl import params as vl_ckpt  # pylint: disable=g-import-not-at-top
+  if not c.model.init:
+    return qwen_vl_config(c, tokenizer)
+  config = vl_ckpt.load_config(c.model.init)
+  got = tokenizer.convert_tokens_to_ids(inputs.IMAGE_TOKEN)
+  require(got == config.image_token_id, f"'config.model.init'={c.model.init!r}: the tokenizer "
+          f"maps {inputs.IMAGE_TOKEN} to id {got}, the model's image_token_id is "
+          f"{config.image_token_id}")
+  return config
+
+
+def _mrope_positions(config, tokens: np.ndarray, mask: np.ndarray, images, where
+                     ) -> np.ndarray:
+  """``[N, 3, T]`` int32 M-RoPE positions of right-padded rows (``rope_index`` per row).
+
+  Raises:
+    DataError: a row's image placeholder tokens do not match its images (``file:row``).
+  """
+  from jaxlab.models.qwen_vl import modeling as vl  # pylint: disable=g-import-not-at-top
+  out = np.zeros((tokens.shape[0], 3, tokens.shape[1]), np.int32)
+  for i in range(tokens.shape[0]):
+    grid = images.grids[i] if images is not None else None
+    try:
+      pos, _ = vl.rope_index(config, tokens[i:i + 1], mask[i:i + 1],
+                             grid if grid is not None and len(grid) else None)
+    except ValueError as e:
+      raise DataError(f"{where[i]}: {e}") from None
+    out[i] = pos[:, 0]
+  return out
+
+
 # -- the run --------------------------------------------------------------------------------------
 
 
@@ -346,10 +585,21 @@ class SFTRun:
   def __init__(self, c: ml_collections.ConfigDict, workdir: str, mesh):
     self.config = c
     self.workdir, self.mesh = workdir, mesh
+    self.vlm = c.model.family == "qwen_vl"
     train_rows = data_lib.load_rows(c.data.train_files, c.data.max_train_rows)
-    self.eval_rows = [r for _, _, r in data_lib.load_rows(c.data.eval_files,
-                                                          c.eval.num_examples)]
-    pairs = [format_row(c, r) for _, _, r in train_rows]
+    eval_rows = data_lib.load_rows(c.data.eval_files, c.eval.num_examples)
+    self.eval_rows = [r for _, _, r in eval_rows]
+    self.images = eval_images = None  # RowImages of the training / held-out rows
+    if self.vlm and c.data.image_field:
+      self.image_config, vision = _image_configs(c)
+      self.images = data_lib.RowImages(train_rows, c.data.image_field, self.image_config,
+                                       vision, c.data.max_patches)
+      eval_images = self.row_images(eval_rows)
+      prompts = self.images.prompts(c.data.prompt_format, [r for _, _, r in train_rows],
+                                    c.data.image_placeholder)
+      pairs = [(p, format_row(c, r)[1]) for p, (_, _, r) in zip(prompts, train_rows)]
+    else:
+      pairs = [format_row(c, r) for _, _, r in train_rows]
     self.tokenizer = _build_tokenizer(c, workdir, [p + q for p, q in pairs])
     where = [f"{f}:{line}" for f, line, _ in train_rows]
     self.tokens, self.loss_mask = encode_sft(self.tokenizer, [p for p, _ in pairs],
@@ -357,20 +607,38 @@ class SFTRun:
                                              c.data.prompt_special_tokens)
     self.num_rows, self.seq_len = self.tokens.shape
 
-    model = build_model(c, self.tokenizer, mesh)
+    if self.vlm:
+      vl_config = _check_vl_tokenizer(c, self.tokenizer)
+      # Real tokens run up to the last target (the eos); M-RoPE positions per row, once.
+      lengths = self.seq_len - np.argmax(self.loss_mask[:, ::-1], axis=1)
+      self.mask = np.arange(self.seq_len)[None] < lengths[:, None]
+      self.positions = _mrope_positions(vl_config, self.tokens, self.mask, self.images, where)
+      model = _build_qwen_vl(c, self.tokenizer, mesh, None if c.model.init else vl_config)
+    else:
+      model = build_model(c, self.tokenizer, mesh)
     tx, schedule = optim.make_optimizer("adamw", total_steps=c.steps, decay_mask="matrices",
                                         **c.optim)
     rules = sharding_rules(c)
     self.graphdef, self._state0 = train_lib.init_train_state(model, tx, mesh, rules,
                                                              compute_dtype=c.dtype)
+    # Evaluation and export use the same parameters without remat (nnx.remat inside the
+    # sampler's decode loop would mutate the closed-over model from another trace).
+    self.eval_graphdef = self.graphdef
+    if getattr(model.config, "remat", False):
+      cls, plain = type(model), model.config.replace(remat=False, dtype=c.dtype)
+      self.eval_graphdef = nnx.split(nnx.eval_shape(lambda: cls(plain, rngs=nnx.Rngs(0))))[0]
     del model
-    loss_fn = (train_lib.looped_loss(c.model.looped.exit_gate_beta)
-               if c.model.family == "looped" else None)
+    loss_fn = None
+    if c.model.family == "looped":
+      loss_fn = train_lib.looped_loss(c.model.looped.exit_gate_beta)
+    elif self.vlm:
+      loss_fn = train_lib.vlm_loss
     self.step_fn = train_lib.make_train_step(self.graphdef, tx, schedule,
                                              grad_accum=c.grad_accum, mesh=mesh,
                                              state=self._state0, rules=rules,
                                              loss_fn=loss_fn, seed=c.seed)
-    self.evaluator = TaskAccuracy.from_config(c, self.tokenizer, self.eval_rows, mesh)
+    self.evaluator = TaskAccuracy.from_config(c, self.tokenizer, self.eval_rows, mesh,
+                                              images=eval_images)
     self.eval_texts: list[str] = []
 
     self.total_steps = c.steps
@@ -382,15 +650,34 @@ class SFTRun:
   def init(self) -> train_lib.TrainState:
     return self._state0
 
+  def row_images(self, rows_with_where) -> data_lib.RowImages | None:
+    """The images of rows from :func:`jaxlab.llm.data.load_rows` as this run reads them (None
+    for a run without images): what ``TaskAccuracy(images=...)`` needs to score such rows."""
+    if self.images is None:
+      return None
+    return data_lib.RowImages(rows_with_where, self.config.data.image_field, self.image_config,
+                              self.images.vision_config, self.config.data.max_patches)
+
+  def host_batch(self, step: int) -> dict[str, Any]:
+    """The numpy batch of optimizer step ``step`` (0-based), a pure function of the seed and
+    the step: ``tokens``, ``loss_mask``, and for a VLM ``mask``, ``positions_b3t`` and the
+    padded ``images`` (read from their files now); the same shapes at every step."""
+    c = self.config
+    idx = data_lib.batch_indices(step, c.batch_size, self.num_rows, c.seed)
+    host = {"tokens": self.tokens[idx], "loss_mask": self.loss_mask[idx]}
+    if self.vlm:
+      host.update(mask=self.mask[idx], positions_b3t=self.positions[idx])
+      if self.images is not None and self.images.max_patches:
+        host["images"] = self.images.pack(idx)
+    return host
+
   def train(self, state, step: int, num_steps: int):
     """``num_steps`` optimizer steps; their metrics averaged (lr: the last step's)."""
     c = self.config
     t0 = time.perf_counter()
     window = []
     for s in range(step, step + num_steps):
-      idx = data_lib.batch_indices(s, c.batch_size, self.num_rows, c.seed)
-      batch = train_lib.shard_batch({"tokens": self.tokens[idx],
-                                     "loss_mask": self.loss_mask[idx]}, self.mesh)
+      batch = train_lib.shard_batch(self.host_batch(s), self.mesh)
       state, m = self.step_fn(state, batch)
       window.append(m)
     host = jax.device_get(window)
@@ -406,8 +693,8 @@ class SFTRun:
     return state, metrics
 
   def model(self, state):
-    """The decoder with ``state``'s parameters (compute dtype)."""
-    return train_lib.model_from_state(self.graphdef, state)
+    """The model with ``state``'s parameters (compute dtype; no remat)."""
+    return train_lib.model_from_state(self.eval_graphdef, state)
 
   def evaluate(self, state, step: int) -> dict[str, Any]:
     del step
@@ -423,6 +710,14 @@ class SFTRun:
     if self.config.model.family == "looped":  # HrmText when the layout is HrmText's, else ours
       looped_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer,
                                   fmt="auto")
+    elif self.vlm:
+      from jaxlab.models.qwen_vl import params as vl_ckpt  # pylint: disable=g-import-not-at-top
+      from jaxlab.models.qwen_vl import processor  # pylint: disable=g-import-not-at-top
+      vl_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer)
+      image_config = (self.image_config if self.images is not None
+                      else _image_configs(self.config)[0])
+      with open(os.path.join(hf_dir, processor.PREPROCESSOR_FILE), "w") as f:
+        json.dump(image_config.to_dict(), f, indent=2)
     else:
       hf_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer)
     with open(os.path.join(self.workdir, "eval_samples.jsonl"), "w") as f:

@@ -185,6 +185,8 @@ TASKS: dict[str, Task] = {
     "pointer_chase": Task("pointer_chase", extract_word, _exact),
     "modular_chain": Task("modular_chain", extract_number, numbers_equal),
     "question_shaped": Task("question_shaped", extract_number, numbers_equal),
+    # The vision-language SFT image task (jaxlab.llm.image_tasks): the first word, exactly.
+    "shapes": Task("shapes", extract_word, _exact),
 }
 
 

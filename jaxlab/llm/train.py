@@ -11,7 +11,8 @@ The pieces, in the order a step uses them:
 * The loss is a hook (:data:`LossFn`) that also receives the step's PRNG key, derived from
   ``(seed, step)`` so a resumed run draws what an uninterrupted one would: :func:`lm_loss` for
   the decoder, :func:`looped_loss` for a looped model (sampled trip count, random initial
-  state, exit gate).
+  state, exit gate), :func:`vlm_loss` for a vision-language model (the batch's extra entries:
+  M-RoPE positions and padded images).
 * :func:`lm_loss` is next-token cross-entropy in float32 over the positions a ``loss_mask``
   selects (the completion of a prompt/completion pair), normalised by the number of such
   tokens in the *whole* batch, so that accumulating micro-batches gives exactly the gradient of
@@ -131,6 +132,24 @@ def looped_loss(exit_gate_beta: float = 0.0) -> Callable[..., jax.Array]:
   return loss
 
 
+def vlm_loss(model, tokens_bt, loss_mask_bt, mask_bt, normalizer, key, *, positions_b3t,
+             images=None) -> jax.Array:
+  """The loss hook of a vision-language model (:class:`jaxlab.models.qwen_vl.modeling.QwenVL`):
+  :func:`lm_loss`'s masked next-token cross-entropy, with the image embeddings spliced in at
+  the placeholders and the M-RoPE positions of the rows.
+
+  Its extra batch entries (see :func:`make_train_step`): ``positions_b3t`` int ``[B, 3, T]``
+  (``rope_index`` of each row, computed on the host) and ``images``, a padded
+  :class:`~jaxlab.models.qwen_vl.vision.ImageBatch` of the rows' images (absent for text-only
+  rows), whose layout is data, so batches of different image sizes share one program.
+  """
+  del key  # deterministic
+  positions = jnp.swapaxes(positions_b3t, 0, 1)  # [3, B, T]
+  h, _ = model.prompt_hidden(tokens_bt, mask_bt, positions, images, None)
+  w = loss_mask_bt[:, 1:].astype(jnp.float32)
+  return jnp.sum(token_nll(model.logits(h), tokens_bt) * w) / normalizer
+
+
 # -- state ----------------------------------------------------------------------------------------
 
 
@@ -215,9 +234,11 @@ def _split_micro(x: jax.Array, accum: int) -> jax.Array:
   return jnp.swapaxes(x.reshape(b // accum, accum, *x.shape[1:]), 0, 1)
 
 
-# A loss hook: ``loss_fn(model, tokens_bt, loss_mask_bt, mask_bt, normalizer, key) -> loss``,
-# the micro-batch's summed target loss divided by ``normalizer``; ``key`` is this step's and
-# micro-batch's PRNG key (a pure function of the seed and the step counter).
+# A loss hook: ``loss_fn(model, tokens_bt, loss_mask_bt, mask_bt, normalizer, key, **extra)
+# -> loss``, the micro-batch's summed target loss divided by ``normalizer``; ``key`` is this
+# step's and micro-batch's PRNG key (a pure function of the seed and the step counter);
+# ``extra`` are the batch's other entries (pytrees with leading dim B; none for a decoder),
+# cut into the same micro-batches.
 LossFn = Callable[..., jax.Array]
 
 
@@ -240,6 +261,7 @@ def _step_impl(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef: A
   mask = batch.get("mask")
   if mask is None:
     mask = jnp.ones(tokens.shape, bool)
+  extra = {k: v for k, v in batch.items() if k not in ("tokens", "loss_mask", "mask")}
   # The whole batch's target count normalises every micro-batch's summed loss, so that the
   # accumulated gradient equals the big batch's.
   total = jnp.maximum(jnp.sum(loss_mask[:, 1:].astype(jnp.float32)), 1.0)
@@ -250,28 +272,29 @@ def _step_impl(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef: A
   compute_dtype = jnp.dtype(nnx.merge(graphdef, state.params).config.dtype)
   cparams = cast_floating(state.params, compute_dtype)
 
-  def micro_loss(p, tok, lm, m, key):
+  def micro_loss(p, tok, lm, m, key, ex):
     model = nnx.merge(graphdef, p)
-    return loss_fn(model, tok, lm, m, total, key)
+    return loss_fn(model, tok, lm, m, total, key, **ex)
 
   grad_fn = jax.value_and_grad(micro_loss)
-  micro = [_split_micro(x, grad_accum) for x in (tokens, loss_mask, mask)]
+  micro = jax.tree.map(lambda x: _split_micro(x, grad_accum), (tokens, loss_mask, mask, extra))
   if micro_sharding is not None:
-    micro = [jax.lax.with_sharding_constraint(x, micro_sharding) for x in micro]
+    micro = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, micro_sharding), micro)
   keys = jax.random.split(step_key(seed, state.step), grad_accum)  # one per micro-batch
 
   def body(carry, mb):
     loss_acc, grad_acc = carry
-    *arrays, key = mb
-    loss, g = grad_fn(cparams, *arrays, key)
+    (tok, lm, m, ex), key = mb
+    loss, g = grad_fn(cparams, tok, lm, m, key, ex)
     grad_acc = jax.tree.map(lambda a, gi: a + gi.astype(jnp.float32), grad_acc, g)
     return (loss_acc + loss, grad_acc), None
 
   zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), state.params)
   if grad_accum == 1:
-    (loss, grads), _ = body((jnp.float32(0.0), zeros), [x[0] for x in micro] + [keys[0]])
+    first = jax.tree.map(lambda x: x[0], micro)
+    (loss, grads), _ = body((jnp.float32(0.0), zeros), (first, keys[0]))
   else:
-    (loss, grads), _ = jax.lax.scan(body, (jnp.float32(0.0), zeros), (*micro, keys))
+    (loss, grads), _ = jax.lax.scan(body, (jnp.float32(0.0), zeros), (micro, keys))
   if grad_shardings is not None:
     # Laid out like the parameters: under FSDP a reduce-scatter rather than an all-reduce.
     grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
@@ -306,8 +329,10 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation, schedule: o
     seed: with the state's step counter, the source of each step's key (:func:`step_key`).
 
   The batch is a dict: ``tokens`` int ``[B, T]``, ``loss_mask`` ``[B, T]`` (see
-  :func:`lm_loss`), optionally ``mask`` ``[B, T]``. Metrics: ``loss`` (mean target-token
-  cross-entropy), ``tokens`` (targets in the batch), ``grad_norm`` (before clipping), ``lr``
+  :func:`lm_loss`), optionally ``mask`` ``[B, T]``; any other entry (a pytree whose leaves have
+  leading dim ``B``, e.g. :func:`vlm_loss`'s positions and images) is cut into the same
+  micro-batches and passed to ``loss_fn`` as a keyword argument. Metrics: ``loss`` (mean
+  target-token cross-entropy), ``tokens`` (targets in the batch), ``grad_norm`` (before clipping), ``lr``
   (the rate this step used).
   """
   if grad_accum < 1:
@@ -342,13 +367,14 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation, schedule: o
   return train_step
 
 
-def shard_batch(batch: Mapping[str, Any], mesh: Mesh | None) -> dict[str, jax.Array]:
-  """Places a host batch: rows split over ``("data", "fsdp")`` (or the default device)."""
-  arrays = {k: jnp.asarray(v) for k, v in batch.items()}
+def shard_batch(batch: Mapping[str, Any], mesh: Mesh | None) -> dict[str, Any]:
+  """Places a host batch (a dict of arrays or pytrees of arrays, each with leading dim ``B``):
+  rows split over ``("data", "fsdp")`` (or the default device)."""
+  arrays = jax.tree.map(jnp.asarray, dict(batch))
   if mesh is None:
     return arrays
-  return {k: jax.device_put(v, NamedSharding(mesh, sharding_lib.fit_spec(
-      BATCH_SPEC, v.shape, mesh))) for k, v in arrays.items()}
+  return jax.tree.map(lambda v: jax.device_put(v, NamedSharding(mesh, sharding_lib.fit_spec(
+      BATCH_SPEC, v.shape, mesh))), arrays)
 
 
 # -- accounting -----------------------------------------------------------------------------------

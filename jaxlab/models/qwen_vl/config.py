@@ -145,7 +145,23 @@ class QwenVLConfig:
   def stop_token_ids(self) -> tuple[int, ...]:
     return self.text.stop_token_ids
 
+  @property
+  def remat(self) -> bool:
+    """Whether the text layers recompute their activations in the backward pass."""
+    return self.text.remat
+
+  @property
+  def dtype(self) -> str:
+    """The compute dtype of the whole model (the tower runs in the text model's dtype)."""
+    return self.text.dtype
+
   def replace(self, **changes: Any) -> "QwenVLConfig":
+    """A copy with fields changed; fields of the text config (``dtype``, ``param_dtype``,
+    ``remat``, ...) may be given directly and go to ``text``, as a trainer changes a decoder's."""
+    own = {f.name for f in dataclasses.fields(self)}
+    text = {k: changes.pop(k) for k in list(changes) if k not in own}
+    if text:
+      changes["text"] = dataclasses.replace(changes.get("text", self.text), **text)
     return dataclasses.replace(self, **changes)
 
   # -- Hugging Face config.json -----------------------------------------------------------------

@@ -20,6 +20,9 @@ rope_delta``.
 API (``B`` batch, ``T`` tokens, ``N`` patches, ``V`` vocabulary):
 
   model(tokens_bt, mask_bt, pixel_values, grid_thw) -> logits [B, T, V] (float32), no cache.
+      ``pixel_values`` may also be a padded :class:`~jaxlab.models.qwen_vl.vision.ImageBatch`
+      (``grid_thw`` None): the images' layout is then data and one compiled program serves
+      batches of any image sizes within its patch budget (training, evaluation).
   model.prefill(tokens_bt, mask_bt, pixel_values, grid_thw, cache) -> (logits, cache, deltas_b)
       writes the prompt into a cache from ``model.init_cache(B, max_len)``; ``deltas_b`` are
       the rows' rope deltas, to pass to every later step.
@@ -52,7 +55,8 @@ from flax import nnx
 
 from jaxlab.models.decoder.modeling import Decoder, KVCache, positions_from_mask
 from jaxlab.models.qwen_vl.config import QwenVLConfig
-from jaxlab.models.qwen_vl.vision import Grid, VisionTower, as_grid, merged_counts
+from jaxlab.models.qwen_vl.vision import (Grid, ImageBatch, VisionTower, as_grid,
+                                          merged_counts)
 
 
 def rope_index(config: QwenVLConfig, tokens_bt: Any, mask_bt: Any = None,
@@ -84,13 +88,16 @@ def rope_index(config: QwenVLConfig, tokens_bt: Any, mask_bt: Any = None,
     real = np.flatnonzero(mask[row])
     ids = tokens[row, real]
     out = np.zeros((3, len(real)), np.int64)
+    starts = np.flatnonzero(ids == config.image_token_id)
     pos = i = 0
     while i < len(ids):
-      if ids[i] != config.image_token_id:
-        out[:, i] = pos
-        pos += 1
-        i += 1
-        continue
+      # The text up to the next placeholder counts on in one step (no per-token loop).
+      j = starts[np.searchsorted(starts, i)] if len(starts) and starts[-1] >= i else len(ids)
+      out[:, i:j] = pos + np.arange(j - i)
+      pos += j - i
+      i = j
+      if i == len(ids):
+        break
       gt, gh, gw = grid[image]
       gh, gw = gh // m, gw // m
       f, r, c = np.meshgrid(np.arange(gt), np.arange(gh), np.arange(gw), indexing="ij")
@@ -118,11 +125,14 @@ def check_placeholders(config: QwenVLConfig, tokens: np.ndarray, mask: np.ndarra
   image = 0
   for row in range(tokens.shape[0]):
     ids = is_img[row][mask[row]]
+    starts = np.flatnonzero(ids)
     i = 0
     while i < len(ids):
-      if not ids[i]:
-        i += 1
-        continue
+      if not ids[i]:  # jump to the next placeholder
+        later = starts[starts > i]
+        if not len(later):
+          break
+        i = int(later[0])
       n = counts[image]
       if not ids[i:i + n].all() or len(ids[i:i + n]) < n:
         run = int(np.argmin(np.append(ids[i:], False)))
@@ -165,13 +175,24 @@ class QwenVL(nnx.Module):
     """Merged image embeddings ``[sum merged patches, D]`` (see :class:`VisionTower`)."""
     return self.visual(jnp.asarray(pixel_values), grid_thw)
 
-  def embed(self, tokens_bt: jax.Array, pixel_values: jax.Array | None = None,
+  def embed(self, tokens_bt: jax.Array, pixel_values: jax.Array | ImageBatch | None = None,
             grid_thw=None) -> jax.Array:
     """Token embeddings ``[B, T, D]`` with the image placeholders' rows replaced, in order, by
-    the merged image embeddings."""
+    the merged image embeddings.
+
+    ``pixel_values`` is either ``[N, patch_dim]`` with the static ``grid_thw`` (the images of
+    all rows in one list) or an :class:`ImageBatch` (``grid_thw`` None): row ``b``'s
+    placeholders take row ``b``'s merged tokens in order.
+    """
     x = self.text.embed(jnp.asarray(tokens_bt))
     if pixel_values is None:
       return x
+    if isinstance(pixel_values, ImageBatch):
+      img = self.visual.padded(pixel_values).astype(x.dtype)  # [B, Nm, D]
+      is_img = jnp.asarray(tokens_bt) == self.config.image_token_id
+      idx = jnp.clip(jnp.cumsum(is_img, axis=1) - 1, 0, img.shape[1] - 1)
+      picked = jnp.take_along_axis(img, idx[..., None], axis=1)
+      return jnp.where(is_img[..., None], picked, x)
     img = self.image_embeds(pixel_values, grid_thw).astype(x.dtype)
     is_img = (jnp.asarray(tokens_bt) == self.config.image_token_id).reshape(-1)
     idx = jnp.clip(jnp.cumsum(is_img) - 1, 0, img.shape[0] - 1)
@@ -232,7 +253,8 @@ class Prompt:
   mask: jax.Array  # [B, T] bool
   positions: jax.Array  # [3, B, T] int32
   deltas: jax.Array  # [B] int32
-  pixel_values: jax.Array | None  # [N, C*T*P*P] or None
+  # [N, C*T*P*P] with the static grid, or an ImageBatch (padded rows, grid None), or None.
+  pixel_values: Any
   grid: Grid | None = flax.struct.field(pytree_node=False, default=None)
 
 
@@ -243,13 +265,37 @@ def prepare_prompt(config: QwenVLConfig, tokens_bt: Any, mask_bt: Any = None,
   if tokens.ndim != 2:
     raise ValueError(f"QwenVL: tokens must be [B, T], got shape {list(tokens.shape)}")
   mask = np.ones(tokens.shape, bool) if mask_bt is None else np.asarray(mask_bt).astype(bool)
-  if (pixel_values is None) != (grid_thw is None):
+  if isinstance(pixel_values, ImageBatch):
+    if grid_thw is not None:
+      raise ValueError("QwenVL: an ImageBatch carries its own grids; pass grid_thw=None")
+  elif (pixel_values is None) != (grid_thw is None):
     raise ValueError("QwenVL: pass pixel_values and grid_thw together (or neither)")
+  if isinstance(pixel_values, ImageBatch):
+    check_image_rows(config, tokens, mask, pixel_values)
+    positions, deltas = rope_index(config, tokens, mask, pixel_values.flat_grid())
+    return Prompt(tokens=jnp.asarray(tokens, jnp.int32), mask=jnp.asarray(mask),
+                  positions=jnp.asarray(positions), deltas=jnp.asarray(deltas),
+                  pixel_values=jax.tree.map(jnp.asarray, pixel_values), grid=None)
   positions, deltas = rope_index(config, tokens, mask, grid_thw)
   return Prompt(tokens=jnp.asarray(tokens, jnp.int32), mask=jnp.asarray(mask),
                 positions=jnp.asarray(positions), deltas=jnp.asarray(deltas),
                 pixel_values=None if pixel_values is None else jnp.asarray(pixel_values),
                 grid=None if grid_thw is None else as_grid(grid_thw))
+
+
+def check_image_rows(config: QwenVLConfig, tokens: np.ndarray, mask: np.ndarray,
+                     images: ImageBatch) -> None:
+  """Raises ValueError unless row ``b`` of the prompts holds exactly as many real placeholder
+  tokens as row ``b`` of ``images`` has merged patches (and the batch sizes agree)."""
+  want = images.row_counts(config.vision)
+  if len(want) != tokens.shape[0]:
+    raise ValueError(f"the ImageBatch has {len(want)} rows but the prompts have "
+                     f"{tokens.shape[0]}")
+  got = ((tokens == config.image_token_id) & mask).sum(-1)
+  for row, (g, w) in enumerate(zip(got, want)):
+    if g != w:
+      raise ValueError(f"row {row}: {int(g)} image placeholder tokens (id "
+                       f"{config.image_token_id}) but its images give {int(w)} merged patches")
 
 
 # -- compiled entry points: host work first, then one program per shapes and image grids -------
@@ -305,8 +351,42 @@ def image_embeds(model: QwenVL, pixel_values: Any, grid_thw) -> jax.Array:
 
 
 def init_qwen_vl(config: QwenVLConfig, seed: int = 0) -> QwenVL:
-  """A randomly initialised model (normal(0.02) weights, unit norms, zero biases)."""
-  return QwenVL(config, rngs=nnx.Rngs(seed))
+  """A randomly initialised model: the constructor's rules (normal(0.02) weights, unit norm
+  scales, zero biases), with all normal draws taken as one vector in one compiled program
+  (on the default device) and cut into the weights.
+
+  Building the model eagerly (or jitting its constructor) compiles a separate threefry draw per
+  parameter, seconds of XLA compilation on CPU even for a tiny model; one draw compiles once.
+  The values differ from ``QwenVL(config, rngs=nnx.Rngs(seed))``'s, with the same
+  distribution.
+  """
+  from jaxlab.models.paths import path_str  # pylint: disable=g-import-not-at-top
+  graphdef, abstract = nnx.split(abstract_qwen_vl(config))
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+  specs = []  # (kind, shape, dtype) per leaf
+  for keypath, leaf in leaves:
+    name = path_str(keypath).rsplit("/", 1)[-1]
+    kind = "ones" if name == "scale" else "zeros" if "bias" in name else "normal"
+    specs.append((kind, tuple(leaf.shape), jnp.dtype(leaf.dtype)))
+  total = sum(int(np.prod(shape)) for kind, shape, _ in specs if kind == "normal")
+
+  @jax.jit
+  def build(key):
+    flat = _INIT_STD * jax.random.normal(key, (total,), jnp.float32)
+    out, offset = [], 0
+    for kind, shape, dtype in specs:
+      if kind == "normal":
+        n = int(np.prod(shape))
+        out.append(flat[offset:offset + n].reshape(shape).astype(dtype))
+        offset += n
+      else:
+        out.append((jnp.ones if kind == "ones" else jnp.zeros)(shape, dtype))
+    return out
+
+  return nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, build(jax.random.key(seed))))
+
+
+_INIT_STD = 0.02  # the constructor's (transformers' initializer_range)
 
 
 def abstract_qwen_vl(config: QwenVLConfig) -> QwenVL:

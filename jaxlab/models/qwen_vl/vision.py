@@ -23,13 +23,26 @@ Pipeline (``N`` patches of all images together, ``Dv`` the tower's width):
 The grid of each image (``grid_thw``: frames, patch rows, patch columns) decides every index
 above, so it is static: Python ints, computed on the host with numpy; ``pixel_values`` may be
 traced.
+
+Static grids compile one program per set of image sizes. Training and evaluation, whose
+batches mix image sizes, use the padded form instead (:class:`ImageBatch`,
+:func:`pack_images`, :meth:`VisionTower.padded`): the same indices computed on the host per
+batch row and passed as *data*, every row's patches padded to one budget ``max_patches``, so
+one program serves every batch. Padding patches sit after the real ones, attend only among
+themselves and are never spliced into the text. Each row's images form one attention problem
+of ``max_patches`` patches (rather than all patches of the batch in one sequence), so the
+tower's activations split over the batch like the text model's. The trade-off against
+bucketing batches by image size: no recompiles and no change to which rows meet in a batch
+(the batch of a step stays a pure function of the seed and the step), at the price of
+computing ``max_patches`` patches per row whatever its images need.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,6 +133,124 @@ def attention_segments(config: VisionConfig, grid: Grid) -> tuple[np.ndarray, np
   frame_id = (image * (1 + max(t for t, _, _ in grid)) + frame)[order]
   unit = config.merge_unit
   return np.repeat(frame_id, unit), np.repeat(wid, unit)
+
+
+@flax.struct.dataclass
+class ImageBatch:
+  """The images of a batch of ``B`` rows, each row's patches padded to ``Np`` (layout as data).
+
+  Every index the static path derives from ``grid_thw`` (:func:`window_order`,
+  :func:`patch_positions`, :func:`attention_segments`) is computed per row on the host by
+  :func:`pack_images` and carried here as arrays, so a compiled program depends only on
+  ``(B, Np, K)``. Shapes (``U = M * M`` patches per merged token, ``K`` images per row at most):
+
+  Attributes:
+    pixel_values: ``[B, Np, C*T*P*P]`` float; row ``b``'s images' patches in the processor's
+      order, then zeros.
+    grid: ``[B, K, 3]`` int32, row ``b``'s image grids in order, then zero rows; read on the
+      host (M-RoPE positions), unused by the compiled tower.
+    order: ``[B, Np]`` int32, the row slot of the patch that comes k-th in window order
+      (padding last, in place).
+    positions: ``[B, Np, 2]`` int32 (patch row, patch column) in window order; 0 for padding.
+    image_seg: ``[B, Np]`` int32 (image, frame) segment in window order; -1 for padding.
+    window_seg: ``[B, Np]`` int32 window segment in window order; -1 for padding.
+    restore: ``[B, Np / U]`` int32, for each merged token in the processor's order its index
+      in window order (the inverse of ``order`` over merged tokens).
+  """
+  pixel_values: Any
+  grid: Any
+  order: Any
+  positions: Any
+  image_seg: Any
+  window_seg: Any
+  restore: Any
+
+  @property
+  def max_patches(self) -> int:
+    return self.pixel_values.shape[1]
+
+  def flat_grid(self) -> np.ndarray:
+    """``[num_images, 3]`` grids of all rows in order (host numpy), as the static path lists
+    them."""
+    g = np.asarray(self.grid).reshape(-1, 3)
+    return g[g[:, 0] > 0].astype(np.int64)
+
+  def row_counts(self, config: VisionConfig) -> np.ndarray:
+    """``[B]`` merged tokens (image placeholders) each row's images give."""
+    g = np.asarray(self.grid).astype(np.int64)
+    return (g.prod(-1) // config.merge_unit).sum(-1)
+
+  def rows(self, index: Any) -> "ImageBatch":
+    """The rows ``index`` (numpy fancy index) of every field."""
+    return jax.tree.map(lambda x: np.asarray(x)[index], self)
+
+
+def pack_images(config: VisionConfig, pixel_values: np.ndarray | None,
+                grid_thw: Sequence[Sequence[int]] | np.ndarray | None,
+                images_per_row: Sequence[int], max_patches: int, max_images: int = 0
+                ) -> ImageBatch:
+  """Lays out the images of ``B`` rows for :meth:`VisionTower.padded` (host side, numpy).
+
+  Args:
+    config: the tower's config.
+    pixel_values: ``[N, C*T*P*P]`` patches of all images in row order (the processor's output
+      for the rows' images in turn), or None when no row has an image.
+    grid_thw: ``[num_images, 3]`` grids of those images.
+    images_per_row: how many of the images belong to each row, in order.
+    max_patches: ``Np``, the patch budget of a row (a multiple of ``M * M``).
+    max_images: ``K``, image slots per row (default: the most any row has, at least 1).
+
+  Raises:
+    ValueError: a row's images need more than ``max_patches`` patches or it has more than
+      ``max_images`` images (the row named), or the counts disagree with the arrays.
+  """
+  unit = config.merge_unit
+  if max_patches < 0 or max_patches % unit:
+    raise ValueError(f"max_patches={max_patches} must be a non-negative multiple of "
+                     f"spatial_merge_size**2 = {unit}")
+  grid = as_grid(np.zeros((0, 3), int) if grid_thw is None else grid_thw)
+  _check_grid(config, grid)
+  counts = [int(k) for k in images_per_row]
+  if sum(counts) != len(grid):
+    raise ValueError(f"images_per_row sums to {sum(counts)}, but {len(grid)} image grids "
+                     "were given")
+  sizes = [t * h * w for t, h, w in grid]
+  n_total = sum(sizes)
+  if n_total and (pixel_values is None or np.shape(pixel_values)[0] != n_total):
+    raise ValueError(f"pixel_values has {0 if pixel_values is None else len(pixel_values)} "
+                     f"rows, expected {n_total} for grid_thw {[list(g) for g in grid]}")
+  b = len(counts)
+  k = max_images or max(max(counts, default=0), 1)
+  dim = config.patch_dim
+  pix = np.zeros((b, max_patches, dim), np.float32)
+  out_grid = np.zeros((b, k, 3), np.int32)
+  order = np.tile(np.arange(max_patches, dtype=np.int32), (b, 1))
+  positions = np.zeros((b, max_patches, 2), np.int32)
+  image_seg = np.full((b, max_patches), -1, np.int32)
+  window_seg = np.full((b, max_patches), -1, np.int32)
+  restore = np.tile(np.arange(max_patches // unit, dtype=np.int32), (b, 1))
+  image = patch = 0
+  for r, count in enumerate(counts):
+    row_grid = grid[image:image + count]
+    n = sum(sizes[image:image + count])
+    if count > k:
+      raise ValueError(f"row {r}: {count} images, more than max_images={k}")
+    if n > max_patches:
+      raise ValueError(f"row {r}: its image(s) {[list(g) for g in row_grid]} need {n} "
+                       f"patches, more than max_patches={max_patches}")
+    if count:
+      blocks, _ = window_order(config, row_grid)
+      patch_order = (blocks[:, None] * unit + np.arange(unit)).reshape(-1)
+      pix[r, :n] = np.asarray(pixel_values[patch:patch + n], np.float32)
+      out_grid[r, :count] = row_grid
+      order[r, :n] = patch_order
+      positions[r, :n] = patch_positions(config, row_grid)[patch_order]
+      image_seg[r, :n], window_seg[r, :n] = attention_segments(config, row_grid)
+      restore[r, :n // unit] = np.argsort(blocks)
+    image += count
+    patch += n
+  return ImageBatch(pixel_values=pix, grid=out_grid, order=order, positions=positions,
+                    image_seg=image_seg, window_seg=window_seg, restore=restore)
 
 
 def rope_inv_freq(config: VisionConfig) -> np.ndarray:
@@ -249,3 +380,29 @@ class VisionTower(nnx.Module):
       x = block(x, cos, sin, full if i in c.fullatt_block_indexes else windowed)
     merged = self.merger(x[0], self.dtype)
     return merged[np.argsort(order)]
+
+  def padded(self, images: ImageBatch) -> jax.Array:
+    """Merged embeddings ``[B, Np / M^2, out_hidden_size]`` (compute dtype) of a padded batch.
+
+    Row ``b``'s first ``row_counts[b]`` outputs are its images' merged tokens in the
+    processor's order (what :meth:`__call__` gives for those images); the rest are padding.
+    Traceable: every index is data (:class:`ImageBatch`).
+    """
+    c = self.config
+    pixels = jnp.asarray(images.pixel_values)
+    b, n, dim = pixels.shape
+    if dim != c.patch_dim or n % c.merge_unit:
+      raise ValueError(f"ImageBatch.pixel_values has shape {list(pixels.shape)}; expected "
+                       f"[B, Np, {c.patch_dim}] with Np a multiple of {c.merge_unit}")
+    dt = jnp.dtype(self.dtype)
+    x = pixels.astype(dt) @ self.patch_embed_pd[...].astype(dt)
+    x = jnp.take_along_axis(x, jnp.asarray(images.order)[..., None], axis=1)
+    cos, sin = rope_cos_sin(c, jnp.asarray(images.positions).reshape(b * n, 2))
+    cos, sin = cos.reshape(b, n, -1), sin.reshape(b, n, -1)
+    image_seg, window_seg = jnp.asarray(images.image_seg), jnp.asarray(images.window_seg)
+    full = image_seg[:, :, None] == image_seg[:, None, :]
+    windowed = window_seg[:, :, None] == window_seg[:, None, :]
+    for i, block in enumerate(self.blocks):
+      x = block(x, cos, sin, full if i in c.fullatt_block_indexes else windowed)
+    merged = self.merger(x.reshape(b * n, -1), self.dtype).reshape(b, n // c.merge_unit, -1)
+    return jnp.take_along_axis(merged, jnp.asarray(images.restore)[..., None], axis=1)
