@@ -53,6 +53,26 @@ class McqItem:
   record: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
+def read_texts_file(path: str, known: Sequence[str]) -> dict[str, Any]:
+  """The JSON object of a user's prompt-texts file (``--texts``), every key one of ``known``.
+
+  Raises:
+    ConfigError: an unreadable file, not a JSON object, or an unknown key (naming it and the
+      known ones). Checking the values is the harness's.
+  """
+  try:
+    with open(path, encoding="utf-8") as f:
+      given = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ConfigError(f"{path}: cannot read prompt texts: {e}") from None
+  if not isinstance(given, dict):
+    raise ConfigError(f"{path}: expected a JSON object, got {type(given).__name__}")
+  for key in given:
+    if key not in known:
+      raise ConfigError(f"{path}: unknown key {key!r}; known keys: {', '.join(known)}")
+  return given
+
+
 def pin_settings(workdir: str, settings: Mapping[str, Any],
                  free: Sequence[str] = ("batch_size",)) -> None:
   """Writes ``workdir/run.json`` on the first call; later calls must match it.

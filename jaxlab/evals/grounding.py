@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -108,18 +107,10 @@ class GroundingTexts:
   def from_file(cls, path: str) -> "GroundingTexts":
     """Our texts with the keys of the JSON object in ``path`` (``system``, ``user``) replacing
     them. Raises ConfigError for an unreadable file, an unknown key or a non-string value."""
-    try:
-      with open(path, encoding="utf-8") as f:
-        given = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-      raise ConfigError(f"{path}: cannot read prompt texts: {e}") from None
-    if not isinstance(given, dict):
-      raise ConfigError(f"{path}: expected a JSON object, got {type(given).__name__}")
-    known = [f.name for f in dataclasses.fields(cls)]
+    from jaxlab.evals import benchmark  # pylint: disable=import-outside-toplevel
+    given = benchmark.read_texts_file(path, [f.name for f in dataclasses.fields(cls)])
     out = dataclasses.asdict(DEFAULT_TEXTS)
     for key, value in given.items():
-      if key not in known:
-        raise ConfigError(f"{path}: unknown key {key!r}; known keys: {', '.join(known)}")
       if not isinstance(value, str):
         raise ConfigError(f"{path}: key {key!r}: expected a string, got {type(value).__name__}")
       out[key] = value

@@ -56,7 +56,6 @@ import dataclasses
 import glob
 import hashlib
 import io
-import json
 import os
 import sys
 import tempfile
@@ -538,18 +537,10 @@ class PromptTexts:
     ``cot_system`` may give only some languages. Raises ConfigError for an unreadable file,
     an unknown key or language, or a value that is not a string.
     """
-    try:
-      with open(path, encoding="utf-8") as f:
-        given = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-      raise ConfigError(f"{path}: cannot read prompt texts: {e}") from None
-    if not isinstance(given, dict):
-      raise ConfigError(f"{path}: expected a JSON object, got {type(given).__name__}")
-    known = [f.name for f in dataclasses.fields(cls)]
+    from jaxlab.evals import benchmark  # pylint: disable=import-outside-toplevel
+    given = benchmark.read_texts_file(path, [f.name for f in dataclasses.fields(cls)])
     out = dataclasses.asdict(DEFAULT_TEXTS)
     for key, value in given.items():
-      if key not in known:
-        raise ConfigError(f"{path}: unknown key {key!r}; known keys: {', '.join(known)}")
       if key == "cot_system":
         if not isinstance(value, dict):
           raise ConfigError(f"{path}: key 'cot_system': expected an object language -> text")
