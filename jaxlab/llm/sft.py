@@ -407,16 +407,26 @@ def _vision_tokens() -> list[str]:
 
 
 def _build_tokenizer(c, workdir: str, train_texts: Sequence[str]):
+  """The run's tokenizer: ``model.init``'s, the one a resumed run wrote, or a char tokenizer of
+  the training texts (written to ``workdir/tokenizer`` by process 0 only).
+
+  Under several processes every process looks for a saved tokenizer before any writes one (a
+  barrier), then each builds the same tokenizer from the same texts in memory, so no process
+  reads a file another is still writing.
+  """
   from jaxlab.models import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, "tokenizer")
   if c.model.init:
     return tok_lib.load_tokenizer(c.model.init)
-  if os.path.isfile(os.path.join(path, "tokenizer.json")):
+  saved = os.path.isfile(os.path.join(path, "tokenizer.json"))
+  mesh_lib.barrier("sft_tokenizer_checked")
+  if saved:
     return tok_lib.load_tokenizer(path)  # a resumed run keeps its ids
+  out = path if mesh_lib.is_primary() else None
   # Digits and arithmetic symbols always, so held-out answers never hit <unk>.
   extra = "0123456789+-*/=(). "
   if c.model.family != "qwen_vl":
-    return tok_lib.train_char_tokenizer(train_texts, path, extra_chars=extra)
+    return tok_lib.train_char_tokenizer(train_texts, out, extra_chars=extra)
   # A VLM's: the characters of the texts without their vision tokens, which are added as
   # special tokens; no chat template, so launch.generate renders prompts as training did.
   vision = _vision_tokens()
@@ -427,8 +437,9 @@ def _build_tokenizer(c, workdir: str, train_texts: Sequence[str]):
     plain.append(t)
   tok = tok_lib.train_char_tokenizer(plain, None, extra_chars=extra, chat_template=None)
   tok.add_special_tokens({"additional_special_tokens": vision})
-  os.makedirs(path, exist_ok=True)
-  tok.save_pretrained(path)
+  if out is not None:
+    os.makedirs(out, exist_ok=True)
+    tok.save_pretrained(out)
   return tok
 
 
