@@ -21,6 +21,8 @@ import time
 
 from absl import app, flags
 
+from benchmarks.timing import time_best
+
 _BATCH = flags.DEFINE_integer("batch", 8, "prompts per batch")
 _NEW = flags.DEFINE_integer("max_new_tokens", 128, "tokens generated per prompt")
 _LAYERS = flags.DEFINE_integer("layers", 4, "decoder layers")
@@ -66,15 +68,6 @@ def _build_reference(path: str):
 def random_prompts(rng, batch, vocab):
   lengths = rng.integers(_PROMPT_MIN.value, _PROMPT_MAX.value + 1, size=batch)
   return [list(rng.integers(3, vocab, size=n)) for n in lengths]
-
-
-def time_best(fn, repeats):
-  best = float("inf")
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - t0)
-  return best
 
 
 def main(argv):

@@ -40,6 +40,7 @@ from absl import app, flags
 # intermediate, prompt_min/max, repeats, dtype, torch_device, skip_torch) and the helpers are
 # the decoder benchmark's: importing it defines them once.
 from benchmarks import generate_vs_transformers as text_bench
+from benchmarks.timing import time_best
 
 FLAGS = flags.FLAGS
 
@@ -206,7 +207,6 @@ def main(argv):
 
   # Alternate the two so that load from other processes hits both alike; keep each side's best.
   # The prefill (vision tower + prompt + first token) is timed apart: max_new_tokens=1.
-  time_best = text_bench.time_best
   run_ours(1)
   t_ours = t_theirs = p_ours = p_theirs = float("inf")
   for _ in range(repeats):
