@@ -105,6 +105,29 @@ def system_prompt(width: int, height: int, template: str = SYSTEM_TEMPLATE) -> s
   return template.replace("{width}", str(int(width))).replace("{height}", str(int(height)))
 
 
+def system_format(template: str) -> str:
+  """``template`` (any system text with ``{width}`` / ``{height}``, e.g. the paper's prompt
+  read from a file) as a piece of an LLM trainer's ``data.prompt_format``: every other brace
+  is escaped, and the size is read per row from its ``image_size`` (the resized ``[W, H]`` of
+  :func:`task_row` rows), so each prompt names its own screen's resolution."""
+  text = template.replace("{", "{{").replace("}", "}}")
+  return text.replace("{{width}}", "{image_size[0]}").replace("{{height}}", "{image_size[1]}")
+
+
+def read_system_template(path: str) -> str:
+  """The system text of a UTF-8 file (a config's prompt file).
+
+  Raises:
+    ConfigError: the file does not exist or is not UTF-8 text (naming it).
+  """
+  from jaxlab.core.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  try:
+    with open(path, encoding="utf-8") as f:
+      return f.read().strip("\n")
+  except (OSError, UnicodeDecodeError) as e:
+    raise ConfigError(f"system prompt file {path!r} cannot be read ({e})") from None
+
+
 def tool_json() -> str:
   """The ``tool`` field of an SFT row: :data:`TOOL` as a JSON list."""
   return json.dumps([TOOL])
@@ -484,12 +507,18 @@ TASK_NAME = "groundcua"
 
 
 def task_row(record: RLRecord, seed: int, task: str = TASK_NAME) -> dict[str, Any]:
-  """An RL record as a row of the LLM trainers' task files (:mod:`jaxlab.llm.tasks` fields
-  ``task``, ``question`` = the instruction, ``answer`` = the target answer text, ``seed``),
-  with the image path in ``image`` and every RL field kept, so that
-  :func:`jaxlab.grounding.reward.groundcua_reward` reads its box and frame from the row."""
+  """An RL record as a row of the LLM trainers' task files (:mod:`jaxlab.llm.tasks`).
+
+  Fields: ``task``; ``question`` = the instruction; ``answer`` = the JSON of the target box
+  ``[x1, y1, x2, y2]`` in the resized frame (what the ``groundcua`` verifier checks a
+  predicted point against, so ``eval/accuracy`` is point-in-box accuracy); ``seed``; the
+  image path in ``image``; and every RL field kept: ``gt_response`` (the target tool call,
+  the SFT completion ``"{gt_response}"``), ``system`` (the system text with the resized
+  size, a prompt field ``"{system}"``), ``gt_bbox`` and ``image_size``, which
+  :func:`jaxlab.grounding.reward.groundcua_reward` reads.
+  """
   row = record.to_json()
-  row.update(task=task, question=record.instruction, answer=record.gt_response,
+  row.update(task=task, question=record.instruction, answer=json.dumps(list(record.gt_bbox)),
              seed=int(seed), image=record.images[0])
   return row
 

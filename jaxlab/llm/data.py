@@ -63,9 +63,14 @@ def batch_indices(step: int, batch_size: int, num_rows: int, seed: int) -> np.nd
 
 
 def encode_prompt_rows(prompt_format: str, tokenizer: Any,
-                       rows_with_where: Sequence[tuple[str, int, dict]], max_len: int
+                       rows_with_where: Sequence[tuple[str, int, dict]], max_len: int,
+                       texts: Sequence[str] | None = None
                        ) -> tuple[list[dict], np.ndarray, np.ndarray]:
   """Left-padded prompt ids ``[R, Tp]`` and their mask, with ``Tp = max_len`` or the longest.
+
+  ``texts``: the rows' prompt texts when already rendered (e.g. by
+  :meth:`RowImages.prompts`, with their image placeholders); default ``prompt_format``
+  over each row.
 
   Raises:
     DataError: a prompt is longer than ``max_len`` (naming the file and row).
@@ -73,7 +78,9 @@ def encode_prompt_rows(prompt_format: str, tokenizer: Any,
   from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
   from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
   rows = [r for _, _, r in rows_with_where]
-  ids = encode_prompts(tokenizer, [prompt_format.format(**r) for r in rows])
+  if texts is None:
+    texts = [prompt_format.format(**r) for r in rows]
+  ids = encode_prompts(tokenizer, list(texts))
   tp = max_len or max(len(x) for x in ids)
   for (f, line, _), x in zip(rows_with_where, ids):
     if len(x) > tp:

@@ -30,6 +30,14 @@ One RL step (all of it but the reward is one compiled program, :func:`make_rl_st
    and placement of ``config.pg.kl``, clipping, aggregation, entropy bonus). ``epochs =
    minibatches = 1`` with ``async_lag = 0`` is strictly on-policy (importance ratio 1).
 
+Vision-language policies (``model.init`` a Qwen2.5-VL directory, e.g. a ``qwen_vl`` SFT run's
+``hf_model``): rows name image files (``data.image_field``, as in :mod:`jaxlab.llm.sft`); each
+prompt's ``{image}`` becomes its placeholder tokens, rollouts are sampled with the rows'
+padded :class:`~jaxlab.models.qwen_vl.vision.ImageBatch`, and every forward of the step
+(policy, reference, behaviour, the update) reads the same images at the M-RoPE positions of
+prompt + response (:func:`vlm_inputs`), so on-policy the step's log-probs are the sampler's.
+Value critics are not supported for them yet.
+
 Evaluation (greedy accuracy on held-out prompts), metrics.jsonl / TensorBoard, atomic orbax
 checkpoints and resume work as in the SFT trainer (:mod:`jaxlab.llm.sft`); a resumed run
 repeats exactly the steps an uninterrupted one would.
@@ -88,6 +96,15 @@ def default_config() -> ml_collections.ConfigDict:
       prompt_format="{question}",  # str.format over a row's fields (as the reference's SFT)
       max_prompt_len=0,  # Tp; 0 = the longest prompt. Longer prompts are an error.
       max_train_rows=0,  # 0 = every row
+      # Vision-language policies (a Qwen2.5-VL model.init), as in SFT (jaxlab.llm.sft): the
+      # row field with the image path(s), "" = text only; the prompt_format field standing
+      # for an image; the resize rule's area bounds (0 = the model dir's
+      # preprocessor_config.json); the patch budget per row (0 = the largest row's).
+      image_field="",
+      image_placeholder="image",
+      min_pixels=0,
+      max_pixels=0,
+      max_patches=0,
   ))
   # The policy starts from this Hugging Face-format directory (e.g. an SFT run's hf_model);
   # the frozen reference is the same weights.
@@ -218,6 +235,11 @@ def check_config(c: ml_collections.ConfigDict) -> None:
     for f in c.data[key]:
       require(os.path.isfile(data_lib.resolve_path(f)), f"'config.data.{key}': file {f!r} does "
               "not exist (generate it with python -m jaxlab.llm.tasks)")
+  for key in ("min_pixels", "max_pixels", "max_patches"):
+    require(c.data[key] >= 0, f"'config.data.{key}' must be >= 0, got {c.data[key]}")
+  if c.data.image_field:
+    require(m == 0, "'config.data.image_field' (a vision-language policy) does not support "
+            f"value critics yet: set 'config.critic.num_critics' to 0, got {m}")
   if c.reward.fn != "verifier":
     require(":" in c.reward.fn, f"'config.reward.fn'={c.reward.fn!r}: expected 'verifier' or "
             "'package.module:function'")
@@ -319,10 +341,21 @@ class RLState:
 
 
 def response_logits(graphdef: Any, params: Any, tokens: jax.Array, mask: jax.Array,
-                    prompt_len: int, temperature: float) -> jax.Array:
-  """``[B, N, V]`` float32 logits of the (tempered) policy at the response positions."""
+                    prompt_len: int, temperature: float, positions_b3t: jax.Array | None = None,
+                    images: Any = None) -> jax.Array:
+  """``[B, N, V]`` float32 logits of the (tempered) policy at the response positions.
+
+  A vision-language policy (``positions_b3t`` given: the M-RoPE positions of prompt +
+  response, ``[B, 3, T]``) reads ``images``, the rows' padded
+  :class:`~jaxlab.models.qwen_vl.vision.ImageBatch`, spliced in at the placeholders, as the
+  sampler's prefill did.
+  """
   model = nnx.merge(graphdef, params)
-  logits, _ = model(tokens, mask)
+  if positions_b3t is not None:
+    h, _ = model.prompt_hidden(tokens, mask, jnp.swapaxes(positions_b3t, 0, 1), images, None)
+    logits = model.logits(h)
+  else:
+    logits, _ = model(tokens, mask)
   return logits[:, prompt_len - 1:-1].astype(jnp.float32) / temperature
 
 
@@ -358,8 +391,10 @@ def _rl_step(state: RLState, ref_params: Any, behaviour_params: Any, batch: dict
   resp, mask = batch["response"], batch["response_mask"].astype(bool)
   rewards = batch["rewards"]
   b = resp.shape[0]
+  vision = {k: batch[k] for k in ("positions_b3t", "images") if k in batch}
   logits_of = functools.partial(response_logits, graphdef, tokens=tokens, mask=attn,
-                                prompt_len=spec.prompt_len, temperature=spec.temperature)
+                                prompt_len=spec.prompt_len, temperature=spec.temperature,
+                                **vision)
 
   # -- 3. scoring (no gradients) --
   logsm_pi, logp0, entropy0 = token_stats(logits_of(state.policy.params), resp)
@@ -405,7 +440,7 @@ def _rl_step(state: RLState, ref_params: Any, behaviour_params: Any, batch: dict
 
   # -- 5. policy update: epochs x minibatches --
   data = dict(old_logp=old_logp, ref_logp=ref_logp, adv=adv.advantages, mask=mask,
-              tokens=tokens, attn=attn, resp=resp,
+              tokens=tokens, attn=attn, resp=resp, **vision,
               adv_keep=jnp.ones_like(mask) if adv_keep is None else adv_keep,
               ent_keep=jnp.ones_like(mask) if ent_keep is None else ent_keep)
   mb = b // spec.minibatches
@@ -414,7 +449,7 @@ def _rl_step(state: RLState, ref_params: Any, behaviour_params: Any, batch: dict
 
   def loss_fn(params, d):
     logits = response_logits(graphdef, params, d["tokens"], d["attn"], spec.prompt_len,
-                             spec.temperature)
+                             spec.temperature, d.get("positions_b3t"), d.get("images"))
     _, logp, ent = token_stats(logits, d["resp"])
     return pg_lib.policy_loss(
         spec.pg, logp, d["old_logp"], d["ref_logp"], d["adv"], d["mask"], entropy=ent,
@@ -481,7 +516,8 @@ def make_rl_step(spec: StepSpec, graphdef: Any, tx: optax.GradientTransformation
 
   The batch: ``tokens`` ``[B, Tp + N]`` (left-padded prompt, then the response),
   ``attention_mask`` ``[B, Tp + N]``, ``response`` ``[B, N]``, ``response_mask`` ``[B, N]``,
-  ``rewards`` ``[B]``.
+  ``rewards`` ``[B]``; for a vision-language policy also ``positions_b3t`` (M-RoPE positions
+  of the whole sequence) and ``images`` (the rows' padded ``ImageBatch``).
   """
   impl = functools.partial(_rl_step, spec=spec, graphdef=graphdef, tx=tx, schedule=schedule,
                            critic_graphdef=critic_graphdef, critic_tx=critic_tx)
@@ -493,6 +529,22 @@ def make_rl_step(spec: StepSpec, graphdef: Any, tx: optax.GradientTransformation
 
 def _copy_tree(tree):
   return jax.tree.map(jnp.copy, tree)
+
+
+def vlm_inputs(config: Any, tokens: np.ndarray, mask: np.ndarray, images: Any
+               ) -> dict[str, Any]:
+  """The extra batch entries of a vision-language policy's RL step: ``positions_b3t``, the
+  M-RoPE positions ``[B, 3, T]`` of prompt + response (host-side ``rope_index``, the prompt's
+  positions the sampler's prefill used, the response's continuing from them as its decode
+  steps did) and ``images``, the rows' padded ``ImageBatch`` (when the rows have images)."""
+  from jaxlab.models.qwen_vl import modeling as vl  # pylint: disable=g-import-not-at-top
+  grid = None if images is None else images.flat_grid()
+  positions, _ = vl.rope_index(config, np.asarray(tokens), np.asarray(mask).astype(bool),
+                               grid if grid is not None and len(grid) else None)
+  out = {"positions_b3t": np.ascontiguousarray(np.swapaxes(positions, 0, 1)).astype(np.int32)}
+  if images is not None:
+    out["images"] = images
+  return out
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -513,18 +565,42 @@ class RLRun:
     from jaxlab.models.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
     self.config = c
     self.workdir, self.mesh = workdir, mesh
+    from jaxlab import models as models_lib  # pylint: disable=g-import-not-at-top
     self.pg = pg = pg_config(c)
     train_rows = data_lib.load_rows(c.data.train_files, c.data.max_train_rows)
-    eval_rows = [r for _, _, r in data_lib.load_rows(c.data.eval_files, c.eval.num_examples)]
+    eval_with_where = data_lib.load_rows(c.data.eval_files, c.eval.num_examples)
+    eval_rows = [r for _, _, r in eval_with_where]
     self.tokenizer = tokenizer = load_tokenizer(c.model.init)
+    self.vlm = models_lib.family_for(c.model.init) == "qwen_vl"
+    if c.data.image_field and not self.vlm:
+      raise ConfigError(f"'config.data.image_field'={c.data.image_field!r} needs a "
+                        f"vision-language policy; 'config.model.init'={c.model.init!r} is not a "
+                        "Qwen2.5-VL directory")
+    if self.vlm:
+      from jaxlab.models.qwen_vl import params as vl_ckpt  # pylint: disable=g-import-not-at-top
+      policy, _ = vl_ckpt.from_pretrained(c.model.init, mesh=None, dtype=c.dtype,
+                                          param_dtype="float32", tokenizer=False)
+      limit = policy.config.text.max_position_embeddings
+    else:
+      policy, _ = hf_ckpt.from_pretrained(c.model.init, mesh=None, dtype=c.dtype,
+                                          param_dtype="float32", tokenizer=False)
+      limit = policy.config.max_position_embeddings
+    # Image rows: each prompt's placeholders, its padded images per batch (as in SFT).
+    self.images = eval_images = texts = None
+    if c.data.image_field:
+      from jaxlab.llm import sft  # pylint: disable=g-import-not-at-top
+      self.image_config, _ = sft._image_configs(c)  # pylint: disable=protected-access
+      vision = policy.config.vision
+      self.images = data_lib.RowImages(train_rows, c.data.image_field, self.image_config,
+                                       vision, c.data.max_patches)
+      eval_images = data_lib.RowImages(eval_with_where, c.data.image_field,
+                                       self.image_config, vision, c.data.max_patches)
+      texts = self.images.prompts(c.data.prompt_format, [r for _, _, r in train_rows],
+                                  c.data.image_placeholder)
     self.rows, self.prompt_tokens, self.prompt_mask = data_lib.encode_prompt_rows(
-        c.data.prompt_format, tokenizer, train_rows, c.data.max_prompt_len)
+        c.data.prompt_format, tokenizer, train_rows, c.data.max_prompt_len, texts)
     self.num_rows, self.prompt_len = self.prompt_tokens.shape
     n_new = c.sampling.max_new_tokens
-
-    policy, _ = hf_ckpt.from_pretrained(c.model.init, mesh=None, dtype=c.dtype,
-                                        param_dtype="float32", tokenizer=False)
-    limit = policy.config.max_position_embeddings
     if self.prompt_len + n_new > limit:
       raise ConfigError(f"prompts of {self.prompt_len} tokens + 'config.sampling.max_new_tokens'"
                         f"={n_new} exceed the model's context of {limit} positions")
@@ -537,6 +613,7 @@ class RLRun:
     total_updates = c.steps * c.epochs * c.minibatches
     tx, schedule = optim.make_optimizer("adamw", total_steps=total_updates,
                                         decay_mask="matrices", **c.optim)
+    self._vl_config = policy.config if self.vlm else None
     self.graphdef, params = nnx.split(policy)
     self.ref_params = _copy_tree(params)
     policy_state = train_lib.TrainState(jnp.int32(0), params, tx.init(params))
@@ -561,7 +638,8 @@ class RLRun:
         entropy_filter_h=float(c.asyppo.entropy_filter_h), scope=c.asyppo.scope)
     self.step_fn = make_rl_step(spec, self.graphdef, tx, schedule, critic_graphdef, critic_tx)
     self.reward_fn = get_reward_fn(c.reward.fn)
-    self.evaluator = TaskAccuracy.from_config(c, tokenizer, eval_rows, mesh)
+    self.evaluator = TaskAccuracy.from_config(c, tokenizer, eval_rows, mesh,
+                                              images=eval_images)
     self._state0 = {"state": RLState(policy_state, critic_state),
                     "history": [_copy_tree(params) for _ in range(c.async_lag)]}
     print(f"jaxlab: {pg.kl.describe()}; advantage={pg.advantage}, critics={m}, "
@@ -597,10 +675,13 @@ class RLRun:
                     c.group_size)
     k_sample, k_update = jax.random.split(jax.random.fold_in(jax.random.key(c.seed), step))
     behaviour = history[0] if history else None  # lag 0: the current policy
+    images = self.images.pack(idx) if self.images is not None else None
+    extra = {} if images is None else {"pixel_values": images}
     out = sampling.generate(
         nnx.merge(self.graphdef, state.policy.params if behaviour is None else behaviour),
         self.prompt_tokens[idx], self.prompt_mask[idx], k_sample, self.sampling_params,
-        mesh=self.mesh)
+        # The VLM sampler places its batch itself (as in evaluation).
+        mesh=None if self.vlm else self.mesh, **extra)
     resp, lengths = mesh_lib.gather((out.tokens, out.lengths))  # whole, on every process
     t_gen = time.perf_counter() - t0
     batch_rows = [self.rows[i] for i in idx]
@@ -613,7 +694,10 @@ class RLRun:
         "attention_mask": np.concatenate([self.prompt_mask[idx], resp_mask], axis=1),
         "response": resp, "response_mask": resp_mask, "rewards": rewards,
     }
-    batch = {k: self._place(v) for k, v in batch.items()}
+    if self.vlm:
+      batch.update(vlm_inputs(self._vl_config, batch["tokens"], batch["attention_mask"],
+                              images))
+    batch = {k: jax.tree.map(self._place, v) for k, v in batch.items()}
     snapshot = _copy_tree(state.policy.params) if history else None
     t1 = time.perf_counter()
     state, sm = self.step_fn(state, self.ref_params, behaviour, batch, k_update)
@@ -648,7 +732,20 @@ class RLRun:
     from jaxlab.models.decoder import params as hf_ckpt  # pylint: disable=g-import-not-at-top
     del metrics
     hf_dir = os.path.join(self.workdir, "hf_model")
-    hf_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer)
+    if self.vlm:
+      import json  # pylint: disable=g-import-not-at-top
+      from jaxlab.models.qwen_vl import params as vl_ckpt  # pylint: disable=g-import-not-at-top
+      from jaxlab.models.qwen_vl import processor  # pylint: disable=g-import-not-at-top
+      vl_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer)
+      src = os.path.join(self.config.model.init, processor.PREPROCESSOR_FILE)
+      image_config = (self.image_config if self.images is not None else
+                      processor.ImageProcessorConfig.from_dir(self.config.model.init)
+                      if os.path.isfile(src) else None)
+      if image_config is not None:
+        with open(os.path.join(hf_dir, processor.PREPROCESSOR_FILE), "w") as f:
+          json.dump(image_config.to_dict(), f, indent=2)
+    else:
+      hf_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer)
     return dict(kl_config=self.pg.kl.describe(), prompt_len=self.prompt_len, hf_model=hf_dir)
 
 

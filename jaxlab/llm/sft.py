@@ -261,6 +261,19 @@ class _AnyFields(dict):
     return ""
 
 
+def _first_row(path: str) -> dict[str, Any]:
+  """The first row of a task file (a plain dict), or {} when it cannot be read here."""
+  try:
+    with open(data_lib.resolve_path(path), encoding="utf-8") as f:
+      for line in f:
+        if line.strip():
+          row = json.loads(line)
+          return row if isinstance(row, dict) else {}
+  except (OSError, ValueError):
+    pass
+  return {}
+
+
 def check_config(c: ml_collections.ConfigDict) -> None:
   """SFT's consistency rules; each failure names its key."""
   for key in ("steps", "batch_size", "grad_accum"):
@@ -289,13 +302,18 @@ def check_config(c: ml_collections.ConfigDict) -> None:
   image_field = {}
   if c.data.image_field and c.data.image_placeholder.strip().strip("{}"):
     image_field = {c.data.image_placeholder.strip().strip("{}"): ""}
+  # The formats may also name any other field of the rows (e.g. GUI-grounding rows'
+  # system / gt_response): those of the first training row are taken as given.
+  first = _first_row(c.data.train_files[0])
+  fields = {**first, "task": "t", "question": "q", "answer": "a", "seed": 0,
+            "metadata": _AnyFields(), **image_field}
   for key in ("prompt_format", "completion_format"):
     try:
-      c.data[key].format(**{"task": "t", "question": "q", "answer": "a", "seed": 0,
-                            "metadata": _AnyFields(), **image_field})
-    except (KeyError, IndexError, ValueError) as e:
+      c.data[key].format(**fields)
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as e:
       raise ConfigError(f"'config.data.{key}'={c.data[key]!r} is not a valid format over the "
-                        f"row fields task/question/answer/seed/metadata ({e})") from None
+                        f"row fields task/question/answer/seed/metadata (and the other fields "
+                        f"of the first training row) ({e})") from None
   require_choice(c, "model.family", list(FAMILIES))
   m = c.model
   if m.family == "looped":

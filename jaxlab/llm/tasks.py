@@ -172,6 +172,29 @@ def _same_choice(got: str | None, want: str) -> bool:
   return got is not None and got == extract_choice(want)
 
 
+def extract_point(text: str) -> str | None:
+  """The point a GUI-grounding completion clicks, as ``"x,y"`` (resized-frame pixels), read
+  as the benchmarks' evaluation reads it (:func:`jaxlab.grounding.answer.parse` with its
+  two-integer fallback); None when no point can be read."""
+  from jaxlab.grounding import answer  # pylint: disable=import-outside-toplevel
+  point = answer.parse(text, fallback=True).point
+  return None if point is None else f"{point[0]},{point[1]}"
+
+
+def point_in_box(got: str | None, want: str) -> bool:
+  """``got`` (``"x,y"``) lies inside the closed box ``want`` (the JSON ``[x1, y1, x2, y2]``,
+  corners in any order); False for no point or an unreadable box."""
+  if got is None:
+    return False
+  try:
+    x, y = (float(v) for v in got.split(","))
+    box = json.loads(want)
+    x1, y1, x2, y2 = (float(v) for v in box)
+  except (ValueError, TypeError):
+    return False
+  return min(x1, x2) <= x <= max(x1, x2) and min(y1, y2) <= y <= max(y1, y2)
+
+
 TASKS: dict[str, Task] = {
     "chain_sum": Task("chain_sum", extract_number, numbers_equal),
     # Integer results only: reasoning-gym's "/" may otherwise yield long decimals.
@@ -187,6 +210,9 @@ TASKS: dict[str, Task] = {
     "question_shaped": Task("question_shaped", extract_number, numbers_equal),
     # The vision-language SFT image task (jaxlab.llm.image_tasks): the first word, exactly.
     "shapes": Task("shapes", extract_word, _exact),
+    # GUI grounding (jaxlab.grounding.schema.task_row): the answer is the target box's JSON
+    # in the resized frame; correct = the clicked point inside it (closed).
+    "groundcua": Task("groundcua", extract_point, point_in_box),
 }
 
 

@@ -209,10 +209,11 @@ def test_written_dataset_loads_back_and_targets_are_in_the_resized_frame(tmp_pat
       reward.groundcua_reward(rows, [r["gt_response"] for r in rows]), np.ones(48))
   tasks = [json.loads(line) for line in open(os.path.join(out, "tasks.jsonl"))]
   assert [t["question"] for t in tasks] == [r.instruction for r in rl]
-  assert [t["answer"] for t in tasks] == [r.gt_response for r in rl]
+  assert [t["gt_response"] for t in tasks] == [r.gt_response for r in rl]
+  assert [json.loads(t["answer"]) for t in tasks] == [list(r.gt_bbox) for r in rl]
   assert all(os.path.isfile(os.path.join(out, t["image"])) for t in tasks)
   np.testing.assert_array_equal(
-      reward.groundcua_reward(tasks, [t["answer"] for t in tasks]), np.ones(48))
+      reward.groundcua_reward(tasks, [t["gt_response"] for t in tasks]), np.ones(48))
 
 
 def test_cli_writes_a_dataset(tmp_path, capsys):

@@ -1,0 +1,78 @@
+"""GroundCUA SFT (spec §2.3 stage 1, §2.7 CPU budget) of a tiny Qwen2.5-VL from scratch.
+
+Data: synthetic desktop screens (:mod:`jaxlab.grounding.synthetic`) at 256x160 and 320x200
+(resized by the processor's rule to 252x168 / 308x196), written once into ``runs/`` (not
+committed; about 17 MB for the training set):
+
+    python -m jaxlab.grounding.synthetic --out=runs/groundcua_data/train --num_screens=300 \\
+        --seed=0 --apps=0,1,2,3,4,5,6,7 --instructions_per_screen=10
+    python -m jaxlab.grounding.synthetic --out=runs/groundcua_data/heldout --num_screens=40 \\
+        --seed=1 --apps=100,101,102,103 --instructions_per_screen=5
+    python -m launch.train --config=configs/groundcua/sft_tiny.py --workdir=runs/groundcua_sft
+
+Training reads ``tasks.jsonl`` (:func:`jaxlab.grounding.schema.task_row`): 3,000
+instructions on 300 screens of 8 apps; evaluation the 200 instructions on 40 screens of 4
+other apps. Prompt = the row's ``system`` text (our tool description with the resized
+``WxH``), the screenshot, the instruction; completion = the row's ``gt_response``, the
+tool call clicking the element's centre in the resized frame, then eos. ``eval/accuracy``
+is the ``groundcua`` verifier's held-out point-in-box accuracy (closed box, the benchmarks'
+reading of the answer).
+
+Model: a Qwen2.5-VL-architecture model (patch 14, 2x2 merger, windowed + full attention in
+the tower, M-RoPE in the text model): tower of 2 blocks of width 96, text model of 3 layers
+of width 128 (4 query / 2 kv heads), char tokenizer from the training texts (with digits;
+braces, brackets and quotes come from the tool calls) and the vision tokens; float32.
+Each row's image is padded to 308 patches (the 320x200 screens' grid), one compiled step.
+
+Budget: ``steps=2000`` of 32 rows (64K rows, ~21 passes over the 3,000) is the spec's CPU
+budget (§2.7: 1-2K steps of 32); at the measured ~2.6 s per 16-row step on this
+2-core CPU (load average 2-5, shared) that is an estimated ~3 h, not run here. Measured short
+run (``--config.steps=150 --config.eval.every=50 --config.eval.num_examples=100``, 16 rows a
+step, 6.5 min wall with three evaluations, load average 2-5): train loss 3.17 / 1.16 / 0.16 /
+0.12 at steps 25 / 50 / 100 / 150; held-out point-in-box accuracy 0.00 / 0.02 / 0.02 at
+steps 50 / 100 / 150 (mean reward -0.75): the model writes the call's structure but clicks
+nearly the same point for every screen (median distance 113 px from the target's centre).
+At these screen sizes no element is 24 px or more on its short side (resized frame; 0 of
+the 3,000 training rows), so the issue's ">= 0.6 for elements >= 24 px" needs larger screens
+or another size rule (60 % of rows are >= 24 px on their long side, 31 % by sqrt(area)).
+"""
+
+from jaxlab.llm import sft
+
+DATA = "runs/groundcua_data"
+
+
+def get_config():
+  c = sft.default_config()
+  c.data.train_files = (f"{DATA}/train/tasks.jsonl",)
+  c.data.eval_files = (f"{DATA}/heldout/tasks.jsonl",)
+  c.data.image_field = "image"
+  c.data.image_placeholder = "image"
+  c.data.prompt_format = "{system}\n{image}{question}\n"
+  c.data.completion_format = "{gt_response}"
+  c.data.max_patches = 308  # 22 x 14 patches of a 308x196 screen
+  c.model.family = "qwen_vl"
+  c.model.init = ""
+  c.model.hidden_size = 128
+  c.model.intermediate_size = 384
+  c.model.num_layers = 3
+  c.model.num_heads = 4
+  c.model.num_kv_heads = 2
+  c.model.head_dim = 32  # = hidden_size / num_heads
+  c.model.rope_theta = 100.0
+  c.model.vision.update(dict(depth=2, hidden_size=96, intermediate_size=192, num_heads=4,
+                             window_size=112, fullatt_block_indexes=(1,)))
+  c.dtype = "float32"
+  c.steps = 2000
+  c.batch_size = 32
+  c.optim.learning_rate = 2e-3
+  c.optim.warmup_steps = 30
+  c.optim.schedule = "cosine"
+  c.optim.min_lr_ratio = 0.1
+  c.log_every = 25
+  c.eval.every = 250
+  c.eval.num_examples = 200
+  c.eval.batch_size = 100
+  c.eval.max_new_tokens = 120  # the 111-114-character call and its eos
+  c.checkpoint.every = 250
+  return c

@@ -1,0 +1,118 @@
+"""GroundCUA rows as LLM task rows: the ``groundcua`` verifier (held-out point-in-box
+accuracy) and a short SFT run of a tiny Qwen2.5-VL on synthetic screens scored by it."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jaxlab.core import config as config_lib
+from jaxlab.core import loop
+from jaxlab.core.mesh import make_mesh
+from jaxlab.grounding import answer, schema, synthetic
+from jaxlab.llm import sft, tasks
+
+BOX = "[100, 50, 200, 90.5]"
+
+
+@pytest.mark.parametrize("completion,correct", [
+    (answer.format_answer(150, 70), True),  # inside
+    (answer.format_answer(100, 50), True),  # a corner: the box is closed
+    (answer.format_answer(200, 90), True),  # on the right edge
+    (answer.format_answer(150, 91), False),  # just below (90.5 < 91)
+    (answer.format_answer(99, 70), False),  # just left
+    (answer.format_answer(0, 0), False),
+    # The evaluation's fallback: the block's two integers when its JSON does not parse.
+    ('<tool_call>{"coordinate": [120, 60]</tool_call>', True),
+    ("click at (150, 70)", False),  # no call block: unparseable, a miss
+    ("<tool_call>[1, 2, 3]</tool_call>", False),  # three integers: no point
+    ("", False),
+])
+def test_groundcua_verifier_is_point_in_closed_box(completion, correct):
+  assert tasks.verify("groundcua", completion, BOX) is correct
+
+
+def test_groundcua_extract_and_box_order():
+  assert tasks.extract_answer("groundcua", answer.format_answer(7, -3)) == "7,-3"
+  assert tasks.extract_answer("groundcua", "no call") is None
+  assert tasks.get_task("groundcua").equal("150,70", "[200, 90, 100, 50]")  # swapped corners
+  assert not tasks.get_task("groundcua").equal("150,70", "not a box")
+
+
+@pytest.fixture(scope="module")
+def screens(tmp_path_factory):
+  """Two training screens of app 0 and one held-out screen of app 5, 3 instructions each."""
+  root = tmp_path_factory.mktemp("groundcua")
+  out = {}
+  for split, n, apps, seed in (("train", 2, (0,), 0), ("heldout", 1, (5,), 1)):
+    d = str(root / split)
+    synthetic.write_dataset(d, n, seed, apps, ((256, 160),), instructions_per_screen=3)
+    out[split] = os.path.join(d, "tasks.jsonl")
+  return out
+
+
+def test_task_rows_carry_box_answer_and_target_call(screens):
+  rows = tasks.load_jsonl(screens["train"])  # valid task rows
+  for r in rows:
+    assert r["task"] == schema.TASK_NAME
+    assert json.loads(r["answer"]) == r["gt_bbox"]
+    assert tasks.verify("groundcua", r["gt_response"], r["answer"])  # the centre is inside
+    assert f"{r['image_size'][0]}x{r['image_size'][1]}" in r["system"]
+  assert tasks.accuracy(rows, [answer.format_answer(-5, -5)] * len(rows))["all"] == 0.0
+
+
+def test_short_sft_run_scores_heldout_with_the_groundcua_verifier(screens, tmp_path):
+  c = sft.default_config()
+  c.model.family = "qwen_vl"
+  c.data.train_files = (screens["train"],)
+  c.data.eval_files = (screens["heldout"],)
+  c.data.image_field = "image"
+  c.data.prompt_format = "{system}\n{image}{question}\n"
+  c.data.completion_format = "{gt_response}"
+  c.model.update(dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
+                      num_kv_heads=1, head_dim=16))
+  c.model.vision.update(dict(depth=2, hidden_size=16, intermediate_size=32, num_heads=2,
+                             fullatt_block_indexes=(1,)))
+  c.dtype = "float32"
+  c.steps, c.batch_size, c.log_every = 3, 4, 3
+  c.checkpoint.every = 0
+  c.eval.update({"every": 3, "num_examples": 3, "batch_size": 3, "max_new_tokens": 6})
+  config_lib.set_dotted(c, {})
+  loop.validate(sft.TRAINER, c)
+  sft.run(c, str(tmp_path / "run"), make_mesh(), progress=False)
+  records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+  assert np.isfinite(records[-1]["train/loss"])
+  samples = [json.loads(line) for line in open(tmp_path / "run" / "eval_samples.jsonl")]
+  heldout = tasks.load_jsonl(screens["heldout"])
+  assert [s["answer"] for s in samples] == [r["answer"] for r in heldout]
+  assert [s["correct"] for s in samples] == [
+      tasks.point_in_box(tasks.extract_point(s["completion"]), s["answer"]) for s in samples]
+  assert records[-1]["eval/accuracy"] == np.mean([s["correct"] for s in samples])
+
+
+def test_user_system_prompt_file_renders_each_rows_resized_size(screens, tmp_path):
+  """The 3B configs take the paper's prompt from a file: its JSON braces survive, and each
+  prompt names its own row's resized resolution; a missing file is one clear error."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  from jaxlab.core.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  prompt = tmp_path / "system.txt"
+  prompt.write_text('Use {"name": "computer_use"} on a {width}x{height} screen.\n')
+  fmt = schema.system_format(schema.read_system_template(str(prompt)))
+  row = tasks.load_jsonl(screens["train"])[0]
+  w, h = row["image_size"]
+  assert fmt.format(**row) == f'Use {{"name": "computer_use"}} on a {w}x{h} screen.'
+  assert schema.system_format(schema.SYSTEM_TEMPLATE).format(**row) == row["system"]
+  with pytest.raises(ConfigError, match="nope.txt"):
+    schema.read_system_template(str(tmp_path / "nope.txt"))
+  for name in ("sft_3b", "rl_3b"):
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "groundcua",
+                        name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config(str(prompt))
+    text = c.data.prompt_format.format(**row)
+    assert f"{w}x{h} screen.<|im_end|>" in text and text.endswith("assistant\n")
+    assert c.data.prompt_format.format(**row) != mod.get_config().data.prompt_format.format(
+        **row)
