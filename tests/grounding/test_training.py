@@ -7,11 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from jaxlab.core import config as config_lib
-from jaxlab.core import loop
 from jaxlab.core.mesh import make_mesh
 from jaxlab.grounding import answer, schema, synthetic
 from jaxlab.llm import sft, tasks
+from tests.models.qwen_vl import tiny
 
 BOX = "[100, 50, 200, 90.5]"
 
@@ -63,23 +62,8 @@ def test_task_rows_carry_box_answer_and_target_call(screens):
 
 
 def test_short_sft_run_scores_heldout_with_the_groundcua_verifier(screens, tmp_path):
-  c = sft.default_config()
-  c.model.family = "qwen_vl"
-  c.data.train_files = (screens["train"],)
-  c.data.eval_files = (screens["heldout"],)
-  c.data.image_field = "image"
-  c.data.prompt_format = "{system}\n{image}{question}\n"
-  c.data.completion_format = "{gt_response}"
-  c.model.update(dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
-                      num_kv_heads=1, head_dim=16))
-  c.model.vision.update(dict(depth=2, hidden_size=16, intermediate_size=32, num_heads=2,
-                             fullatt_block_indexes=(1,)))
-  c.dtype = "float32"
-  c.steps, c.batch_size, c.log_every = 3, 4, 3
-  c.checkpoint.every = 0
-  c.eval.update({"every": 3, "num_examples": 3, "batch_size": 3, "max_new_tokens": 6})
-  config_lib.set_dotted(c, {})
-  loop.validate(sft.TRAINER, c)
+  c = tiny.sft_config(screens["train"], screens["heldout"], "{system}\n{image}{question}\n",
+                      "{gt_response}", steps=3, eval_rows=3, max_new_tokens=6, log_every=3)
   sft.run(c, str(tmp_path / "run"), make_mesh(), progress=False)
   records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
   assert np.isfinite(records[-1]["train/loss"])

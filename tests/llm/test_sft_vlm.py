@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from jaxlab import evals, models
-from jaxlab.core import config as config_lib
 from jaxlab.core import loop
 from jaxlab.core.errors import DataError
 from jaxlab.core.mesh import make_mesh
@@ -19,6 +18,7 @@ from jaxlab.llm.evaluation import TaskAccuracy
 from jaxlab.models.decoder.config import DecoderConfig
 from jaxlab.models.qwen_vl import modeling, processor, vision
 from jaxlab.models.qwen_vl.config import QwenVLConfig, VisionConfig
+from tests.models.qwen_vl import tiny
 
 START, IMAGE, END = 34, 35, 37
 
@@ -96,24 +96,8 @@ def shapes_data(tmp_path_factory):
 
 
 def _config(data, **overrides):
-  c = sft.default_config()
-  c.model.family = "qwen_vl"
-  c.data.train_files = (data["train"],)
-  c.data.eval_files = (data["eval"],)
-  c.data.image_field = "image"
-  c.data.prompt_format = "{image}{question}"
-  c.data.completion_format = " {answer}"
-  c.model.update(dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
-                      num_kv_heads=1, head_dim=16))
-  c.model.vision.update(dict(depth=2, hidden_size=16, intermediate_size=32, num_heads=2,
-                             fullatt_block_indexes=(1,)))
-  c.dtype = "float32"
-  c.steps, c.batch_size, c.log_every = 4, 4, 2
-  c.checkpoint.every = 0
-  c.eval.update({"every": 4, "num_examples": 4, "batch_size": 4, "max_new_tokens": 4})
-  config_lib.set_dotted(c, overrides)
-  loop.validate(sft.TRAINER, c)
-  return c
+  return tiny.sft_config(data["train"], data["eval"], "{image}{question}", " {answer}", steps=4,
+                         eval_rows=4, max_new_tokens=4, log_every=2, overrides=overrides)
 
 
 def test_short_vlm_run_exports_a_model_the_loader_and_sampler_read(shapes_data, tmp_path):

@@ -65,3 +65,33 @@ def save_tiny_vl(path: str, tied: bool = True, seed: int = 0):
   with open(os.path.join(path, processor.PREPROCESSOR_FILE), "w") as f:
     json.dump(cfg.to_dict(), f)
   return model
+
+
+def sft_config(train_file: str, eval_file: str, prompt_format: str, completion_format: str, *,
+               steps: int, eval_rows: int, max_new_tokens: int, log_every: int,
+               overrides: dict | None = None):
+  """A validated ``llm_sft`` config that trains a very small Qwen2.5-VL from scratch on image
+  rows (field ``image``) for a few steps of 4 rows, evaluating once at the end."""
+  # pylint: disable=import-outside-toplevel
+  from jaxlab.core import config as config_lib
+  from jaxlab.core import loop
+  from jaxlab.llm import sft
+  c = sft.default_config()
+  c.model.family = "qwen_vl"
+  c.data.train_files = (train_file,)
+  c.data.eval_files = (eval_file,)
+  c.data.image_field = "image"
+  c.data.prompt_format = prompt_format
+  c.data.completion_format = completion_format
+  c.model.update(dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
+                      num_kv_heads=1, head_dim=16))
+  c.model.vision.update(dict(depth=2, hidden_size=16, intermediate_size=32, num_heads=2,
+                             fullatt_block_indexes=(1,)))
+  c.dtype = "float32"
+  c.steps, c.batch_size, c.log_every = steps, 4, log_every
+  c.checkpoint.every = 0
+  c.eval.update({"every": steps, "num_examples": eval_rows, "batch_size": eval_rows,
+                 "max_new_tokens": max_new_tokens})
+  config_lib.set_dotted(c, overrides or {})
+  loop.validate(sft.TRAINER, c)
+  return c
