@@ -589,7 +589,7 @@ class RLRun:
     self.images = eval_images = texts = None
     if c.data.image_field:
       from jaxlab.llm import sft  # pylint: disable=g-import-not-at-top
-      self.image_config, _ = sft._image_configs(c)  # pylint: disable=protected-access
+      self.image_config, _ = sft.image_configs(c)
       vision = policy.config.vision
       self.images = data_lib.RowImages(train_rows, c.data.image_field, self.image_config,
                                        vision, c.data.max_patches)
@@ -733,17 +733,14 @@ class RLRun:
     del metrics
     hf_dir = os.path.join(self.workdir, "hf_model")
     if self.vlm:
-      import json  # pylint: disable=g-import-not-at-top
       from jaxlab.models.qwen_vl import params as vl_ckpt  # pylint: disable=g-import-not-at-top
       from jaxlab.models.qwen_vl import processor  # pylint: disable=g-import-not-at-top
-      vl_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer)
       src = os.path.join(self.config.model.init, processor.PREPROCESSOR_FILE)
       image_config = (self.image_config if self.images is not None else
                       processor.ImageProcessorConfig.from_dir(self.config.model.init)
                       if os.path.isfile(src) else None)
-      if image_config is not None:
-        with open(os.path.join(hf_dir, processor.PREPROCESSOR_FILE), "w") as f:
-          json.dump(image_config.to_dict(), f, indent=2)
+      vl_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer,
+                              image_config=image_config)
     else:
       hf_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer)
     return dict(kl_config=self.pg.kl.describe(), prompt_len=self.prompt_len, hf_model=hf_dir)

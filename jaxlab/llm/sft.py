@@ -530,7 +530,7 @@ def build_model(c, tokenizer, mesh):
   return modeling.init_decoder(cfg, seed=c.seed)
 
 
-def _image_configs(c):
+def image_configs(c):
   """``(ImageProcessorConfig, VisionConfig)``: the ``model.init`` directory's (its
   ``preprocessor_config.json`` if present) or a fresh model's, with ``data.min_pixels`` /
   ``data.max_pixels`` overriding the area bounds when set.
@@ -620,7 +620,7 @@ class SFTRun:
     self.eval_rows = [r for _, _, r in eval_rows]
     self.images = eval_images = None  # RowImages of the training / held-out rows
     if self.vlm and c.data.image_field:
-      self.image_config, vision = _image_configs(c)
+      self.image_config, vision = image_configs(c)
       self.images = data_lib.RowImages(train_rows, c.data.image_field, self.image_config,
                                        vision, c.data.max_patches)
       eval_images = self.row_images(eval_rows)
@@ -741,12 +741,10 @@ class SFTRun:
                                   fmt="auto")
     elif self.vlm:
       from jaxlab.models.qwen_vl import params as vl_ckpt  # pylint: disable=g-import-not-at-top
-      from jaxlab.models.qwen_vl import processor  # pylint: disable=g-import-not-at-top
-      vl_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer)
       image_config = (self.image_config if self.images is not None
-                      else _image_configs(self.config)[0])
-      with open(os.path.join(hf_dir, processor.PREPROCESSOR_FILE), "w") as f:
-        json.dump(image_config.to_dict(), f, indent=2)
+                      else image_configs(self.config)[0])
+      vl_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer,
+                              image_config=image_config)
     else:
       hf_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer)
     with open(os.path.join(self.workdir, "eval_samples.jsonl"), "w") as f:

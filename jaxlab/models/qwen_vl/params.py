@@ -229,10 +229,18 @@ def iter_hf_tensors(model: QwenVL, dtype: Any = None) -> Iterator[tuple[str, np.
 
 
 def save_pretrained(model: QwenVL, path: str, tokenizer: Any = None, dtype: Any = None,
-                    max_shard_bytes: int = 5 * 2**30) -> None:
+                    max_shard_bytes: int = 5 * 2**30, image_config: Any = None) -> None:
   """Writes ``config.json`` (nested layout) and safetensors (``model.visual`` /
   ``model.language_model`` names) that transformers' ``Qwen2_5_VLForConditionalGeneration``
-  and :func:`from_pretrained` read back; and the tokenizer if given."""
+  and :func:`from_pretrained` read back; the tokenizer if given; and ``image_config`` (a
+  :class:`~jaxlab.models.qwen_vl.processor.ImageProcessorConfig`) as
+  ``preprocessor_config.json`` if given, atomically."""
   dtype_name = jnp.dtype(dtype or model.config.text.param_dtype).name
   write_checkpoint(path, model.config.to_hf_dict(torch_dtype=dtype_name),
                    iter_hf_tensors(model, dtype), tokenizer, max_shard_bytes)
+  if image_config is not None:
+    import os  # pylint: disable=import-outside-toplevel
+    from jaxlab.core import files  # pylint: disable=import-outside-toplevel
+    from jaxlab.models.qwen_vl import processor  # pylint: disable=import-outside-toplevel
+    files.write_json(os.path.join(path, processor.PREPROCESSOR_FILE), image_config.to_dict(),
+                     indent=2)
