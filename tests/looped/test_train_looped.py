@@ -230,6 +230,16 @@ def test_grid_arms_are_valid_configs_of_the_design():
   assert ff.model.family == "decoder" and ff.model.num_layers == cfg.effective_depth == 10
   with pytest.raises(ValueError, match="unknown arm 'sandwich'"):
     grid.get_config("sandwich")
+  # The one-GPU sizes of spec §1.7: a miniature Huginn (p 2, R 4, c 2, r-bar 8, k-bar 4).
+  gpu = grid.get_config("gpu_sandwich_concat")
+  loop.validate(sft.TRAINER, gpu)
+  mini = sft.looped_config(gpu, vocab_size=64)
+  assert (mini.hidden_size, mini.num_heads, mini.n_prelude, mini.n_core, mini.n_coda,
+          mini.num_iterations, mini.backprop_depth) == (512, 8, 2, 4, 2, 8, 4)
+  assert (gpu.dtype, gpu.batch_size) == ("bfloat16", 64)
+  gpu_ff = grid.get_config("gpu256_feedforward")
+  assert gpu_ff.model.hidden_size == 256 and gpu_ff.model.num_layers == 2 + 4 * 8 + 2
+  assert sft.looped_config(grid.get_config("gpu256_core1"), vocab_size=64).n_core == 1
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -202,6 +202,9 @@ class LoopedConfig:
       bad("head_dim", "an even int (RoPE)")
     if self.state_init_std < 0:
       bad("state_init_std", "a float >= 0")
+    if self.injection == "none" and self.state_init != "copy_e":
+      bad("state_init", "'copy_e' when injection='none' (with no injection the prompt reaches "
+          "the recurrence only through s_0 = e; any other s_0 leaves the model blind to it)")
     if self.coda_norm and not self.final_norm:
       bad("coda_norm", "False when final_norm is False (it reuses the final norm)")
     for key in ("dtype", "param_dtype"):

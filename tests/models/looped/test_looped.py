@@ -258,6 +258,7 @@ def test_core_gradient_sums_over_iterations():
     (dict(block_norm="sandwich"), "block_norm"),
     (dict(iter_norm="layernorm"), "iter_norm"),
     (dict(state_init="random"), "state_init"),
+    (dict(injection="none", state_init="trunc_normal"), "state_init"),  # blind to its prompt
     (dict(inner_layers=1, inner_iterations=0), "inner_iterations"),
     (dict(num_kv_heads=3), "num_kv_heads"),
 ])
