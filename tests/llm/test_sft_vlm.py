@@ -5,8 +5,11 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from flax import nnx
 
 from jaxlab import evals, models
 from jaxlab.core import loop
@@ -23,12 +26,12 @@ from tests.models.qwen_vl import tiny
 START, IMAGE, END = 34, 35, 37
 
 
-def _tiny_vl() -> modeling.QwenVL:
+def _tiny_vl(remat: bool = False) -> modeling.QwenVL:
   """2 vision blocks (block 0 windowed with a window smaller than the images, block 1 full),
   a GQA text model with M-RoPE."""
   text = DecoderConfig(vocab_size=40, hidden_size=32, intermediate_size=48, num_layers=2,
                        num_heads=4, num_kv_heads=2, head_dim=8, mrope_section=(2, 1, 1),
-                       attention_bias=True, architecture="Qwen2ForCausalLM")
+                       attention_bias=True, architecture="Qwen2ForCausalLM", remat=remat)
   tower = VisionConfig(depth=2, hidden_size=16, intermediate_size=24, num_heads=2,
                        window_size=56, fullatt_block_indexes=(1,), out_hidden_size=32)
   return modeling.init_qwen_vl(QwenVLConfig(text=text, vision=tower, image_token_id=IMAGE,
@@ -82,6 +85,34 @@ def test_padded_image_batch_equals_static_grids():
   one = vision.pack_images(model.config.vision, pixels[64:], flat[2:], [1], 48)  # 12 merged
   with pytest.raises(ValueError, match="row 0: 10 image placeholder tokens .* give 12"):
     modeling.prepare_prompt(model.config, np.full((1, 10), IMAGE), None, one)
+
+
+def test_remat_recomputes_vision_and_text_blocks_with_the_same_gradients():
+  """``remat`` wraps every vision block and text layer in ``nnx.remat``: the backward pass
+  recomputes them (remat ops in the gradient's program) and the gradients are unchanged."""
+  rng = np.random.default_rng(3)
+  flat = np.array([[1, 8, 6], [1, 4, 4]])
+  pixels = rng.normal(size=(64, 1176)).astype(np.float32)
+  tokens = np.array([[5, START] + [IMAGE] * 12 + [END, 7, START] + [IMAGE] * 4 + [END, 9]])
+  grads, programs = [], []
+  for remat in (False, True):
+    model = _tiny_vl(remat)
+    images = vision.pack_images(model.config.vision, pixels, flat, [2], max_patches=64)
+    prompt = modeling.prepare_prompt(model.config, tokens, None, images)
+    graphdef, state = nnx.split(model)
+
+    def loss(state, prompt=prompt, graphdef=graphdef):
+      m = nnx.merge(graphdef, state)
+      h, _ = m.prompt_hidden(prompt.tokens, prompt.mask, prompt.positions, prompt.pixel_values,
+                             prompt.grid, None)
+      return jnp.mean(m.logits(h) ** 2)
+
+    grads.append(jax.jit(jax.grad(loss))(state))
+    programs.append(str(jax.make_jaxpr(jax.grad(loss))(state)))
+  # One checkpoint per vision block (2) and per text layer (2).
+  assert "remat2[" not in programs[0] and programs[1].count("remat2[") >= 4
+  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
 
 
 @pytest.fixture(scope="module")

@@ -147,7 +147,8 @@ class QwenVLConfig:
 
   @property
   def remat(self) -> bool:
-    """Whether the text layers recompute their activations in the backward pass."""
+    """Whether the text layers and the vision blocks recompute their activations in the
+    backward pass."""
     return self.text.remat
 
   @property

@@ -157,7 +157,8 @@ class QwenVL(nnx.Module):
   def __init__(self, config: QwenVLConfig, *, rngs: nnx.Rngs):
     self.config = config
     self.visual = VisionTower(config.vision, dtype=config.text.dtype,
-                              param_dtype=config.text.param_dtype, rngs=rngs)
+                              param_dtype=config.text.param_dtype, remat=config.text.remat,
+                              rngs=rngs)
     self.text = Decoder(config.text, rngs=rngs)
 
   def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:

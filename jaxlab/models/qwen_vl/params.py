@@ -188,7 +188,7 @@ def from_pretrained(path: str, mesh: Mesh | None = None, dtype: Any = jnp.float3
     param_dtype: storage dtype (default: ``dtype``).
     layout: a key of :data:`jaxlab.models.qwen_vl.sharding.RULES` ("replicated", "fsdp",
       "tp", "fsdp_tp").
-    remat: recompute the text layers' activations in the backward pass.
+    remat: recompute the text layers' and vision blocks' activations in the backward pass.
 
   Raises:
     ValueError: (``ModelConfigError`` / ``CheckpointFormatError`` / ``TokenizerError``) with

@@ -341,9 +341,10 @@ class VisionTower(nnx.Module):
   """Patch embedding, ``depth`` vision blocks (windowed or full attention), the merger."""
 
   def __init__(self, config: VisionConfig, *, dtype: str = "float32",
-               param_dtype: str = "float32", rngs: nnx.Rngs):
+               param_dtype: str = "float32", remat: bool = False, rngs: nnx.Rngs):
     self.config = config
     self.dtype = dtype
+    self.remat = remat  # recompute each block's activations in the backward pass
     pd = jnp.dtype(param_dtype)
     block_cfg = attention_config(config, dtype, param_dtype)
     self.patch_embed_pd = nnx.Param(_normal(rngs, (config.patch_dim, config.hidden_size), pd))
@@ -375,11 +376,16 @@ class VisionTower(nnx.Module):
     image_seg, window_seg = attention_segments(c, grid)
     full = jnp.asarray(image_seg[:, None] == image_seg[None, :])[None]
     windowed = jnp.asarray(window_seg[:, None] == window_seg[None, :])[None]
-    x, cos, sin = x[None], cos[None], sin[None]
-    for i, block in enumerate(self.blocks):
-      x = block(x, cos, sin, full if i in c.fullatt_block_indexes else windowed)
+    x = self._blocks(x[None], cos[None], sin[None], full, windowed)
     merged = self.merger(x[0], self.dtype)
     return merged[np.argsort(order)]
+
+  def _blocks(self, x, cos, sin, full, windowed):
+    """The vision blocks in turn (full attention at ``fullatt_block_indexes``)."""
+    call = nnx.remat(VisionBlock.__call__) if self.remat else VisionBlock.__call__
+    for i, block in enumerate(self.blocks):
+      x = call(block, x, cos, sin, full if i in self.config.fullatt_block_indexes else windowed)
+    return x
 
   def padded(self, images: ImageBatch) -> jax.Array:
     """Merged embeddings ``[B, Np / M^2, out_hidden_size]`` (compute dtype) of a padded batch.
@@ -402,7 +408,6 @@ class VisionTower(nnx.Module):
     image_seg, window_seg = jnp.asarray(images.image_seg), jnp.asarray(images.window_seg)
     full = image_seg[:, :, None] == image_seg[:, None, :]
     windowed = window_seg[:, :, None] == window_seg[:, None, :]
-    for i, block in enumerate(self.blocks):
-      x = block(x, cos, sin, full if i in c.fullatt_block_indexes else windowed)
+    x = self._blocks(x, cos, sin, full, windowed)
     merged = self.merger(x.reshape(b * n, -1), self.dtype).reshape(b, n // c.merge_unit, -1)
     return jnp.take_along_axis(merged, jnp.asarray(images.restore)[..., None], axis=1)
