@@ -83,8 +83,10 @@ PRESETS = {
 }
 _PRESET = flags.DEFINE_enum("preset", "returns", list(PRESETS),
                             "Key set used when --keys is not given.")
-_KIND = flags.DEFINE_enum("kind", "runs", ["runs", "looped"], "runs: compare training runs; "
-                          "looped: the mechanistic analysis of one looped model.")
+_KIND = flags.DEFINE_enum("kind", "runs", ["runs", "looped", "looped_study"],
+                          "runs: compare training runs; looped: the mechanistic analysis of one "
+                          "looped model; looped_study: the looped study's criteria per run, from "
+                          "runs analysed with --kind=looped (docs/reproductions/looped.md).")
 _ITERATIONS = flags.DEFINE_list("iterations", ["4", "8", "16"], "looped: trip counts to capture.")
 _PROMPTS = flags.DEFINE_string("prompts", None, "looped: a JSONL task file or a text file with one "
                                "prompt per line.")
@@ -262,10 +264,57 @@ def analyze_looped() -> None:
   print(f"wrote {len(out['files'])} files to {_OUT.value}")
 
 
+def write_tables(seed_rows: list[dict], columns: list[str]) -> None:
+  """``--out``/table.csv (per seed), table.md (mean ± 95% CI per arm), ``--export``; prints
+  the table."""
+  from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
+  os.makedirs(_OUT.value, exist_ok=True)
+  stats.write_seed_rows(os.path.join(_OUT.value, "table.csv"), seed_rows, columns)
+  if _EXPORT.value:
+    os.makedirs(os.path.dirname(os.path.abspath(_EXPORT.value)), exist_ok=True)
+    stats.write_seed_rows(_EXPORT.value, seed_rows, columns)
+  table = stats.seed_table(seed_rows, columns)
+  with open(os.path.join(_OUT.value, "table.md"), "w") as f:
+    f.write(table + "\n")
+  print(table)
+
+
+def globbed_workdirs() -> list[str]:
+  """The ``--workdir`` entries, globs expanded, directories only."""
+  workdirs = []
+  for pattern in _WORKDIR.value or []:
+    matches = sorted(glob.glob(pattern)) or [pattern]
+    workdirs += [m for m in matches if os.path.isdir(m)]
+  return workdirs
+
+
+def analyze_looped_study() -> None:
+  """``--kind=looped_study``: the looped study's criteria per run (:mod:`jaxlab.looped.study`),
+  arms from ``--group_by`` (default: the directory name without ``_s<N>``)."""
+  from jaxlab.looped import study  # pylint: disable=import-outside-toplevel
+  workdirs = globbed_workdirs()
+  if not workdirs:
+    fail(f"--workdir={','.join(_WORKDIR.value or [])}: no run directories")
+  arms: dict[str, list[str]] = {}
+  for w in workdirs:
+    try:
+      arms.setdefault(run_label(w, _GROUP_BY.value or "seed_suffix"), []).append(w)
+    except KeyError as err:
+      fail(err.args[0])
+  try:
+    rows = study.study_rows(arms)
+  except (OSError, ValueError, KeyError) as err:
+    fail(" ".join(str(err).split()))
+  write_tables(rows, list(study.COLUMNS))
+
+
 def main(argv):
   del argv
   if _KIND.value == "looped":
     analyze_looped()
+    return
+  if _KIND.value == "looped_study":
+    analyze_looped_study()
     return
   if _DATA.value:
     tables_from_data(_DATA.value)
@@ -276,10 +325,7 @@ def main(argv):
   from jaxlab.core import plotting  # pylint: disable=import-outside-toplevel
   from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
 
-  workdirs = []
-  for pattern in _WORKDIR.value:
-    matches = sorted(glob.glob(pattern)) or [pattern]
-    workdirs += [m for m in matches if os.path.isdir(m)]
+  workdirs = globbed_workdirs()
   missing = [w for w in workdirs if not os.path.exists(os.path.join(w, "metrics.jsonl"))]
   if not workdirs or missing:
     fail(f"no metrics.jsonl in {missing or _WORKDIR.value}; pass jaxlab run directories")
@@ -345,15 +391,7 @@ def main(argv):
         seed_rows.append({"arm": label, "run": name, "seed": i, **{
             c: (float(v[i]) if i < v.size else math.nan) for c, v in per_key.items()}})
 
-  os.makedirs(_OUT.value, exist_ok=True)
-  stats.write_seed_rows(os.path.join(_OUT.value, "table.csv"), seed_rows, columns)
-  if _EXPORT.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_EXPORT.value)), exist_ok=True)
-    stats.write_seed_rows(_EXPORT.value, seed_rows, columns)
-  table = stats.seed_table(seed_rows, columns)
-  with open(os.path.join(_OUT.value, "table.md"), "w") as f:
-    f.write(table + "\n")
-  print(table)
+  write_tables(seed_rows, columns)
 
   # Curves: pool the runs of an arm as extra seeds, record by record.
   pooled = {}

@@ -85,7 +85,10 @@ def _one_trip_count(model, tokens, mask, n_iter, targets, valid, threshold, grou
   arrays: dict[str, np.ndarray] = {}
   m: dict[str, Any] = {"replay_error": float(cap["replay_error"])}
 
-  # (a) convergence
+  # (a) convergence, and the state's size (norm growth when run past the trained trip count)
+  norm = np.linalg.norm(np.asarray(core, np.float64), axis=-1)    # [I, J, B, T]
+  arrays["state_norm"] = norm
+  m["state_norm_median"] = _masked_median(norm, mask)            # [I, J]
   if n_iter >= 2:
     delta = convergence.relative_deltas(core)                    # [I-1, J, B, T]
     cls = convergence.classify_tokens(core, threshold)

@@ -140,6 +140,10 @@ def test_analyze_end_to_end_writes_files(huginn, tmp_path):
   assert m3["replay_error"] < 1e-5
   assert set(m3["classes"]) >= {"all", "question", "answer", "threshold"}
   assert m3["classes"]["threshold"] == 1e-2
+  # The median state norm per (iteration, slot) is the median over real tokens of |s|.
+  core = replay.capture(huginn, tokens, mask, 3)["core"]
+  want = np.median(np.linalg.norm(np.asarray(core, np.float64), axis=-1)[..., mask], axis=-1)
+  np.testing.assert_allclose(m3["state_norm_median"], want, rtol=1e-6)
   assert len(m3["stages"]["matrix_entropy"]) == 1 + 3 * 3 + 1
   assert len(metrics["baseline"]["stages"]["bos_norm"]) == depth
   assert set(metrics["checks"]) >= {"fixed_point_share", "min_slot_distance", "pca_retrace"}
