@@ -10,7 +10,7 @@ the default files are the tiny shapes task (``python -m jaxlab.llm.image_tasks``
 of the pipeline. Prompts are rendered in Qwen's chat format with the image placeholder where the
 chat template puts an image; the tokenizer's eos (``<|im_end|>`` for the Instruct checkpoints)
 ends every completion and is a target. The weights load in float32 masters sharded by
-``layout`` (FSDP over the devices), compute in bfloat16 with rematerialised text layers; images
+``layout`` (FSDP over the devices), compute in bfloat16 with rematerialised text layers and vision blocks; images
 are bounded to ``data.max_pixels`` (1,280 merged patches at most, Qwen's default) and every row
 is padded to the largest training row's patch count (``data.max_patches``, 0 = automatic), so
 set it explicitly when the training files hold a few outsized images.
