@@ -264,16 +264,16 @@ def analyze_looped() -> None:
   print(f"wrote {len(out['files'])} files to {_OUT.value}")
 
 
-def write_tables(seed_rows: list[dict], columns: list[str]) -> None:
+def write_tables(seed_rows: list[dict], columns: list[str], missing: str = "never") -> None:
   """``--out``/table.csv (per seed), table.md (mean ± 95% CI per arm), ``--export``; prints
-  the table."""
+  the table (``missing``: the cell of a column no seed of an arm has)."""
   from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
   os.makedirs(_OUT.value, exist_ok=True)
   stats.write_seed_rows(os.path.join(_OUT.value, "table.csv"), seed_rows, columns)
   if _EXPORT.value:
     os.makedirs(os.path.dirname(os.path.abspath(_EXPORT.value)), exist_ok=True)
     stats.write_seed_rows(_EXPORT.value, seed_rows, columns)
-  table = stats.seed_table(seed_rows, columns)
+  table = stats.seed_table(seed_rows, columns, missing)
   with open(os.path.join(_OUT.value, "table.md"), "w") as f:
     f.write(table + "\n")
   print(table)
@@ -305,7 +305,7 @@ def analyze_looped_study() -> None:
     rows = study.study_rows(arms)
   except (OSError, ValueError, KeyError) as err:
     fail(" ".join(str(err).split()))
-  write_tables(rows, list(study.COLUMNS))
+  write_tables(rows, list(study.COLUMNS), missing="n/a")
 
 
 def main(argv):

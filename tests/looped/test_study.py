@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from jaxlab.core import stats
 from jaxlab.looped import stages, study
 
 RBAR, TOP, J, B, T = 2, 4, 2, 1, 4
@@ -67,6 +68,8 @@ def test_feedforward_row_cuts_its_curve_where_the_core_stands(tmp_path):
   assert want == pytest.approx(0.5)
   assert rows[1]["periodicity_entropy"] == pytest.approx(want)
   assert rows[1]["eval_accuracy"] == 0.25 and np.isnan(rows[1]["norm_growth"])
+  table = stats.seed_table(rows, list(study.COLUMNS), missing="n/a")
+  assert table.splitlines()[-1].startswith("| ff | 1 | 0.25 | n/a (0/1) |")
   with pytest.raises(ValueError, match="no looped run of seed 0 was analysed with it"):
     study.study_rows({"ff": [ff]})
 
