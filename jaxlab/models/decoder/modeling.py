@@ -219,6 +219,23 @@ class Attention(nnx.Module):
                                        index)
     return self.project(out), k_cache, v_cache
 
+  def qkv(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array
+          ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Queries ``[B, T, N, H]``, keys and values ``[B, T, K, H]`` (compute dtype) of the
+    normalised input ``x_btd``: projections, biases, q/k norms, then RoPE on q and k."""
+    dt = jnp.dtype(self.config.dtype)
+    x = x_btd.astype(dt)
+    q = jnp.einsum("btd,dnh->btnh", x, self.q_dnh[...].astype(dt))
+    k = jnp.einsum("btd,dkh->btkh", x, self.k_dkh[...].astype(dt))
+    v = jnp.einsum("btd,dkh->btkh", x, self.v_dkh[...].astype(dt))
+    if self.q_bias_nh is not None:
+      q = q + self.q_bias_nh[...].astype(dt)
+      k = k + self.k_bias_kh[...].astype(dt)
+      v = v + self.v_bias_kh[...].astype(dt)
+    if self.q_norm is not None:
+      q, k = self.q_norm(q), self.k_norm(k)
+    return apply_rope(q, cos_bth, sin_bth), apply_rope(k, cos_bth, sin_bth), v
+
   def heads(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array,
             allowed_bts: jax.Array, k_cache: jax.Array | None, v_cache: jax.Array | None,
             index: jax.Array | None):
@@ -237,19 +254,7 @@ class Attention(nnx.Module):
     """
     c = self.config
     dt = jnp.dtype(c.dtype)
-    x = x_btd.astype(dt)
-    q = jnp.einsum("btd,dnh->btnh", x, self.q_dnh[...].astype(dt))
-    k = jnp.einsum("btd,dkh->btkh", x, self.k_dkh[...].astype(dt))
-    v = jnp.einsum("btd,dkh->btkh", x, self.v_dkh[...].astype(dt))
-    if self.q_bias_nh is not None:
-      q = q + self.q_bias_nh[...].astype(dt)
-      k = k + self.k_bias_kh[...].astype(dt)
-      v = v + self.v_bias_kh[...].astype(dt)
-    if self.q_norm is not None:
-      q, k = self.q_norm(q), self.k_norm(k)
-    q = apply_rope(q, cos_bth, sin_bth)
-    k = apply_rope(k, cos_bth, sin_bth)
-
+    q, k, v = self.qkv(x_btd, cos_bth, sin_bth)
     if k_cache is not None:
       # In-place slab write; under jit with a donated / loop-carried cache XLA reuses the buffer.
       k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, index, 0, 0))

@@ -15,8 +15,12 @@ Pipeline (``N`` patches of all images together, ``Dv`` the tower's width):
 4. Blocks: pre-norm RMSNorm, attention (the decoder's :class:`Attention` with q/k/v and output
    biases, no causal mask), pre-norm SwiGLU MLP with biases. Blocks listed in
    ``fullatt_block_indexes`` attend within each image (each frame), the others within each
-   window; both restrictions are a block-diagonal boolean mask built from segment ids, exact
-   and cheap at the sizes we run (the reference packs the same segments with ``cu_seqlens``).
+   window; both restrictions come from segment ids (the reference packs the same segments
+   with ``cu_seqlens``). Full attention uses a block-diagonal boolean mask ``[N, N]``.
+   Windowed attention is local: a window is a contiguous run of at most ``C`` patches in
+   window order, so queries in chunk ``k`` of ``C`` patches meet their window's keys inside
+   chunks ``k-1, k, k+1``; scoring those ``3C`` keys under the same segment test is exactly
+   the masked dense attention at cost ``N x 3C`` (:func:`window_attention`).
 5. Merger: RMSNorm, then concatenate each ``M x M`` block and map it through
    ``Linear -> GELU -> Linear`` to the LM width.
 
@@ -300,18 +304,87 @@ class BiasedMLP(MLP):
             + self.down_bias_d[...].astype(dt))
 
 
-class VisionBlock(nnx.Module):
-  """``x + attn(norm1(x))`` under a given attention mask, then ``x + mlp(norm2(x))``."""
+# Segment id of the positions window_attention appends to reach a multiple of the chunk: no
+# real patch (ids >= 0) nor ImageBatch padding (-1) carries it.
+_CHUNK_PAD_SEGMENT = -2
 
-  def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
+
+def window_chunk(config: VisionConfig) -> int:
+  """``C``, the most patches one window holds: ``(window_size / patch_size)^2``."""
+  return config.window_units ** 2 * config.merge_unit
+
+
+def window_attention(attn: Attention, x_btd: jax.Array, cos_bth: jax.Array,
+                     sin_bth: jax.Array, segment_bt: jax.Array, chunk: int) -> jax.Array:
+  """``attn`` (projected output ``[B, T, D]``) where query t sees key s iff their segments are
+  equal, each segment being a contiguous run of at most ``chunk`` positions.
+
+  Equal to :class:`Attention` under the dense mask ``segment[t] == segment[s]``, in memory and
+  time linear in ``T``: positions are cut into chunks of ``chunk`` (``T`` padded up to a
+  multiple, then cut back), and a query of chunk ``k`` scores only the ``3 * chunk`` keys of
+  chunks ``k-1, k, k+1``, which hold its whole segment. Scores, mask floor and softmax are the
+  dense path's (float32, masked entries at the float32 minimum, hence exactly zero weight).
+
+  Args:
+    attn: the block's attention (its projections, biases and config).
+    x_btd: normalised input ``[B, T, D]``.
+    cos_bth, sin_bth: RoPE tables ``[B, T, H/2]``.
+    segment_bt: ``[B, T]`` int segment ids (-2 is reserved for the chunk padding).
+    chunk: the longest segment's length, a static int.
+  """
+  c = attn.config
+  dt = jnp.dtype(c.dtype)
+  b, t = x_btd.shape[:2]
+  groups = c.num_heads // c.num_kv_heads
+  q, k, v = attn.qkv(x_btd, cos_bth, sin_bth)
+  nc = -(-t // chunk)
+  tp = nc * chunk
+
+  def pad(a, before, after, value=0):
+    return jnp.pad(a, [(0, 0), (before, after)] + [(0, 0)] * (a.ndim - 2),
+                   constant_values=value)
+
+  def neighbours(a, value=0):
+    # [B, T, ...] -> [B, nc, 3 * chunk, ...]: chunks k-1, k, k+1 side by side (static slices).
+    a = pad(a, chunk, tp - t + chunk, value)
+    parts = [a[:, i * chunk:i * chunk + tp].reshape((b, nc, chunk) + a.shape[2:])
+             for i in range(3)]
+    return jnp.concatenate(parts, axis=2)
+
+  q = pad(q, 0, tp - t).reshape(b, nc, chunk, c.num_kv_heads, groups, c.head_dim)
+  seg = jnp.asarray(segment_bt, jnp.int32)
+  seg_q = pad(seg, 0, tp - t, _CHUNK_PAD_SEGMENT).reshape(b, nc, chunk)
+  seg_k = neighbours(seg, _CHUNK_PAD_SEGMENT)
+  keys, values = neighbours(k), neighbours(v)
+  scores = jnp.einsum("bcqkgh,bcskh->bckgqs", q, keys,
+                      preferred_element_type=jnp.float32) / np.sqrt(c.head_dim)
+  allowed = seg_q[:, :, :, None] == seg_k[:, :, None, :]  # [B, nc, chunk, 3 * chunk]
+  scores = jnp.where(allowed[:, :, None, None], scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1)
+  out = jnp.einsum("bckgqs,bcskh->bcqkgh", probs.astype(dt), values)
+  return attn.project(out.reshape(b, tp, c.num_heads, c.head_dim)[:, :t])
+
+
+class VisionBlock(nnx.Module):
+  """``x + attn(norm1(x))`` under a dense mask or within windows, then ``x + mlp(norm2(x))``."""
+
+  def __init__(self, config: DecoderConfig, rngs: nnx.Rngs, chunk: int):
     pd = jnp.dtype(config.param_dtype)
     self.norm1 = RMSNorm(config.hidden_size, VISION_NORM_EPS, pd)
     self.attn = Attention(config, rngs)
     self.norm2 = RMSNorm(config.hidden_size, VISION_NORM_EPS, pd)
     self.mlp = BiasedMLP(config, rngs)
+    self.chunk = chunk  # C: patches per window at most (static)
 
-  def __call__(self, x_btd, cos_bth, sin_bth, allowed_bts):
-    h, _, _ = self.attn(self.norm1(x_btd), cos_bth, sin_bth, allowed_bts, None, None, None)
+  def __call__(self, x_btd, cos_bth, sin_bth, allowed_bts, window_seg_bt=None):
+    """One block. Attention runs under ``allowed_bts`` (``[B, T, T]`` bool) when it is given,
+    else within the windows ``window_seg_bt`` (``[B, T]`` int, contiguous runs of at most
+    ``chunk`` patches) by :func:`window_attention`."""
+    y = self.norm1(x_btd)
+    if allowed_bts is not None:
+      h, _, _ = self.attn(y, cos_bth, sin_bth, allowed_bts, None, None, None)
+    else:
+      h = window_attention(self.attn, y, cos_bth, sin_bth, window_seg_bt, self.chunk)
     x_btd = x_btd + h.astype(x_btd.dtype)
     return x_btd + self.mlp(self.norm2(x_btd)).astype(x_btd.dtype)
 
@@ -348,15 +421,19 @@ class VisionTower(nnx.Module):
     pd = jnp.dtype(param_dtype)
     block_cfg = attention_config(config, dtype, param_dtype)
     self.patch_embed_pd = nnx.Param(_normal(rngs, (config.patch_dim, config.hidden_size), pd))
-    self.blocks = nnx.List([VisionBlock(block_cfg, rngs) for _ in range(config.depth)])
+    self.blocks = nnx.List([VisionBlock(block_cfg, rngs, window_chunk(config))
+                            for _ in range(config.depth)])
     self.merger = Merger(config, param_dtype, rngs)
 
-  def __call__(self, pixel_values: jax.Array, grid_thw) -> jax.Array:
+  def __call__(self, pixel_values: jax.Array, grid_thw, *, dense_windows: bool = False
+               ) -> jax.Array:
     """Merged image embeddings ``[sum_i t_i h_i w_i / M^2, out_hidden_size]`` (compute dtype).
 
     Args:
       pixel_values: ``[N, C*T*P*P]`` patches of every image, in the image processor's order.
       grid_thw: ``[num_images, 3]`` (frames, patch rows, patch columns), concrete ints.
+      dense_windows: run the windowed blocks under the dense ``[N, N]`` mask even where the
+        chunked form is cheaper (same result; the reference of tests and measurements).
     """
     c = self.config
     grid = as_grid(grid_thw)
@@ -374,25 +451,36 @@ class VisionTower(nnx.Module):
     x = x[patch_order]
     cos, sin = rope_cos_sin(c, jnp.asarray(patch_positions(c, grid)[patch_order]))
     image_seg, window_seg = attention_segments(c, grid)
-    full = jnp.asarray(image_seg[:, None] == image_seg[None, :])[None]
-    windowed = jnp.asarray(window_seg[:, None] == window_seg[None, :])[None]
-    x = self._blocks(x[None], cos[None], sin[None], full, windowed)
+    x = self._blocks(x[None], cos[None], sin[None], jnp.asarray(image_seg)[None],
+                     jnp.asarray(window_seg)[None], dense_windows)
     merged = self.merger(x[0], self.dtype)
     return merged[np.argsort(order)]
 
-  def _blocks(self, x, cos, sin, full, windowed):
-    """The vision blocks in turn (full attention at ``fullatt_block_indexes``)."""
+  def _blocks(self, x, cos, sin, image_seg, window_seg, dense_windows):
+    """The vision blocks in turn: full attention within the segments ``image_seg``
+    ``[B, N]`` at ``fullatt_block_indexes``, the others within the windows ``window_seg``."""
+    n = x.shape[1]
+    full = (image_seg[:, :, None] == image_seg[:, None, :]
+            if self.config.fullatt_block_indexes else None)
+    # Chunked windows score N x 3C entries, the dense mask N x N: below N = 3C the dense mask
+    # is the cheaper (and equal) form.
+    if dense_windows or n <= 3 * window_chunk(self.config):
+      windowed = (window_seg[:, :, None] == window_seg[:, None, :], None)
+    else:
+      windowed = (None, window_seg)
     call = nnx.remat(VisionBlock.__call__) if self.remat else VisionBlock.__call__
     for i, block in enumerate(self.blocks):
-      x = call(block, x, cos, sin, full if i in self.config.fullatt_block_indexes else windowed)
+      masks = (full, None) if i in self.config.fullatt_block_indexes else windowed
+      x = call(block, x, cos, sin, *masks)
     return x
 
-  def padded(self, images: ImageBatch) -> jax.Array:
+  def padded(self, images: ImageBatch, *, dense_windows: bool = False) -> jax.Array:
     """Merged embeddings ``[B, Np / M^2, out_hidden_size]`` (compute dtype) of a padded batch.
 
     Row ``b``'s first ``row_counts[b]`` outputs are its images' merged tokens in the
     processor's order (what :meth:`__call__` gives for those images); the rest are padding.
-    Traceable: every index is data (:class:`ImageBatch`).
+    Traceable: every index is data (:class:`ImageBatch`). ``dense_windows`` as in
+    :meth:`__call__`.
     """
     c = self.config
     pixels = jnp.asarray(images.pixel_values)
@@ -406,8 +494,6 @@ class VisionTower(nnx.Module):
     cos, sin = rope_cos_sin(c, jnp.asarray(images.positions).reshape(b * n, 2))
     cos, sin = cos.reshape(b, n, -1), sin.reshape(b, n, -1)
     image_seg, window_seg = jnp.asarray(images.image_seg), jnp.asarray(images.window_seg)
-    full = image_seg[:, :, None] == image_seg[:, None, :]
-    windowed = window_seg[:, :, None] == window_seg[:, None, :]
-    x = self._blocks(x, cos, sin, full, windowed)
+    x = self._blocks(x, cos, sin, image_seg, window_seg, dense_windows)
     merged = self.merger(x.reshape(b * n, -1), self.dtype).reshape(b, n // c.merge_unit, -1)
     return jnp.take_along_axis(merged, jnp.asarray(images.restore)[..., None], axis=1)
