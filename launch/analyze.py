@@ -217,24 +217,33 @@ def _model_dir(path: str) -> str:
   return exported if os.path.isfile(os.path.join(exported, "config.json")) else path
 
 
-def _read_prompts(path: str, n: int) -> list[str]:
+def _read_prompts(path: str, n: int) -> tuple[list[str], list[dict | None]]:
+  """The prompts and, from JSONL rows with ``metadata.segments`` (``{group: [start, end]}``
+  character spans), their token-group spans (None per prompt without)."""
   try:
     with open(path) as f:
       lines = [ln.rstrip("\n") for ln in f if ln.strip()]
   except OSError as err:
     fail(f"--prompts={path}: {err.strerror or err}")
+  prompts, segments = [], []
   if path.endswith(".jsonl"):
-    prompts = []
     for i, line in enumerate(lines, 1):
       try:
-        prompts.append(str(json.loads(line)["question"]))
+        row = json.loads(line)
+        prompts.append(str(row["question"]))
       except (ValueError, KeyError, TypeError):
         fail(f"{path}:{i}: expected a JSON object with a 'question' field")
+      seg = (row.get("metadata") or {}).get("segments") if isinstance(row, dict) else None
+      if seg is not None and not (isinstance(seg, dict) and all(
+          isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) for x in v)
+          for v in seg.values())):
+        fail(f"{path}:{i}: metadata.segments must map group names to [start, end] ints")
+      segments.append(seg)
   else:
-    prompts = lines
+    prompts, segments = lines, [None] * len(lines)
   if not prompts:
     fail(f"--prompts={path}: no prompts")
-  return prompts[:n] if n else prompts
+  return (prompts[:n], segments[:n]) if n else (prompts, segments)
 
 
 def analyze_looped() -> None:
@@ -252,12 +261,12 @@ def analyze_looped() -> None:
   model_dir = _model_dir(_WORKDIR.value[0])
   if not os.path.isfile(os.path.join(model_dir, "config.json")):
     fail(f"--workdir={_WORKDIR.value[0]}: no config.json there or in its hf_model/")
-  prompts = _read_prompts(_PROMPTS.value, _NUM_PROMPTS.value)
+  prompts, segments = _read_prompts(_PROMPTS.value, _NUM_PROMPTS.value)
   from jaxlab.core.errors import JaxlabError  # pylint: disable=import-outside-toplevel
   from jaxlab.looped import analyze as looped_analyze  # pylint: disable=import-outside-toplevel
   try:
     out = looped_analyze.run_analysis(
-        model_dir, _OUT.value, iterations, prompts=prompts,
+        model_dir, _OUT.value, iterations, prompts=prompts, segments=segments,
         baseline=_model_dir(_BASELINE.value) if _BASELINE.value else None)
   except (JaxlabError, ValueError) as err:
     fail(" ".join(str(err).split()))

@@ -294,8 +294,37 @@ def _write(out_dir, metrics, arrays, runs, base, cap, coords, top, pca_token):
   return files
 
 
+def segment_groups(tokenizer, prompts: Sequence[str], segments: Sequence[Mapping | None],
+                   mask_bt: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+  """Token groups ``[B, T]`` of LEFT-padded encoded ``prompts`` from character spans.
+
+  ``segments[i]`` maps a group name to ``[start, end)`` characters of prompt ``i`` (e.g. the
+  ``metadata.segments`` of the question-shaped task rows: system / question / answer); a span
+  covers the tokens that encoding ``prompt[:end]`` adds to ``prompt[:start]``, so it is exact
+  when the spans fall on token boundaries (any span with a character vocabulary). Tokens in
+  no span (a BOS, padding, prompts without segments) are the group ``"other"``.
+
+  Returns:
+    ``(groups_bt, {id: name})``.
+  """
+  from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
+  names = sorted({n for seg in segments if seg for n in seg})
+  ids = {n: i for i, n in enumerate(names)}
+  mask = np.asarray(mask_bt, bool)
+  groups = np.full(mask.shape, len(names), np.int32)
+  width = mask.shape[1]
+  for row, (prompt, seg) in enumerate(zip(prompts, segments)):
+    first = width - int(mask[row].sum())  # left padding
+    for name, (start, end) in (seg or {}).items():
+      a, b = (len(ids_) for ids_ in encode_prompts(tokenizer, [prompt[:start],
+                                                               prompt[:min(end, len(prompt))]]))
+      groups[row, first + a:first + b] = ids[name]
+  return groups, {**{i: n for n, i in ids.items()}, len(names): "other"}
+
+
 def run_analysis(model_dir_or_model, out_dir: str, iterations: Sequence[int] = (4, 8, 16),
                  *, tokens_bt=None, mask_bt=None, prompts: Sequence[str] | None = None,
+                 segments: Sequence[Mapping | None] | None = None,
                  baseline=None, **kwargs) -> dict[str, Any]:
   """:func:`analyze` from a model directory (or a model) to files in ``out_dir``.
 
@@ -306,6 +335,8 @@ def run_analysis(model_dir_or_model, out_dir: str, iterations: Sequence[int] = (
     iterations: trip counts to analyse.
     tokens_bt, mask_bt: the batch; or ``prompts``, strings encoded with the directory's
       tokenizer and left-padded (exactly one of the two).
+    segments: with ``prompts``, per prompt ``{group: [start, end)}`` character spans or None:
+      the token groups of the class fractions (:func:`segment_groups`).
     baseline: a feed-forward decoder, or a decoder model directory, or None.
     **kwargs: passed to :func:`analyze`.
 
@@ -332,6 +363,9 @@ def run_analysis(model_dir_or_model, out_dir: str, iterations: Sequence[int] = (
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     from jaxlab.llm.sampling import left_pad  # pylint: disable=g-import-not-at-top
     tokens_bt, mask_bt = left_pad(encode_prompts(tok, prompts), pad)
+    if segments is not None and any(segments):
+      kwargs["groups_bt"], kwargs["group_names"] = segment_groups(tok, prompts, segments,
+                                                                  np.asarray(mask_bt))
   if isinstance(baseline, (str, os.PathLike)):
     from jaxlab.models import from_pretrained  # pylint: disable=g-import-not-at-top
     baseline = from_pretrained(os.fspath(baseline), tokenizer=False)[0]

@@ -30,7 +30,11 @@ def hrm_dir(tmp_path_factory):
 
 def test_launch_writes_results_for_each_trip_count(hrm_dir, tmp_path):
   prompts = tmp_path / "prompts.jsonl"
-  prompts.write_text("".join(json.dumps({"question": q}) + "\n" for q in ("12+3=", "7*8=")))
+  # The first row names character spans: token groups of the class fractions.
+  rows = [{"question": "S:1 Q:12+3=", "metadata": {"segments": {"system": [0, 3],
+                                                                 "question": [4, 11]}}},
+          {"question": "7*8="}]
+  prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
   out = tmp_path / "analysis"
   result = _analyze(f"--workdir={hrm_dir}", f"--prompts={prompts}", "--iterations=2,3",
                     f"--out={out}")
@@ -38,6 +42,9 @@ def test_launch_writes_results_for_each_trip_count(hrm_dir, tmp_path):
   with open(out / "metrics.json") as f:
     metrics = json.load(f)
   assert set(metrics["per_iteration"]) == {"2", "3"}
+  classes = metrics["per_iteration"]["3"]["classes"]
+  assert (classes["system"]["count"], classes["question"]["count"]) == (3, 7)
+  assert classes["other"]["count"] == classes["all"]["count"] - 10  # BOS, the space, row 2
   assert os.path.getsize(out / "results.npz") > 0
   assert any(name.endswith(".png") for name in os.listdir(out))
 
@@ -46,11 +53,16 @@ def test_launch_writes_results_for_each_trip_count(hrm_dir, tmp_path):
     (["--iterations=0"], "--iterations=0: every trip count must be >= 1"),
     (["--iterations=2,x"], "expected comma-separated integers"),
     ([], "needs --prompts"),
+    (["--prompts=SEG"], "p.jsonl:1: metadata.segments must map group names to [start, end]"),
 ])
 def test_bad_input_is_one_line(hrm_dir, tmp_path, args, needle):
   prompts = tmp_path / "p.txt"
   prompts.write_text("1+1=\n")
   extra = [] if args == [] else [f"--prompts={prompts}"]
+  if args == ["--prompts=SEG"]:
+    bad = tmp_path / "p.jsonl"
+    bad.write_text(json.dumps({"question": "1+1=", "metadata": {"segments": {"q": [0]}}}) + "\n")
+    extra, args = [f"--prompts={bad}"], []
   result = _analyze(f"--workdir={hrm_dir}", *extra, *args)
   assert result.returncode == 2, result.stderr[-2000:]
   lines = result.stderr.strip().splitlines()
