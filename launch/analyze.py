@@ -87,6 +87,8 @@ _KIND = flags.DEFINE_enum("kind", "runs", ["runs", "looped", "looped_study"],
                           "runs: compare training runs; looped: the mechanistic analysis of one "
                           "looped model; looped_study: the looped study's criteria per run, from "
                           "runs analysed with --kind=looped (docs/reproductions/looped.md).")
+_ANALYSIS_DIR = flags.DEFINE_string("analysis_dir", "analysis", "looped_study: the folder of "
+                                    "each run that holds its --kind=looped output.")
 _ITERATIONS = flags.DEFINE_list("iterations", ["4", "8", "16"], "looped: trip counts to capture.")
 _PROMPTS = flags.DEFINE_string("prompts", None, "looped: a JSONL task file or a text file with one "
                                "prompt per line.")
@@ -311,10 +313,10 @@ def analyze_looped_study() -> None:
     except KeyError as err:
       fail(err.args[0])
   try:
-    rows = study.study_rows(arms)
+    rows = study.study_rows(arms, _ANALYSIS_DIR.value)
   except (OSError, ValueError, KeyError) as err:
     fail(" ".join(str(err).split()))
-  write_tables(rows, list(study.COLUMNS), missing="n/a")
+  write_tables(rows, study.columns(rows), missing="n/a")
 
 
 def main(argv):

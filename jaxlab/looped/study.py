@@ -66,7 +66,8 @@ def _trained_iterations(metrics: dict[str, Any]) -> int:
 
 
 def looped_row(workdir: str, analysis: str = "analysis") -> dict[str, float]:
-  """The criteria values of one analysed looped run.
+  """The criteria values of one analysed looped run (:data:`COLUMNS`), plus
+  ``non_fixed_at_2rbar/<group>`` per token group when the analysis had groups (criterion 5).
 
   Raises:
     FileNotFoundError: the run has no ``<analysis>/metrics.json``.
@@ -90,7 +91,11 @@ def looped_row(workdir: str, analysis: str = "analysis") -> dict[str, float]:
     raise ValueError(f"{out_dir}/metrics.json: no state_norm_median (written by an older "
                      "analysis); rerun launch.analyze --kind=looped on this run")
   norms = np.asarray(m_top["state_norm_median"], np.float64)   # [I, J]
+  groups = {f"non_fixed_at_2rbar/{g}": float(v["non_fixed"])
+            for g, v in per.get(str(2 * rbar), {}).get("classes", {}).items()
+            if isinstance(v, dict) and g != "all" and v.get("count")}
   return dict(
+      **groups,
       eval_accuracy=_accuracy(workdir),
       fixed_share_at_2rbar=float(np.mean(moved[mask] < THRESHOLD)),
       min_slot_distance=float(m_top.get("min_slot_distance_median", math.nan)),
@@ -121,6 +126,12 @@ def baseline_row(looped_workdir: str, baseline_workdir: str,
     curve = np.asarray(metrics["baseline"]["stages"][key], np.float64)
     row[name] = stages.periodicity_error(curve[p:p + r * rbar].reshape(rbar, r))
   return row
+
+
+def columns(rows: list[dict[str, Any]]) -> list[str]:
+  """:data:`COLUMNS`, then the per-group columns some row has, sorted."""
+  extra = sorted({k for r in rows for k in r if k.startswith("non_fixed_at_2rbar/")})
+  return list(COLUMNS) + extra
 
 
 def is_looped(workdir: str) -> bool:

@@ -56,6 +56,17 @@ def test_looped_row_measures_the_criteria(tmp_path):
   assert (row["periodicity_entropy"], row["periodicity_bos_norm"]) == (0.25, 0.5)
   assert row["drifting_share_at_max"] == 0.125 and row["eval_accuracy"] == 0.5
   assert set(row) == set(study.COLUMNS)
+  # With token groups at I = 2 r-bar, their non-fixed shares are extra columns.
+  path = os.path.join(run, "analysis", "metrics.json")
+  with open(path) as f:
+    metrics = json.load(f)
+  metrics["per_iteration"][str(TOP)]["classes"].update(
+      question={"non_fixed": 0.25, "count": 4}, other={"non_fixed": 1.0, "count": 0})
+  with open(path, "w") as f:
+    json.dump(metrics, f)
+  row = study.looped_row(run)
+  assert row["non_fixed_at_2rbar/question"] == 0.25 and "non_fixed_at_2rbar/other" not in row
+  assert study.columns([row]) == list(study.COLUMNS) + ["non_fixed_at_2rbar/question"]
 
 
 def test_feedforward_row_cuts_its_curve_where_the_core_stands(tmp_path):
