@@ -317,6 +317,10 @@ def analyze_looped_study() -> None:
   except (OSError, ValueError, KeyError) as err:
     fail(" ".join(str(err).split()))
   write_tables(rows, study.columns(rows), missing="n/a")
+  from jaxlab.core import plotting  # pylint: disable=import-outside-toplevel
+  written = plotting.plot_runs(study.curve_records(arms, _ANALYSIS_DIR.value), study.CURVES,
+                               _OUT.value, x_key="iteration")
+  print(f"wrote {_OUT.value}/table.md, table.csv (per seed) and {len(written)} plots")
 
 
 def main(argv):

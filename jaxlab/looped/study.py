@@ -128,6 +128,43 @@ def baseline_row(looped_workdir: str, baseline_workdir: str,
   return row
 
 
+# Per-iteration curves at the largest trip count (max over slots), pooled over an arm's seeds.
+CURVES = ("state_norm", "log10_delta", "log10_attention_tv")
+
+
+def curve_records(arms: dict[str, list[str]], analysis: str = "analysis"
+                  ) -> dict[str, list[dict[str, Any]]]:
+  """``{arm: records}`` for :func:`jaxlab.core.plotting.plot_runs` (x key ``iteration``): per
+  iteration of the largest trip count, each seed's median state norm, log10 median delta and
+  log10 attention-row variation (the largest over slots); feed-forward runs are skipped."""
+  out = {}
+  for arm, workdirs in arms.items():
+    per_seed = []
+    for w in workdirs:
+      if not is_looped(w):
+        continue
+      metrics = _read_json(os.path.join(w, analysis, "metrics.json"))
+      m = metrics["per_iteration"][str(max(int(i) for i in metrics["iterations"]))]
+      per_seed.append(dict(
+          state_norm=np.max(np.asarray(m["state_norm_median"], np.float64), axis=1),
+          log10_delta=np.log10(np.max(np.asarray(m["delta_median"], np.float64), axis=1)
+                               + 1e-30),
+          log10_attention_tv=np.log10(np.max(np.asarray(m["attention_tv"], np.float64),
+                                             axis=1) + 1e-30)))
+    if not per_seed:
+      continue
+    n = len(per_seed[0]["state_norm"])
+    records = []
+    for t in range(n):
+      rec = {"step": t, "iteration": t + 1, "state_norm": [s["state_norm"][t] for s in per_seed]}
+      if t:  # delta and attention variation compare iteration t + 1 with iteration t
+        for key in ("log10_delta", "log10_attention_tv"):
+          rec[key] = [s[key][t - 1] for s in per_seed]
+      records.append(rec)
+    out[arm] = records
+  return out
+
+
 def columns(rows: list[dict[str, Any]]) -> list[str]:
   """:data:`COLUMNS`, then the per-group columns some row has, sorted."""
   extra = sorted({k for r in rows for k in r if k.startswith("non_fixed_at_2rbar/")})

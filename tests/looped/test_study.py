@@ -34,6 +34,8 @@ def _write_run(path, family="looped", seed=0, accuracy=0.5, baseline=None, analy
   per = {str(RBAR): {"stage_periodicity_error": {"matrix_entropy": 0.25, "bos_norm": 0.5}},
          str(TOP): {"min_slot_distance_median": 0.3, "tv_delta_log_corr": 0.9,
                     "state_norm_median": norms,
+                    "delta_median": [[0.1, 0.2], [0.01, 0.02], [0.001, 0.001]],
+                    "attention_tv": [[0.1, 0.1], [0.01, 0.01], [0.001, 0.001]],
                     "classes": {"all": {"drifting": 0.125}}}}
   metrics = {"config": {"trained_iterations": RBAR, "n_prelude": 1, "slots_per_iteration": J},
              "iterations": [RBAR, TOP], "per_iteration": per, "pca": {"retrace": 0.01}}
@@ -95,6 +97,10 @@ def test_launcher_prints_the_table_and_names_a_stale_analysis(tmp_path):
   assert res.returncode == 0, res.stderr
   assert "| sandwich | 2 |" in res.stdout
   assert (out / "table.csv").read_text().count("\n") == 3
+  assert {f"{k}.png" for k in study.CURVES} <= set(os.listdir(out))
+  records = study.curve_records({"sandwich": [str(tmp_path / "sandwich_s0")]})["sandwich"]
+  assert records[3]["state_norm"] == [6.0] and "log10_delta" not in records[0]
+  assert records[1]["log10_delta"] == [pytest.approx(np.log10(0.2))]
   path = tmp_path / "sandwich_s1" / "analysis" / "metrics.json"
   metrics = json.loads(path.read_text())
   del metrics["per_iteration"][str(TOP)]["state_norm_median"]
