@@ -275,16 +275,16 @@ def analyze_looped() -> None:
   print(f"wrote {len(out['files'])} files to {_OUT.value}")
 
 
-def write_tables(seed_rows: list[dict], columns: list[str], missing: str = "never") -> None:
+def write_tables(seed_rows: list[dict], columns: list[str]) -> None:
   """``--out``/table.csv (per seed), table.md (mean ± 95% CI per arm), ``--export``; prints
-  the table (``missing``: the cell of a column no seed of an arm has)."""
+  the table."""
   from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
   os.makedirs(_OUT.value, exist_ok=True)
   stats.write_seed_rows(os.path.join(_OUT.value, "table.csv"), seed_rows, columns)
   if _EXPORT.value:
     os.makedirs(os.path.dirname(os.path.abspath(_EXPORT.value)), exist_ok=True)
     stats.write_seed_rows(_EXPORT.value, seed_rows, columns)
-  table = stats.seed_table(seed_rows, columns, missing)
+  table = stats.seed_table(seed_rows, columns)
   with open(os.path.join(_OUT.value, "table.md"), "w") as f:
     f.write(table + "\n")
   print(table)
@@ -301,7 +301,8 @@ def globbed_workdirs() -> list[str]:
 
 def analyze_looped_study() -> None:
   """``--kind=looped_study``: the looped study's criteria per run (:mod:`jaxlab.looped.study`),
-  arms from ``--group_by`` (default: the directory name without ``_s<N>``)."""
+  arms from ``--group_by`` (default: the directory name without ``_s<N>``), the columns of
+  ``--keys`` if given (a feed-forward run has only the accuracy and stage columns)."""
   from jaxlab.looped import study  # pylint: disable=import-outside-toplevel
   workdirs = globbed_workdirs()
   if not workdirs:
@@ -316,7 +317,13 @@ def analyze_looped_study() -> None:
     rows = study.study_rows(arms, _ANALYSIS_DIR.value)
   except (OSError, ValueError, KeyError) as err:
     fail(" ".join(str(err).split()))
-  write_tables(rows, study.columns(rows), missing="n/a")
+  columns = study.columns(rows)
+  if flags.FLAGS["keys"].present:  # a subset, e.g. the stage columns the feed-forward has
+    unknown = [k for k in _KEYS.value if k not in columns]
+    if unknown:
+      fail(f"--keys: no column {', '.join(unknown)}; the columns are {', '.join(columns)}")
+    columns = list(_KEYS.value)
+  write_tables(rows, columns)
   from jaxlab.core import plotting  # pylint: disable=import-outside-toplevel
   written = plotting.plot_runs(study.curve_records(arms, _ANALYSIS_DIR.value), study.CURVES,
                                _OUT.value, x_key="iteration")

@@ -94,13 +94,10 @@ def read_seed_rows(path: str) -> tuple[list[str], list[dict[str, object]]]:
   return columns, rows
 
 
-def seed_table(rows: Iterable[Mapping[str, object]], columns: Sequence[str],
-               missing: str = "never") -> str:
+def seed_table(rows: Iterable[Mapping[str, object]], columns: Sequence[str]) -> str:
   """The markdown table of per-seed rows: one line per arm (in first-seen order), its number of
   seeds, and ``mean ± 95% t-interval`` per column. A column where some seeds have no value
-  (NaN: e.g. a threshold never reached) says over how many it was taken, ``(k/n)``; where no
-  seed has one the cell is ``missing`` ("never" for thresholds, "n/a" for values that do not
-  apply to an arm)."""
+  (NaN: e.g. a threshold never reached) says over how many it was taken, ``(k/n)``."""
   arms: dict[str, list[Mapping[str, object]]] = {}
   for r in rows:
     arms.setdefault(str(r["arm"]), []).append(r)
@@ -110,7 +107,7 @@ def seed_table(rows: Iterable[Mapping[str, object]], columns: Sequence[str],
     for c in columns:
       v = np.asarray([float(r.get(c, math.nan)) for r in rs], np.float64)
       finite = v[np.isfinite(v)]
-      text = format_ci(*mean_ci(finite)) if finite.size else missing
+      text = format_ci(*mean_ci(finite)) if finite.size else "never"
       if finite.size != v.size:
         text += f" ({finite.size}/{v.size})"
       cells.append(text)

@@ -81,8 +81,8 @@ def test_feedforward_row_cuts_its_curve_where_the_core_stands(tmp_path):
   assert want == pytest.approx(0.5)
   assert rows[1]["periodicity_entropy"] == pytest.approx(want)
   assert rows[1]["eval_accuracy"] == 0.25 and np.isnan(rows[1]["norm_growth"])
-  table = stats.seed_table(rows, list(study.COLUMNS), missing="n/a")
-  assert table.splitlines()[-1].startswith("| ff | 1 | 0.25 | n/a (0/1) |")
+  table = stats.seed_table(rows, ["eval_accuracy", "periodicity_entropy"])
+  assert table.splitlines()[-1] == "| ff | 1 | 0.25 | 0.5 |"
   with pytest.raises(ValueError, match="no looped run of seed 0 was analysed with it"):
     study.study_rows({"ff": [ff]})
 
@@ -101,6 +101,11 @@ def test_launcher_prints_the_table_and_names_a_stale_analysis(tmp_path):
   records = study.curve_records({"sandwich": [str(tmp_path / "sandwich_s0")]})["sandwich"]
   assert records[3]["state_norm"] == [6.0] and "log10_delta" not in records[0]
   assert records[1]["log10_delta"] == [pytest.approx(np.log10(0.2))]
+  res = subprocess.run(cmd + ["--keys=eval_accuracy,norm_growth"], capture_output=True,
+                       text=True, check=False)
+  assert res.returncode == 0 and "| sandwich | 2 | 0.5 | 3 |" in res.stdout, res.stderr
+  res = subprocess.run(cmd + ["--keys=nope"], capture_output=True, text=True, check=False)
+  assert res.returncode == 2 and "--keys: no column nope" in res.stderr
   path = tmp_path / "sandwich_s1" / "analysis" / "metrics.json"
   metrics = json.loads(path.read_text())
   del metrics["per_iteration"][str(TOP)]["state_norm_median"]
