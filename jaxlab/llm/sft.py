@@ -581,7 +581,7 @@ def _check_vl_tokenizer(c, tokenizer):
   return config
 
 
-def _mrope_positions(config, tokens: np.ndarray, mask: np.ndarray, images, where
+def mrope_positions(config, tokens: np.ndarray, mask: np.ndarray, images, where
                      ) -> np.ndarray:
   """``[N, 3, T]`` int32 M-RoPE positions of right-padded rows (``rope_index`` per row).
 
@@ -641,7 +641,7 @@ class SFTRun:
       # Real tokens run up to the last target (the eos); M-RoPE positions per row, once.
       lengths = self.seq_len - np.argmax(self.loss_mask[:, ::-1], axis=1)
       self.mask = np.arange(self.seq_len)[None] < lengths[:, None]
-      self.positions = _mrope_positions(vl_config, self.tokens, self.mask, self.images, where)
+      self.positions = mrope_positions(vl_config, self.tokens, self.mask, self.images, where)
       model = _build_qwen_vl(c, self.tokenizer, mesh, None if c.model.init else vl_config)
     else:
       model = build_model(c, self.tokenizer, mesh)

@@ -398,3 +398,57 @@ def train_flops_per_token(config, seq_len: int) -> float:
   n_matmul = c.num_layers * per_layer + d * c.vocab_size  # + head (tied or not, it's a matmul)
   attn_fwd = c.num_layers * 2 * 2 * seq_len * c.num_heads * h / 2
   return 6.0 * n_matmul + 3.0 * attn_fwd
+
+
+def vision_flops(config, grid_thw: Any, *, train: bool = True) -> float:
+  """Model FLOPs of the Qwen2.5-VL vision tower on images of ``grid_thw`` (``[num_images, 3]``:
+  frames, patch rows, patch columns), for one training step (``train``) or one forward pass.
+
+  Per image of ``N = t h w`` patches (``D`` the tower's width, ``F`` its SwiGLU width, ``P``
+  the flattened patch length, ``U = M^2`` patches per merged token, ``D_out`` the LM width),
+  forward:
+
+  * patch embedding ``2 N P D``;
+  * per block, q/k/v/o and the SwiGLU matmuls ``2 N (4 D^2 + 3 D F)``;
+  * per block, ``QK^T`` and ``PV``: ``4 D S`` where ``S`` is the number of (query, key) pairs
+    the block's attention admits: a full-attention block ``t (h w)^2`` (each frame attends
+    within itself), a windowed block ``t * sum_w n_w^2`` over the TRUE windows (``n_w`` patches
+    each; windows at the right and bottom edges are smaller), not the ``3C`` keys per query
+    that the chunked kernel computes (model FLOPs, not hardware FLOPs);
+  * the merger ``2 (N / U) (U D)^2 + 2 (N / U) (U D) D_out``.
+
+  Training counts every matmul three times (forward, gradients of input and weights) except the
+  patch embedding, twice (its input, the pixels, needs no gradient). Biases, norms, RoPE and
+  activations are not counted; nor is rematerialisation's second forward.
+  """
+  v = config
+  d, f, u = v.hidden_size, v.intermediate_size, v.merge_unit
+  m, wu = v.spatial_merge_size, v.window_units
+  grid = np.asarray(grid_thw, np.int64).reshape(-1, 3)
+  n_full = len(v.fullatt_block_indexes)
+  n_win = v.depth - n_full
+  embed = matmul = pairs = 0.0
+  for t, h, w in grid:
+    n = float(t * h * w)
+    gh, gw = h // m, w // m  # merged tokens per column / row
+    # Window sides in merged tokens: whole windows, then the ragged remainder (if any).
+    rows = [wu] * (gh // wu) + ([gh % wu] if gh % wu else [])
+    cols = [wu] * (gw // wu) + ([gw % wu] if gw % wu else [])
+    window_pairs = sum((r * c * u) ** 2 for r in rows for c in cols)
+    embed += 2 * n * v.patch_dim * d
+    matmul += v.depth * 2 * n * (4 * d * d + 3 * d * f)
+    matmul += 2 * (n / u) * (u * d) ** 2 + 2 * (n / u) * (u * d) * v.out_hidden_size
+    pairs += float(t) * (n_full * float(h * w) ** 2 + n_win * window_pairs)
+  attn = 4.0 * d * pairs
+  if not train:
+    return embed + matmul + attn
+  return 2 * embed + 3 * (matmul + attn)
+
+
+def vlm_train_flops(config, text_len: int, grid_thw: Any) -> tuple[float, float]:
+  """``(text, vision)`` training FLOPs of ONE row of a Qwen2.5-VL batch: ``text_len`` tokens
+  (image placeholders included) through the language model, :func:`train_flops_per_token` of
+  ``config.text`` per token, and the row's images (``grid_thw``) through the vision tower,
+  :func:`vision_flops`."""
+  return (float(text_len) * train_flops_per_token(config.text, text_len),
+          vision_flops(config.vision, grid_thw, train=True))
