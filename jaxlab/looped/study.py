@@ -171,6 +171,18 @@ def columns(rows: list[dict[str, Any]]) -> list[str]:
   return list(COLUMNS) + extra
 
 
+def _matches_depth(looped_workdir: str, analysis: str) -> bool:
+  """Whether the run was analysed against a baseline as deep as its unrolled model at r-bar
+  (p + R r-bar + c), the baseline the stage comparison needs."""
+  metrics = _read_json(os.path.join(looped_workdir, analysis, "metrics.json"))
+  if "baseline" not in metrics:
+    return False
+  c = metrics["config"]
+  depth = (int(c["n_prelude"]) + int(c["slots_per_iteration"]) * _trained_iterations(metrics)
+           + int(c.get("n_coda", 0)))
+  return int(metrics["baseline"].get("depth", -1)) == depth
+
+
 def is_looped(workdir: str) -> bool:
   """Whether a run trained a looped model (else a feed-forward decoder)."""
   return _config(workdir).get("model", {}).get("family") == "looped"
@@ -179,8 +191,8 @@ def is_looped(workdir: str) -> bool:
 def study_rows(arms: dict[str, list[str]], analysis: str = "analysis") -> list[dict[str, Any]]:
   """Per-seed rows (``arm``, ``run``, ``seed`` and :data:`COLUMNS`) of ``{arm: [workdirs]}``.
 
-  A feed-forward run takes its stage curves from a looped run of the same seed analysed
-  against it (the first such run in the order given).
+  A feed-forward run takes its stage curves from a looped run of the same seed and effective
+  depth analysed against it (the first such run in the order given).
 
   Raises:
     ValueError: a feed-forward run with no looped run of its seed analysed with a baseline.
@@ -193,11 +205,10 @@ def study_rows(arms: dict[str, list[str]], analysis: str = "analysis") -> list[d
       if is_looped(w):
         values = looped_row(w, analysis)
       else:
-        partners = [lw for lw in looped if seed(lw) == seed(w) and "baseline" in _read_json(
-            os.path.join(lw, analysis, "metrics.json"))]
+        partners = [lw for lw in looped if seed(lw) == seed(w) and _matches_depth(lw, analysis)]
         if not partners:
-          raise ValueError(f"{w}: a feed-forward run, and no looped run of seed {seed(w)} was "
-                           "analysed with it as --baseline")
+          raise ValueError(f"{w}: a feed-forward run, and no looped run of seed {seed(w)} and "
+                           "the same effective depth was analysed with it as --baseline")
         values = baseline_row(partners[0], w, analysis)
       rows.append(dict(arm=arm, run=os.path.basename(os.path.normpath(w)), seed=seed(w),
                        **values))

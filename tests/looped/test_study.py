@@ -15,7 +15,8 @@ from jaxlab.looped import stages, study
 RBAR, TOP, J, B, T = 2, 4, 2, 1, 4
 
 
-def _write_run(path, family="looped", seed=0, accuracy=0.5, baseline=None, analysis=True):
+def _write_run(path, family="looped", seed=0, accuracy=0.5, baseline=None, analysis=True,
+               depth=6):
   os.makedirs(path)
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump({"seed": seed, "model": {"family": family}}, f)
@@ -40,7 +41,9 @@ def _write_run(path, family="looped", seed=0, accuracy=0.5, baseline=None, analy
   metrics = {"config": {"trained_iterations": RBAR, "n_prelude": 1, "slots_per_iteration": J},
              "iterations": [RBAR, TOP], "per_iteration": per, "pca": {"retrace": 0.01}}
   if baseline is not None:
-    metrics["baseline"] = {"stages": {"matrix_entropy": baseline, "bos_norm": baseline}}
+    metrics["config"]["n_coda"] = 1
+    metrics["baseline"] = {"depth": depth, "stages": {"matrix_entropy": baseline,
+                                                      "bos_norm": baseline}}
   out = os.path.join(path, "analysis")
   os.makedirs(out)
   with open(os.path.join(out, "metrics.json"), "w") as f:
@@ -83,8 +86,13 @@ def test_feedforward_row_cuts_its_curve_where_the_core_stands(tmp_path):
   assert rows[1]["eval_accuracy"] == 0.25 and np.isnan(rows[1]["norm_growth"])
   table = stats.seed_table(rows, ["eval_accuracy", "periodicity_entropy"])
   assert table.splitlines()[-1] == "| ff | 1 | 0.25 | 0.5 |"
-  with pytest.raises(ValueError, match="no looped run of seed 0 was analysed with it"):
+  with pytest.raises(ValueError, match="no looped run of seed 0 and the same effective depth"):
     study.study_rows({"ff": [ff]})
+  # A looped run of another depth (its baseline deeper than p + R r-bar + c = 6) is skipped.
+  deeper = str(tmp_path / "b_s0")
+  _write_run(deeper, baseline=[0.0] * 10, depth=10)
+  rows = study.study_rows({"b": [deeper], "a": [looped], "ff": [ff]})
+  assert rows[2]["periodicity_entropy"] == pytest.approx(want)
 
 
 def test_launcher_prints_the_table_and_names_a_stale_analysis(tmp_path):
