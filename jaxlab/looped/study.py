@@ -61,6 +61,11 @@ def _accuracy(workdir: str) -> float:
   return float(_read_json(path).get("eval/accuracy", math.nan))
 
 
+def _num(value: Any) -> float:
+  """A metric as a float; None (JSON null: e.g. the slot distance of a one-slot core) is NaN."""
+  return math.nan if value is None else float(value)
+
+
 def _trained_iterations(metrics: dict[str, Any]) -> int:
   return int(metrics["config"]["trained_iterations"])
 
@@ -98,11 +103,11 @@ def looped_row(workdir: str, analysis: str = "analysis") -> dict[str, float]:
       **groups,
       eval_accuracy=_accuracy(workdir),
       fixed_share_at_2rbar=float(np.mean(moved[mask] < THRESHOLD)),
-      min_slot_distance=float(m_top.get("min_slot_distance_median", math.nan)),
-      pca_retrace=float(metrics["pca"].get("retrace", math.nan)),
-      tv_delta_corr=float(m_top.get("tv_delta_log_corr", math.nan)),
-      periodicity_entropy=float(m_rbar["stage_periodicity_error"]["matrix_entropy"]),
-      periodicity_bos_norm=float(m_rbar["stage_periodicity_error"]["bos_norm"]),
+      min_slot_distance=_num(m_top.get("min_slot_distance_median")),
+      pca_retrace=_num(metrics["pca"].get("retrace")),
+      tv_delta_corr=_num(m_top.get("tv_delta_log_corr")),
+      periodicity_entropy=_num(m_rbar["stage_periodicity_error"]["matrix_entropy"]),
+      periodicity_bos_norm=_num(m_rbar["stage_periodicity_error"]["bos_norm"]),
       drifting_share_at_max=float(m_top["classes"]["all"]["drifting"]),
       norm_growth=float(np.median(norms[-1]) / np.median(norms[rbar - 1])),
   )

@@ -61,6 +61,14 @@ def test_looped_row_measures_the_criteria(tmp_path):
   assert (row["periodicity_entropy"], row["periodicity_bos_norm"]) == (0.25, 0.5)
   assert row["drifting_share_at_max"] == 0.125 and row["eval_accuracy"] == 0.5
   assert set(row) == set(study.COLUMNS)
+  # A one-slot core has no slot distance (JSON null): NaN, not an error.
+  path = os.path.join(run, "analysis", "metrics.json")
+  with open(path) as f:
+    metrics = json.load(f)
+  metrics["per_iteration"][str(TOP)]["min_slot_distance_median"] = None
+  with open(path, "w") as f:
+    json.dump(metrics, f)
+  assert np.isnan(study.looped_row(run)["min_slot_distance"])
   # With token groups at I = 2 r-bar, their non-fixed shares are extra columns.
   path = os.path.join(run, "analysis", "metrics.json")
   with open(path) as f:
