@@ -365,6 +365,28 @@ def window_attention(attn: Attention, x_btd: jax.Array, cos_bth: jax.Array,
   return attn.project(out.reshape(b, tp, c.num_heads, c.head_dim)[:, :t])
 
 
+def span_attention(attn: Attention, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array,
+                   spans: Sequence[tuple[int, int]]) -> jax.Array:
+  """``attn`` (projected output ``[B, T, D]``) where positions attend only within their span:
+  ``spans`` are static ``(start, end)`` runs that tile ``[0, T)`` in order (an image's or a
+  frame's patches). Equal to the block-diagonal dense mask at cost ``sum n_i^2`` instead of
+  ``T^2``: each span is one dense attention call."""
+  outs = []
+  for start, end in spans:
+    n = end - start
+    out, _, _ = attn.heads(x_btd[:, start:end], cos_bth[:, start:end], sin_bth[:, start:end],
+                           jnp.ones((x_btd.shape[0], n, n), bool), None, None, None)
+    outs.append(out)
+  return attn.project(jnp.concatenate(outs, axis=1) if len(outs) > 1 else outs[0])
+
+
+def segment_spans(segment: np.ndarray) -> tuple[tuple[int, int], ...]:
+  """The ``(start, end)`` runs of equal ids in a 1-D host array, in order."""
+  seg = np.asarray(segment)
+  cuts = [0] + [int(i) + 1 for i in np.nonzero(seg[1:] != seg[:-1])[0]] + [len(seg)]
+  return tuple(zip(cuts[:-1], cuts[1:]))
+
+
 class VisionBlock(nnx.Module):
   """``x + attn(norm1(x))`` under a dense mask or within windows, then ``x + mlp(norm2(x))``."""
 
@@ -376,12 +398,15 @@ class VisionBlock(nnx.Module):
     self.mlp = BiasedMLP(config, rngs)
     self.chunk = chunk  # C: patches per window at most (static)
 
-  def __call__(self, x_btd, cos_bth, sin_bth, allowed_bts, window_seg_bt=None):
+  def __call__(self, x_btd, cos_bth, sin_bth, allowed_bts, window_seg_bt=None, spans=None):
     """One block. Attention runs under ``allowed_bts`` (``[B, T, T]`` bool) when it is given,
-    else within the windows ``window_seg_bt`` (``[B, T]`` int, contiguous runs of at most
-    ``chunk`` patches) by :func:`window_attention`."""
+    within the static ``spans`` (:func:`span_attention`) when they are, else within the
+    windows ``window_seg_bt`` (``[B, T]`` int, contiguous runs of at most ``chunk`` patches) by
+    :func:`window_attention`."""
     y = self.norm1(x_btd)
-    if allowed_bts is not None:
+    if spans is not None:
+      h = span_attention(self.attn, y, cos_bth, sin_bth, spans)
+    elif allowed_bts is not None:
       h, _, _ = self.attn(y, cos_bth, sin_bth, allowed_bts, None, None, None)
     else:
       h = window_attention(self.attn, y, cos_bth, sin_bth, window_seg_bt, self.chunk)
@@ -451,27 +476,38 @@ class VisionTower(nnx.Module):
     x = x[patch_order]
     cos, sin = rope_cos_sin(c, jnp.asarray(patch_positions(c, grid)[patch_order]))
     image_seg, window_seg = attention_segments(c, grid)
-    x = self._blocks(x[None], cos[None], sin[None], jnp.asarray(image_seg)[None],
-                     jnp.asarray(window_seg)[None], dense_windows)
+    # Full attention image by image (frame by frame): the segments are contiguous here.
+    x = self._blocks(x[None], cos[None], sin[None], None, jnp.asarray(window_seg)[None],
+                     dense_windows, spans=segment_spans(image_seg))
     merged = self.merger(x[0], self.dtype)
     return merged[np.argsort(order)]
 
-  def _blocks(self, x, cos, sin, image_seg, window_seg, dense_windows):
-    """The vision blocks in turn: full attention within the segments ``image_seg``
-    ``[B, N]`` at ``fullatt_block_indexes``, the others within the windows ``window_seg``."""
+  def _blocks(self, x, cos, sin, image_seg, window_seg, dense_windows, spans=None):
+    """The vision blocks in turn: full attention at ``fullatt_block_indexes`` within the
+    static ``spans`` if given (static grids), else within the segments ``image_seg`` ``[B, N]``
+    under a dense mask; the others within the windows ``window_seg``."""
     n = x.shape[1]
     full = (image_seg[:, :, None] == image_seg[:, None, :]
-            if self.config.fullatt_block_indexes else None)
+            if self.config.fullatt_block_indexes and spans is None else None)
     # Chunked windows score N x 3C entries, the dense mask N x N: below N = 3C the dense mask
     # is the cheaper (and equal) form.
     if dense_windows or n <= 3 * window_chunk(self.config):
       windowed = (window_seg[:, :, None] == window_seg[:, None, :], None)
     else:
       windowed = (None, window_seg)
-    call = nnx.remat(VisionBlock.__call__) if self.remat else VisionBlock.__call__
+    wrap = nnx.remat if self.remat else (lambda f: f)
+    call = wrap(VisionBlock.__call__)
+    call_full = call
+    if spans is not None:
+      def within_spans(block, x, cos, sin, allowed, window_seg):
+        # The spans are Python ints, closed over (a remat argument would be traced).
+        return VisionBlock.__call__(block, x, cos, sin, allowed, window_seg, spans)
+      call_full = wrap(within_spans)
     for i, block in enumerate(self.blocks):
-      masks = (full, None) if i in self.config.fullatt_block_indexes else windowed
-      x = call(block, x, cos, sin, *masks)
+      if i in self.config.fullatt_block_indexes:
+        x = call_full(block, x, cos, sin, full, None)
+      else:
+        x = call(block, x, cos, sin, *windowed)
     return x
 
   def padded(self, images: ImageBatch, *, dense_windows: bool = False) -> jax.Array:
