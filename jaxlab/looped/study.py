@@ -188,9 +188,13 @@ def _matches_depth(looped_workdir: str, analysis: str) -> bool:
   return int(metrics["baseline"].get("depth", -1)) == depth
 
 
+def _family(config: dict[str, Any]) -> str | None:
+  return config.get("model", {}).get("family")
+
+
 def is_looped(workdir: str) -> bool:
   """Whether a run trained a looped model (else a feed-forward decoder)."""
-  return _config(workdir).get("model", {}).get("family") == "looped"
+  return _family(_config(workdir)) == "looped"
 
 
 def study_rows(arms: dict[str, list[str]], analysis: str = "analysis") -> list[dict[str, Any]]:
@@ -202,12 +206,13 @@ def study_rows(arms: dict[str, list[str]], analysis: str = "analysis") -> list[d
   Raises:
     ValueError: a feed-forward run with no looped run of its seed analysed with a baseline.
   """
-  seed = lambda w: _config(w).get("seed", "")  # noqa: E731
-  looped = [w for ws in arms.values() for w in ws if is_looped(w)]
+  configs = {w: _config(w) for ws in arms.values() for w in ws}  # each config.json read once
+  seed = lambda w: configs[w].get("seed", "")  # noqa: E731
+  looped = [w for w, c in configs.items() if _family(c) == "looped"]
   rows = []
   for arm, workdirs in arms.items():
     for w in workdirs:
-      if is_looped(w):
+      if w in looped:
         values = looped_row(w, analysis)
       else:
         partners = [lw for lw in looped if seed(lw) == seed(w) and _matches_depth(lw, analysis)]
