@@ -16,7 +16,9 @@ Pipeline (``N`` patches of all images together, ``Dv`` the tower's width):
    biases, no causal mask), pre-norm SwiGLU MLP with biases. Blocks listed in
    ``fullatt_block_indexes`` attend within each image (each frame), the others within each
    window; both restrictions come from segment ids (the reference packs the same segments
-   with ``cu_seqlens``). Full attention uses a block-diagonal boolean mask ``[N, N]``.
+   with ``cu_seqlens``). Full attention with static grids is one dense attention per image
+   (frame) span (:func:`span_attention`, cost ``sum n_i^2``); in a padded batch it is a
+   block-diagonal boolean mask ``[Np, Np]`` per row.
    Windowed attention is local: a window is a contiguous run of at most ``C`` patches in
    window order, so queries in chunk ``k`` of ``C`` patches meet their window's keys inside
    chunks ``k-1, k, k+1``; scoring those ``3C`` keys under the same segment test is exactly
