@@ -753,9 +753,10 @@ def aggregation_rl_rows(c: ml_collections.ConfigDict, rows: Sequence[dict[str, A
   Rows are task rows (:func:`jaxlab.llm.tasks.validate_row`) whose ``question`` is the full
   prompt text, so the ``llm_rl`` trainer reads them with ``data.prompt_format="{question}"``
   and scores them with the task's verifier against ``answer``. ``metadata.rsa_form`` is
-  ``"standard"`` or ``"aggregation"``; aggregation rows also keep ``source_question``, ``k``
-  and which candidates were right (``candidates_correct``). Candidates use keys of stream 2,
-  one batched call for all problems; over-long prompts follow ``c.overflow``.
+  ``"standard"`` or ``"aggregation"``; aggregation rows also keep ``source_question``, ``k``,
+  the candidate texts as shown (``candidates``) and which were right (``candidates_correct``).
+  Candidates use keys of stream 2, one batched call for all problems; over-long prompts follow
+  ``c.overflow``.
   """
   prompts = Prompts.from_config(c.prompt)
   budget = c.generation.max_prompt_tokens
@@ -777,6 +778,6 @@ def aggregation_rl_rows(c: ml_collections.ConfigDict, rows: Sequence[dict[str, A
     correct = [bool(task.equal(task.extract(t), row["answer"])) for t in texts]
     out.append(dict(row, question=prompts.aggregation(row, texts),
                     metadata=dict(meta, rsa_form="aggregation", k=c.k,
-                                  source_question=row["question"],
+                                  source_question=row["question"], candidates=list(texts),
                                   candidates_correct=correct)))
   return out

@@ -250,7 +250,8 @@ def accuracy(rows: Sequence[dict[str, Any]], completions: Sequence[str]) -> dict
 
 
 def generate(task: str, n: int, seed: int, exclude_questions: Iterable[str] = (),
-             keep_metadata: bool = True, **difficulty: Any) -> list[dict[str, Any]]:
+             keep_metadata: bool = True, question_format: str = "",
+             **difficulty: Any) -> list[dict[str, Any]]:
   """``n`` rows of ``task`` from reasoning-gym's dataset with this ``seed``.
 
   Args:
@@ -260,6 +261,9 @@ def generate(task: str, n: int, seed: int, exclude_questions: Iterable[str] = ()
     exclude_questions: questions to skip (e.g. a held-out set, so that train and test are
       disjoint); duplicates within the output are skipped too.
     keep_metadata: keep reasoning-gym's metadata (always keeps ``source_index``).
+    question_format: rewrite each question with this ``str.format`` template over the row
+      (e.g. ``"{metadata[word]}="``; "" keeps reasoning-gym's text); exclusion and
+      de-duplication compare the rewritten questions.
     **difficulty: reasoning-gym config fields (``min_terms``, ``max_digits``, ...), on top of
       the task's defaults.
 
@@ -281,15 +285,16 @@ def generate(task: str, n: int, seed: int, exclude_questions: Iterable[str] = ()
   ds = reasoning_gym.create_dataset(task, seed=seed, size=budget, **settings)
   for i in range(budget):
     entry = ds[i]
-    q = entry["question"]
-    if q in seen:
+    meta = _jsonable(dict(entry.get("metadata") or {}))
+    row = {"task": task, "question": entry["question"], "answer": str(entry["answer"]),
+           "seed": int(seed), "metadata": meta}
+    if question_format:
+      row["question"] = _format_question(question_format, row, i)
+    if row["question"] in seen:
       continue
-    seen.add(q)
-    meta = dict(entry.get("metadata") or {})
-    meta = _jsonable(meta) if keep_metadata else {}
-    meta["source_index"] = i
-    rows.append({"task": task, "question": q, "answer": str(entry["answer"]), "seed": int(seed),
-                 "metadata": meta})
+    seen.add(row["question"])
+    row["metadata"] = dict(meta if keep_metadata else {}, source_index=i)
+    rows.append(row)
     if len(rows) == n:
       return rows
   raise TaskDataError(f"{task} with {settings}: only {len(rows)} distinct questions in "
@@ -326,6 +331,55 @@ def corrupt_answers(rows: Sequence[dict[str, Any]], rate: float, seed: int
       row["answer"] = str(value + int(rng.choice([-3, -2, -1, 1, 2, 3])))
     out.append(row)
   return out
+
+
+def corrupt_letters(rows: Sequence[dict[str, Any]], rate: float, seed: int
+                    ) -> list[dict[str, Any]]:
+  """A noisy copy of word rows: every ASCII letter of every answer independently replaced, with
+  probability ``rate``, by a different letter of the same case drawn uniformly.
+
+  Supervised training on several such copies of each row gives a policy whose samples are
+  right letter by letter with probability about ``1 - rate`` but whole-word right only about
+  ``(1 - rate) ** len`` of the time, with wrong answers that rarely coincide: the RSA
+  reproduction's base model (docs/reproductions/rsa.md), where majority voting over whole
+  answers is weak and a right answer can be assembled position by position. The true answer
+  is kept in ``metadata.true_answer``; draws come from ``numpy.random.default_rng(seed)``.
+
+  Raises:
+    TaskDataError: an answer has no letters, or ``rate`` is outside [0, 1].
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if not 0 <= rate <= 1:
+    raise TaskDataError(f"corruption rate {rate} must lie in [0, 1]")
+  rng = np.random.default_rng(seed)
+
+  def replace(ch: str, offset: int) -> str:  # 1..25 letters on, in the same case
+    if not (ch.isascii() and ch.isalpha()):
+      return ch
+    base = ord("a") if ch.islower() else ord("A")
+    return chr(base + (ord(ch) - base + offset) % 26)
+
+  out = []
+  for i, row in enumerate(rows):
+    answer = row["answer"]
+    if not any(ch.isascii() and ch.isalpha() for ch in answer):
+      raise TaskDataError(f"row {i + 1}: answer {answer!r} has no letters; "
+                          "--corrupt_mode=letters is for word tasks such as spell_backward")
+    flip = rng.random(len(answer)) < rate
+    offsets = rng.integers(1, 26, size=len(answer))  # never the same letter
+    new = "".join(replace(ch, int(o)) if f else ch for ch, f, o in zip(answer, flip, offsets))
+    out.append(dict(row, answer=new,
+                    metadata=dict(row.get("metadata") or {}, true_answer=answer)))
+  return out
+
+
+def _format_question(template: str, row: dict[str, Any], index: int) -> str:
+  try:
+    return template.format(**row)
+  except (KeyError, IndexError, ValueError) as e:
+    raise TaskDataError(f"--question_format={template!r} does not format reasoning-gym item "
+                        f"{index} ({type(e).__name__} {e}); it reads the row's fields and "
+                        "reasoning-gym's metadata") from None
 
 
 def _jsonable(x: Any) -> Any:
@@ -449,8 +503,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="drop reasoning-gym's metadata (keeps source_index); smaller files")
   parser.add_argument("--metadata_keys", default="",
                       help="keep only these comma-separated metadata fields (and source_index)")
+  parser.add_argument("--question_format", default="",
+                      help="rewrite each question with this str.format template over the row "
+                      "(reasoning-gym's metadata included), e.g. '{metadata[word]}=' for "
+                      "compact prompts; --exclude compares the rewritten questions")
   parser.add_argument("--corrupt", type=float, default=0.0,
-                      help="move this fraction of (integer) answers by +-1..3: noisy SFT data")
+                      help="noisy SFT data: with --corrupt_mode=shift, move this fraction of "
+                      "(integer) answers by +-1..3; with letters, replace each letter of a word "
+                      "answer with this probability")
+  parser.add_argument("--corrupt_mode", choices=("shift", "letters"), default="shift")
   parser.add_argument("--corrupt_seed", type=int, default=0)
   parser.add_argument("--corrupt_copies", type=int, default=1,
                       help="write each row this many times, each copy corrupted independently "
@@ -459,13 +520,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     excluded = [r["question"] for p in args.exclude for r in load_jsonl(p)]
     rows = generate(args.task, args.n, args.seed, excluded, keep_metadata=not args.no_metadata,
-                    **parse_difficulty(args.difficulty))
+                    question_format=args.question_format, **parse_difficulty(args.difficulty))
     if args.metadata_keys:
       keep = set(args.metadata_keys.split(",")) | {"source_index"}
       rows = [dict(r, metadata={k: v for k, v in r["metadata"].items() if k in keep})
               for r in rows]
     if args.corrupt:
-      rows = corrupt_answers(rows * args.corrupt_copies, args.corrupt, args.corrupt_seed)
+      corrupt = corrupt_letters if args.corrupt_mode == "letters" else corrupt_answers
+      rows = corrupt(rows * args.corrupt_copies, args.corrupt, args.corrupt_seed)
   except (TaskDataError, TypeError) as e:  # TypeError: an unknown reasoning-gym config field
     print(f"error: {e}", file=sys.stderr)
     return 2

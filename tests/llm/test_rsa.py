@@ -355,6 +355,7 @@ def test_aggregation_rl_rows_mix_standard_and_reference_candidate_prompts(tmp_pa
     cands = agg["question"].split("|")[1].split("[Attempt ")[1:]
     assert len(cands) == 3 and agg["question"].startswith(row["question"] + "|")
     texts = [t.split("]\n", 1)[1].strip() for t in cands]
+    assert agg["metadata"]["candidates"] == texts
     assert agg["metadata"]["candidates_correct"] == [t == "abc" for t in texts]
     assert agg["metadata"]["source_question"] == row["question"]
   path = str(tmp_path / "agg.jsonl")

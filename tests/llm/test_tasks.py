@@ -92,7 +92,8 @@ def test_shipped_data_is_valid_disjoint_and_correct():
   assert not {r["question"] for r in held_out} & {r["question"] for r in train}
   assert len({r["question"] for r in train}) == len(train)
   total = sum(os.path.getsize(os.path.join(data, f)) for f in os.listdir(data))
-  assert total < 3_000_000  # the noisy RL reference set (8,000 rows) is the largest part
+  # The noisy RL reference set (8,000 rows) is the largest part, then the RSA study's words.
+  assert total < 3_500_000
 
 
 def test_rl_data_noisy_copy_and_compact_prompts():
@@ -111,6 +112,54 @@ def test_rl_data_noisy_copy_and_compact_prompts():
   assert set(moved) <= {0, 1, 2, 3}
   assert {r["question"] for r in noisy} == {r["question"] for r in train}
   assert not {r["question"] for r in held_out} & {r["question"] for r in train}
+
+
+def test_rsa_study_words_are_compact_reversals_and_disjoint():
+  """The RSA study's sets (data/llm/README.md): 7-8-letter words asked as "<word>=", the
+  answer the reversed word, held-out words never in training."""
+  data = os.path.join(REPO, "data", "llm")
+  train = tasks.load_jsonl(os.path.join(data, "spell_backward_rsa_train.jsonl"))
+  held_out = tasks.load_jsonl(os.path.join(data, "spell_backward_rsa_eval.jsonl"))
+  assert len(train) == 3000 and len(held_out) == 64
+  for row in train + held_out:
+    word = row["metadata"]["word"]
+    assert row["question"] == word + "=" and row["answer"] == word[::-1], row
+    assert 7 <= len(word) <= 8
+  assert not {r["question"] for r in held_out} & {r["question"] for r in train}
+
+
+def test_letter_corruption_replaces_each_letter_at_the_rate():
+  rows = [{"task": "spell_backward", "question": f"w{i}=", "answer": "tuobnruT", "seed": 0}
+          for i in range(2000)]
+  out = tasks.corrupt_letters(rows, 0.4, seed=3)
+  assert out == tasks.corrupt_letters(rows, 0.4, seed=3)
+  flips = np.asarray([[a != b for a, b in zip(r["answer"], "tuobnruT")] for r in out])
+  assert abs(flips.mean() - 0.4) < 0.02  # per letter, independently
+  assert abs(np.mean(flips.sum(1) == 0) - 0.6 ** 8) < 0.01
+  assert all(r["metadata"]["true_answer"] == "tuobnruT" for r in out)
+  assert all(r["answer"][-1].isupper() and r["answer"][:-1].islower() for r in out)  # case kept
+  with pytest.raises(tasks.TaskDataError, match="row 1: answer '42' has no letters"):
+    tasks.corrupt_letters([dict(rows[0], answer="42")], 0.4, seed=0)
+
+
+def test_question_format_rewrites_and_names_a_missing_field(tmp_path, capsys):
+  pytest.importorskip("reasoning_gym")
+  out = str(tmp_path / "sb.jsonl")
+  common = ["--task=spell_backward", "--n=4", "--seed=1", f"--out={out}",
+            "--difficulty=max_word_len=5"]
+  assert tasks.main(common + ["--metadata_keys=word", "--question_format={metadata[word]}=",
+                              "--corrupt=0.5", "--corrupt_mode=letters"]) == 0
+  rows = tasks.load_jsonl(out)
+  assert all(r["question"] == r["metadata"]["word"] + "=" for r in rows)
+  assert all(r["metadata"]["true_answer"] == r["metadata"]["word"][::-1] for r in rows)
+  # Exclusion compares the rewritten questions.
+  out2 = str(tmp_path / "sb2.jsonl")
+  assert tasks.main([*common[:3], f"--out={out2}", common[4], f"--exclude={out}",
+                     "--question_format={metadata[word]}="]) == 0
+  assert not {r["question"] for r in rows} & {r["question"] for r in tasks.load_jsonl(out2)}
+  assert tasks.main(common + ["--question_format={metadata[noun]}="]) == 2
+  assert "--question_format='{metadata[noun]}=' does not format reasoning-gym item 0" in (
+      capsys.readouterr().err)
 
 
 def test_countdown_verifier():
