@@ -29,6 +29,10 @@ Stages:
     prompts x 8 samples; rl_plain on the plain prompts, rl_agg on the spec §3.6 mix (each
     training word as a plain prompt and as an aggregation prompt over K = 4 candidates sampled
     once from the frozen ``agg`` model, ``launch.rsa --rl_data``). Reward: the verifier.
+  rl_plain_short / rl_agg_short: the same, stopped after 10 steps. Plain RL removes the base's
+    letter noise fast (seed 0's training reward: 0.18, 0.51, 0.66, 0.81, 0.90 at steps 10, 20,
+    30, 50, 100), so after 100 steps both RL arms sample nearly noise-free and RSA has little
+    left to add; at 10 steps single samples are still mostly wrong.
   rsa: N = 16, K = 4, T = 6 at temperature 1 on the 64 held-out words, with the K = 1 and
     equal-token sampling baselines; the compact prompts above.
 
@@ -124,11 +128,15 @@ def get_config(arg: str = "rsa"):
     c.steps = 1000
     c.optim.learning_rate = 1e-3
     return c
-  if stage == "rl_plain":
-    return _rl(seed, TRAIN)
-  if stage == "rl_agg":
-    return _rl(seed, os.path.join(_dir(seed, ""), "rl_rows.jsonl"))
+  rl_stage, short, _ = stage.partition("_short")
+  if rl_stage in ("rl_plain", "rl_agg"):
+    c = _rl(seed, TRAIN if rl_stage == "rl_plain" else
+            os.path.join(_dir(seed, ""), "rl_rows.jsonl"))
+    if short:  # stopped while plain RL's single samples are still mostly wrong
+      c.steps = 10
+      c.eval.every = c.checkpoint.every = 10
+    return c
   if stage == "rsa":
     return _rsa(seed)
-  raise ValueError(f"configs/rsa/study.py: stage {stage!r} is not base, agg, rl_plain, rl_agg "
-                   "or rsa")
+  raise ValueError(f"configs/rsa/study.py: stage {stage!r} is not base, agg, rl_plain, rl_agg, "
+                   "rl_plain_short, rl_agg_short or rsa")

@@ -49,8 +49,10 @@ train agg
 candidates agg "$DIR/rl_rows.jsonl" 3000
 train rl_plain
 train rl_agg
+train rl_plain_short
+train rl_agg_short
 
-for model in base agg rl_plain rl_agg; do
+for model in base agg rl_plain rl_agg rl_plain_short rl_agg_short; do
   if [ ! -f "$DIR/${model}_rsa/results.json" ]; then
     log "RSA of $model"
     python -m launch.rsa --model="$DIR/$model/hf_model" --task=$EVAL --config=$CFG:rsa,$SEED \

@@ -33,7 +33,7 @@ from jaxlab.core import stats
 from jaxlab.llm import tasks as tasks_lib
 
 # The models of the study, in the order of the page's tables.
-MODELS = ("base", "agg", "rl_plain", "rl_agg")
+MODELS = ("base", "agg", "rl_plain", "rl_agg", "rl_plain_short", "rl_agg_short")
 
 # Per-(model, seed) columns of criteria.csv (each a mean over the held-out problems).
 COLUMNS = (
