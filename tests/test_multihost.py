@@ -1,13 +1,14 @@
 """Multi-process runs on one machine (``launch.local_cluster`` + ``launch.train --multihost``).
 
 Two processes with 4 CPU devices each form one 8-device mesh, talking over 127.0.0.1 (gloo).
-Checked here: PPO (gymnax CartPole) and one SFT step on the tiny decoder give the same metrics
-and final parameters as one process with 8 devices (rtol 1e-3); there is one copy of every
-output file; a process killed with SIGKILL stops the whole job with one line naming it, and
-the same command then resumes to the uninterrupted two-process result; ``launch.eval`` reads
-a two-process run in one process; bad input (a batch that does not split over processes x
-devices, a coordinator port in use, processes started with different configs) ends every
-process with one ``error:`` line and exit status 2, writing nothing.
+Checked here: PPO (gymnax CartPole), one SFT step on the tiny decoder and two llm_rl steps
+(sampled rollouts, rewards, one RLOO update each) give the same metrics and final parameters as
+one process with 8 devices (rtol 1e-3); there is one copy of every output file; a process
+killed with SIGKILL stops the whole job with one line naming it, and the same command then
+resumes to the uninterrupted two-process result; ``launch.eval`` reads a two-process run in one
+process; bad input (a batch that does not split over processes x devices, a coordinator port in
+use, processes started with different configs) ends every process with one ``error:`` line and
+exit status 2, writing nothing.
 """
 
 import json
@@ -34,6 +35,18 @@ SFT = ["--config=configs/llm/sft_tiny.py", "--config.steps=1", "--config.log_eve
        "--config.model.intermediate_size=64", "--config.model.num_layers=1",
        "--config.model.head_dim=8", "--config.batch_size=8", "--config.data.max_train_rows=64",
        "--config.dtype=float32"]
+# Two llm_rl steps of 4 prompts x 4 samples of 4 tokens, logged each; the test adds
+# --config.model.init (a tiny random policy). row_reward (below) gives varied rewards where the
+# random policy would score 0 everywhere and leave nothing to update. The learning rate is the
+# config's 3e-4: Adam turns the last-bit differences of gloo's summation order into update
+# differences of up to ~1% of the learning rate on gradient entries near its eps (measured at
+# 1e-2: one k-projection entry off by 9.6e-5 after one step), which 3e-4 keeps inside rtol.
+RL = ["--config=configs/kl_estimators/rloo.py:R1", "--config.steps=2", "--config.log_every=1",
+      "--config.prompts_per_step=4", "--config.group_size=4",
+      "--config.sampling.max_new_tokens=4", "--config.data.max_train_rows=64",
+      "--config.eval.num_examples=8", "--config.eval.batch_size=8",
+      "--config.eval.max_new_tokens=4", "--config.pg.entropy_coef=0.01",
+      "--config.reward.fn=tests.test_multihost:row_reward"]
 TIMEOUT = 600
 
 
@@ -287,6 +300,36 @@ def test_sft_step_two_processes_equal_one_process(tmp_path):
   assert _records(two)[0]["step"] == 1 and len(_records(two)) == 1
   _, arrays_two = _final_arrays(two)
   _, arrays_one = _final_arrays(one)
+  for key in arrays_one:
+    np.testing.assert_allclose(arrays_two[key], arrays_one[key], rtol=1e-3, atol=1e-6,
+                               err_msg=key)
+  assert _outputs(two) == _outputs(one)
+
+
+def row_reward(rows, completions):
+  """The RL test's reward (imported by the trainer): depends on both the row and its
+  completion, so rows scored against another row's completion change the result."""
+  return [len(text) / 4 + float(text.strip()[:1] == row["answer"][:1]) +
+          float(row["metadata"]["source_index"] % 3) for row, text in zip(rows, completions)]
+
+
+def test_rl_step_two_processes_equal_one_process(tmp_path):
+  """Two llm_rl steps (4 prompts x 4 samples, sampled at temperature 1, then one RLOO update
+  with k1-in-reward KL and an entropy bonus): 2 x 4 devices == 1 x 8, one copy of each file."""
+  # pylint: disable-next=import-outside-toplevel
+  from tests.models.decoder.tiny_hf import save_tiny_char_decoder
+  model = save_tiny_char_decoder(str(tmp_path / "model"), "0123456789+-= ")
+  args = RL + [f"--config.model.init={model}"]
+  two, one = str(tmp_path / "two"), str(tmp_path / "one")
+  _ok(_cluster(two, args))
+  _single(one, args)
+  records = _records(two)
+  assert [r["step"] for r in records] == [1, 2]
+  assert all(r["adv/abs_mean"] > 0 for r in records)  # rewards vary in groups: a real update
+  _assert_records_close(records, _records(one))
+  _, arrays_two = _final_arrays(two)
+  _, arrays_one = _final_arrays(one)
+  assert set(arrays_two) == set(arrays_one)
   for key in arrays_one:
     np.testing.assert_allclose(arrays_two[key], arrays_one[key], rtol=1e-3, atol=1e-6,
                                err_msg=key)

@@ -656,10 +656,14 @@ class RLRun:
     return self._state0
 
   def _place(self, x):
-    x = jnp.asarray(x)
+    """A batch array (whole and equal on every process) with its rows split over the
+    data-parallel devices: under several processes each one hands its own devices their
+    rows (``mesh_lib.put``; ``jax.device_put`` would first all-gather the array to check
+    that the processes agree)."""
     if self.mesh is None or self.mesh.size == 1:
-      return x
-    return jax.device_put(x, mesh_lib.batch_sharding(self.mesh, 0, x.ndim))
+      return jnp.asarray(x)
+    x = np.asarray(x)
+    return mesh_lib.put(x, mesh_lib.batch_sharding(self.mesh, 0, x.ndim))
 
   def model(self, state: dict[str, Any]):
     """The current policy as a decoder."""
