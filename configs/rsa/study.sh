@@ -3,7 +3,7 @@
 # configs/rsa/study.py in order, each skipped when its output exists (rerun to resume).
 #   bash configs/rsa/study.sh 0 && bash configs/rsa/study.sh 1 && bash configs/rsa/study.sh 2
 #   python -m jaxlab.llm.rsa_study table --study=runs/rsa_study \
-#       --export=docs/reproductions/data/rsa --plots=docs/reproductions/img/rsa
+#       --export=docs/reproductions/data/rsa --plot=docs/reproductions/img/rsa.png
 set -euo pipefail
 SEED=${1:?usage: configs/rsa/study.sh SEED}
 ROOT=runs/rsa_study

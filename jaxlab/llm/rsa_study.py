@@ -3,7 +3,7 @@ r"""The RSA reproduction's own pieces (docs/reproductions/rsa.md, configs/rsa/st
 Two commands:
 
     python -m jaxlab.llm.rsa_study teacher --rows=AGG_ROWS.jsonl [--rows=...] --out=SFT.jsonl
-    python -m jaxlab.llm.rsa_study table --study=runs/rsa_study --export=DIR
+    python -m jaxlab.llm.rsa_study table --study=runs/rsa_study --export=DIR --plot=PNG
 
 ``teacher`` turns the aggregation rows of ``launch.rsa --rl_data`` (aggregation prompts over
 candidates sampled from a frozen model) into supervised rows whose target is the candidates'
@@ -11,9 +11,10 @@ per-position plurality: a scripted aggregator that reads only the candidates, ne
 answer (kept as ``metadata.true_answer``). Ties break by a draw keyed on the row's problem id
 and candidates, so the file is a pure function of its input.
 
-``table`` reads ``<study>/s<seed>/<model>_rsa/results.json`` of every seed and model and writes
+``table`` reads ``<study>/s<seed>/<model>_rsa/results.json`` of every seed and model, writes
 per-seed CSVs (``criteria.csv``: one row per (model, seed); ``curves.csv``: one row per (model,
-seed, curve, step)) for ``launch.analyze --data`` and the page's figures.
+seed, curve, step)) for ``launch.analyze --data``, prints the criteria table and draws the
+page's figure (``--plot``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ COLUMNS = (
     "sampling_majority",  # majority vote over plain samples of RSA's generated tokens
     "sampling_pass",  # any of those samples right
     "rsa_minus_majority",  # final_accuracy - sampling_majority
+    "step0_letter_accuracy",  # share of answer positions right, over the step-0 samples
+    "final_letter_accuracy",  # the same after T steps
     "final_distinct_answers",
     "tokens_per_problem",  # generated tokens per problem over the T steps
 )
@@ -134,6 +137,28 @@ def seed_row(model: str, seed: int, results: dict[str, Any]) -> dict[str, Any]:
   return row
 
 
+def letter_accuracy(results: dict[str, Any], state: dict[str, Any]) -> float:
+  """The share of answer characters a population gets right at their position (first word of
+  each completion against the reference answer, over the reference's length), averaged over
+  members and problems: where whole-answer accuracy is near 0 it still shows how close the
+  samples are, and what an aggregation step adds or loses per position."""
+  per = []
+  for prob, p in zip(results["problems"], state["problems"]):
+    want = prob["answer"]
+    for text in p["texts"]:
+      got = (text.split() or [""])[0]
+      per.append(np.mean([i < len(got) and got[i] == ch for i, ch in enumerate(want)]))
+  return float(np.mean(per))
+
+
+def _step_state(run_dir: str, step: int) -> dict[str, Any] | None:
+  path = os.path.join(run_dir, "rsa", f"step_{step:04d}.json")
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 CURVE_KEYS = ("accuracy", "majority", "pass_at_n", "distinct_answers", "tokens_cum")
 
 
@@ -148,42 +173,72 @@ def curve_rows(model: str, seed: int, results: dict[str, Any]) -> list[dict[str,
 
 
 def collect(study: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-  """``(criteria rows, curve rows)`` of every ``<study>/s<seed>/<model>_rsa/results.json``."""
+  """``(criteria rows, curve rows)`` of every ``<study>/s<seed>/<model>_rsa/results.json``: the
+  study's models in :data:`MODELS` order, then any other (exploratory) run by name."""
   crit, curves = [], []
-  for model in MODELS:
+  found = {os.path.basename(os.path.dirname(p))[:-len("_rsa")]
+           for p in glob.glob(os.path.join(study, "s*", "*_rsa", "results.json"))}
+  for model in [m for m in MODELS if m in found] + sorted(found - set(MODELS)):
     for path in sorted(glob.glob(os.path.join(study, "s*", f"{model}_rsa", "results.json"))):
       m = re.fullmatch(r"s(\d+)", os.path.basename(os.path.dirname(os.path.dirname(path))))
       if not m:
         continue
       with open(path) as f:
         results = json.load(f)
-      crit.append(seed_row(model, int(m.group(1)), results))
+      row = seed_row(model, int(m.group(1)), results)
+      run_dir = os.path.dirname(path)
+      for key, step in (("step0_letter_accuracy", 0),
+                        ("final_letter_accuracy", len(results["rsa"]["steps"]) - 1)):
+        state = _step_state(run_dir, step)
+        if state is not None:
+          row[key] = letter_accuracy(results, state)
+      crit.append(row)
       curves.extend(curve_rows(model, int(m.group(1)), results))
   return crit, curves
 
 
-def plot(curves: Sequence[dict[str, Any]], out_dir: str) -> list[str]:
-  """Accuracy against generated tokens per problem, mean over seeds with 95% t-bands: for each
-  model, RSA's Pass@1, K = 1 self-refinement and plain-sampling majority vote."""
+def plot(curves: Sequence[dict[str, Any]], path: str) -> str:
+  """One figure, a panel per model: accuracy against generated tokens per problem (mean over
+  seeds, 95% t-band) of RSA's Pass@1, K = 1 self-refinement's Pass@1 and plain-sampling
+  majority vote at the same tokens. Returns ``path`` (a PNG)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   from jaxlab.core import plotting  # pylint: disable=g-import-not-at-top
-  runs: dict[str, list[dict[str, Any]]] = {}
   by_point: dict[tuple[str, str, int], list[dict[str, Any]]] = collections.defaultdict(list)
   for r in curves:
     model, name, step = r["arm"].split("/")
     by_point[(model, name, int(step))].append(r)
-  for (model, name, step), rs in sorted(by_point.items(), key=lambda kv: kv[0]):
-    key = "majority" if name == "sampling" else "accuracy"
-    label = {"rsa": "RSA K=4 Pass@1", "self_refine": "K=1 Pass@1",
-             "sampling": "sampling majority vote"}[name]
-    runs.setdefault(f"{model}: {label}", []).append(
-        {"step": step, "tokens": float(np.mean([r["tokens_cum"] for r in rs])),
-         "value": [r[key] for r in rs]})
-  written = []
-  for model in MODELS:
-    sub = {k: v for k, v in runs.items() if k.startswith(model + ":")}
-    if sub:
-      written += plotting.plot_runs(sub, ["value"], os.path.join(out_dir, model), x_key="tokens")
-  return written
+  models = list(dict.fromkeys(k[0] for k in sorted(by_point, key=lambda k: (
+      MODELS.index(k[0]) if k[0] in MODELS else len(MODELS), k))))
+  cols = min(len(models), 3)
+  rows = -(-len(models) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.0 * rows), squeeze=False,
+                           sharey=True)
+  for ax in axes.flat[len(models):]:
+    ax.set_visible(False)
+  labels = {"rsa": "RSA K=4 (Pass@1)", "self_refine": "K=1 (Pass@1)",
+            "sampling": "sampling, majority vote"}
+  for ax, model in zip(axes.flat, models):
+    for name, label in labels.items():
+      key = "majority" if name == "sampling" else "accuracy"
+      records = [{"step": step, "tokens": float(np.mean([r["tokens_cum"] for r in rs])),
+                  "value": [r[key] for r in rs]}
+                 for (m, n, step), rs in sorted(by_point.items()) if m == model and n == name]
+      x, mean, half = plotting.series(records, "value", x_key="tokens")
+      if x.size:
+        ax.plot(x, mean, marker="o", ms=3, label=label)
+        ax.fill_between(x, mean - half, mean + half, alpha=0.2)
+    ax.set_title(model)
+    ax.set_xlabel("generated tokens per problem")
+  for row in axes:
+    row[0].set_ylabel("accuracy")
+  axes[0][0].legend(fontsize=7)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   s = sub.add_parser("table", help="per-seed CSVs and figures of a study directory")
   s.add_argument("--study", default="runs/rsa_study")
   s.add_argument("--export", required=True, help="directory for criteria.csv, curves.csv")
-  s.add_argument("--plots", default="", help="directory for the figures ('' = none)")
+  s.add_argument("--plot", default="", help="PNG path of the figure ('' = none)")
   args = parser.parse_args(argv)
   try:
     if args.command == "teacher":
@@ -216,9 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stats.write_seed_rows(os.path.join(args.export, "criteria.csv"), crit, COLUMNS)
     stats.write_seed_rows(os.path.join(args.export, "curves.csv"), curves, CURVE_KEYS)
     print(stats.seed_table(crit, COLUMNS))
-    if args.plots:
-      for p in plot(curves, args.plots):
-        print(p, file=sys.stderr)
+    if args.plot:
+      print(plot(curves, args.plot), file=sys.stderr)
     return 0
   except (tasks_lib.TaskDataError, OSError, KeyError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -58,19 +58,26 @@ def test_table_reads_every_seed_and_model(tmp_path):
   for seed, lift in ((0, 0.5), (1, 0.6)):
     d = tmp_path / f"s{seed}" / "agg_rsa"
     d.mkdir(parents=True)
-    results = {"rsa": {"steps": [_point(0, 0.1, 0.2, 16), _point(1, lift, 0.7, 32)]},
+    results = {"problems": [{"answer": "abcd"}], "rsa": {"steps": [_point(0, 0.1, 0.2, 16), _point(1, lift, 0.7, 32)]},
                "self_refine": {"steps": [_point(0, 0.1, 0.2, 16), _point(1, 0.15, 0.2, 32)]},
                "sampling": {"steps": [_point(0, 0.1, 0.2, 16), _point(1, 0.1, 0.3, 32)]}}
     (d / "results.json").write_text(json.dumps(results))
+    if seed == 0:  # the step files give per-position accuracy
+      (d / "rsa").mkdir()
+      for step, texts in ((0, [" abcx", " zzzz"]), (1, [" abcd", "abcd\n"])):
+        state = {"problems": [{"texts": texts}]}
+        (d / "rsa" / f"step_{step:04d}.json").write_text(json.dumps(state))
   crit, curves = rsa_study.collect(str(tmp_path))
+  assert crit[0]["step0_letter_accuracy"] == 3 / 8 and crit[0]["final_letter_accuracy"] == 1
+  assert "final_letter_accuracy" not in crit[1]
   assert [(r["arm"], r["seed"]) for r in crit] == [("agg", 0), ("agg", 1)]
   assert crit[1]["gain"] == pytest.approx(0.5) and crit[1]["rsa_minus_majority"] == 0.3
   assert crit[0]["self_refine_final_accuracy"] == 0.15 and crit[0]["tokens_per_problem"] == 32
   assert len(curves) == 2 * 3 * 2
   export = tmp_path / "export"
   assert rsa_study.main(["table", f"--study={tmp_path}", f"--export={export}",
-                         f"--plots={tmp_path / 'img'}"]) == 0
+                         f"--plot={tmp_path / 'img' / 'rsa.png'}"]) == 0
   columns, rows = stats.read_seed_rows(str(export / "criteria.csv"))
   assert tuple(columns) == rsa_study.COLUMNS and len(rows) == 2
-  assert os.path.isfile(tmp_path / "img" / "agg" / "value.png")
+  assert os.path.getsize(tmp_path / "img" / "rsa.png") > 1000
   assert rsa_study.main(["table", f"--study={tmp_path / 'none'}", f"--export={export}"]) == 2
