@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The RSA reproduction (docs/reproductions/rsa.md) for one seed: every stage of
 # configs/rsa/study.py in order, each skipped when its output exists (rerun to resume).
-#   bash configs/rsa/study.sh 0 && bash configs/rsa/study.sh 1 && bash configs/rsa/study.sh 2
+#   for s in 0 1 2 3 4; do bash configs/rsa/study.sh $s; done   # 14-20 min per seed, 2 CPU cores
 #   python -m jaxlab.llm.rsa_study table --study=runs/rsa_study \
 #       --export=docs/reproductions/data/rsa --plot=docs/reproductions/img/rsa.png
 set -euo pipefail

@@ -230,6 +230,7 @@ def plot(curves: Sequence[dict[str, Any]], path: str) -> str:
         ax.plot(x, mean, marker="o", ms=3, label=label)
         ax.fill_between(x, mean - half, mean + half, alpha=0.2)
     ax.set_title(model)
+    ax.set_ylim(-0.03, 1.05)
     ax.set_xlabel("generated tokens per problem")
   for row in axes:
     row[0].set_ylabel("accuracy")
