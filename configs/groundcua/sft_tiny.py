@@ -52,17 +52,10 @@ def get_config():
   c.data.completion_format = "{gt_response}"
   c.data.max_patches = 308  # 22 x 14 patches of a 308x196 screen
   c.model.family = "qwen_vl"
-  c.model.init = ""
-  c.model.hidden_size = 128
-  c.model.intermediate_size = 384
-  c.model.num_layers = 3
-  c.model.num_heads = 4
-  c.model.num_kv_heads = 2
-  c.model.head_dim = 32  # = hidden_size / num_heads
+  sft.tiny_decoder(c)
   c.model.rope_theta = 100.0
   c.model.vision.update(dict(depth=2, hidden_size=96, intermediate_size=192, num_heads=4,
                              window_size=112, fullatt_block_indexes=(1,)))
-  c.dtype = "float32"
   c.steps = 2000
   c.batch_size = 32
   c.optim.learning_rate = 2e-3

@@ -33,15 +33,8 @@ def get_config():
   c.data.prompt_format = "{question}"
   c.data.completion_format = "{answer}"
   c.data.prompt_special_tokens = False  # the prompts are rendered chat transcripts
-  c.model.init = ""
+  sft.tiny_decoder(c)
   c.model.architecture = "Qwen3ForCausalLM"
-  c.model.hidden_size = 128
-  c.model.intermediate_size = 384
-  c.model.num_layers = 3
-  c.model.num_heads = 4
-  c.model.num_kv_heads = 2
-  c.model.head_dim = 32
-  c.dtype = "float32"
   c.steps = 500
   c.batch_size = 16
   c.optim.learning_rate = 3e-3

@@ -27,14 +27,7 @@ def get_config(stage: str = "noisy"):
   c.data.eval_files = ("data/llm/chain_sum_rl_eval.jsonl",)
   c.data.prompt_format = "{metadata[expression]} ="
   c.data.completion_format = " {answer}"
-  c.model.init = ""
-  c.model.hidden_size = 128
-  c.model.intermediate_size = 384
-  c.model.num_layers = 3
-  c.model.num_heads = 4
-  c.model.num_kv_heads = 2
-  c.model.head_dim = 32
-  c.dtype = "float32"
+  sft.tiny_decoder(c)
   c.steps = 1000
   c.batch_size = 64
   c.optim.learning_rate = 3e-3

@@ -60,14 +60,7 @@ def _sft(seed: int):
   c.data.eval_files = (EVAL,)
   c.data.prompt_format = "{question}"
   c.data.completion_format = " {answer}"
-  c.model.init = ""
-  c.model.hidden_size = 128
-  c.model.intermediate_size = 384
-  c.model.num_layers = 3
-  c.model.num_heads = 4
-  c.model.num_kv_heads = 2
-  c.model.head_dim = 32
-  c.dtype = "float32"
+  sft.tiny_decoder(c)
   c.steps = 1500
   c.batch_size = 64
   c.optim.learning_rate = 3e-3

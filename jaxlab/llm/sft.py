@@ -118,6 +118,17 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+def tiny_decoder(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Sets ``c`` to the 0.6M-parameter decoder of the CPU studies, trained from scratch with a
+  char-level tokenizer in float32: width 128, 3 layers, 4 query / 2 key-value heads of 32,
+  SwiGLU width 384 (for ``qwen_vl`` runs, the language model's shape). Returns ``c``."""
+  c.model.init = ""
+  c.model.update(dict(hidden_size=128, intermediate_size=384, num_layers=3, num_heads=4,
+                      num_kv_heads=2, head_dim=32))
+  c.dtype = "float32"
+  return c
+
+
 def looped_defaults() -> ml_collections.ConfigDict:
   """``config.model.looped``: the spec's §1.6.1 schema (a miniature Huginn by default), read
   when ``config.model.family = "looped"``; :func:`looped_config` maps it to ``LoopedConfig``."""
