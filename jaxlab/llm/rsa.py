@@ -487,7 +487,8 @@ def overall(per_problem: Sequence[dict[str, float]]) -> dict[str, float]:
 # -- state files ----------------------------------------------------------------------------------
 
 
-def _step_path(arm_dir: str, step: int) -> str:
+def step_path(arm_dir: str, step: int) -> str:
+  """The state file of ``step`` of the run in ``arm_dir`` (``<workdir>/<arm>``)."""
   return os.path.join(arm_dir, f"step_{step:04d}.json")
 
 
@@ -503,7 +504,7 @@ def _load_steps(arm_dir: str, fp: str) -> list[dict[str, Any]]:
   """The complete step files of a run, in order (a gap ends the list)."""
   out = []
   for step in range(len(glob.glob(os.path.join(arm_dir, "step_*.json")))):
-    path = _step_path(arm_dir, step)
+    path = step_path(arm_dir, step)
     if not os.path.isfile(path):
       break
     with open(path) as f:
@@ -575,7 +576,7 @@ def run(c: ml_collections.ConfigDict, rows: Sequence[dict[str, Any]], gen: Gener
   if not states and initial is not None and last > 0:
     states = [dict(initial, fingerprint=fp)]
     if arm_dir:
-      files.write_json(_step_path(arm_dir, 0), states[0])
+      files.write_json(step_path(arm_dir, 0), states[0])
   for step in range(len(states), last):
     population = None if step == 0 else [p["ids"] for p in states[-1]["problems"]]
     requests, sets, shortened = _requests_for_step(gen, c, prompts, rows, pids, step,
@@ -596,7 +597,7 @@ def run(c: ml_collections.ConfigDict, rows: Sequence[dict[str, Any]], gen: Gener
              "islands": islands_at(step, c.islands, c.steps) if step else c.islands,
              "problems": problems}
     if arm_dir:
-      files.write_json(_step_path(arm_dir, step), state)
+      files.write_json(step_path(arm_dir, step), state)
     states.append(state)
     if log:
       m = overall(step_metrics(rows, state, None))

@@ -152,7 +152,9 @@ def letter_accuracy(results: dict[str, Any], state: dict[str, Any]) -> float:
 
 
 def _step_state(run_dir: str, step: int) -> dict[str, Any] | None:
-  path = os.path.join(run_dir, "rsa", f"step_{step:04d}.json")
+  """The RSA arm's state file of ``step`` in a run directory (None if it was not kept)."""
+  from jaxlab.llm import rsa  # pylint: disable=g-import-not-at-top  (jax: only for the table)
+  path = rsa.step_path(os.path.join(run_dir, "rsa"), step)
   if not os.path.isfile(path):
     return None
   with open(path) as f:

@@ -58,7 +58,8 @@ def test_table_reads_every_seed_and_model(tmp_path):
   for seed, lift in ((0, 0.5), (1, 0.6)):
     d = tmp_path / f"s{seed}" / "agg_rsa"
     d.mkdir(parents=True)
-    results = {"problems": [{"answer": "abcd"}], "rsa": {"steps": [_point(0, 0.1, 0.2, 16), _point(1, lift, 0.7, 32)]},
+    results = {"problems": [{"answer": "abcd"}],
+               "rsa": {"steps": [_point(0, 0.1, 0.2, 16), _point(1, lift, 0.7, 32)]},
                "self_refine": {"steps": [_point(0, 0.1, 0.2, 16), _point(1, 0.15, 0.2, 32)]},
                "sampling": {"steps": [_point(0, 0.1, 0.2, 16), _point(1, 0.1, 0.3, 32)]}}
     (d / "results.json").write_text(json.dumps(results))
