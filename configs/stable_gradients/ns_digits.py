@@ -7,8 +7,10 @@
 
 Variants (the part after the colon): ``plain4``, ``plain8``, ``plain12`` (plain ReLU MLPs of 4, 8,
 12 hidden layers, width 256), ``multiskip1``, ``multiskip3``, ``multiskip5`` (multi-skip residual
-MLPs with k blocks and LayerNorm, width 256), and ``plain12_kron`` (the deepest plain MLP with
-Kron, lr rule /3). Everything else is configs/sigreg/ns_digits.py without SIGReg: sklearn's digits,
+MLPs with k blocks and LayerNorm, width 256), ``plain12_kron`` (the deepest plain MLP with
+Kron, lr rule /3), and the arms that separate skips from LayerNorm at the same depth:
+``plain12_ln`` (plain + LN), ``residual5`` / ``residual5_ln`` (5 pre-activation residual blocks
+without the multi-skip's global skip, without / with LN) and ``multiskip5_noln``. Everything else is configs/sigreg/ns_digits.py without SIGReg: sklearn's digits,
 labels re-permuted every 10 epochs, 60 epochs, Adam lr 1e-3, batch 128, 2 seeds vmapped
 (the documented results use ``--config.num_seeds=5``).
 Time with 5 seeds on a busy 2-core CPU: 53-130 s per Adam variant, 462-1,050 s for
@@ -30,6 +32,12 @@ _VARIANTS = {
     "multiskip3": dict(kind="multiskip", depth=3, layernorm=True),
     "multiskip5": dict(kind="multiskip", depth=5, layernorm=True),
     "plain12_kron": dict(kind="plain", depth=12, layernorm=False),
+    # Issue 16: the arms that separate the skips from the normalisation (12-13 Linear layers
+    # each, like plain12 and multiskip5).
+    "plain12_ln": dict(kind="plain", depth=12, layernorm=True),
+    "residual5": dict(kind="residual", depth=5, layernorm=False),
+    "residual5_ln": dict(kind="residual", depth=5, layernorm=True),
+    "multiskip5_noln": dict(kind="multiskip", depth=5, layernorm=False),
 }
 
 
