@@ -157,12 +157,14 @@ def trunk_size(cfg: ml_collections.ConfigDict, width: int, depth: int) -> tuple[
   return size.width, size.depth
 
 
-def represent(net: nnx.Module, obs: jax.Array):
+def represent(net: nnx.Module, obs: jax.Array, perturbations=None):
   """Runs ``net.encoder`` and ``net.trunk`` (either may be None) on observations.
 
   Args:
     net: a module with attributes ``obs_ndim``, ``encoder`` and ``trunk`` (:func:`build_torso`).
     obs: [..., *obs_shape].
+    perturbations: optional ``{trunk layer name: array}`` passed to the trunk (health probes and
+      neuron resets: :func:`jaxlab.representations.probe`).
 
   Returns:
     ``(z, features)``: the representation z [..., D] (trunk output; the encoder output or the
@@ -176,7 +178,7 @@ def represent(net: nnx.Module, obs: jax.Array):
     x, feats = net.encoder(obs, return_features=True)
     features.update((f"encoder/{k}", v) for k, v in feats.items())
   if net.trunk is not None:
-    x, feats = net.trunk(x, return_features=True)
+    x, feats = net.trunk(x, return_features=True, perturbations=perturbations)
     features.update((f"trunk/{k}", v) for k, v in feats.items())
   features["representation"] = x
   return x, features

@@ -22,6 +22,16 @@ representation, and per-layer weight-gradient norms (spec §1.7, §2.8, §5).
 SIGReg (spec §1.4 "CIFAR") acts on the representation the classifier reads, the trunk output
 *after* its activation (``aux.sigreg.after_activation``), on each minibatch, with fresh random
 directions every step.
+
+Neuron resets (spec rl.md §4.3, §7.1 item 3c) are arms too: ``arms.reset_methods`` trains, say,
+``("none", "redo", "regrama")`` side by side. Every ``reset.every`` SGD steps each resetting
+arm probes its loss on the current minibatch once and re-initialises the trunk neurons that are
+dormant (ReDo: mean |h| normalised by the layer mean <= ``reset.redo_tau``) or gradient-inactive
+(ReGraMa: mean |dL/dh| normalised <= ``reset.regrama_tau``), with
+:func:`jaxlab.representations.reset_neurons` (fresh incoming weights, zeroed outgoing weights and
+Adam moments); the classifier's output layer is never reset. With resets on, health also logs
+the GraMa ratio (``health/grama_ratio``, τ ``health.grama_tau``) on the probe images, and
+``reset/neurons`` counts the neurons reset per chunk.
 """
 
 from __future__ import annotations
@@ -38,10 +48,12 @@ from flax import nnx, struct
 from jaxlab import nets
 from jaxlab import optim
 from jaxlab import representations as rep
+from jaxlab.core import batching
 from jaxlab.core import loop
 from jaxlab.core import mesh as mesh_lib
 from jaxlab.core.chunked import ChunkedRun, train_whole
 from jaxlab.core.config import require, require_choice
+from jaxlab.envs import _common as env_common
 from jaxlab.envs.base import EnvSpec
 from jaxlab.nets.mlp import activation_fn
 from jaxlab.representations import sigreg as sigreg_lib
@@ -77,8 +89,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.aux.sigreg.after_activation = True  # spec §1.4 CIFAR: Z is the trunk output after ReLU
   c.arms = ml_collections.ConfigDict(dict(
       sigreg_weights=(),   # SIGReg weights to train side by side; () = (aux.sigreg.weight,)
-      learning_rates=()))  # learning rates side by side; () = (learning_rate,)
-  c.health = ml_collections.ConfigDict(dict(probe_size=256, dormant_tau=0.0))
+      learning_rates=(),   # learning rates side by side; () = (learning_rate,)
+      reset_methods=()))   # neuron-reset arms side by side, of RESET_METHODS; () = no resets
+  # Resets (spec §4.3): every N SGD steps; thresholds of ReDo (0.02) and ReGraMa (0.01);
+  # outgoing weights of reset neurons: "auto" zeroes them except where a neuron writes a
+  # residual stream (jaxlab.representations.mlp_layers).
+  c.reset = ml_collections.ConfigDict(dict(every=50, redo_tau=0.02, regrama_tau=0.01,
+                                           outgoing="auto"))
+  c.health = ml_collections.ConfigDict(dict(probe_size=256, dormant_tau=0.0, grama_tau=0.01))
   return c
 
 
@@ -105,18 +123,37 @@ def check_config(c: ml_collections.ConfigDict) -> None:
             "builds no trunk")
   for lr in c.arms.learning_rates:
     require(lr > 0, f"'config.arms.learning_rates' must be > 0, got {lr}")
+  for m in c.arms.reset_methods:
+    require(m in RESET_METHODS, f"'config.arms.reset_methods' has {m!r}; expected each of "
+            f"{list(RESET_METHODS)}")
+  if any(m != "none" for m in c.arms.reset_methods):
+    require(c.reset.every >= 1, f"'config.reset.every' must be >= 1, got {c.reset.every}")
+    require_choice(c, "reset.outgoing", rep.OUTGOING_MODES)
+    require(c.network.kind in ("plain", "residual", "multiskip"),
+            f"'config.network.kind'={c.network.kind!r}: resets need an MLP trunk")
+    require(c.network.activation in ("relu", "leaky_relu", "tanh"),
+            f"'config.network.activation'={c.network.activation!r}: ReDo/ReGraMa resets need "
+            "relu, leaky_relu or tanh")
+    require(c.optimizer.name in ("adam", "adamw", "radam"),
+            f"'config.optimizer.name'={c.optimizer.name!r}: resets zero Adam-style moments; use "
+            "adam, adamw or radam")
 
 
-def arms(c: ml_collections.ConfigDict) -> list[tuple[float, float]]:
-  """(sigreg weight, learning rate) of every arm, in metric order."""
+RESET_METHODS = ("none", "redo", "regrama")
+
+
+def arms(c: ml_collections.ConfigDict) -> list[tuple[float, float, str | None]]:
+  """(sigreg weight, learning rate, reset method or None) of every arm, in metric order."""
   weights = tuple(c.arms.sigreg_weights) or (c.aux.sigreg.weight,)
   lrs = tuple(c.arms.learning_rates) or (c.learning_rate,)
-  return [(float(w), float(lr)) for w, lr in itertools.product(weights, lrs)]
+  resets = tuple(c.arms.reset_methods) or (None,)
+  return [(float(w), float(lr), m) for w, lr, m in itertools.product(weights, lrs, resets)]
 
 
-def arm_label(weight: float, lr: float) -> str:
-  """The arm's name in metric keys, e.g. "sigreg=0.2,lr=0.001"."""
-  return f"sigreg={weight:g},lr={lr:g}"
+def arm_label(weight: float, lr: float, reset: str | None = None) -> str:
+  """The arm's name in metric keys, e.g. "sigreg=0.2,lr=0.001" (",reset=redo" appended for
+  reset arms)."""
+  return f"sigreg={weight:g},lr={lr:g}" + ("" if reset is None else f",reset={reset}")
 
 
 class Classifier(nnx.Module):
@@ -133,9 +170,10 @@ class Classifier(nnx.Module):
                                      input_activation=networks.head_activation(cfg),
                                      kernel_gain=1.0, rngs=rngs)
 
-  def __call__(self, x: jax.Array):
-    """x: [B, *image_shape] -> (logits [B, K], features incl. "representation" [B, D])."""
-    z, features = networks.represent(self, x)
+  def __call__(self, x: jax.Array, perturbations=None):
+    """x: [B, *image_shape] -> (logits [B, K], features incl. "representation" [B, D]).
+    ``perturbations``: ``{trunk layer name: array}`` for probes (``networks.represent``)."""
+    z, features = networks.represent(self, x, perturbations)
     return self.head(z), features
 
 
@@ -165,11 +203,19 @@ class NonStationarySupervised:
     self.x_test, self.y_test = jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test)
     self.image_shape = dataset.x_train.shape[1:]
     self.arms = arms(config)
-    self.labels = [arm_label(w, lr) for w, lr in self.arms]
-    self.arm_weights = jnp.asarray([w for w, _ in self.arms], jnp.float32)
-    self.arm_lrs = jnp.asarray([lr for _, lr in self.arms], jnp.float32)
-    self.sigreg_on = any(w > 0 for w, _ in self.arms)
-    self._def, _ = nnx.split(self._model(nnx.Rngs(0)))
+    self.labels = [arm_label(*arm) for arm in self.arms]
+    self.arm_weights = jnp.asarray([w for w, _, _ in self.arms], jnp.float32)
+    self.arm_lrs = jnp.asarray([lr for _, lr, _ in self.arms], jnp.float32)
+    self.sigreg_on = any(w > 0 for w, _, _ in self.arms)
+    # Reset arms: method index per arm (0 none, 1 ReDo, 2 ReGraMa; RESET_METHODS order).
+    self.resets_on = any(m not in (None, "none") for _, _, m in self.arms)
+    self.arm_resets = jnp.asarray([RESET_METHODS.index(m or "none") for _, _, m in self.arms],
+                                  jnp.int32)
+    model = self._model(nnx.Rngs(0))
+    self._def, _ = nnx.split(model)
+    self.layers = (rep.trunk_layers(model.trunk, ("trunk",), ("head",), model.head,
+                                    config.reset.outgoing)
+                   if isinstance(model.trunk, nets.MLP) else ())
     # The optimizer is built at lr 1 and each arm scales its updates by its own lr: exact for
     # these optimizers, whose last transformation multiplies by the (scheduled) lr.
     self.optimizer, self.lr_shape = optim.from_config(_with_lr(config, 1.0), total)
@@ -237,12 +283,52 @@ class NonStationarySupervised:
     return params, opt_state, metrics
 
   def step(self, state: TrainState):
-    """One SGD step of every arm on the same minibatch. Returns (state, metrics [arms])."""
+    """One SGD step of every arm on the same minibatch, then any resets that are due. Returns
+    (state, metrics [arms])."""
     x, y = self._batch(state.key, state.update)
     k_sig = jax.random.fold_in(jax.random.fold_in(state.key, 0x516), state.update)
     params, opt_state, metrics = jax.vmap(self._arm_step, in_axes=(0, 0, 0, 0, None, None, None))(
         state.params, state.opt_state, self.arm_weights, self.arm_lrs, x, y, k_sig)
+    if self.resets_on:
+      k_reset = jax.random.fold_in(jax.random.fold_in(state.key, 0x7E5), state.update)
+      reset_arms = jax.vmap(batching.sequential(self._reset), in_axes=(0, 0, 0, None, None, None))
+
+      def _reset(operand):
+        params, opt_state, x, y, key, _ = operand
+        params, opt_state, counts = reset_arms(params, opt_state, self.arm_resets, x, y, key)
+        return params, opt_state, x, y, key, counts
+
+      zeros = {"reset/neurons": jnp.zeros((len(self.arms),), jnp.float32)}
+      # Seeds share the step counter: the reset runs on due steps only, also under vmap.
+      due = (state.update + 1) % self.config.reset.every == 0
+      params, opt_state, _, _, _, counts = env_common.maybe_apply(
+          due, _reset, (params, opt_state, x, y, k_reset, zeros))
+      metrics.update(counts)
     return state.replace(params=params, opt_state=opt_state, update=state.update + 1), metrics
+
+  def _probe(self, params, x, y):
+    """One forward/backward pass of the cross-entropy on (x, y): (Probe, grads)."""
+
+    def loss_fn(params, perturbations):
+      logits, features = nnx.merge(self._def, params)(x, perturbations)
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      # Only the trunk's layers, under their MLP names (the names the reset layers use).
+      return ce, {k[len("trunk/"):]: v for k, v in features.items() if k.startswith("trunk/")}
+
+    return rep.probe_and_grads(loss_fn, params, self.layers)
+
+  def _reset(self, params, opt_state, method, x, y, key):
+    """One arm's reset (``method``: index into RESET_METHODS; 0 resets nothing): masks from one
+    probe on the minibatch, then ``rep.reset_neurons``. Returns (params, opt_state, counts)."""
+    r = self.config.reset
+    probe, _ = self._probe(params, x, y)
+    redo = rep.redo_masks(probe.features, r.redo_tau, layers=self.layers)
+    grama = rep.regrama_masks(probe.feature_grads, r.regrama_tau)
+    masks = {k: jnp.where(method == 1, redo[k], jnp.where(method == 2, grama[k], False))
+             for k in redo}
+    params, opt_state = rep.reset_neurons(params, opt_state, masks, key, self.layers)
+    count = sum(jnp.sum(m) for m in masks.values()).astype(jnp.float32)
+    return params, opt_state, {"reset/neurons": count}
 
   # --- logging ------------------------------------------------------------------------------
 
@@ -251,8 +337,9 @@ class NonStationarySupervised:
     return {f"{k}@{label}": v[i] for k, v in metrics.items() for i, label in
             enumerate(self.labels)}
 
-  def health(self, params) -> dict[str, jax.Array]:
-    """Per-arm diagnostics on the first ``health.probe_size`` training images (spec §5)."""
+  def health(self, params, update: jax.Array) -> dict[str, jax.Array]:
+    """Per-arm diagnostics on the first ``health.probe_size`` training images (spec §5), after
+    SGD step ``update``."""
     x = self.x_train[:self.config.health.probe_size]
     tau = self.config.health.dormant_tau
 
@@ -267,6 +354,11 @@ class NonStationarySupervised:
         flags = [rep.dormant_scores(features[k]) <= tau for k in activated]
         out["health/dormant_ratio"] = (sum(f.sum() for f in flags)
                                        / sum(f.size for f in flags)).astype(jnp.float32)
+      if self.resets_on:  # GraMa (spec §4.2) under the labels in force after step ``update``
+        y = self.label_map(update)[self.y_train[:x.shape[0]]]
+        probe, _ = self._probe(params, x, y)
+        out.update(rep.network_health("trunk", self.layers, feature_grads=probe.feature_grads,
+                                      grama_tau=self.config.health.grama_tau, per_layer=False))
       return out
 
     return jax.vmap(one)(params)
@@ -275,8 +367,10 @@ class NonStationarySupervised:
     """``log_every`` steps in one scan; per-arm metrics averaged over them, plus health."""
     state, metrics = jax.lax.scan(lambda s, _: self.step(s), state, None,
                                   length=self.config.log_every)
-    metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)  # [steps, arms] -> [arms]
-    metrics.update(self.health(state.params))
+    # [steps, arms] -> [arms]: means over the chunk, except reset counts (summed).
+    metrics = {k: jnp.sum(m, axis=0) if k.startswith("reset/") else jnp.mean(m, axis=0)
+               for k, m in metrics.items()}
+    metrics.update(self.health(state.params, state.update - 1))
     out = self._per_arm(metrics)
     last = state.update - 1
     out["epoch"] = (last // self.steps_per_epoch).astype(jnp.float32)

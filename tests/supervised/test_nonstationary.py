@@ -155,7 +155,7 @@ def test_arms_in_one_program_equal_separate_runs(digits):
   key = jax.random.key(0)
   state, metrics = jax.jit(t.train)(key)
   assert metrics["loss/sigreg@sigreg=0.5,lr=0.003"].shape == (4,)
-  for i, (w, lr) in enumerate(t.arms):
+  for i, (w, lr, _) in enumerate(t.arms):
     single = ns.make_train(_config(**{"aux.sigreg.weight": w, "learning_rate": lr}), digits)
     if w == 0:  # SIGReg is computed for monitoring only when some arm uses it
       single.sigreg_on = True
@@ -165,6 +165,37 @@ def test_arms_in_one_program_equal_separate_runs(digits):
   # Different arms did learn different parameters.
   leaf = jax.tree.leaves(state.params)[0]
   assert not np.allclose(leaf[0], leaf[3])
+
+
+def test_reset_arms_in_one_program(digits):
+  """ReDo and ReGraMa arms beside a no-reset arm (spec §4.3, §7.1 item 3c): the no-reset arm is
+  the plain run (same init, same minibatches); the reset arms reset neurons on due steps (every
+  8 SGD steps = each chunk here) and count them; the no-reset arm never does."""
+  c = _config(**{"arms.reset_methods": ("none", "redo", "regrama"), "reset.every": 8,
+                 "reset.redo_tau": 0.3, "reset.regrama_tau": 0.3})
+  loop.validate(ns.TRAINER, c)
+  t = ns.make_train(c, digits)
+  assert t.labels == ["sigreg=0,lr=0.001,reset=none", "sigreg=0,lr=0.001,reset=redo",
+                      "sigreg=0,lr=0.001,reset=regrama"]
+  key = jax.random.key(0)
+  state, metrics = jax.jit(t.train)(key)
+  plain, _ = jax.jit(ns.make_train(_config(), digits).train)(key)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-6),
+               state.params, plain.params)
+  counts = {m: np.asarray(metrics[f"reset/neurons@sigreg=0,lr=0.001,reset={m}"])
+            for m in ("none", "redo", "regrama")}
+  assert (counts["none"] == 0).all()
+  assert counts["redo"].sum() > 0 and counts["regrama"].sum() > 0, counts
+  # Neurons of the first layer reset at the last step (step 32) have zeroed outgoing weights:
+  # zero rows of the second layer's kernel, in a reset arm only.
+  kernel = np.asarray(state.params["trunk"]["hidden"][1]["kernel"][...])  # [arms, in, out]
+  zero_rows = (kernel == 0).all(axis=2).sum(axis=1)
+  assert zero_rows[0] == 0 and zero_rows[1:].sum() > 0, zero_rows
+  ratio = np.asarray(metrics["health/grama_ratio/trunk@sigreg=0,lr=0.001,reset=none"])
+  assert ratio.shape == (4,) and ((ratio >= 0) & (ratio <= 1)).all()
+  with pytest.raises(ConfigError, match="'config.optimizer.name'='kron': resets zero"):
+    loop.validate(ns.TRAINER, _config(**{"arms.reset_methods": ("redo",),
+                                         "optimizer.name": "kron"}))
 
 
 def test_learns_and_recovers_after_a_shift(digits):
@@ -189,6 +220,7 @@ def test_learns_and_recovers_after_a_shift(digits):
 
 
 @pytest.mark.parametrize("key,value,match", [
+    ("arms.reset_methods", ("redo", "reset"), "'config.arms.reset_methods' has 'reset'"),
     ("data.name", "mnist", "'config.data.name'='mnist'"),
     ("network.encoder", "minatar_cnn", "'config.network.encoder'='minatar_cnn'"),
     ("network.depth", 0, "'config.network.depth' must be >= 1"),
