@@ -19,6 +19,9 @@ Expected (spec §2.1): deeper plain MLPs recover less after each shift, with sma
 in the early layers; multi-skip + LN and Kron keep both. Measured (5 seeds, 2026-12-03, mean ± 95% Student-t
 interval): accuracy at the final epoch 0.9799 ± 0.0063 / 0.936 ± 0.044 / 0.76 ± 0.26 for plain
 4 / 8 / 12 layers, 0.9822 ± 0.0052 for multi-skip k = 5 and 0.9737 ± 0.0100 for plain 12 + Kron; the first layer's gradient norm grows with depth here instead of shrinking.
+Skips x LayerNorm at 12 layers (5 seeds, 2026-12-05), mean accuracy over all epochs: plain 0.710
+± 0.048, plain + LN 0.932 ± 0.015, residual 0.9156 ± 0.0056, residual + LN 0.9251 ± 0.0085,
+multi-skip 0.79 ± 0.11, multi-skip + LN 0.8991 ± 0.0097.
 Tables with intervals: docs/reproductions/stable_gradients.md (``python -m launch.ns_phases``).
 """
 
