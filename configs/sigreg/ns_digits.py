@@ -1,6 +1,8 @@
 """Non-stationary digits (spec §7.1 items 1-2): SIGReg weights {0, 0.2, 1} side by side.
 
     python -m launch.train --config=configs/sigreg/ns_digits.py --workdir=runs/ns_digits
+    python -m launch.train --config=configs/sigreg/ns_digits.py:12 --workdir=runs/ns_digits12 \
+        --config.num_seeds=5   # the 12-layer net, which does lose plasticity (issue 16)
     python -m launch.analyze --workdir=runs/ns_digits --keys=test/accuracy,health/dormant_ratio,\
 health/effective_rank --last=5
 
@@ -20,7 +22,11 @@ more slowly right after each shift (−0.136 ± 0.071) and has a lower effective
 from jaxlab.supervised import nonstationary
 
 
-def get_config():
+def get_config(depth: str = "4"):
+  """``depth``: hidden layers of the plain MLP, "4" (the run above) or "12" (where the plain
+  network loses plasticity on this task; docs/reproductions/stable_gradients.md)."""
+  if depth not in ("4", "12"):
+    raise ValueError(f"configs/sigreg/ns_digits.py:DEPTH with DEPTH 4 or 12; got {depth!r}")
   c = nonstationary.default_config()
   c.data.name = "digits"
   c.data.train_size = 1280
@@ -30,7 +36,7 @@ def get_config():
   c.learning_rate = 1e-3
   c.network.kind = "plain"
   c.network.width = 256
-  c.network.depth = 4
+  c.network.depth = int(depth)
   c.network.trunk_out = 64
   c.arms.sigreg_weights = (0.0, 0.2, 1.0)
   c.num_seeds = 2
