@@ -3,7 +3,8 @@
 Two processes with 4 CPU devices each form one 8-device mesh, talking over 127.0.0.1 (gloo).
 Checked here: PPO (gymnax CartPole), one SFT step on the tiny decoder and two llm_rl steps
 (sampled rollouts, rewards, one RLOO update each) give the same metrics and final parameters as
-one process with 8 devices (rtol 1e-3); there is one copy of every output file; a process
+one process with 8 devices (rtol 1e-3), each SFT process parsing only its own half of the rows;
+there is one copy of every output file; a process
 killed with SIGKILL stops the whole job with one line naming it, and the same command then
 resumes to the uninterrupted two-process result; ``launch.eval`` reads a two-process run in one
 process; bad input (a batch that does not split over processes x devices, a coordinator port in
@@ -65,15 +66,15 @@ def _cluster_cmd(workdir, args, num=2, devices=4, port=None):
                 f"--workdir={workdir}", *args]
 
 
-def _cluster(workdir, args, **kw):
-  return subprocess.run(_cluster_cmd(workdir, args, **kw), cwd=REPO, env=_env(),
+def _cluster(workdir, args, env=None, **kw):
+  return subprocess.run(_cluster_cmd(workdir, args, **kw), cwd=REPO, env=_env(**(env or {})),
                         capture_output=True, text=True, timeout=TIMEOUT)
 
 
-def _single(workdir, args, devices=8):
+def _single(workdir, args, devices=8, env=None):
   cmd = [sys.executable, "-m", "launch.train", f"--workdir={workdir}", *args]
   env = _env(JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **(env or {}))
   out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT)
   assert out.returncode == 0, out.stderr[-3000:]
   return out
@@ -290,12 +291,32 @@ def test_config_mismatch_between_processes(tmp_path):
   assert not os.path.exists(workdir)
 
 
+def _data_lines(text):
+  """``{process: (rows, parsed)}`` of the SFT step-0 lines ``JAXLAB_DEBUG_DATA`` prints: the
+  batch rows each process built and how many rows it has parsed in all."""
+  found = {}
+  for m in re.finditer(r"jaxlab: data: process (\d+) step 0 rows \[([\d, ]*)\] parsed (\d+)",
+                       text):
+    found[int(m.group(1))] = ([int(x) for x in m.group(2).split(",")], int(m.group(3)))
+  return found
+
+
 # Last in the file: xdist hands out the first tests in pairs, and this one and the PPO test
 # are the two long ones.
 def test_sft_step_two_processes_equal_one_process(tmp_path):
+  """One SFT step: 2 x 4 devices == 1 x 8; each process parsed and tokenized only its half of
+  the rows (its 4 batch rows, its half of the start-up check of all 64), never the other's."""
+  from jaxlab.llm import data as data_lib  # pylint: disable=import-outside-toplevel
   two, one = str(tmp_path / "two"), str(tmp_path / "one")
-  _ok(_cluster(two, SFT))
-  _single(one, SFT)
+  debug = {"JAXLAB_DEBUG_DATA": "1"}
+  out = _ok(_cluster(two, SFT, env=debug))
+  single = _single(one, SFT, env=debug)
+  per_process, whole = _data_lines(out.stdout + out.stderr), _data_lines(single.stdout)
+  batch = data_lib.batch_indices(0, 8, 64, 0).tolist()
+  assert whole == {0: (batch, whole[0][1])}
+  assert sorted(per_process) == [0, 1]
+  assert per_process[0][0] + per_process[1][0] == batch  # halves, in the mesh's row order
+  assert per_process[0][1] == per_process[1][1] == whole[0][1] // 2
   _assert_records_close(_records(two), _records(one))
   assert _records(two)[0]["step"] == 1 and len(_records(two)) == 1
   _, arrays_two = _final_arrays(two)

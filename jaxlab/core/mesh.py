@@ -109,6 +109,49 @@ def put(x: Any, sharding: NamedSharding) -> jax.Array:
   return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
+def local_rows(sharding: NamedSharding, shape: Sequence[int]) -> np.ndarray:
+  """The indices along axis 0 of a global array of ``shape`` (sorted) that this process's
+  devices hold under ``sharding``: the only rows of a batch this process has to build. Every
+  row with one process (or an axis 0 that is not split)."""
+  shape = tuple(int(d) for d in shape)
+  rows: set[int] = set()
+  for index in sharding.addressable_devices_indices_map(shape).values():
+    rows.update(range(shape[0])[index[0]] if index else range(shape[0]))
+  return np.asarray(sorted(rows), np.int64)
+
+
+def put_rows(local: Any, rows: np.ndarray, shape: Sequence[int],
+             sharding: NamedSharding) -> jax.Array:
+  """The global array of ``shape`` placed with ``sharding`` from this process's rows only:
+  ``local[k]`` is global row ``rows[k]``, and ``rows`` must hold :func:`local_rows` (more is
+  fine). Each process builds and hands over only its own devices' rows, so no process
+  materialises the whole batch (and nothing is all-gathered); with every row it is
+  :func:`put`."""
+  local = np.asarray(local)
+  shape = tuple(int(d) for d in shape)
+  if len(rows) == shape[0] and np.array_equal(rows, np.arange(shape[0])):
+    return put(local, sharding)
+  where = {int(r): k for k, r in enumerate(rows)}
+
+  def block(index):
+    want = [where[r] for r in range(shape[0])[index[0]]]
+    return local[want][(slice(None),) + tuple(index[1:])]
+
+  return jax.make_array_from_callback(shape, sharding, block)
+
+
+def allgather_host(x: Any) -> np.ndarray:
+  """``[process_count, *x.shape]``: every process's host value ``x`` (same shape and dtype on
+  each), on every process. A collective: every process calls it. Small values only (counts,
+  indices); 64-bit values travel as 32-bit ones."""
+  x = np.asarray(x)
+  if jax.process_count() == 1:
+    return x[None]
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  out = np.asarray(multihost_utils.process_allgather(x))
+  return out.reshape((jax.process_count(),) + x.shape)
+
+
 def place_state(state: Any, mesh: Mesh, batched: dict[str, int]) -> Any:
   """Places a trainer state: the fields named in ``batched`` (dotted paths into nested
   ``flax.struct`` dataclasses, e.g. ``"replay.data"``) split on their axis over the data

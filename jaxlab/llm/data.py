@@ -2,7 +2,9 @@
 
 Rows come from task JSONL files (:mod:`jaxlab.llm.tasks`); every error names ``file:row``.
 The rows of step ``s`` are a pure function of ``(seed, s)`` (consecutive slices of per-epoch
-permutations), so a resumed run reads exactly the rows an uninterrupted one would.
+permutations), so a resumed run reads exactly the rows an uninterrupted one would, and the
+batch does not depend on how many processes share it. :class:`RowStore` parses a row only when
+a batch needs it, so each process of a multi-process job parses the rows of its own devices.
 
 Rows for a vision-language model also name image files (:class:`RowImages`): a row field
 holds one path or a list of paths, relative to the JSONL file's folder or absolute. Their
@@ -14,8 +16,10 @@ batch has the same shapes.
 
 from __future__ import annotations
 
+import collections
+import json
 import os
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -36,16 +40,126 @@ def resolve_path(path: str) -> str:
 
 
 def load_rows(files: Sequence[str], limit: int = 0) -> list[tuple[str, int, dict[str, Any]]]:
-  """``(file, row number, row)`` for the rows of ``files`` (at most ``limit`` per file; 0: all).
+  """``(file, row number, row)`` for the rows of ``files`` (at most ``limit`` per file; 0: all),
+  every row parsed and validated now (:class:`RowStore` parses only the rows asked for).
 
   Raises:
     DataError: a file is missing or a row is malformed (``file:line`` and the field).
   """
-  out = []
-  for f in files:
-    rows = tasks_lib.load_jsonl(resolve_path(f), limit or None)
-    out.extend((f, i + 1, r) for i, r in enumerate(rows))
-  return out
+  store = RowStore(files, limit)
+  return store.rows(range(len(store)), cache=False)
+
+
+class RowStore:
+  """The rows of task JSONL files, each parsed (and validated) only when asked for.
+
+  Building it reads the files once for where their rows start (byte offsets of the non-blank
+  lines, no JSON parsing), so a process of a multi-process job can parse and tokenize only the
+  rows that land on its own devices. Rows are numbered as :func:`load_rows` numbers them (files
+  in order, blank lines skipped, at most ``limit`` per file); a parse names ``file:line`` and
+  the bad field exactly as :func:`jaxlab.llm.tasks.load_jsonl` does. Lines end at ``\\n``
+  (a lone ``\\r`` does not end one, as it would in text mode; JSON lines do not hold one).
+
+  Args:
+    files: task JSONL files (as in the config; relative ones are resolved by
+      :func:`resolve_path`).
+    limit: rows per file (0: all).
+    cache_size: parsed rows kept (least recently used dropped first).
+
+  Raises:
+    DataError: a file is missing or has no rows.
+  """
+
+  def __init__(self, files: Sequence[str], limit: int = 0, cache_size: int = 4096):
+    self.files = list(files)
+    self.paths = [resolve_path(f) for f in self.files]
+    file_of, offset, size, line_of, row_of = [], [], [], [], []
+    for k, path in enumerate(self.paths):
+      if not os.path.isfile(path):
+        raise tasks_lib.TaskDataError(f"{path}: task file does not exist")
+      n, pos = 0, 0
+      with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+          text = line.strip()
+          # bytes.strip() knows ASCII whitespace only; load_jsonl skips any blank line.
+          if text and (text.isascii() or line.decode("utf-8", "replace").strip()):
+            file_of.append(k)
+            offset.append(pos)
+            size.append(len(line))
+            line_of.append(lineno)
+            n += 1
+            row_of.append(n)
+            if limit and n >= limit:
+              break
+          pos += len(line)
+      if not n:
+        raise tasks_lib.TaskDataError(f"{path}: no rows")
+    self._file = np.asarray(file_of, np.int32)
+    self._offset = np.asarray(offset, np.int64)
+    self._size = np.asarray(size, np.int64)
+    self._line = np.asarray(line_of, np.int64)
+    self._row = np.asarray(row_of, np.int64)
+    self.cache_size = cache_size
+    self._cache: collections.OrderedDict[int, dict[str, Any]] = collections.OrderedDict()
+    self.parsed = 0  # rows parsed so far (cache hits not counted): what tests check
+
+  def __len__(self) -> int:
+    return len(self._file)
+
+  def where(self, i: int) -> tuple[str, int]:
+    """``(file as given, row number)`` of row ``i``, as :func:`load_rows` names it."""
+    return self.files[self._file[i]], int(self._row[i])
+
+  def rows(self, index: Iterable[int], cache: bool = True
+           ) -> list[tuple[str, int, dict[str, Any]]]:
+    """``(file, row number, row)`` of rows ``index`` (in that order), parsed now unless cached;
+    ``cache=False`` neither reads nor fills the cache (one pass over many rows)."""
+    index = [int(i) for i in index]
+    got: dict[int, dict[str, Any]] = {}
+    if cache:
+      for i in index:
+        if i in self._cache:
+          self._cache.move_to_end(i)
+          got[i] = self._cache[i]
+    todo = sorted(set(index) - set(got), key=lambda i: (self._file[i], self._offset[i]))
+    handle, open_file = None, -1
+    try:
+      for i in todo:
+        if self._file[i] != open_file:
+          if handle is not None:
+            handle.close()
+          open_file = int(self._file[i])
+          handle = open(self.paths[open_file], "rb")
+        handle.seek(int(self._offset[i]))
+        got[i] = self._parse(i, handle.read(int(self._size[i])))
+        if cache:
+          self._cache[i] = got[i]
+          if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+    finally:
+      if handle is not None:
+        handle.close()
+    return [(*self.where(i), got[i]) for i in index]
+
+  def _parse(self, i: int, line: bytes) -> dict[str, Any]:
+    where = f"{self.paths[self._file[i]]}:{self._line[i]}"
+    self.parsed += 1
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise tasks_lib.TaskDataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})"
+                                    ) from None
+    except UnicodeDecodeError as e:
+      raise tasks_lib.TaskDataError(f"{where}: not UTF-8 ({e.reason})") from None
+    return tasks_lib.validate_row(row, where)
+
+
+def process_share(num_rows: int) -> range:
+  """This process's contiguous share of ``num_rows`` rows (all of them with one process): the
+  rows it reads in a pass that every process splits (e.g. to check every row once)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  n, k = jax.process_count(), jax.process_index()
+  return range(num_rows * k // n, num_rows * (k + 1) // n)
 
 
 def batch_indices(step: int, batch_size: int, num_rows: int, seed: int) -> np.ndarray:

@@ -32,6 +32,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
+from jaxlab.core import mesh as mesh_lib
 from jaxlab.models.decoder.modeling import Decoder, KVCache
 
 
@@ -363,7 +364,8 @@ def generate(model: Any, tokens_bp: Any, mask_bp: Any, key: jax.Array,
     cache_shardings = sharding_lib.cache_sharding(mesh, abstract)
     batch = NamedSharding(mesh, sharding_lib.fit_spec(
         jax.sharding.PartitionSpec(("data", "fsdp"), None), (b, p), mesh))
-    tokens_bp, mask_bp = jax.device_put((tokens_bp, mask_bp), batch)
+    # Each process hands over only its own devices' rows (no all-gather to compare them).
+    tokens_bp, mask_bp = (mesh_lib.put(x, batch) for x in (tokens_bp, mask_bp))
   graphdef, state = nnx.split(model)
   return _generate_jit(graphdef, state, tokens_bp, mask_bp, keys_b, params=params,
                        cache_len=cache_len, cache_shardings=cache_shardings)

@@ -8,6 +8,10 @@ The trainer behind ``config.trainer = "llm_sft"``:
    sequences, RIGHT-padded to one length ``T``; the loss mask selects the completion and its
    eos. The batch of step ``s`` is a pure function of ``(seed, s)`` (an epoch-wise
    permutation), so a resumed run sees exactly the batches an uninterrupted one would.
+   Text rows are parsed and tokenized when a batch needs them, each process only the rows
+   of its own devices (:class:`jaxlab.llm.data.RowStore`); at the start every row is checked
+   once (and measured for ``T``, and read for a fresh char tokenizer's characters), each
+   process its share, the results exchanged, so a bad row fails the run before training.
 2. Model: a fresh decoder of the configured size with a char-level tokenizer built from the
    training texts, or (``config.model.init``) a Hugging Face-format directory to fine-tune.
    ``config.model.family = "looped"`` builds a looped (prelude / recurrent core / coda) model
@@ -40,7 +44,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
@@ -391,6 +395,107 @@ def format_row(c: ml_collections.ConfigDict, row: dict[str, Any]) -> tuple[str, 
   return c.data.prompt_format.format(**row), c.data.completion_format.format(**row)
 
 
+def _format_located(c: ml_collections.ConfigDict, located: tuple[str, int, dict]
+                    ) -> tuple[str, str]:
+  """:func:`format_row` of a ``(file, row number, row)``; a format field the row lacks is a
+  ``DataError`` naming ``file:row``."""
+  f, line, row = located
+  try:
+    return format_row(c, row)
+  except (KeyError, IndexError, AttributeError) as e:
+    raise DataError(f"{f}:{line}: 'config.data.prompt_format' / 'completion_format' read a "
+                    f"field the row does not have ({type(e).__name__} {e})") from None
+
+
+# Set (to anything) to have every process print the batch rows it built (multi-process tests).
+DEBUG_DATA = "JAXLAB_DEBUG_DATA"
+_CHUNK = 1024  # rows parsed and tokenized together in the passes over every row
+
+
+def _share_pass(c: ml_collections.ConfigDict, store: data_lib.RowStore, fn: Callable) -> None:
+  """Calls ``fn(index, where, prompts, completions)`` on chunks of this process's share of the
+  training rows (:func:`jaxlab.llm.data.process_share`; every row, each by one process, parsed
+  once and dropped), then raises on every process the error of the job's first bad row (its
+  ``file:line`` and field, as a one-process run would). A collective: every process calls it.
+  """
+  share = data_lib.process_share(len(store))
+  bad = -1
+  for start in range(share.start, share.stop, _CHUNK):
+    chunk = range(start, min(start + _CHUNK, share.stop))
+    try:
+      located = store.rows(chunk, cache=False)
+      pairs = [_format_located(c, r) for r in located]
+    except DataError:
+      bad = next(i for i in chunk if _row_error(c, store, i))
+      break
+    fn(np.asarray(chunk), [f"{f}:{line}" for f, line, _ in located], [p for p, _ in pairs],
+       [q for _, q in pairs])
+  every = mesh_lib.allgather_host(np.int32(bad))
+  if (every >= 0).any():  # the first in file order: the error a single process would give
+    _format_located(c, store.rows([int(every[every >= 0].min())], cache=False)[0])
+
+
+def _row_error(c, store: data_lib.RowStore, i: int) -> bool:
+  """Whether row ``i`` fails to parse, validate or format."""
+  try:
+    _format_located(c, store.rows([i], cache=False)[0])
+  except DataError:
+    return True
+  return False
+
+
+def _job_chars(c: ml_collections.ConfigDict, store: data_lib.RowStore) -> str:
+  """Every character of the training texts (prompt and completion of every row), sorted: what
+  a char tokenizer is built from. Each process reads its share of the rows; the character sets
+  are exchanged (a collective), so every process builds the same tokenizer without waiting for
+  process 0 to write it."""
+  chars: set[str] = set()
+
+  def collect(index, where, prompts, completions):
+    del index, where
+    for t in (*prompts, *completions):
+      chars.update(t)
+
+  _share_pass(c, store, collect)
+  mine = np.asarray(sorted(ord(ch) for ch in chars), np.int32)
+  sizes = mesh_lib.allgather_host(np.int32(len(mine)))
+  padded = np.full(max(int(sizes.max()), 1), -1, np.int32)
+  padded[:len(mine)] = mine
+  every = mesh_lib.allgather_host(padded)
+  return "".join(chr(x) for x in sorted(set(every[every >= 0].tolist())))
+
+
+def _job_seq_len(c: ml_collections.ConfigDict, store: data_lib.RowStore, tokenizer) -> int:
+  """``T``: ``config.data.max_len``, or the longest tokenized training row. Each process
+  tokenizes its share of the rows (a collective), which also checks every row once.
+
+  Raises:
+    DataError: a bad row, or one longer than ``max_len`` (the first such, as
+      :func:`encode_sft` names it), on every process.
+  """
+  longest, over = 0, (-1, 0)  # over: the first row longer than max_len, and its length
+
+  def measure(index, where, prompts, completions):
+    nonlocal longest, over
+    _, mask = encode_sft(tokenizer, prompts, completions, 0, where,
+                         c.data.prompt_special_tokens)
+    lengths = mask.shape[1] - np.argmax(mask[:, ::-1], axis=1)  # the eos is the last target
+    longest = max(longest, int(lengths.max()))
+    if c.data.max_len and over[0] < 0 and (lengths > c.data.max_len).any():
+      k = int(np.argmax(lengths > c.data.max_len))
+      over = (int(index[k]), int(lengths[k]))
+
+  _share_pass(c, store, measure)
+  every = mesh_lib.allgather_host(np.asarray([longest, *over], np.int32))
+  too_long = every[every[:, 1] >= 0]
+  if len(too_long):
+    i, n = too_long[np.argmin(too_long[:, 1]), 1:]
+    f, line = store.where(int(i))
+    raise DataError(f"{f}:{line}: {n} tokens, longer than 'config.data.max_len'="
+                    f"{c.data.max_len}")
+  return c.data.max_len or int(every[:, 0].max())
+
+
 def encode_sft(tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
                max_len: int = 0, where: Sequence[str] | None = None,
                prompt_special_tokens: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -435,9 +540,12 @@ def _vision_tokens() -> list[str]:
   return [inputs.VISION_START, inputs.IMAGE_TOKEN, VIDEO_TOKEN, inputs.VISION_END]
 
 
-def _build_tokenizer(c, workdir: str, train_texts: Sequence[str]):
+def _build_tokenizer(c, workdir: str,
+                     train_texts: Sequence[str] | Callable[[], Sequence[str]]):
   """The run's tokenizer: ``model.init``'s, the one a resumed run wrote, or a char tokenizer of
-  the training texts (written to ``workdir/tokenizer`` by process 0 only).
+  the training texts (written to ``workdir/tokenizer`` by process 0 only). ``train_texts``
+  may be a function giving them, called (on every process) only when a char tokenizer is
+  built; a char tokenizer only needs the set of characters (:func:`_job_chars`).
 
   Under several processes every process looks for a saved tokenizer before any writes one (a
   barrier), then each builds the same tokenizer from the same texts in memory, so no process
@@ -451,6 +559,8 @@ def _build_tokenizer(c, workdir: str, train_texts: Sequence[str]):
   mesh_lib.barrier("sft_tokenizer_checked")
   if saved:
     return tok_lib.load_tokenizer(path)  # a resumed run keeps its ids
+  if callable(train_texts):
+    train_texts = train_texts()
   out = path if mesh_lib.is_primary() else None
   # Digits and arithmetic symbols always, so held-out answers never hit <unk>.
   extra = "0123456789+-*/=(). "
@@ -626,35 +736,26 @@ class SFTRun:
     self.config = c
     self.workdir, self.mesh = workdir, mesh
     self.vlm = c.model.family == "qwen_vl"
-    train_rows = data_lib.load_rows(c.data.train_files, c.data.max_train_rows)
-    eval_rows = data_lib.load_rows(c.data.eval_files, c.eval.num_examples)
-    self.eval_rows = [r for _, _, r in eval_rows]
     self.images = eval_images = None  # RowImages of the training / held-out rows
-    if self.vlm and c.data.image_field:
-      self.image_config, vision = image_configs(c)
-      self.images = data_lib.RowImages(train_rows, c.data.image_field, self.image_config,
-                                       vision, c.data.max_patches)
-      eval_images = self.row_images(eval_rows)
-      prompts = self.images.prompts(c.data.prompt_format, [r for _, _, r in train_rows],
-                                    c.data.image_placeholder)
-      pairs = [(p, format_row(c, r)[1]) for p, (_, _, r) in zip(prompts, train_rows)]
-    else:
-      pairs = [format_row(c, r) for _, _, r in train_rows]
-    self.tokenizer = _build_tokenizer(c, workdir, [p + q for p, q in pairs])
-    where = [f"{f}:{line}" for f, line, _ in train_rows]
-    self.tokens, self.loss_mask = encode_sft(self.tokenizer, [p for p, _ in pairs],
-                                             [q for _, q in pairs], c.data.max_len, where,
-                                             c.data.prompt_special_tokens)
-    self.num_rows, self.seq_len = self.tokens.shape
-
+    self.store = self.tokens = self.loss_mask = None
     if self.vlm:
+      eval_images = self._read_vlm_rows(c, workdir)
       vl_config = _check_vl_tokenizer(c, self.tokenizer)
       # Real tokens run up to the last target (the eos); M-RoPE positions per row, once.
       lengths = self.seq_len - np.argmax(self.loss_mask[:, ::-1], axis=1)
       self.mask = np.arange(self.seq_len)[None] < lengths[:, None]
-      self.positions = mrope_positions(vl_config, self.tokens, self.mask, self.images, where)
+      self.positions = mrope_positions(vl_config, self.tokens, self.mask, self.images,
+                                       self._where)
       model = _build_qwen_vl(c, self.tokenizer, mesh, None if c.model.init else vl_config)
     else:
+      # Text rows are parsed and tokenized per batch, each process only the rows of its own
+      # devices (host_batch); at the start every row is checked once, each process its share.
+      self.store = data_lib.RowStore(c.data.train_files, c.data.max_train_rows)
+      self.tokenizer = _build_tokenizer(c, workdir, lambda: [_job_chars(c, self.store)])
+      self.num_rows = len(self.store)
+      self.seq_len = _job_seq_len(c, self.store, self.tokenizer)
+      self.eval_rows = [r for _, _, r in data_lib.load_rows(c.data.eval_files,
+                                                            c.eval.num_examples)]
       model = build_model(c, self.tokenizer, mesh)
     tx, schedule = optim.make_optimizer("adamw", total_steps=c.steps, decay_mask="matrices",
                                         **c.optim)
@@ -687,6 +788,31 @@ class SFTRun:
     self.plot_keys = ("train/loss", "eval/accuracy")
     self.target = ("eval/accuracy", c.target_accuracy)
 
+  def _read_vlm_rows(self, c, workdir) -> data_lib.RowImages | None:
+    """A vision-language run's rows, read and tokenized whole on every process (the image
+    grids of every row set the patch budget); the held-out rows' images."""
+    train_rows = data_lib.load_rows(c.data.train_files, c.data.max_train_rows)
+    eval_rows = data_lib.load_rows(c.data.eval_files, c.eval.num_examples)
+    self.eval_rows = [r for _, _, r in eval_rows]
+    eval_images = None
+    if c.data.image_field:
+      self.image_config, vision = image_configs(c)
+      self.images = data_lib.RowImages(train_rows, c.data.image_field, self.image_config,
+                                       vision, c.data.max_patches)
+      eval_images = self.row_images(eval_rows)
+      prompts = self.images.prompts(c.data.prompt_format, [r for _, _, r in train_rows],
+                                    c.data.image_placeholder)
+      pairs = [(p, format_row(c, r)[1]) for p, (_, _, r) in zip(prompts, train_rows)]
+    else:
+      pairs = [format_row(c, r) for _, _, r in train_rows]
+    self.tokenizer = _build_tokenizer(c, workdir, [p + q for p, q in pairs])
+    self._where = [f"{f}:{line}" for f, line, _ in train_rows]
+    self.tokens, self.loss_mask = encode_sft(self.tokenizer, [p for p, _ in pairs],
+                                             [q for _, q in pairs], c.data.max_len, self._where,
+                                             c.data.prompt_special_tokens)
+    self.num_rows, self.seq_len = self.tokens.shape
+    return eval_images
+
   def init(self) -> train_lib.TrainState:
     return self._state0
 
@@ -698,12 +824,26 @@ class SFTRun:
     return data_lib.RowImages(rows_with_where, self.config.data.image_field, self.image_config,
                               self.images.vision_config, self.config.data.max_patches)
 
-  def host_batch(self, step: int) -> dict[str, Any]:
+  def host_batch(self, step: int, rows: np.ndarray | None = None) -> dict[str, Any]:
     """The numpy batch of optimizer step ``step`` (0-based), a pure function of the seed and
     the step: ``tokens``, ``loss_mask``, and for a VLM ``mask``, ``positions_b3t`` and the
-    padded ``images`` (read from their files now); the same shapes at every step."""
+    padded ``images`` (read from their files now); the same shapes at every step.
+
+    ``rows``: only these rows of the batch (positions in it; the rows this process's devices
+    hold), so a process parses and tokenizes its own rows only; None: all.
+    """
     c = self.config
     idx = data_lib.batch_indices(step, c.batch_size, self.num_rows, c.seed)
+    if rows is not None:
+      idx = idx[rows]
+    if self.store is not None:  # parsed (unless cached) and tokenized now
+      located = self.store.rows(idx)
+      pairs = [_format_located(c, r) for r in located]
+      tokens, loss_mask = encode_sft(self.tokenizer, [p for p, _ in pairs],
+                                     [q for _, q in pairs], self.seq_len,
+                                     [f"{f}:{line}" for f, line, _ in located],
+                                     c.data.prompt_special_tokens)
+      return {"tokens": tokens, "loss_mask": loss_mask}
     host = {"tokens": self.tokens[idx], "loss_mask": self.loss_mask[idx]}
     if self.vlm:
       host.update(mask=self.mask[idx], positions_b3t=self.positions[idx])
@@ -717,7 +857,15 @@ class SFTRun:
     t0 = time.perf_counter()
     window = []
     for s in range(step, step + num_steps):
-      batch = train_lib.shard_batch(self.host_batch(s), self.mesh)
+      if self.store is None:
+        batch = train_lib.shard_batch(self.host_batch(s), self.mesh)
+      else:  # this process builds the rows of its own devices only
+        rows = train_lib.process_rows(self.mesh, (c.batch_size, self.seq_len))
+        batch = train_lib.shard_batch(self.host_batch(s, rows), self.mesh, rows, c.batch_size)
+        if os.environ.get(DEBUG_DATA):
+          idx = data_lib.batch_indices(s, c.batch_size, self.num_rows, c.seed)[rows]
+          print(f"jaxlab: data: process {jax.process_index()} step {s} rows {idx.tolist()} "
+                f"parsed {self.store.parsed}", flush=True)
       state, m = self.step_fn(state, batch)
       window.append(m)
     host = jax.device_get(window)

@@ -39,6 +39,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxlab.core import mesh as mesh_lib
 from jaxlab.models.decoder import sharding as sharding_lib
 from jaxlab.models.decoder.modeling import Decoder, abstract_decoder
 
@@ -367,14 +368,42 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation, schedule: o
   return train_step
 
 
-def shard_batch(batch: Mapping[str, Any], mesh: Mesh | None) -> dict[str, Any]:
-  """Places a host batch (a dict of arrays or pytrees of arrays, each with leading dim ``B``):
-  rows split over ``("data", "fsdp")`` (or the default device)."""
-  arrays = jax.tree.map(jnp.asarray, dict(batch))
+def batch_sharding(mesh: Mesh, shape: tuple[int, ...]) -> NamedSharding:
+  """A batch array's sharding: rows over ``("data", "fsdp")`` where they divide."""
+  return NamedSharding(mesh, sharding_lib.fit_spec(BATCH_SPEC, shape, mesh))
+
+
+def process_rows(mesh: Mesh | None, shape: tuple[int, ...]) -> np.ndarray:
+  """The rows of a batch of ``shape`` (``[B, ...]``) that this process's devices hold (all
+  ``B`` with one process or no mesh): the rows a process builds for :func:`shard_batch`."""
   if mesh is None:
-    return arrays
-  return jax.tree.map(lambda v: jax.device_put(v, NamedSharding(mesh, sharding_lib.fit_spec(
-      BATCH_SPEC, v.shape, mesh))), arrays)
+    return np.arange(shape[0])
+  return mesh_lib.local_rows(batch_sharding(mesh, shape), shape)
+
+
+def shard_batch(batch: Mapping[str, Any], mesh: Mesh | None, rows: np.ndarray | None = None,
+                batch_size: int | None = None) -> dict[str, Any]:
+  """Places a host batch (a dict of arrays or pytrees of arrays, each with leading dim ``B``):
+  rows split over ``("data", "fsdp")`` (or the default device).
+
+  ``rows``: the batch holds only these rows (:func:`process_rows` of a batch of
+  ``batch_size``) of the global batch, the ones this process's devices hold; None: the whole
+  batch, equal on every process. Either way each process hands over only its own devices'
+  rows (``jax.device_put`` would first all-gather to check that the processes agree).
+  """
+  if mesh is None:
+    return jax.tree.map(jnp.asarray, dict(batch))
+
+  def place(v):
+    if not isinstance(v, jax.Array):  # a global array is placed as it is
+      v = np.asarray(v)
+      v = v.astype(jax.dtypes.canonicalize_dtype(v.dtype), copy=False)  # as jnp.asarray
+    if rows is None or v.ndim == 0:
+      return mesh_lib.put(v, batch_sharding(mesh, v.shape))
+    shape = (batch_size,) + v.shape[1:]
+    return mesh_lib.put_rows(v, rows, shape, batch_sharding(mesh, shape))
+
+  return jax.tree.map(place, dict(batch))
 
 
 # -- accounting -----------------------------------------------------------------------------------
