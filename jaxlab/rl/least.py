@@ -66,7 +66,9 @@ def default_config() -> ml_collections.ConfigDict:
       noise_midpoint=0.5,
       # Diagnostic for both arms (also with enabled=False): None, or a reward below which a
       # stored transition counts as low-value; each chunk then logs
-      # ``replay/low_reward_share``, the share of the replay buffer under it (spec §3.8).
+      # ``replay/low_reward_share``, the share of the replay buffer under it (spec §3.8), and
+      # ``replay/low_reward_share_recent``, the share among the transitions collected in that
+      # chunk (log_every x num_envs), which warm-up data do not dilute.
       low_reward=None,
   ))
 

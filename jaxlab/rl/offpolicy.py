@@ -468,6 +468,9 @@ class OffPolicy:
       obs_stats = running_stats.update(obs_stats, prev.obs)
     metrics["train/episodes"] = env_state.done.sum()
     metrics["train/return_sum"] = jnp.where(env_state.done, env_state.done_return, 0.0).sum()
+    if self.config.least.low_reward is not None:
+      metrics["replay/low_reward_recent"] = jnp.mean(
+          (transition.reward < self.config.least.low_reward).astype(jnp.float32))
     state = state.replace(replay=replay_lib.add(state.replay, transition), env_state=env_state,
                           obs_stats=obs_stats, least=least)
     return state, metrics
@@ -523,6 +526,10 @@ class OffPolicy:
     return_sum = m.pop("train/return_sum").sum()
     out["train/episode_return"] = jnp.where(episodes > 0, return_sum / episodes, jnp.nan)
     out["train/episodes"] = episodes
+    if "replay/low_reward_recent" in m:
+      # The share among the transitions collected in this chunk (every iteration adds
+      # num_envs of them), beside the cumulative share of the buffer below.
+      out["replay/low_reward_share_recent"] = m.pop("replay/low_reward_recent").mean()
     if "least/stops" in m:
       out.update(least_lib.summarize({k: m.pop(k) for k in list(m) if k.startswith("least/")}))
       out["least/window"] = state.least.window.astype(jnp.float32)

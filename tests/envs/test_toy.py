@@ -36,3 +36,27 @@ def test_dead_end_traps_and_goal_pays():
   for _ in range(5):
     state = env_no_reset.step(state, jnp.array([1.0]))
   assert float(state.obs[0]) == x_in and float(state.reward) == np.float32(-0.1)
+
+
+
+def test_dead_end_lure_pays_on_entry_then_traps_and_goal_is_far():
+  """toy/DeadEndLure: +1 on the step that enters the dead end, then stuck at -0.1 per step;
+  the goal is 12 steps right; parameters override, and DeadEndCorridor keeps its defaults."""
+  env = envs.make("toy/DeadEndLure", auto_reset=False)
+  assert env.spec.episode_length == 100
+  left = _rollout(env, -1.0, steps=10)
+  r = np.array([float(s.reward) for s in left])
+  x = np.array([float(s.obs[0]) for s in left])
+  entered = int(np.argmax(x < -0.3))
+  assert 2 <= entered <= 3 and r[:entered].sum() == 0 and r[entered] == 1.0
+  assert np.all(r[entered + 1:] == np.float32(-0.1)) and np.all(x[entered:] == x[entered])
+  state = left[-1]
+  for _ in range(3):
+    state = env.step(state, jnp.array([1.0]))
+  assert float(state.obs[0]) == x[-1] and float(state.reward) == np.float32(-0.1)
+  right = np.array([float(s.reward) for s in _rollout(env, 1.0, steps=100)])
+  assert right[:11].sum() == 0 and np.all(right[13:] == 1.0)  # x >= 1.2 after 12-13 steps
+  assert 87 <= right.sum() <= 89
+  short = envs.make("toy/DeadEndLure", goal=0.5, auto_reset=False)
+  assert np.array([float(s.reward) for s in _rollout(short, 1.0, steps=8)])[6:].min() == 1.0
+  assert envs.make("toy/DeadEndCorridor").unwrapped.params.entry_reward is None

@@ -148,6 +148,7 @@ def test_td3_run_stops_episodes_as_truncations():
   c.least.min_episodes = 4
   c.least.start_fraction = 0.5
   c.least.adaptive_noise = True
+  c.least.low_reward = -2.0
   trainer = td3.make_train(c, make_from_config(c.env))
   state, m = jax.jit(trainer.train)(jax.random.PRNGKey(0))
   active = np.asarray(m["least/active"]) > 0
@@ -162,6 +163,14 @@ def test_td3_run_stops_episodes_as_truncations():
   assert not np.any(data.terminated)
   rows = int(state.replay.rows_filled)
   assert int(data.truncated[:rows].sum()) > (rows // 200) * c.num_envs
+  # replay/low_reward_share_recent: the share among each chunk's transitions (rows in insertion
+  # order, the buffer does not wrap); replay/low_reward_share: the whole buffer's.
+  assert rows * c.num_envs == c.total_env_steps
+  low = np.asarray(data.reward[:rows] < -2.0)
+  per_chunk = low.reshape(len(active), -1).mean(axis=1)
+  np.testing.assert_allclose(np.asarray(m["replay/low_reward_share_recent"]), per_chunk,
+                             atol=1e-6)
+  np.testing.assert_allclose(np.asarray(m["replay/low_reward_share"])[-1], low.mean(), atol=1e-6)
 
 
 def test_low_reward_share_counts_written_rows_only():
@@ -177,3 +186,4 @@ def test_low_reward_share_counts_written_rows_only():
   # Unwritten rows hold reward 0 and must not count: 2 of the 4 stored rewards are < -2.
   assert float(offpolicy.low_reward_share(buf, -2.0)) == pytest.approx(0.5)
   assert float(offpolicy.low_reward_share(buf, -4.0)) == pytest.approx(0.25)
+
