@@ -3,7 +3,8 @@
 Two processes with 4 CPU devices each form one 8-device mesh, talking over 127.0.0.1 (gloo).
 Checked here: PPO (gymnax CartPole), one SFT step on the tiny decoder and two llm_rl steps
 (sampled rollouts, rewards, one RLOO update each) give the same metrics and final parameters as
-one process with 8 devices (rtol 1e-3), each SFT process parsing only its own half of the rows;
+one process with 8 devices (rtol 1e-3), each SFT and llm_rl process parsing (and llm_rl
+scoring) only its own half of the rows;
 there is one copy of every output file; a process
 killed with SIGKILL stops the whole job with one line naming it, and the same command then
 resumes to the uninterrupted two-process result; ``launch.eval`` reads a two-process run in one
@@ -292,8 +293,8 @@ def test_config_mismatch_between_processes(tmp_path):
 
 
 def _data_lines(text):
-  """``{process: (rows, parsed)}`` of the SFT step-0 lines ``JAXLAB_DEBUG_DATA`` prints: the
-  batch rows each process built and how many rows it has parsed in all."""
+  """``{process: (rows, parsed)}`` of the step-0 lines ``JAXLAB_DEBUG_DATA`` prints (SFT and
+  llm_rl): the batch rows each process built and how many rows it has parsed in all."""
   found = {}
   for m in re.finditer(r"jaxlab: data: process (\d+) step 0 rows \[([\d, ]*)\] parsed (\d+)",
                        text):
@@ -336,14 +337,26 @@ def row_reward(rows, completions):
 
 def test_rl_step_two_processes_equal_one_process(tmp_path):
   """Two llm_rl steps (4 prompts x 4 samples, sampled at temperature 1, then one RLOO update
-  with k1-in-reward KL and an entropy bonus): 2 x 4 devices == 1 x 8, one copy of each file."""
+  with k1-in-reward KL and an entropy bonus): 2 x 4 devices == 1 x 8, one copy of each file;
+  each process parsed, tokenized and scored only its half of the rows (its 2 prompts x 4
+  samples of the batch, its half of the start-up check of all 64), never the other's."""
   # pylint: disable-next=import-outside-toplevel
   from tests.models.decoder.tiny_hf import save_tiny_char_decoder
+  from jaxlab.llm import data as data_lib  # pylint: disable=import-outside-toplevel
   model = save_tiny_char_decoder(str(tmp_path / "model"), "0123456789+-= ")
   args = RL + [f"--config.model.init={model}"]
   two, one = str(tmp_path / "two"), str(tmp_path / "one")
-  _ok(_cluster(two, args))
-  _single(one, args)
+  debug = {"JAXLAB_DEBUG_DATA": "1"}
+  out = _ok(_cluster(two, args, env=debug))
+  single = _single(one, args, env=debug)
+  per_process, whole = _data_lines(out.stdout + out.stderr), _data_lines(single.stdout)
+  batch = np.repeat(data_lib.batch_indices(0, 4, 64, 0), 4).tolist()  # prompts x group_size
+  assert whole == {0: (batch, whole[0][1])}
+  assert whole[0][1] == 64 + 4  # the start-up check of every row, then the step's 4 prompts
+  assert sorted(per_process) == [0, 1]
+  assert per_process[0][0] + per_process[1][0] == batch  # halves, in the mesh's row order
+  assert not set(per_process[0][0]) & set(per_process[1][0])  # whole groups: disjoint rows
+  assert per_process[0][1] == per_process[1][1] == whole[0][1] // 2
   records = _records(two)
   assert [r["step"] for r in records] == [1, 2]
   assert all(r["adv/abs_mean"] > 0 for r in records)  # rewards vary in groups: a real update

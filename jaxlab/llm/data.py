@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import json
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -160,6 +160,78 @@ def process_share(num_rows: int) -> range:
   import jax  # pylint: disable=g-import-not-at-top
   n, k = jax.process_count(), jax.process_index()
   return range(num_rows * k // n, num_rows * (k + 1) // n)
+
+
+# Set (to anything) to have every process of a trainer print the batch rows it built and how many
+# rows it has parsed (the multi-process tests read it).
+DEBUG_DATA = "JAXLAB_DEBUG_DATA"
+SHARE_CHUNK = 1024  # rows parsed and rendered together in a pass over every row
+
+
+def share_pass(store: RowStore, render: Callable[[tuple[str, int, dict]], Any],
+               fn: Callable[[np.ndarray, list[str], list[Any]], None],
+               chunk: int = SHARE_CHUNK) -> None:
+  """Calls ``fn(index, where, items)`` on chunks of this process's share of ``store``'s rows
+  (:func:`process_share`; every row of the job, each by one process, parsed once and
+  dropped): ``index`` the row numbers, ``where`` their ``file:row``, ``items`` what
+  ``render`` made of each ``(file, row number, row)`` (it raises ``DataError`` on a bad row).
+  Then raises on every process the error of the job's first bad row (its ``file:row`` and
+  field, as a one-process run would). A collective: every process calls it.
+  """
+  from jaxlab.core import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  share = process_share(len(store))
+  bad = -1
+  for start in range(share.start, share.stop, chunk):
+    index = range(start, min(start + chunk, share.stop))
+    try:
+      located = store.rows(index, cache=False)
+      items = [render(r) for r in located]
+    except DataError:
+      bad = next(i for i in index if _row_fails(store, render, i))
+      break
+    fn(np.asarray(index), [f"{f}:{line}" for f, line, _ in located], items)
+  every = mesh_lib.allgather_host(np.int32(bad))
+  if (every >= 0).any():  # the first in file order: the error a single process would give
+    render(store.rows([int(every[every >= 0].min())], cache=False)[0])
+
+
+def _row_fails(store: RowStore, render: Callable, i: int) -> bool:
+  """Whether row ``i`` fails to parse, validate or render."""
+  try:
+    render(store.rows([i], cache=False)[0])
+  except DataError:
+    return True
+  return False
+
+
+def measure_rows(store: RowStore, render: Callable[[tuple[str, int, dict]], Any],
+                 lengths: Callable[[np.ndarray, list[str], list[Any]], np.ndarray],
+                 limit: int = 0) -> tuple[int, tuple[int, int] | None]:
+  """``(longest, over)`` over every row of the job: :func:`share_pass` with ``lengths(index,
+  where, items)`` giving each row's length; ``longest`` the largest (0 for no rows), ``over``
+  ``(row, length)`` of the first row (in file order) longer than ``limit`` (None when there is
+  none or ``limit`` is 0). Each process measures its share, the results are exchanged (a
+  collective), so every process gets the same answer; a bad row raises as in
+  :func:`share_pass`."""
+  from jaxlab.core import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  longest, over = 0, (-1, 0)  # over: this process's first row longer than limit, its length
+
+  def measure(index, where, items):
+    nonlocal longest, over
+    n = np.asarray(lengths(index, where, items))
+    longest = max(longest, int(n.max()))
+    if limit and over[0] < 0 and (n > limit).any():
+      k = int(np.argmax(n > limit))
+      over = (int(index[k]), int(n[k]))
+
+  share_pass(store, render, measure)
+  every = mesh_lib.allgather_host(np.asarray([longest, *over], np.int32))
+  too_long = every[every[:, 1] >= 0]
+  first = None
+  if len(too_long):
+    i, n = too_long[np.argmin(too_long[:, 1]), 1:]
+    first = (int(i), int(n))
+  return int(every[:, 0].max()), first
 
 
 def batch_indices(step: int, batch_size: int, num_rows: int, seed: int) -> np.ndarray:

@@ -11,11 +11,17 @@ One RL step (all of it but the reward is one compiled program, :func:`make_rl_st
    (:func:`jaxlab.llm.sampling.generate`) with the *behaviour* policy: the current policy
    (``async_lag = 0``, strictly on-policy), or the policy of ``async_lag`` updates ago (the
    asynchronous pipeline of the KL paper, spec ``llm_rl.md`` §1.3, with a fixed lag so runs
-   are reproducible and resumable).
+   are reproducible and resumable). Text prompts are parsed and tokenized when a step needs
+   them, each process only the rows its own devices hold (the batch's rows are split over the
+   data-parallel devices, :class:`jaxlab.llm.data.RowStore`); at the start every row is
+   checked once and measured for ``Tp``, each process its share, the results exchanged.
 2. **Rewards.** Completions are decoded and scored on the host by the task verifiers
    (:mod:`jaxlab.llm.tasks`), or by ``config.reward.fn`` = ``"module:function"`` called as
-   ``fn(rows, completions) -> [B]``. A reward of the wrong shape or a non-finite reward stops
-   the run naming the function, the step and the row.
+   ``fn(rows, completions) -> [B]``. Each process scores the rows of its own devices (under
+   several processes ``fn`` sees that part of the batch, so a reward must be a function of its
+   row and completion), and the rewards are assembled into the global batch. A reward of the
+   wrong shape or a non-finite reward stops the run (every process) naming the function, the
+   step and the row.
 3. **Scoring.** One forward of the policy, the frozen reference (the initial policy) and, when
    the policy lags, the behaviour policy over prompt + response gives per-token log-probs,
    full-vocabulary entropies and the *exact* per-state reverse and forward KL to the reference
@@ -36,9 +42,11 @@ prompt's ``{image}`` becomes its placeholder tokens, rollouts are sampled with t
 padded :class:`~jaxlab.models.qwen_vl.vision.ImageBatch`, and every forward of the step
 (policy, reference, behaviour, the update) reads the same images at the M-RoPE positions of
 prompt + response (:func:`vlm_inputs`), so on-policy the step's log-probs are the sampler's.
-Value critics are not supported for them yet.
+Value critics are not supported for them yet. Their rows (images and prompts) are read,
+tokenized, sampled and scored whole on every process.
 
-Evaluation (greedy accuracy on held-out prompts), metrics.jsonl / TensorBoard, atomic orbax
+Evaluation (greedy accuracy on held-out prompts; the few held-out rows are read whole on every
+process), metrics.jsonl / TensorBoard, atomic orbax
 checkpoints and resume work as in the SFT trainer (:mod:`jaxlab.llm.sft`); a resumed run
 repeats exactly the steps an uninterrupted one would.
 
@@ -66,7 +74,7 @@ from jaxlab import optim
 from jaxlab.core import loop
 from jaxlab.core import mesh as mesh_lib
 from jaxlab.core.config import require, require_choice
-from jaxlab.core.errors import ConfigError, JaxlabError
+from jaxlab.core.errors import ConfigError, DataError, JaxlabError
 from jaxlab.llm import asyppo as asyppo_lib
 from jaxlab.llm import data as data_lib
 from jaxlab.llm import kl as kl_lib
@@ -274,8 +282,10 @@ def get_reward_fn(name: str) -> Callable[[Sequence[dict], Sequence[str]], Any]:
 
 
 def score_rewards(fn: Callable, name: str, rows: Sequence[dict[str, Any]],
-                  completions: Sequence[str], step: int) -> np.ndarray:
-  """Calls the reward function and checks what it returns: ``[B]`` finite floats."""
+                  completions: Sequence[str], step: int,
+                  row_ids: Sequence[int] | None = None) -> np.ndarray:
+  """Calls the reward function and checks what it returns: ``[B]`` finite floats.
+  ``row_ids``: the rows' positions in the step's batch (named in errors; default 0..B-1)."""
   try:
     r = np.asarray(fn(rows, completions), dtype=np.float64)
   except (TypeError, ValueError) as e:
@@ -287,7 +297,8 @@ def score_rewards(fn: Callable, name: str, rows: Sequence[dict[str, Any]],
   bad = np.flatnonzero(~np.isfinite(r))
   if bad.size:
     i = int(bad[0])
-    raise RewardError(f"reward function {name!r} returned {r[i]} at step {step} for row {i} "
+    row = i if row_ids is None else int(row_ids[i])
+    raise RewardError(f"reward function {name!r} returned {r[i]} at step {step} for row {row} "
                       f"(question {rows[i].get('question', '?')!r}, completion "
                       f"{completions[i]!r}); rewards must be finite")
   return r.astype(np.float32)
@@ -547,6 +558,66 @@ def vlm_inputs(config: Any, tokens: np.ndarray, mask: np.ndarray, images: Any
   return out
 
 
+def _prompt_text(c: ml_collections.ConfigDict, located: tuple[str, int, dict]) -> str:
+  """``config.data.prompt_format`` over a ``(file, row number, row)``; a format field the row
+  lacks is a ``DataError`` naming ``file:row``."""
+  f, line, row = located
+  try:
+    return c.data.prompt_format.format(**row)
+  except (KeyError, IndexError, AttributeError) as e:
+    raise DataError(f"{f}:{line}: 'config.data.prompt_format' read a field the row does not "
+                    f"have ({type(e).__name__} {e})") from None
+
+
+def _job_prompt_len(c: ml_collections.ConfigDict, store: data_lib.RowStore, tokenizer) -> int:
+  """``Tp``: ``config.data.max_prompt_len``, or the longest tokenized prompt of the training
+  rows. Each process tokenizes its share of the rows and the lengths are exchanged (a
+  collective), which also checks every row once.
+
+  Raises:
+    DataError: a bad row, or a prompt longer than ``max_prompt_len`` (the first such, named as
+      :func:`jaxlab.llm.data.encode_prompt_rows` names it), on every process.
+  """
+  from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
+
+  def lengths(index, where, texts):
+    del index, where
+    return [len(x) for x in encode_prompts(tokenizer, texts)]
+
+  longest, over = data_lib.measure_rows(store, functools.partial(_prompt_text, c), lengths,
+                                        c.data.max_prompt_len)
+  if over is not None:
+    f, line = store.where(over[0])
+    raise DataError(f"{f}:{line}: the prompt has {over[1]} tokens, longer than "
+                    f"'config.data.max_prompt_len'={c.data.max_prompt_len}")
+  return c.data.max_prompt_len or longest
+
+
+def _rows_of(x: jax.Array, rows: np.ndarray) -> np.ndarray:
+  """Rows ``rows`` (global indices along axis 0, each held by one of this process's devices)
+  of a possibly multi-process array, as numpy, read from this process's shards only."""
+  if x.is_fully_addressable:
+    return np.asarray(jax.device_get(x))[rows]
+  got = {}
+  for shard in x.addressable_shards:
+    data = np.asarray(shard.data)
+    for k, i in enumerate(range(x.shape[0])[shard.index[0]]):
+      got.setdefault(i, data[k])
+  return np.stack([got[int(i)] for i in rows])
+
+
+_MESSAGE_BYTES = 4096  # an error message exchanged between processes is cut to this
+
+
+def _exchange_text(text: str, source: int) -> str:
+  """Process ``source``'s ``text``, on every process (a collective; every process calls it)."""
+  buf = np.zeros(_MESSAGE_BYTES, np.uint8)
+  raw = np.frombuffer(text.encode("utf-8")[:_MESSAGE_BYTES], np.uint8)
+  buf[:len(raw)] = raw
+  every = mesh_lib.allgather_host(buf)
+  return bytes(every[source]).rstrip(b"\0").decode("utf-8", "replace")
+
+
 # -- the run --------------------------------------------------------------------------------------
 
 
@@ -567,15 +638,25 @@ class RLRun:
     self.workdir, self.mesh = workdir, mesh
     from jaxlab import models as models_lib  # pylint: disable=g-import-not-at-top
     self.pg = pg = pg_config(c)
-    train_rows = data_lib.load_rows(c.data.train_files, c.data.max_train_rows)
-    eval_with_where = data_lib.load_rows(c.data.eval_files, c.eval.num_examples)
-    eval_rows = [r for _, _, r in eval_with_where]
     self.tokenizer = tokenizer = load_tokenizer(c.model.init)
     self.vlm = models_lib.family_for(c.model.init) == "qwen_vl"
     if c.data.image_field and not self.vlm:
       raise ConfigError(f"'config.data.image_field'={c.data.image_field!r} needs a "
                         f"vision-language policy; 'config.model.init'={c.model.init!r} is not a "
                         "Qwen2.5-VL directory")
+    self.store = train_rows = None
+    if self.vlm:  # every row, read and tokenized whole on every process
+      train_rows = data_lib.load_rows(c.data.train_files, c.data.max_train_rows)
+    else:
+      # Text prompts are parsed and tokenized per step, each process only the rows of its own
+      # devices (_prompts); at the start every row is checked (and measured for Tp) once,
+      # each process its share.
+      self.store = data_lib.RowStore(c.data.train_files, c.data.max_train_rows)
+      self.num_rows = len(self.store)
+      self.prompt_len = _job_prompt_len(c, self.store, tokenizer)
+    # The held-out rows (few) are read whole on every process.
+    eval_with_where = data_lib.load_rows(c.data.eval_files, c.eval.num_examples)
+    eval_rows = [r for _, _, r in eval_with_where]
     if self.vlm:
       from jaxlab.models.qwen_vl import params as vl_ckpt  # pylint: disable=g-import-not-at-top
       policy, _ = vl_ckpt.from_pretrained(c.model.init, mesh=None, dtype=c.dtype,
@@ -597,13 +678,15 @@ class RLRun:
                                        self.image_config, vision, c.data.max_patches)
       texts = self.images.prompts(c.data.prompt_format, [r for _, _, r in train_rows],
                                   c.data.image_placeholder)
-    self.rows, self.prompt_tokens, self.prompt_mask = data_lib.encode_prompt_rows(
-        c.data.prompt_format, tokenizer, train_rows, c.data.max_prompt_len, texts)
-    self.num_rows, self.prompt_len = self.prompt_tokens.shape
+    if self.vlm:
+      self.rows, self.prompt_tokens, self.prompt_mask = data_lib.encode_prompt_rows(
+          c.data.prompt_format, tokenizer, train_rows, c.data.max_prompt_len, texts)
+      self.num_rows, self.prompt_len = self.prompt_tokens.shape
     n_new = c.sampling.max_new_tokens
     if self.prompt_len + n_new > limit:
       raise ConfigError(f"prompts of {self.prompt_len} tokens + 'config.sampling.max_new_tokens'"
                         f"={n_new} exceed the model's context of {limit} positions")
+    self.batch_rows = c.prompts_per_step * c.group_size  # B
     self.eos = int(tokenizer.eos_token_id)
     pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     self.sampling_params = sampling.SamplingParams(
@@ -655,15 +738,68 @@ class RLRun:
   def init(self) -> dict[str, Any]:
     return self._state0
 
-  def _place(self, x):
-    """A batch array (whole and equal on every process) with its rows split over the
-    data-parallel devices: under several processes each one hands its own devices their
-    rows (``mesh_lib.put``; ``jax.device_put`` would first all-gather the array to check
-    that the processes agree)."""
+  def _place(self, x, local: np.ndarray | None = None):
+    """A batch array with its rows split over the data-parallel devices. ``local``: ``x``
+    holds only these rows of the step's batch (:meth:`_local_rows`, the ones this process's
+    devices hold), assembled into the global array without any process holding the rest;
+    None: ``x`` is whole and equal on every process. Either way each process hands its own
+    devices their rows (``jax.device_put`` would first all-gather the array to check that the
+    processes agree)."""
     if self.mesh is None or self.mesh.size == 1:
       return jnp.asarray(x)
     x = np.asarray(x)
-    return mesh_lib.put(x, mesh_lib.batch_sharding(self.mesh, 0, x.ndim))
+    sharding = mesh_lib.batch_sharding(self.mesh, 0, x.ndim)
+    if local is None:
+      return mesh_lib.put(x, sharding)
+    return mesh_lib.put_rows(x, local, (self.batch_rows,) + x.shape[1:], sharding)
+
+  def _local_rows(self) -> np.ndarray | None:
+    """The rows of a step's batch (``[B, Tp]``, rows split over ``("data", "fsdp")`` as the
+    sampler and the step place them) this process's devices hold: every row with one process.
+    None for a vision-language policy, whose batch every process builds whole."""
+    if self.store is None:
+      return None
+    return train_lib.process_rows(self.mesh, (self.batch_rows, self.prompt_len))
+
+  def _prompts(self, index: np.ndarray) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """``(rows, prompt ids [n, Tp] left-padded, mask)`` of training rows ``index``: text rows
+    parsed (unless cached) and tokenized now."""
+    if self.store is None:
+      return [self.rows[i] for i in index], self.prompt_tokens[index], self.prompt_mask[index]
+    from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
+    from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
+    located = self.store.rows(index)
+    ids = encode_prompts(self.tokenizer, [_prompt_text(self.config, r) for r in located])
+    tokens, mask = sampling.left_pad(ids, pad_id=self.sampling_params.pad_id,
+                                     length=self.prompt_len)
+    return [r for _, _, r in located], tokens, mask
+
+  def _score(self, rows: list[dict], texts: list[str], resp: np.ndarray, lengths: np.ndarray,
+             local: np.ndarray | None, step: int) -> tuple[np.ndarray, int, int]:
+    """``(rewards of these rows, responses that stopped, sampled tokens)``, the two counts
+    over the whole batch. ``local``: the rows are this process's part of the batch (their
+    positions in it); under several processes the counts are summed over processes (a
+    collective) and a reward error on any process stops every one, with that process's
+    message."""
+    c = self.config
+    stopped = int(sum(self.eos in r[:k] for r, k in zip(resp, lengths)))
+    sampled = int(np.sum(lengths))
+    if local is None or jax.process_count() == 1:
+      return (score_rewards(self.reward_fn, c.reward.fn, rows, texts, step, local), stopped,
+              sampled)
+    rewards = error = None
+    try:
+      rewards = score_rewards(self.reward_fn, c.reward.fn, rows, texts, step, local)
+    except Exception as e:  # pylint: disable=broad-except  # every process must stop
+      error = e
+    every = mesh_lib.allgather_host(np.asarray([error is not None, stopped, sampled], np.int32))
+    if every[:, 0].any():
+      source = int(np.argmax(every[:, 0]))
+      text = _exchange_text("" if error is None else f"{type(error).__name__}: {error}", source)
+      if error is not None:
+        raise error
+      raise RewardError(f"process {source} stopped at step {step}: {text}")
+    return rewards, int(every[:, 1].sum()), int(every[:, 2].sum())
 
   def model(self, state: dict[str, Any]):
     """The current policy as a decoder."""
@@ -679,29 +815,38 @@ class RLRun:
                     c.group_size)
     k_sample, k_update = jax.random.split(jax.random.fold_in(jax.random.key(c.seed), step))
     behaviour = history[0] if history else None  # lag 0: the current policy
+    # This process builds (parses, tokenizes, scores) only the rows its devices hold.
+    local = self._local_rows()
+    rows, prompt_tokens, prompt_mask = self._prompts(idx if local is None else idx[local])
+    if local is not None and os.environ.get(data_lib.DEBUG_DATA):
+      print(f"jaxlab: data: process {jax.process_index()} step {step - 1} rows "
+            f"{idx[local].tolist()} parsed {self.store.parsed}", flush=True)
     images = self.images.pack(idx) if self.images is not None else None
     extra = {} if images is None else {"pixel_values": images}
-    out = sampling.generate(
-        nnx.merge(self.graphdef, state.policy.params if behaviour is None else behaviour),
-        self.prompt_tokens[idx], self.prompt_mask[idx], k_sample, self.sampling_params,
-        # The VLM sampler places its batch itself (as in evaluation).
-        mesh=None if self.vlm else self.mesh, **extra)
-    resp, lengths = mesh_lib.gather((out.tokens, out.lengths))  # whole, on every process
+    model = nnx.merge(self.graphdef, state.policy.params if behaviour is None else behaviour)
+    if self.vlm:  # the VLM sampler places its batch itself (as in evaluation)
+      out = sampling.generate(model, prompt_tokens, prompt_mask, k_sample, self.sampling_params,
+                              mesh=None, **extra)
+      resp, lengths = mesh_lib.gather((out.tokens, out.lengths))  # whole, on every process
+    else:
+      out = sampling.generate(model, self._place(prompt_tokens, local),
+                              self._place(prompt_mask, local), k_sample, self.sampling_params,
+                              mesh=self.mesh)
+      resp, lengths = (_rows_of(x, local) for x in (out.tokens, out.lengths))  # this process's
     t_gen = time.perf_counter() - t0
-    batch_rows = [self.rows[i] for i in idx]
     texts = [self.tokenizer.decode(r[:k].tolist(), skip_special_tokens=True)
              for r, k in zip(resp, lengths)]
-    rewards = score_rewards(self.reward_fn, c.reward.fn, batch_rows, texts, step)
+    rewards, stopped, sampled = self._score(rows, texts, resp, lengths, local, step)
     resp_mask = np.arange(c.sampling.max_new_tokens)[None, :] < lengths[:, None]
     batch = {
-        "tokens": np.concatenate([self.prompt_tokens[idx], resp], axis=1),
-        "attention_mask": np.concatenate([self.prompt_mask[idx], resp_mask], axis=1),
+        "tokens": np.concatenate([prompt_tokens, resp], axis=1),
+        "attention_mask": np.concatenate([prompt_mask, resp_mask], axis=1),
         "response": resp, "response_mask": resp_mask, "rewards": rewards,
     }
     if self.vlm:
       batch.update(vlm_inputs(self._vl_config, batch["tokens"], batch["attention_mask"],
                               images))
-    batch = {k: jax.tree.map(self._place, v) for k, v in batch.items()}
+    batch = {k: jax.tree.map(lambda v: self._place(v, local), v) for k, v in batch.items()}
     snapshot = _copy_tree(state.policy.params) if history else None
     t1 = time.perf_counter()
     state, sm = self.step_fn(state, self.ref_params, behaviour, batch, k_update)
@@ -709,9 +854,9 @@ class RLRun:
     t_update = time.perf_counter() - t1
     if history:
       history = history[1:] + [snapshot]
-    sampled = float(np.sum(lengths))
+    sampled = float(sampled)
     sm.update({
-        "response/stopped": float(np.mean([self.eos in r[:k] for r, k in zip(resp, lengths)])),
+        "response/stopped": stopped / self.batch_rows,
         "time/gen_s": t_gen, "time/update_s": t_update,
         "time/sampled_tokens_per_s": sampled / max(t_gen, 1e-9),
         "time/trained_tokens_per_s": sampled * c.epochs / max(t_update, 1e-9),

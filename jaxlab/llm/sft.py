@@ -41,6 +41,7 @@ carries the vision tokens, and ``hf_model`` gets ``preprocessor_config.json`` to
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -407,43 +408,6 @@ def _format_located(c: ml_collections.ConfigDict, located: tuple[str, int, dict]
                     f"field the row does not have ({type(e).__name__} {e})") from None
 
 
-# Set (to anything) to have every process print the batch rows it built (multi-process tests).
-DEBUG_DATA = "JAXLAB_DEBUG_DATA"
-_CHUNK = 1024  # rows parsed and tokenized together in the passes over every row
-
-
-def _share_pass(c: ml_collections.ConfigDict, store: data_lib.RowStore, fn: Callable) -> None:
-  """Calls ``fn(index, where, prompts, completions)`` on chunks of this process's share of the
-  training rows (:func:`jaxlab.llm.data.process_share`; every row, each by one process, parsed
-  once and dropped), then raises on every process the error of the job's first bad row (its
-  ``file:line`` and field, as a one-process run would). A collective: every process calls it.
-  """
-  share = data_lib.process_share(len(store))
-  bad = -1
-  for start in range(share.start, share.stop, _CHUNK):
-    chunk = range(start, min(start + _CHUNK, share.stop))
-    try:
-      located = store.rows(chunk, cache=False)
-      pairs = [_format_located(c, r) for r in located]
-    except DataError:
-      bad = next(i for i in chunk if _row_error(c, store, i))
-      break
-    fn(np.asarray(chunk), [f"{f}:{line}" for f, line, _ in located], [p for p, _ in pairs],
-       [q for _, q in pairs])
-  every = mesh_lib.allgather_host(np.int32(bad))
-  if (every >= 0).any():  # the first in file order: the error a single process would give
-    _format_located(c, store.rows([int(every[every >= 0].min())], cache=False)[0])
-
-
-def _row_error(c, store: data_lib.RowStore, i: int) -> bool:
-  """Whether row ``i`` fails to parse, validate or format."""
-  try:
-    _format_located(c, store.rows([i], cache=False)[0])
-  except DataError:
-    return True
-  return False
-
-
 def _job_chars(c: ml_collections.ConfigDict, store: data_lib.RowStore) -> str:
   """Every character of the training texts (prompt and completion of every row), sorted: what
   a char tokenizer is built from. Each process reads its share of the rows; the character sets
@@ -451,12 +415,13 @@ def _job_chars(c: ml_collections.ConfigDict, store: data_lib.RowStore) -> str:
   process 0 to write it."""
   chars: set[str] = set()
 
-  def collect(index, where, prompts, completions):
+  def collect(index, where, pairs):
     del index, where
-    for t in (*prompts, *completions):
-      chars.update(t)
+    for p, q in pairs:
+      chars.update(p)
+      chars.update(q)
 
-  _share_pass(c, store, collect)
+  data_lib.share_pass(store, functools.partial(_format_located, c), collect)
   mine = np.asarray(sorted(ord(ch) for ch in chars), np.int32)
   sizes = mesh_lib.allgather_host(np.int32(len(mine)))
   padded = np.full(max(int(sizes.max()), 1), -1, np.int32)
@@ -473,27 +438,20 @@ def _job_seq_len(c: ml_collections.ConfigDict, store: data_lib.RowStore, tokeniz
     DataError: a bad row, or one longer than ``max_len`` (the first such, as
       :func:`encode_sft` names it), on every process.
   """
-  longest, over = 0, (-1, 0)  # over: the first row longer than max_len, and its length
 
-  def measure(index, where, prompts, completions):
-    nonlocal longest, over
-    _, mask = encode_sft(tokenizer, prompts, completions, 0, where,
+  def lengths(index, where, pairs):
+    del index
+    _, mask = encode_sft(tokenizer, [p for p, _ in pairs], [q for _, q in pairs], 0, where,
                          c.data.prompt_special_tokens)
-    lengths = mask.shape[1] - np.argmax(mask[:, ::-1], axis=1)  # the eos is the last target
-    longest = max(longest, int(lengths.max()))
-    if c.data.max_len and over[0] < 0 and (lengths > c.data.max_len).any():
-      k = int(np.argmax(lengths > c.data.max_len))
-      over = (int(index[k]), int(lengths[k]))
+    return mask.shape[1] - np.argmax(mask[:, ::-1], axis=1)  # the eos is the last target
 
-  _share_pass(c, store, measure)
-  every = mesh_lib.allgather_host(np.asarray([longest, *over], np.int32))
-  too_long = every[every[:, 1] >= 0]
-  if len(too_long):
-    i, n = too_long[np.argmin(too_long[:, 1]), 1:]
-    f, line = store.where(int(i))
-    raise DataError(f"{f}:{line}: {n} tokens, longer than 'config.data.max_len'="
+  longest, over = data_lib.measure_rows(store, functools.partial(_format_located, c), lengths,
+                                        c.data.max_len)
+  if over is not None:
+    f, line = store.where(over[0])
+    raise DataError(f"{f}:{line}: {over[1]} tokens, longer than 'config.data.max_len'="
                     f"{c.data.max_len}")
-  return c.data.max_len or int(every[:, 0].max())
+  return c.data.max_len or longest
 
 
 def encode_sft(tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
@@ -862,7 +820,7 @@ class SFTRun:
       else:  # this process builds the rows of its own devices only
         rows = train_lib.process_rows(self.mesh, (c.batch_size, self.seq_len))
         batch = train_lib.shard_batch(self.host_batch(s, rows), self.mesh, rows, c.batch_size)
-        if os.environ.get(DEBUG_DATA):
+        if os.environ.get(data_lib.DEBUG_DATA):
           idx = data_lib.batch_indices(s, c.batch_size, self.num_rows, c.seed)[rows]
           print(f"jaxlab: data: process {jax.process_index()} step {s} rows {idx.tolist()} "
                 f"parsed {self.store.parsed}", flush=True)

@@ -1,4 +1,5 @@
-"""Lazy task rows (``jaxlab.llm.data.RowStore``) and SFT's per-process batches built from them.
+"""Lazy task rows (``jaxlab.llm.data.RowStore``) and SFT's per-process batches built from them
+(and llm_rl's start-up pass over them).
 
 A store indexes its JSONL files by line offsets without parsing; a row is parsed (and
 validated, naming ``file:line`` and the field) only when asked for. SFT builds each batch from
@@ -152,6 +153,34 @@ def test_sft_start_checks_every_row(tmp_path):
   c.data.prompt_format = "{question} {extra}"  # check_config reads the first row only
   with pytest.raises(DataError, match=f"{good}:1: .* field the row does not have"):
     sft._job_seq_len(c, data_lib.RowStore([good]), tokenizer)
+
+
+def test_rl_start_checks_every_row_and_measures_the_prompts(tmp_path):
+  """llm_rl's start-up pass (rl._job_prompt_len): Tp is the longest prompt (what tokenizing
+  every row up front gives); the first bad or over-long row is named as before."""
+  from jaxlab.llm import rl  # pylint: disable=import-outside-toplevel
+  lines = [json.dumps(_row(i)) for i in (0, 1, 2, 300, 4)]
+  good = _write(tmp_path / "good.jsonl", lines)
+  bad = _write(tmp_path / "bad.jsonl", lines[:3] + [json.dumps({"task": "chain_sum"})]
+               + lines[3:])
+  tokenizer = sft._build_tokenizer(_config(good), tempfile.mkdtemp(), ["0123456789 +="])
+  c = rl.default_config()
+  c.data.train_files = (good,)
+  store = data_lib.RowStore([good])
+  _, whole, _ = data_lib.encode_prompt_rows(c.data.prompt_format, tokenizer,
+                                            data_lib.load_rows([good]), 0)
+  assert rl._job_prompt_len(c, store, tokenizer) == whole.shape[1] == 1 + len("300 + 1 =")
+  assert store.parsed == 5 and not store._cache  # every row once, none kept
+  with pytest.raises(DataError, match=f"{bad}:4: missing field 'question'"):
+    rl._job_prompt_len(c, data_lib.RowStore([bad]), tokenizer)
+  c.data.max_prompt_len = 9
+  with pytest.raises(DataError, match=f"{good}:4: the prompt has 10 tokens, longer than "
+                                      "'config.data.max_prompt_len'=9"):
+    rl._job_prompt_len(c, store, tokenizer)
+  c.data.max_prompt_len = 0
+  c.data.prompt_format = "{question} {extra}"
+  with pytest.raises(DataError, match=f"{good}:1: 'config.data.prompt_format' read a field"):
+    rl._job_prompt_len(c, store, tokenizer)
 
 
 def test_put_rows_of_every_row_is_put():
