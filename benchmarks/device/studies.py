@@ -1,7 +1,7 @@
 """GPU-sized reproduction studies, one preset each, sized to fit a time budget (issue 16).
 
     python benchmarks/device/studies.py --study=sigreg --out=$OUT/sigreg            # GPU, <= 8 min
-    python benchmarks/device/studies.py --study=sigreg --out=/tmp/s --smoke         # CPU, seconds
+    python benchmarks/device/studies.py --study=sigreg --out=runs/smoke_sigreg --smoke  # CPU, seconds
 
 Presets (``--study``): ``sigreg``, ``stable_gradients``, ``grama``, ``least``, ``asyppo``. Each
 one states its claim, setting, arms, seeds, metric and pass/fail criterion in its docstring
@@ -34,7 +34,7 @@ probe is the probed arm's own smoke run (its records are kept, nothing is compil
 plan is printed, and the fixed smoke sizes (3 chunks) are used.
 
 Run directories (checkpoints, metrics.jsonl) go to ``--workdir`` (default
-``/tmp/jaxlab_studies/<study>``), not into ``--out``, so that ``--out`` holds only the few files
+``jaxlab_studies/<study>`` in the system's temporary folder), not into ``--out``, so that ``--out`` holds only the few files
 a device run brings back. A persistent JAX compilation cache under the workdir lets runs that
 differ only in their seed (the LLM trainers train one seed per run) reuse the probe's programs.
 """
@@ -48,6 +48,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Sequence
 
@@ -836,10 +837,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--budget_s", type=float, default=480.0,
                  help="wall-clock budget of the whole preset, compilation included")
   p.add_argument("--workdir", default=None,
-                 help="run directories (default /tmp/jaxlab_studies/<study>)")
+                 help="run directories (default: jaxlab_studies/<study> in the system's "
+                 "temporary folder)")
   a = p.parse_args(argv)
-  workdir = a.workdir or os.path.join("/tmp/jaxlab_studies", a.study + ("_smoke" if a.smoke
-                                                                        else ""))
+  workdir = a.workdir or os.path.join(tempfile.gettempdir(), "jaxlab_studies",
+                                      a.study + ("_smoke" if a.smoke else ""))
   out, workdir = os.path.abspath(a.out), os.path.abspath(workdir)
   os.chdir(REPO)  # configs name data files relative to the repository
   run_study(a.study, smoke=a.smoke, out=out, budget_s=a.budget_s, workdir=workdir)
