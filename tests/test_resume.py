@@ -36,7 +36,8 @@ def _rl(init):
   return ["--config=configs/asyppo/ppo.py:asyppo", f"--config.model.init={init}",
           "--config.data.prompt_format={question}", "--config.steps=40", "--config.log_every=2",
           "--config.eval.every=20", "--config.checkpoint.every=2", "--config.prompts_per_step=4",
-          "--config.group_size=4", "--config.async_lag=1", "--config.sampling.max_new_tokens=4",
+          "--config.group_size=4", "--config.async_lag=2", "--config.minibatches=2",
+          "--config.sampling.max_new_tokens=4",
           "--config.eval.max_new_tokens=4", "--config.eval.num_examples=8",
           "--config.eval.batch_size=8", "--config.critic.hidden_size=16",
           "--config.critic.intermediate_size=32", "--config.critic.head_dim=8"]
@@ -105,7 +106,9 @@ def test_sft_resume_after_sigkill(sft_full, tmp_path):
 
 @pytest.fixture(scope="module")
 def rl_full(sft_full, tmp_path_factory):
-  """Starts from the SFT run's exported model; lag 1 and two critics are checkpointed."""
+  """Starts from the SFT run's exported model; AsyPPO's two critics, their optimizer states
+  and the two lagged behaviour policies (lag 2) are checkpointed, with two minibatch updates
+  per rollout batch."""
   workdir = str(tmp_path_factory.mktemp("rl") / "full")
   _launch(workdir, _rl(os.path.join(sft_full, "hf_model")))
   return workdir
