@@ -22,7 +22,8 @@ arms log ``replay/low_reward_share`` (cumulative, the buffer) and
 Design, criteria and results: docs/reproductions/least.md ("Redesigned study").
 """
 
-from jaxlab.rl import td3
+import importlib.util
+import os
 
 ARMS = ("base", "w0.3", "w0.45", "w0.6", "w1.0")
 
@@ -30,36 +31,19 @@ ARMS = ("base", "w0.3", "w0.45", "w0.6", "w1.0")
 def get_config(arm: str = "w0.45"):
   if arm not in ARMS:
     raise ValueError(f"configs/least/dead_end_lure.py:ARM with ARM in {list(ARMS)}; got {arm!r}")
-  c = td3.default_config()
+  # The earlier dead-end study's TD3 + LEAST settings (configs/least/dead_end.py, loaded by
+  # path so the file works wherever it is imported from), on the new task and run length.
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dead_end.py")
+  spec = importlib.util.spec_from_file_location("least_dead_end", path)
+  base = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(base)
+  c = base.get_config("base" if arm == "base" else "least")
   c.env.name = "toy/DeadEndLure"
-  c.env.episode_length = 100
   c.num_seeds = 5
   c.total_env_steps = 20_000
-  c.num_envs = 4
-  c.utd = 4
-  c.learning_starts = 1000
-  c.batch_size = 256
-  c.actor_lr = 3e-4
-  c.critic_lr = 1e-3
   c.replay.capacity = 20_000
-  c.network.actor_width = 64
-  c.network.critic_width = 64
-  c.least.low_reward = -0.05  # dead-end transitions pay -0.1, all others >= 0
   if arm != "base":
-    c.least.enabled = True
     c.least.omega_scale = float(arm[1:])
-    c.least.window = 20
-    c.least.max_window = 40
-    c.least.min_episodes = 5
-    c.least.start_fraction = 0.1
-    c.least.adaptive_window = True
-    c.least.window_step = 5
-    c.least.adaptive_noise = True
-    c.least.noise_max = 0.3
-  c.log_every = 50  # 200 env steps per logged chunk: the window of the recent share
-  c.eval.every = 50
-  c.eval.num_envs = 16
-  c.checkpoint.every = 0
   c.target_return = 75.0
   return c
 
