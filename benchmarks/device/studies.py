@@ -1,7 +1,7 @@
 """GPU-sized reproduction studies, one preset each, sized to fit a time budget (issue 16).
 
-    python benchmarks/device/studies.py --study=sigreg --out=$OUT/sigreg            # GPU, <= 8 min
-    python benchmarks/device/studies.py --study=sigreg --out=runs/smoke_sigreg --smoke  # CPU, seconds
+    python benchmarks/device/studies.py --study=sigreg --out=$OUT/sigreg         # GPU, <= 8 min
+    python benchmarks/device/studies.py --study=sigreg --out=runs/smoke --smoke  # CPU, seconds
 
 Presets (``--study``): ``sigreg``, ``stable_gradients``, ``grama``, ``least``, ``asyppo``. Each
 one states its claim, setting, arms, seeds, metric and pass/fail criterion in its docstring
@@ -34,9 +34,10 @@ probe is the probed arm's own smoke run (its records are kept, nothing is compil
 plan is printed, and the fixed smoke sizes (3 chunks) are used.
 
 Run directories (checkpoints, metrics.jsonl) go to ``--workdir`` (default
-``jaxlab_studies/<study>`` in the system's temporary folder), not into ``--out``, so that ``--out`` holds only the few files
-a device run brings back. A persistent JAX compilation cache under the workdir lets runs that
-differ only in their seed (the LLM trainers train one seed per run) reuse the probe's programs.
+``jaxlab_studies/<study>`` in the system's temporary folder), not into ``--out``, so that
+``--out`` holds only the few files a device run brings back. A persistent JAX compilation
+cache under the workdir lets runs that differ only in their seed (the LLM trainers train one
+seed per run) reuse the probe's programs.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ if REPO not in sys.path:
 
 import numpy as np  # pylint: disable=wrong-import-position
 
+from jaxlab.core.config import set_dotted  # pylint: disable=wrong-import-position
+
 STUDIES = ("sigreg", "stable_gradients", "grama", "least", "asyppo")
 VERDICTS = ("reproduced", "partly", "contradicted", "inconclusive")
 
@@ -73,17 +76,6 @@ def load_config(relpath: str, arg: str | None = None):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config() if arg is None else module.get_config(arg)
-
-
-def apply(config, overrides: dict[str, Any]):
-  """Sets dotted keys (``"network.width": 16``) on a ConfigDict; returns it."""
-  for key, value in overrides.items():
-    *groups, name = key.split(".")
-    node = config
-    for g in groups:
-      node = node[g]
-    node[name] = value
-  return config
 
 
 @dataclasses.dataclass
@@ -107,10 +99,10 @@ def _pqn_game(game: str, smoke: bool):
   c.health.enabled = True
   if smoke:
     # Flat observations (no CNN) and a width-16 trunk: every arm's programs compile in seconds.
-    apply(c, {"num_envs": 8, "unroll_length": 8, "num_minibatches": 2, "num_epochs": 1,
-              "env.episode_length": 40, "eval.num_envs": 2, "network.encoder": "none",
-              "network.width": 16, "network.depth": 1, "network.trunk_out": 16,
-              "log_every": 2, "num_seeds": 2, "total_env_steps": 3 * 2 * 64, "eval.every": 4})
+    set_dotted(c, {"num_envs": 8, "unroll_length": 8, "num_minibatches": 2, "num_epochs": 1,
+                   "env.episode_length": 40, "eval.num_envs": 2, "network.encoder": "none",
+                   "network.width": 16, "network.depth": 1, "network.trunk_out": 16,
+                   "log_every": 2, "num_seeds": 2, "total_env_steps": 3 * 2 * 64, "eval.every": 4})
   else:
     c.num_seeds = 5
     c.log_every = 25  # 25 updates x 4096 env steps = 102,400 env steps per chunk
@@ -142,8 +134,8 @@ def sigreg_arms(smoke: bool) -> list[Arm]:
     for lam in (0.0, 0.2):
       c = _pqn_game(game, smoke)
       if not smoke:
-        apply(c, {"network.kind": "plain", "network.preset": "", "network.width": 512,
-                  "network.depth": 7, "network.trunk_out": 512})
+        set_dotted(c, {"network.kind": "plain", "network.preset": "", "network.width": 512,
+                       "network.depth": 7, "network.trunk_out": 512})
       c.aux.sigreg.weight = lam
       arms.append(Arm(f"{game}/sigreg={lam:g}", game, c))
   return arms
@@ -179,8 +171,8 @@ def stable_gradients_arms(smoke: bool) -> list[Arm]:
                                     ("plain_deep", "plain", deep, "radam"),
                                     ("multiskip_kron", "multiskip", blocks, "kron")):
       c = _pqn_game(game, smoke)
-      apply(c, {"network.kind": kind, "network.preset": "", "network.width": width,
-                "network.depth": depth, "optimizer.name": opt})
+      set_dotted(c, {"network.kind": kind, "network.preset": "", "network.width": width,
+                     "network.depth": depth, "optimizer.name": opt})
       arms.append(Arm(f"{game}/{label}", game, c))
   return arms
 
@@ -189,13 +181,13 @@ def _offpolicy_smoke(c, *, width: int):
   """The tiny CPU size of an off-policy config: gymnax Pendulum, a few hundred env steps,
   networks of one layer (MLP) or one block (BroNet) of ``width``: health probes and resets
   trace every layer several times, so depth is what their compilation costs."""
-  apply(c, {"env.name": "gymnax/Pendulum-v1", "env.episode_length": 50, "env.impl": "jax",
-            "num_seeds": 2, "num_envs": 2, "utd": 2, "batch_size": 16, "learning_starts": 32,
-            "replay.capacity": 512, "network.actor_width": width,
-            "network.critic_width": width, "network.actor_depth": 1,
-            "network.critic_depth": 1, "log_every": 20, "eval.num_envs": 2,
-            "total_env_steps": 3 * 20 * 2, "eval.every": 40, "checkpoint.every": 0,
-            "normalize_observations": False})
+  set_dotted(c, {"env.name": "gymnax/Pendulum-v1", "env.episode_length": 50, "env.impl": "jax",
+                 "num_seeds": 2, "num_envs": 2, "utd": 2, "batch_size": 16, "learning_starts": 32,
+                 "replay.capacity": 512, "network.actor_width": width,
+                 "network.critic_width": width, "network.actor_depth": 1,
+                 "network.critic_depth": 1, "log_every": 20, "eval.num_envs": 2,
+                 "total_env_steps": 3 * 20 * 2, "eval.every": 40, "checkpoint.every": 0,
+                 "normalize_observations": False})
   return c
 
 
@@ -229,7 +221,7 @@ def grama_arms(smoke: bool) -> list[Arm]:
     c.checkpoint.every = 0
     if smoke:
       _offpolicy_smoke(c, width=16)
-      apply(c, {"health.every": 20, "reset.every": 20})
+      set_dotted(c, {"health.every": 20, "reset.every": 20})
     else:
       c.num_seeds = 5
     arms.append(Arm(method, "Pendulum-v1 (smoke)" if smoke else "CheetahRun", c))
@@ -262,12 +254,12 @@ def least_arms(smoke: bool) -> list[Arm]:
     if smoke:
       _offpolicy_smoke(c, width=16)
       if arm == "least":
-        apply(c, {"least.window": 4, "least.max_window": 8, "least.min_episodes": 1,
-                  "least.start_fraction": 0.0})
+        set_dotted(c, {"least.window": 4, "least.max_window": 8, "least.min_episodes": 1,
+                       "least.start_fraction": 0.0})
     else:
-      apply(c, {"env.impl": "jax", "num_seeds": 5, "num_envs": 128, "utd": 8,
-                "batch_size": 512, "learning_starts": 8192, "actor_lr": 1e-3,
-                "critic_lr": 1e-3, "log_every": 50, "total_env_steps": 2_000_000})
+      set_dotted(c, {"env.impl": "jax", "num_seeds": 5, "num_envs": 128, "utd": 8,
+                     "batch_size": 512, "learning_starts": 8192, "actor_lr": 1e-3,
+                     "critic_lr": 1e-3, "log_every": 50, "total_env_steps": 2_000_000})
     arms.append(Arm(arm, "Pendulum-v1 (smoke)" if smoke else "CheetahRun", c))
   return arms
 
@@ -286,18 +278,18 @@ def asyppo_sft_config(smoke: bool, workdir: str):
   c.data.completion_format = COT_FORMAT
   c.checkpoint.every = 0
   if smoke:
-    apply(c, {"model.hidden_size": 32, "model.intermediate_size": 64, "model.num_layers": 1,
-              "model.num_heads": 2, "model.num_kv_heads": 1, "model.head_dim": 16,
-              "steps": 4, "batch_size": 8, "log_every": 2, "eval.every": 0,
-              "eval.num_examples": 4, "eval.batch_size": 4, "eval.max_new_tokens": 8,
-              "data.max_train_rows": 64, "optim.warmup_steps": 1})
+    set_dotted(c, {"model.hidden_size": 32, "model.intermediate_size": 64, "model.num_layers": 1,
+                   "model.num_heads": 2, "model.num_kv_heads": 1, "model.head_dim": 16,
+                   "steps": 4, "batch_size": 8, "log_every": 2, "eval.every": 0,
+                   "eval.num_examples": 4, "eval.batch_size": 4, "eval.max_new_tokens": 8,
+                   "data.max_train_rows": 64, "optim.warmup_steps": 1})
   else:
     # Spec llm_rl.md §6.3: 8 layers, d_model 512, 8 heads (≈25M parameters with SwiGLU 1536).
-    apply(c, {"model.hidden_size": 512, "model.intermediate_size": 1536,
-              "model.num_layers": 8, "model.num_heads": 8, "model.num_kv_heads": 4,
-              "model.head_dim": 64, "dtype": "bfloat16", "steps": 1500, "batch_size": 128,
-              "log_every": 250, "eval.every": 0, "eval.max_new_tokens": 64,
-              "optim.learning_rate": 1e-3})
+    set_dotted(c, {"model.hidden_size": 512, "model.intermediate_size": 1536,
+                   "model.num_layers": 8, "model.num_heads": 8, "model.num_kv_heads": 4,
+                   "model.head_dim": 64, "dtype": "bfloat16", "steps": 1500, "batch_size": 128,
+                   "log_every": 250, "eval.every": 0, "eval.max_new_tokens": 64,
+                   "optim.learning_rate": 1e-3})
   return c
 
 
@@ -349,15 +341,15 @@ def asyppo_arms(smoke: bool, policy_dir: str) -> list[Arm]:
     c.data.prompt_format = "{metadata[expression]} ="
     c.checkpoint.every = 0
     if smoke:
-      apply(c, {"prompts_per_step": 2, "group_size": 4, "steps": 3, "log_every": 1,
-                "eval.every": 2, "eval.num_examples": 4, "eval.batch_size": 4,
-                "sampling.max_new_tokens": 8, "eval.max_new_tokens": 8,
-                "critic.hidden_size": 16, "critic.intermediate_size": 32,
-                "critic.num_heads": 1, "critic.num_kv_heads": 1, "critic.head_dim": 16})
+      set_dotted(c, {"prompts_per_step": 2, "group_size": 4, "steps": 3, "log_every": 1,
+                     "eval.every": 2, "eval.num_examples": 4, "eval.batch_size": 4,
+                     "sampling.max_new_tokens": 8, "eval.max_new_tokens": 8,
+                     "critic.hidden_size": 16, "critic.intermediate_size": 32,
+                     "critic.num_heads": 1, "critic.num_kv_heads": 1, "critic.head_dim": 16})
       seeds = (0, 1)
     else:
-      apply(c, {"sampling.max_new_tokens": 64, "eval.max_new_tokens": 64, "steps": 200,
-                "log_every": 10, "dtype": "bfloat16"})
+      set_dotted(c, {"sampling.max_new_tokens": 64, "eval.max_new_tokens": 64, "steps": 200,
+                     "log_every": 10, "dtype": "bfloat16"})
       seeds = (0, 1, 2)
     arms.append(Arm(arm, "chain_sum_cot", c, seeds))
   return arms

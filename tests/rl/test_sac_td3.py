@@ -15,6 +15,7 @@ import optax
 import pytest
 
 from jaxlab import optim
+from jaxlab.core import config as config_lib
 from jaxlab.core import loop
 from jaxlab.core.errors import ConfigError
 from jaxlab.envs.from_config import make_from_config
@@ -30,12 +31,7 @@ def _config(algo, **overrides):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   c = module.get_config()
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config_lib.set_dotted(c, overrides)
   return c
 
 
