@@ -1,10 +1,13 @@
 """Proximal Policy Optimisation, in one compiled program per chunk of updates.
 
-Reading order follows execution: ``_rollout`` (a scan of env steps), ``_advantages`` (GAE with
-bootstrap on truncation), ``_update_epoch`` / ``_update_minibatch`` (a scan of SGD steps over a
-shuffled batch), ``_loss`` (which applies the networks and calls ``losses.ppo_loss``). ``make_train(config, env)`` returns a :class:`PPO` whose methods are
-pure functions of one seed's state; ``train(key)`` runs the whole thing as one ``lax.scan`` and
-``jax.vmap(make_train(config, env))(keys)`` trains many seeds at once.
+Reading order follows execution. One ``update`` is four phases, each a pure method that can be
+compiled and timed alone (``benchmarks/ppo_vs_brax.py --phases``): ``collect`` (``_rollout``, a
+scan of env steps), ``advantages`` (``_advantages``, GAE with bootstrap on truncation),
+``learn`` (``_update_epoch`` / ``_update_minibatch``, a scan of SGD steps over a shuffled
+batch; ``_loss`` applies the networks and calls ``losses.ppo_loss``) and ``finish``
+(observation statistics, metrics). ``make_train(config, env)`` returns a :class:`PPO` whose
+methods are pure functions of one seed's state; ``train(key)`` runs the whole thing as one
+``lax.scan`` and ``jax.vmap(make_train(config, env))(keys)`` trains many seeds at once.
 
 The launcher (``jaxlab.core.loop``) uses the chunked form instead: ``init`` once, then
 ``chunk`` (``config.log_every`` updates in one compiled call) between which it logs, evaluates
@@ -133,6 +136,15 @@ class Transition:
   done_return: jax.Array
 
 
+def _same_bits(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Elementwise: ``a`` and ``b`` hold the same bits (so any function gives both the same
+  result; unlike ``==``, -0.0 differs from 0.0 and a NaN matches itself)."""
+  if jnp.issubdtype(a.dtype, jnp.floating):
+    uint = jnp.dtype(f"uint{8 * a.dtype.itemsize}")
+    a, b = jax.lax.bitcast_convert_type(a, uint), jax.lax.bitcast_convert_type(b, uint)
+  return a == b
+
+
 class PPO:
   """PPO for one seed. ``jax.vmap`` its methods (or the instance) to train many seeds."""
 
@@ -215,10 +227,22 @@ class PPO:
     return state.replace(env_state=env_state, key=key), traj
 
   def _advantages(self, state: TrainState, traj: Transition):
-    """GAE over one unroll; bootstraps from V(final_obs) on truncation."""
+    """GAE over one unroll; bootstraps from V(final_obs) on truncation.
+
+    ``final_obs[t]`` is ``obs[t + 1]`` unless an episode ended at step ``t`` (with the default
+    wrappers), so one forward pass over ``obs`` and the last ``final_obs`` ([T + 1, N]) gives
+    both V(obs) and V(final_obs); a second pass over all of ``final_obs`` runs only in an
+    unroll where some pair differs (a vmapped ``lax.cond`` runs both branches). The values are
+    those of separate passes over ``obs`` and ``final_obs`` (bit for bit on XLA:CPU, checked
+    by tests/test_ppo_phases.py; a backend whose matmul rows depend on the batch size may
+    differ in the last bits).
+    """
     c = self.config
-    values = self.value(state.params, state.obs_stats, traj.obs)
-    next_values = self.value(state.params, state.obs_stats, traj.final_obs)
+    value = lambda obs: self.value(state.params, state.obs_stats, obs)
+    values_ext = value(jnp.concatenate([traj.obs, traj.final_obs[-1:]]))
+    values = values_ext[:-1]
+    same = _same_bits(traj.final_obs[:-1], traj.obs[1:]).all()
+    next_values = jax.lax.cond(same, lambda: values_ext[1:], lambda: value(traj.final_obs))
     rewards = traj.reward * c.reward_scaling
     adv, targets = gae(rewards, values, next_values, traj.terminated, traj.done,
                        c.gamma, c.gae_lambda)
@@ -278,41 +302,66 @@ class PPO:
         self._update_minibatch, (params, opt_state, stats, key), minibatches)
     return (params, opt_state, stats, key), metrics
 
+  # --- one update, phase by phase ----------------------------------------------------------
+  # ``update`` is collect (rollout) -> advantages (GAE) -> learn (epochs x minibatches) ->
+  # finish. Each phase is a pure function of arrays, so that benchmarks can compile and time
+  # them one by one (benchmarks/ppo_vs_brax.py --phases) on exactly the code that trains.
+
+  def collect(self, state: TrainState):
+    """Rollout phase: ``unrolls_per_update`` unrolls. Returns (state, Transition [U, T, N])."""
+    return jax.lax.scan(lambda state, _: self._rollout(state), state, None,
+                        length=self.config.unrolls_per_update)
+
+  def advantages(self, state: TrainState, traj: Transition):
+    """GAE phase: ``_advantages`` of each unroll of ``traj`` [U, T, N] under ``state``'s
+    networks. Returns (advantages, value targets, values), each [U, T, N]."""
+    return jax.lax.map(lambda t: self._advantages(state, t), traj)
+
+  @staticmethod
+  def batch(traj: Transition, adv: jax.Array, targets: jax.Array, values: jax.Array):
+    """The learner's batch: dict of flat [U*T*N, ...] arrays (see ``_loss``)."""
+    flat = lambda x: x.reshape((-1,) + x.shape[3:])  # [U, T, N, ...] -> [U*T*N, ...]
+    return {"obs": flat(traj.obs), "raw_action": flat(traj.raw_action),
+            "log_prob": flat(traj.log_prob), "advantage": flat(adv),
+            "target": flat(targets), "value": flat(values)}
+
+  def learn(self, state: TrainState, batch: dict):
+    """Update phase: ``num_epochs`` epochs of ``num_minibatches`` SGD steps on ``batch``.
+
+    Returns (state with new params, optimizer state and key; metrics averaged over the SGD
+    steps).
+    """
+    key, k_epochs = jax.random.split(state.key)
+    (params, opt_state, _, _), metrics = jax.lax.scan(
+        lambda carry, _: self._update_epoch(carry, batch),
+        (state.params, state.opt_state, state.obs_stats, k_epochs), None,
+        length=self.config.num_epochs)
+    metrics = jax.tree.map(jnp.mean, metrics)
+    return state.replace(params=params, opt_state=opt_state, key=key), metrics
+
+  def finish(self, state: TrainState, traj: Transition, metrics: dict):
+    """Merges ``traj``'s observations into the statistics, adds the episode and lr metrics and
+    counts the update. Returns (state, metrics)."""
+    c = self.config
+    # Observation statistics change after the SGD step, so that the behaviour log-probs and
+    # the learner's log-probs were computed under the same normalisation.
+    obs_stats = state.obs_stats
+    if c.normalize_observations:
+      obs_stats = running_stats.update(obs_stats, traj.obs)
+    metrics["train/episodes"] = traj.done.sum()
+    metrics["train/return_sum"] = jnp.where(traj.done, traj.done_return, 0.0).sum()
+    metrics["lr"] = self.lr_schedule(state.update * c.num_epochs * c.num_minibatches)
+    return state.replace(obs_stats=obs_stats, update=state.update + 1), metrics
+
   def update(self, state: TrainState):
     """Collect ``unrolls_per_update`` unrolls, then ``num_epochs`` epochs of minibatch SGD.
 
     Returns (state, metrics) with scalar metrics for this update.
     """
-    c = self.config
-
-    def _collect(state, _):
-      state, traj = self._rollout(state)
-      adv, targets, values = self._advantages(state, traj)
-      return state, (traj, adv, targets, values)
-
-    state, (traj, adv, targets, values) = jax.lax.scan(_collect, state, None,
-                                                       length=c.unrolls_per_update)
-    flat = lambda x: x.reshape((-1,) + x.shape[3:])  # [U, T, N, ...] -> [U*T*N, ...]
-    batch = {"obs": flat(traj.obs), "raw_action": flat(traj.raw_action),
-             "log_prob": flat(traj.log_prob), "advantage": flat(adv),
-             "target": flat(targets), "value": flat(values)}
-    key, k_epochs = jax.random.split(state.key)
-    (params, opt_state, _, _), metrics = jax.lax.scan(
-        lambda carry, _: self._update_epoch(carry, batch),
-        (state.params, state.opt_state, state.obs_stats, k_epochs), None, length=c.num_epochs)
-    metrics = jax.tree.map(jnp.mean, metrics)
-    # Observation statistics change after the SGD step, so that the behaviour log-probs and
-    # the learner's log-probs above were computed under the same normalisation.
-    obs_stats = state.obs_stats
-    if c.normalize_observations:
-      obs_stats = running_stats.update(obs_stats, traj.obs)
-    n_done = traj.done.sum()
-    metrics["train/episodes"] = n_done
-    metrics["train/return_sum"] = jnp.where(traj.done, traj.done_return, 0.0).sum()
-    metrics["lr"] = self.lr_schedule(state.update * c.num_epochs * c.num_minibatches)
-    state = state.replace(params=params, opt_state=opt_state, obs_stats=obs_stats, key=key,
-                          update=state.update + 1)
-    return state, metrics
+    state, traj = self.collect(state)
+    adv, targets, values = self.advantages(state, traj)
+    state, metrics = self.learn(state, self.batch(traj, adv, targets, values))
+    return self.finish(state, traj, metrics)
 
   def chunk(self, state: TrainState):
     """``config.log_every`` updates in one scan; metrics averaged over them (episode return
