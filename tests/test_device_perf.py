@@ -33,12 +33,7 @@ LINE = re.compile(r"^(\w+)=(\S+)  \[(.+)\]$")
 
 @pytest.fixture(scope="module")
 def perf():
-  path = os.path.join(ROOT, "benchmarks", "device", "perf.py")
-  spec = importlib.util.spec_from_file_location("device_perf", path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses look their module up while the file loads
-  spec.loader.exec_module(module)
-  return module
+  return importlib.import_module("benchmarks.device.perf")
 
 
 def _lines(text: str) -> dict[str, tuple[str, str]]:

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import re
-import sys
 
 import pytest
 
@@ -27,12 +26,7 @@ VERDICT = re.compile(r"^verdict=(reproduced|partly|contradicted|inconclusive) (\
 
 @pytest.fixture(scope="module")
 def studies():
-  path = os.path.join(ROOT, "benchmarks", "device", "studies.py")
-  spec = importlib.util.spec_from_file_location("device_studies", path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses look their module up while the file loads
-  spec.loader.exec_module(module)
-  return module
+  return importlib.import_module("benchmarks.device.studies")
 
 
 @pytest.mark.parametrize("study", STUDIES)
