@@ -21,7 +21,6 @@ optimizer and a last line ``ratio=<kron p=0.03 / radam step time>`` (the long-ru
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -37,6 +36,7 @@ sys.path.insert(0, REPO)
 from flax import nnx  # pylint: disable=g-import-not-at-top
 
 from jaxlab import optim  # pylint: disable=g-import-not-at-top
+from jaxlab.core import config as config_lib  # pylint: disable=g-import-not-at-top
 from jaxlab.envs.from_config import make_from_config  # pylint: disable=g-import-not-at-top
 from jaxlab.rl import pqn  # pylint: disable=g-import-not-at-top
 
@@ -54,11 +54,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
-  path = os.path.join(REPO, "configs", "pqn", "breakout_minatar.py")
-  spec = importlib.util.spec_from_file_location("pqn_breakout_minatar", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  c = config_lib.load_file(os.path.join(REPO, "configs", "pqn", "breakout_minatar.py"))
   c.network.kind, c.network.preset = args.kind, args.preset
   env = make_from_config(c.env)
   graphdef, params = nnx.split(pqn.QNetwork(env.spec, c.network, rngs=nnx.Rngs(0)))

@@ -15,7 +15,7 @@ name                     what (sub-command)                                     
                          (CartpoleBalance, 2048 envs, 8M env steps, ``ratio=``)
 ``ppo_raw_fraction``     ours' PPO / raw random-action stepping of the same env and     (none)
                          batch: the ``ppo/raw fraction=`` line of that same run (NaN,
-                         with the reason, from a version that prints none)
+                         with the reason, if the run printed none)
 ``ppo_ant_raw_fraction`` PPO on Brax ant (MJX; ``configs/ppo/brax_ant.py``, 4096 envs,   >= 0.5
                          our trainer) / raw random-action stepping of the same env and
                          batch: this file's ``--worker=ppo_ant_raw`` (ppo_vs_brax.py's
@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib.util
 import json
 import math
 import os
@@ -192,23 +191,6 @@ def parse_mfu(text: str) -> tuple[dict, dict]:
 # -- the parts ------------------------------------------------------------------------------------
 
 
-def _has_flag(script: str, flag: str) -> bool:
-  """Whether ``script`` (a path under the repository) defines ``--flag`` (argparse or absl):
-  optional flags are passed only to versions of a benchmark that have them."""
-  with open(os.path.join(REPO, script)) as f:
-    text = f.read()
-  return f'"--{flag}"' in text or f'DEFINE_bool("{flag}"' in text
-
-
-def _optional(script: str, flag: str, value: str, notes: list[str]) -> list[str]:
-  """``[--flag=value]`` (``value`` "no": ``[--no-flag]``) if ``script`` has the flag, else [] and
-  a note."""
-  if _has_flag(script, flag):
-    return [f"--no-{flag}"] if value == "no" else [f"--{flag}={value}"]
-  notes.append(f"{script} has no --{flag}; not passed")
-  return []
-
-
 @dataclasses.dataclass
 class Context:
   """What commands depend on: the size, the device probe's answer, the flags."""
@@ -229,7 +211,7 @@ def sac_command(ctx: Context) -> list[str]:
     # 4x the default envs (Playground's DM Control SAC layout otherwise), 300k env steps: a
     # few seconds of training per side on an H100/H200; compilation dominates.
     flags = ["--env=CheetahRun", "--num_envs=512", "--total_steps=300000", "--num_evals=4"]
-  return [sys.executable, s, *flags, *_optional(s, "profile_step", "0", ctx.notes)]
+  return [sys.executable, s, *flags, "--profile_step=0"]
 
 
 def ppo_command(ctx: Context) -> list[str]:
@@ -237,14 +219,14 @@ def ppo_command(ctx: Context) -> list[str]:
   if ctx.smoke:
     flags = ["--only=ours", "--total_steps=64", "--num_envs=4", "--unroll_length=4",
              "--batch_size=2", "--num_minibatches=2", "--num_epochs=1", "--episode_length=20",
-             "--num_evals=3", "--num_eval_envs=2", *_optional(s, "repeats", "1", ctx.notes)]
+             "--num_evals=3", "--num_eval_envs=2", "--repeats=1"]
   else:
     # CartpoleBalance at 2048 envs (8x the default), one unroll of 32 steps per update
     # (256 x 8 sequences), 8M env steps: ~120 updates, so that the evaluation inside each timed
     # interval is a small share; the per-phase breakdown (5 more compilations) is left out.
     flags = ["--num_envs=2048", "--unroll_length=32", "--batch_size=256",
              "--num_minibatches=8", "--total_steps=8000000", "--num_evals=5"]
-  return [sys.executable, s, *flags, *_optional(s, "phases", "no", ctx.notes)]
+  return [sys.executable, s, *flags, "--no-phases"]
 
 
 def ant_command(ctx: Context) -> list[str]:
@@ -591,14 +573,6 @@ def _print_value(name: str, r: dict) -> None:
 # -- part 3: PPO on Brax ant vs raw env stepping (no benchmark covers it) -------------------------
 
 
-def _load_config(relpath: str):
-  path = os.path.join(REPO, relpath)
-  spec = importlib.util.spec_from_file_location("perf_cfg", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def ppo_ant_raw(a) -> None:
   """PPO (our trainer, configs/ppo/brax_ant.py) env-steps/s against raw random-action stepping
   of the same env (``make_from_config`` of the config's ``env``, so the same wrappers) and batch.
@@ -614,9 +588,10 @@ def ppo_ant_raw(a) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   from jaxlab.envs.from_config import make_from_config  # pylint: disable=import-outside-toplevel
   from jaxlab.rl import ppo  # pylint: disable=import-outside-toplevel
+  from jaxlab.core.config import load_file  # pylint: disable=import-outside-toplevel
   from benchmarks.timing import random_unroll  # pylint: disable=import-outside-toplevel
 
-  c = _load_config("configs/ppo/brax_ant.py")
+  c = load_file(os.path.join(REPO, "configs/ppo/brax_ant.py"))
   assert c.trainer == "ppo", c.trainer
   for key in ("num_envs", "unroll_length", "unrolls_per_update", "num_minibatches",
               "num_epochs"):

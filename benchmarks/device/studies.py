@@ -43,7 +43,6 @@ seed per run) reuse the probe's programs.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -59,7 +58,7 @@ if REPO not in sys.path:
 
 import numpy as np  # pylint: disable=wrong-import-position
 
-from jaxlab.core.config import set_dotted  # pylint: disable=wrong-import-position
+from jaxlab.core.config import load_file, set_dotted  # pylint: disable=wrong-import-position
 
 STUDIES = ("sigreg", "stable_gradients", "grama", "least", "asyppo")
 VERDICTS = ("reproduced", "partly", "contradicted", "inconclusive")
@@ -70,12 +69,7 @@ VERDICTS = ("reproduced", "partly", "contradicted", "inconclusive")
 
 def load_config(relpath: str, arg: str | None = None):
   """``get_config(arg)`` of a config file under the repository's ``configs/``."""
-  path = os.path.join(REPO, relpath)
-  spec = importlib.util.spec_from_file_location("study_cfg_" + relpath.replace("/", "_")[:-3],
-                                                path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config() if arg is None else module.get_config(arg)
+  return load_file(os.path.join(REPO, relpath), arg)
 
 
 @dataclasses.dataclass

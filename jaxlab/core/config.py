@@ -9,7 +9,10 @@ failure is one :class:`ConfigError` line naming the key.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import re
 from typing import Any, Iterable
 
 import ml_collections
@@ -83,6 +86,16 @@ def set_dotted(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> 
     for g in groups:
       target = target[g]
     target[name] = value
+
+
+def load_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """``get_config()`` (or ``get_config(arg)``) of the config file at ``path``, executed from
+  its path as ``--config=path[:arg]`` would be (config files are not an importable package)."""
+  name = "jaxlab_config_" + re.sub(r"\W", "_", os.path.splitext(os.path.abspath(path))[0])
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config() if arg is None else module.get_config(arg)
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -61,11 +61,7 @@ def policy(tmp_path_factory):
 
 
 def _load_config(path: str, arg: str | None = None):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("cfg", os.path.join(REPO, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+  return config_lib.load_file(os.path.join(REPO, path), arg or None)
 
 
 def _config(init: str, arg: str = "R1", **overrides):

@@ -2,7 +2,6 @@
 temperature, bootstrapping through truncation, health and resets wired, the optimizer group
 (adam by default, kron by name), config errors."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -26,11 +25,7 @@ MODULES = {"sac": sac, "td3": td3}
 
 
 def _config(algo, **overrides):
-  spec = importlib.util.spec_from_file_location(
-      "cfg", os.path.join(REPO, "configs", algo, "pendulum.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  c = config_lib.load_file(os.path.join(REPO, "configs", algo, "pendulum.py"))
   config_lib.set_dotted(c, overrides)
   return c
 
