@@ -18,7 +18,6 @@ arm and a last line ``ratio=<with/without env-steps/s>`` (1.0 = free; below 1 = 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ import numpy as np
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, REPO)
 
+from jaxlab.core import config as config_lib  # pylint: disable=g-import-not-at-top
 from jaxlab.core import loop  # pylint: disable=g-import-not-at-top
 from jaxlab.envs.from_config import make_from_config  # pylint: disable=g-import-not-at-top
 from jaxlab.rl import pqn  # pylint: disable=g-import-not-at-top
@@ -51,10 +51,7 @@ def parse_args(argv=None):
 
 def make_config(args, weight: float):
   path = os.path.join(REPO, "configs", "pqn", "breakout_minatar.py")
-  spec = importlib.util.spec_from_file_location("pqn_breakout_minatar", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(args.game)
+  c = config_lib.load_file(path, args.game)
   c.num_envs, c.unroll_length = args.num_envs, args.unroll_length
   c.num_minibatches = args.num_minibatches
   c.log_every = args.updates

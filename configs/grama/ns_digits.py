@@ -16,8 +16,9 @@ vmapped. Part (variant after the colon): ``plain12`` (default) or ``plain8``.
 Pre-registered criteria and results: docs/reproductions/grama.md.
 """
 
-import importlib.util
 import os
+
+from jaxlab.core.config import load_file
 
 
 def get_config(variant: str = "plain12"):
@@ -26,10 +27,7 @@ def get_config(variant: str = "plain12"):
   # Loaded by path, so the file works wherever the launcher or a test imports it from.
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "stable_gradients", "ns_digits.py")
-  spec = importlib.util.spec_from_file_location("stable_gradients_ns_digits", path)
-  base = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(base)
-  c = base.get_config(variant)
+  c = load_file(path, variant)
   c.arms.reset_methods = ("none", "redo", "regrama")
   c.reset.every = 50
   c.reset.redo_tau = 0.02

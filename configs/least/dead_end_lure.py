@@ -22,8 +22,9 @@ arms log ``replay/low_reward_share`` (cumulative, the buffer) and
 Design, criteria and results: docs/reproductions/least.md ("Redesigned study").
 """
 
-import importlib.util
 import os
+
+from jaxlab.core.config import load_file
 
 ARMS = ("base", "w0.3", "w0.45", "w0.6", "w1.0")
 
@@ -34,10 +35,7 @@ def get_config(arm: str = "w0.45"):
   # The earlier dead-end study's TD3 + LEAST settings (configs/least/dead_end.py, loaded by
   # path so the file works wherever it is imported from), on the new task and run length.
   path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dead_end.py")
-  spec = importlib.util.spec_from_file_location("least_dead_end", path)
-  base = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(base)
-  c = base.get_config("base" if arm == "base" else "least")
+  c = load_file(path, "base" if arm == "base" else "least")
   c.env.name = "toy/DeadEndLure"
   c.num_seeds = 5
   c.total_env_steps = 20_000

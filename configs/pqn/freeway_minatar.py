@@ -3,14 +3,11 @@
     python -m launch.train --config=configs/pqn/freeway_minatar.py --workdir=runs/pqn_freeway
 """
 
-import importlib.util
 import os
+
+from jaxlab.core.config import load_file
 
 
 def get_config():
-  # Loaded by path, so the file works wherever the launcher or a test imports it from.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "breakout_minatar.py")
-  spec = importlib.util.spec_from_file_location("pqn_breakout_minatar", path)
-  base = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(base)
-  return base.get_config("Freeway")
+  here = os.path.dirname(os.path.abspath(__file__))
+  return load_file(os.path.join(here, "breakout_minatar.py"), "Freeway")

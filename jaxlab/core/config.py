@@ -88,13 +88,20 @@ def set_dotted(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> 
     target[name] = value
 
 
-def load_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """``get_config()`` (or ``get_config(arg)``) of the config file at ``path``, executed from
-  its path as ``--config=path[:arg]`` would be (config files are not an importable package)."""
+def load_module(path: str):
+  """The config file at ``path`` as a module, executed from its path as ``--config=path``
+  would be (config files are not an importable package); for files that export more than
+  ``get_config`` (a study's ``ARMS``)."""
   name = "jaxlab_config_" + re.sub(r"\W", "_", os.path.splitext(os.path.abspath(path))[0])
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def load_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """``get_config()`` (or ``get_config(arg)``) of the config file at ``path``."""
+  module = load_module(path)
   return module.get_config() if arg is None else module.get_config(arg)
 
 

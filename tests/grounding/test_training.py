@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from jaxlab.core import config as config_lib
 from jaxlab.core.mesh import make_mesh
 from jaxlab.grounding import answer, schema, synthetic
 from jaxlab.llm import sft, tasks
@@ -78,7 +79,6 @@ def test_short_sft_run_scores_heldout_with_the_groundcua_verifier(screens, tmp_p
 def test_user_system_prompt_file_renders_each_rows_resized_size(screens, tmp_path):
   """The 3B configs take the paper's prompt from a file: its JSON braces survive, and each
   prompt names its own row's resized resolution; a missing file is one clear error."""
-  import importlib.util  # pylint: disable=import-outside-toplevel
   from jaxlab.core.errors import ConfigError  # pylint: disable=import-outside-toplevel
   prompt = tmp_path / "system.txt"
   prompt.write_text('Use {"name": "computer_use"} on a {width}x{height} screen.\n')
@@ -92,9 +92,7 @@ def test_user_system_prompt_file_renders_each_rows_resized_size(screens, tmp_pat
   for name in ("sft_3b", "rl_3b"):
     path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "groundcua",
                         name + ".py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = config_lib.load_module(path)
     c = mod.get_config(str(prompt))
     text = c.data.prompt_format.format(**row)
     assert f"{w}x{h} screen.<|im_end|>" in text and text.endswith("assistant\n")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from jaxlab.core import config as config_lib
 from jaxlab.core.errors import ConfigError
 from jaxlab.llm import rsa
 from jaxlab.llm import tasks as tasks_lib
@@ -366,11 +367,6 @@ def test_aggregation_rl_rows_mix_standard_and_reference_candidate_prompts(tmp_pa
 
 
 def test_default_config_file_is_valid():
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("rsa_default",
-                                                os.path.join(REPO, "configs", "rsa", "default.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  c = config_lib.load_file(os.path.join(REPO, "configs", "rsa", "default.py"))
   rsa.validate(c)
   assert (c.population, c.k, c.steps) == (16, 4, 10)  # spec §3.3

@@ -202,13 +202,9 @@ def test_native_checkpoint_names_a_missing_tensor(tmp_path):
 
 
 def _grid():
-  import importlib.util  # pylint: disable=import-outside-toplevel
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "configs",
                       "looped", "grid.py")
-  spec = importlib.util.spec_from_file_location("looped_grid", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_lib.load_module(path)
 
 
 def test_grid_arms_are_valid_configs_of_the_design():

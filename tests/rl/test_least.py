@@ -2,7 +2,6 @@
 stops end episodes as truncations (bootstrapped, not terminal), and a TD3 run stops episodes
 and stores them so."""
 
-import importlib.util
 import os
 
 import jax
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxlab import envs
+from jaxlab.core import config as config_lib
 from jaxlab.envs.from_config import make_from_config
 from jaxlab.rl import least, td3
 
@@ -133,11 +133,7 @@ def test_adaptive_window_grows_when_entropy_rises():
 
 
 def test_td3_run_stops_episodes_as_truncations():
-  spec = importlib.util.spec_from_file_location(
-      "cfg", os.path.join(REPO, "configs", "td3", "pendulum.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  c = config_lib.load_file(os.path.join(REPO, "configs", "td3", "pendulum.py"))
   c.total_env_steps = 4000
   c.learning_starts = 1000
   c.log_every = 100

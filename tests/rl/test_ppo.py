@@ -9,6 +9,7 @@ import chex
 import jax
 import numpy as np
 
+from jaxlab.core import config as config_lib
 from jaxlab.envs.from_config import make_from_config
 from jaxlab.rl import ppo
 
@@ -16,12 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _config(**overrides):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(
-      "cfg", os.path.join(REPO, "configs", "ppo", "cartpole_gymnax.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  c = config_lib.load_file(os.path.join(REPO, "configs", "ppo", "cartpole_gymnax.py"))
   for key, value in overrides.items():
     c[key] = value
   return c

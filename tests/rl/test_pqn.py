@@ -1,6 +1,5 @@
 """PQN: learning on CartPole, seeds, options, config (its Q(λ) targets: tests/rl/test_losses.py)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxlab.core import config as config_lib
 from jaxlab.core import loop
 from jaxlab.core.errors import ConfigError
 from jaxlab.envs.from_config import make_from_config
@@ -19,11 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _config(name="cartpole", **overrides):
-  spec = importlib.util.spec_from_file_location(
-      "cfg", os.path.join(REPO, "configs", "pqn", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  c = config_lib.load_file(os.path.join(REPO, "configs", "pqn", f"{name}.py"))
   for key, value in overrides.items():
     c[key] = value
   return c
