@@ -7,7 +7,11 @@
 
 ``--export`` writes the per-seed values behind the table (one row per arm, run and seed;
 ``jaxlab.core.stats``); ``--data`` rebuilds the table from such a file alone, with no runs, so
-every table of ``docs/reproductions/`` can be audited without rerunning.
+every table of ``docs/reproductions/`` can be audited without rerunning. ``--update_page=PAGE``
+rewrites, in a markdown page, the table after each ``<!-- data: FILE -->`` marker from FILE
+(the prose around it still needs rereading):
+
+    python -m launch.analyze --update_page=docs/reproductions/asyppo.md
 
 Each run contributes its ``metrics.jsonl``. Per-seed values (lists) give the interval over seeds;
 runs sharing a label (``--group_by`` a config key, e.g. ``env.name``) are pooled as seeds of one
@@ -55,6 +59,8 @@ _WORKDIR = flags.DEFINE_list("workdir", None, "Run directories (comma-separated;
 _DATA = flags.DEFINE_list("data", None, "Per-seed CSV files (written by --export) or benchmark "
                           "results.json files: print their "
                           "tables instead of reading runs.")
+_UPDATE_PAGE = flags.DEFINE_list("update_page", None, "Markdown pages whose tables after "
+                                 "'<!-- data: FILE -->' markers are rewritten from FILE.")
 _EXPORT = flags.DEFINE_string("export", None, "Write the per-seed values of the table here (CSV).")
 _OUT = flags.DEFINE_string("out", "runs/analysis", "Output directory for the table and plots.")
 _KEYS = flags.DEFINE_list("keys", ["eval/episode_return", "train/episode_return"],
@@ -197,21 +203,57 @@ def fail(message: str) -> None:
   sys.exit(2)
 
 
-def tables_from_data(paths: list[str]) -> None:
-  """Prints the table of each per-seed CSV, or of each benchmark ``results.json``."""
+def table_of(path: str) -> str:
+  """The markdown table of a per-seed CSV, or of a benchmark ``results.json``; a file that
+  cannot be read or parsed exits 2 naming it."""
   from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
   from jaxlab.evals import benchmark  # pylint: disable=import-outside-toplevel
+  try:
+    if path.endswith(".json"):
+      with open(path) as f:
+        return benchmark.results_table(json.load(f))
+    columns, rows = stats.read_seed_rows(path)
+    return stats.seed_table(rows, columns)
+  except (OSError, ValueError, KeyError) as err:
+    fail(f"{path}: {err}")
+
+
+def tables_from_data(paths: list[str]) -> None:
+  """Prints the table of each per-seed CSV, or of each benchmark ``results.json``."""
   for path in paths:
-    try:
-      if path.endswith(".json"):
-        with open(path) as f:
-          table = benchmark.results_table(json.load(f))
-      else:
-        columns, rows = stats.read_seed_rows(path)
-        table = stats.seed_table(rows, columns)
-    except (OSError, ValueError, KeyError) as err:
-      fail(f"{path}: {err}")
-    print(f"{path}:\n{table}\n")
+    print(f"{path}:\n{table_of(path)}\n")
+
+
+DATA_MARKER = re.compile(r"^<!-- data: (\S+\.(?:csv|json)) -->$")
+
+
+def update_page(page: str) -> int:
+  """Replaces the table that follows each data marker of ``page`` (blank lines between them
+  allowed; a marker with no table yet gets one) with the table of the marker's file, a path
+  relative to the working directory. Returns the number of tables written."""
+  try:
+    with open(page, encoding="utf-8") as f:
+      lines = f.read().split("\n")
+  except OSError as err:
+    fail(f"--update_page: {page}: {err.strerror}")
+  n, i = 0, -1
+  while i + 1 < len(lines):  # the loop edits ``lines``
+    i += 1
+    m = DATA_MARKER.match(lines[i].strip())
+    if not m:
+      continue
+    j = i + 1
+    while j < len(lines) and not lines[j].strip():
+      j += 1
+    k = j
+    while k < len(lines) and lines[k].lstrip().startswith("|"):
+      k += 1
+    table = table_of(m.group(1)).split("\n")
+    lines[j:k] = table if k > j else [""] + table + [""]
+    n += 1
+  with open(page, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines))
+  return n
 
 
 def _model_dir(path: str) -> str:
@@ -338,11 +380,13 @@ def main(argv):
   if _KIND.value == "looped_study":
     analyze_looped_study()
     return
-  if _DATA.value:
-    tables_from_data(_DATA.value)
+  if _DATA.value or _UPDATE_PAGE.value:
+    tables_from_data(_DATA.value or [])
+    for page in _UPDATE_PAGE.value or []:
+      print(f"{page}: {update_page(page)} tables rewritten from their data files")
     return
   if not _WORKDIR.value:
-    fail("pass --workdir=<run dirs> (or --data=<per-seed CSV files>)")
+    fail("pass --workdir=<run dirs> (or --data=<per-seed CSV files>, or --update_page=<page>)")
   from jaxlab.core import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
   from jaxlab.core import plotting  # pylint: disable=import-outside-toplevel
   from jaxlab.core import stats  # pylint: disable=import-outside-toplevel

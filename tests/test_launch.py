@@ -210,6 +210,28 @@ def test_analyze_pools_seed_suffixed_runs(tmp_path):
   assert rows["grpo"] in again.stdout and rows["ppo"] in again.stdout
 
 
+def test_analyze_update_page_rewrites_the_tables_after_data_markers(tmp_path, monkeypatch):
+  """A stale table after a marker is replaced, a marker with no table gets one, prose and
+  unmarked tables stay; a marker naming a missing file exits 2 naming it."""
+  from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
+  from launch import analyze  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(tmp_path)
+  stats.write_seed_rows("a.csv", [{"arm": "x", "run": "x_s0", "seed": 0, "acc": 0.5},
+                                  {"arm": "x", "run": "x_s1", "seed": 1, "acc": 0.7}], ["acc"])
+  table = stats.seed_table(*reversed(stats.read_seed_rows("a.csv")))
+  page = tmp_path / "page.md"
+  page.write_text("# t\n<!-- data: a.csv -->\n\n| old | table |\n|---|---|\n| 1 | 2 |\n\ntext\n"
+                  "<!-- data: a.csv -->\nmore text\n\n| kept | table |\n")
+  assert analyze.update_page(str(page)) == 2
+  assert page.read_text() == (f"# t\n<!-- data: a.csv -->\n\n{table}\n\ntext\n"
+                              f"<!-- data: a.csv -->\n\n{table}\n\nmore text\n\n| kept | table |\n")
+  assert analyze.update_page(str(page)) == 2 and table in page.read_text()  # idempotent
+  page.write_text("<!-- data: gone.csv -->\n")
+  with pytest.raises(SystemExit) as err:
+    analyze.update_page(str(page))
+  assert err.value.code == 2
+
+
 def _analyze(*args):
   return subprocess.run([sys.executable, "-m", "launch.analyze", *args], cwd=REPO,
                         capture_output=True, text=True, timeout=300,

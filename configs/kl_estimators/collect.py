@@ -1,9 +1,9 @@
 """Per-seed CSVs of the KL-estimator sweep (configs/kl_estimators/sweep.sh) for the page.
 
     python configs/kl_estimators/collect.py [--root=runs/kl_sweep] \
-        [--out=docs/reproductions/data/kl_estimators] \
-        [--update_page=docs/reproductions/kl_estimators.md]
+        [--out=docs/reproductions/data/kl_estimators]
     python -m launch.analyze --data=docs/reproductions/data/kl_estimators/final.csv  # any CSV
+    python -m launch.analyze --update_page=docs/reproductions/kl_estimators.md  # its tables
 
 Only finished runs (``summary.json`` and ``ood.json``) are used. Writes three per-seed CSVs
 (``jaxlab.core.stats`` format) into ``--out`` and prints their tables:
@@ -67,36 +67,10 @@ def comparisons() -> list[tuple[str, str, str]]:
   return out
 
 
-def update_page(page: str, out: str) -> None:
-  """Replaces the markdown table that follows each data marker of ``out``'s CSVs in ``page``."""
-  with open(page, encoding="utf-8") as f:
-    lines = f.read().split("\n")
-  i = 0
-  while i < len(lines):
-    m = re.match(r"^<!-- data: (\S+\.csv) -->\s*$", lines[i].strip())
-    if m and os.path.normpath(os.path.dirname(m.group(1))) == os.path.normpath(out):
-      j = i + 1
-      while j < len(lines) and not lines[j].strip():
-        j += 1
-      k = j
-      while k < len(lines) and lines[k].lstrip().startswith("|"):
-        k += 1
-      columns, rows = stats.read_seed_rows(m.group(1))
-      lines[j:k] = stats.seed_table(rows, columns).split("\n")
-    i += 1
-  with open(page, "w", encoding="utf-8") as f:
-    f.write("\n".join(lines))
-  print(f"updated the tables of {page}")
-
-
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--root", default="runs/kl_sweep")
   p.add_argument("--out", default="docs/reproductions/data/kl_estimators")
-  p.add_argument("--update_page", default="",
-                 help="also replace, in this markdown page, the table after each "
-                 "'<!-- data: <--out>/<name>.csv -->' marker with the new one (the prose and "
-                 "verdicts still need rereading)")
   a = p.parse_args(argv)
   done = [n for n in all_runs()
           if os.path.isfile(os.path.join(a.root, n, "summary.json"))
@@ -169,9 +143,6 @@ def main(argv=None) -> int:
       else:
         signs.append(">" if m - h > 0 else "<" if m + h < 0 else "·")
     print(f"  {label} (n={len(rs)}): " + "  ".join(signs))
-
-  if a.update_page:
-    update_page(a.update_page, a.out)
 
   walls = []
   for n in done:
