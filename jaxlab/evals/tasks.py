@@ -22,7 +22,7 @@ def task_accuracy(run: Any, state: Any, options: Any) -> dict[str, Any]:
   rows = [r for _, _, r in located]
   # Runs whose rows carry images (a vision-language SFT run) read them beside their files.
   images = run.row_images(located) if hasattr(run, "row_images") else None
-  scorer = TaskAccuracy.from_config(c, run.tokenizer, rows, run.mesh, images=images)
+  scorer = TaskAccuracy.from_config(c, run.tokenizer, located, run.mesh, images=images)
   metrics, texts = scorer(run.model(state))
   if options.workdir:
     path = os.path.join(options.workdir, "eval_samples_launch.jsonl")

@@ -8,6 +8,7 @@ Any family the sampler takes: rows with images go to a vision-language model thr
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -37,15 +38,21 @@ class TaskAccuracy:
       :func:`jaxlab.llm.sampling.generate` for those rows; one padded layout for every batch,
       so one compiled sampler), e.g. :class:`jaxlab.llm.data.RowImages`.
     image_placeholder: the format field that stands for an image (with ``images``).
+    files: the file each row came from (``config.data.eval_files``); with rows from more than
+      one file (e.g. an in-domain and an out-of-domain split of one task) the accuracy of
+      each file is reported too, as ``eval/accuracy_file/<file name without .jsonl>``.
   """
 
   def __init__(self, prompt_format: str, tokenizer: Any, rows: Sequence[dict[str, Any]],
                batch_size: int, max_new_tokens: int, mesh: Any = None,
                prompt_special_tokens: bool = True, images: Any = None,
-               image_placeholder: str = "image"):
+               image_placeholder: str = "image", files: Sequence[str] | None = None):
     from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
     from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
     self.rows = list(rows)
+    if files is not None and len(files) != len(self.rows):
+      raise ValueError(f"{len(files)} file names for {len(self.rows)} rows")
+    self.files = list(files) if files is not None else None
     self.tokenizer = tokenizer
     self.mesh = mesh
     self.images = images
@@ -62,13 +69,15 @@ class TaskAccuracy:
         stop_tokens=(int(tokenizer.eos_token_id),), pad_id=int(pad))
 
   @classmethod
-  def from_config(cls, c: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], mesh: Any,
+  def from_config(cls, c: Any, tokenizer: Any,
+                  located: Sequence[tuple[str, int, dict[str, Any]]], mesh: Any,
                   images: Any = None) -> "TaskAccuracy":
     """From a trainer config's ``data.prompt_format`` and ``eval`` group (and
-    ``data.image_placeholder`` with ``images``)."""
-    return cls(c.data.prompt_format, tokenizer, rows, c.eval.batch_size, c.eval.max_new_tokens,
-               mesh, c.data.get("prompt_special_tokens", True), images,
-               c.data.get("image_placeholder", "image"))
+    ``data.image_placeholder`` with ``images``), on ``(file, line, row)`` triples as
+    :func:`jaxlab.llm.data.load_rows` returns them."""
+    return cls(c.data.prompt_format, tokenizer, [r for _, _, r in located], c.eval.batch_size,
+               c.eval.max_new_tokens, mesh, c.data.get("prompt_special_tokens", True), images,
+               c.data.get("image_placeholder", "image"), files=[f for f, _, _ in located])
 
   def completions(self, model) -> list[str]:
     import jax  # pylint: disable=g-import-not-at-top
@@ -88,12 +97,22 @@ class TaskAccuracy:
     return texts
 
   def __call__(self, model) -> tuple[dict[str, float], list[str]]:
-    """``({"eval/accuracy": ..., "eval/accuracy/<task>": ...}, completions)``."""
+    """``({"eval/accuracy": ..., "eval/accuracy/<task>": ...,
+    "eval/accuracy_file/<file>": ...}, completions)``: per task with several tasks, per file
+    with rows from several files."""
     texts = self.completions(model)
     acc = tasks_lib.accuracy(self.rows, texts)
     metrics = {"eval/accuracy": acc.pop("all")}
     if len(acc) > 1:
       metrics.update({f"eval/accuracy/{k}": v for k, v in acc.items()})
+    names = list(dict.fromkeys(self.files or []))  # in the config's order
+    if len(names) > 1:
+      stems = [os.path.basename(n).removesuffix(".jsonl") for n in names]
+      if len(set(stems)) < len(stems):  # two files of one name in different folders
+        stems = [n.removesuffix(".jsonl") for n in names]
+      for name, stem in zip(names, stems):
+        rows = [(r, t) for r, t, f in zip(self.rows, texts, self.files) if f == name]
+        metrics[f"eval/accuracy_file/{stem}"] = tasks_lib.accuracy(*zip(*rows))["all"]
     return metrics, texts
 
   def samples(self, texts: Sequence[str]) -> list[dict[str, Any]]:

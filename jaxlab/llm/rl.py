@@ -656,7 +656,6 @@ class RLRun:
       self.prompt_len = _job_prompt_len(c, self.store, tokenizer)
     # The held-out rows (few) are read whole on every process.
     eval_with_where = data_lib.load_rows(c.data.eval_files, c.eval.num_examples)
-    eval_rows = [r for _, _, r in eval_with_where]
     if self.vlm:
       from jaxlab.models.qwen_vl import params as vl_ckpt  # pylint: disable=g-import-not-at-top
       policy, _ = vl_ckpt.from_pretrained(c.model.init, mesh=None, dtype=c.dtype,
@@ -721,7 +720,7 @@ class RLRun:
         entropy_filter_h=float(c.asyppo.entropy_filter_h), scope=c.asyppo.scope)
     self.step_fn = make_rl_step(spec, self.graphdef, tx, schedule, critic_graphdef, critic_tx)
     self.reward_fn = get_reward_fn(c.reward.fn)
-    self.evaluator = TaskAccuracy.from_config(c, tokenizer, eval_rows, mesh,
+    self.evaluator = TaskAccuracy.from_config(c, tokenizer, eval_with_where, mesh,
                                               images=eval_images)
     self._state0 = {"state": RLState(policy_state, critic_state),
                     "history": [_copy_tree(params) for _ in range(c.async_lag)]}

@@ -712,8 +712,7 @@ class SFTRun:
       self.tokenizer = _build_tokenizer(c, workdir, lambda: [_job_chars(c, self.store)])
       self.num_rows = len(self.store)
       self.seq_len = _job_seq_len(c, self.store, self.tokenizer)
-      self.eval_rows = [r for _, _, r in data_lib.load_rows(c.data.eval_files,
-                                                            c.eval.num_examples)]
+      self.eval_located = data_lib.load_rows(c.data.eval_files, c.eval.num_examples)
       model = build_model(c, self.tokenizer, mesh)
     tx, schedule = optim.make_optimizer("adamw", total_steps=c.steps, decay_mask="matrices",
                                         **c.optim)
@@ -736,7 +735,7 @@ class SFTRun:
                                              grad_accum=c.grad_accum, mesh=mesh,
                                              state=self._state0, rules=rules,
                                              loss_fn=loss_fn, seed=c.seed)
-    self.evaluator = TaskAccuracy.from_config(c, self.tokenizer, self.eval_rows, mesh,
+    self.evaluator = TaskAccuracy.from_config(c, self.tokenizer, self.eval_located, mesh,
                                               images=eval_images)
     self.eval_texts: list[str] = []
 
@@ -750,14 +749,13 @@ class SFTRun:
     """A vision-language run's rows, read and tokenized whole on every process (the image
     grids of every row set the patch budget); the held-out rows' images."""
     train_rows = data_lib.load_rows(c.data.train_files, c.data.max_train_rows)
-    eval_rows = data_lib.load_rows(c.data.eval_files, c.eval.num_examples)
-    self.eval_rows = [r for _, _, r in eval_rows]
+    self.eval_located = data_lib.load_rows(c.data.eval_files, c.eval.num_examples)
     eval_images = None
     if c.data.image_field:
       self.image_config, vision = image_configs(c)
       self.images = data_lib.RowImages(train_rows, c.data.image_field, self.image_config,
                                        vision, c.data.max_patches)
-      eval_images = self.row_images(eval_rows)
+      eval_images = self.row_images(self.eval_located)
       prompts = self.images.prompts(c.data.prompt_format, [r for _, _, r in train_rows],
                                     c.data.image_placeholder)
       pairs = [(p, format_row(c, r)[1]) for p, (_, _, r) in zip(prompts, train_rows)]
@@ -867,7 +865,7 @@ class SFTRun:
     with open(os.path.join(self.workdir, "eval_samples.jsonl"), "w") as f:
       for record in self.evaluator.samples(self.eval_texts):
         f.write(json.dumps(record) + "\n")
-    return dict(seq_len=self.seq_len, train_rows=self.num_rows, eval_rows=len(self.eval_rows),
+    return dict(seq_len=self.seq_len, train_rows=self.num_rows, eval_rows=len(self.eval_located),
                 num_params=train_lib.count_params(state.params), hf_model=hf_dir)
 
 

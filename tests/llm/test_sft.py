@@ -20,6 +20,7 @@ from jaxlab.core import config as config_lib
 from jaxlab.core.errors import DataError
 from jaxlab.llm.evaluation import TaskAccuracy
 from jaxlab.core.mesh import make_mesh
+from jaxlab.llm import data as data_lib
 from jaxlab.llm import sft, tasks
 from jaxlab.models.decoder import params as checkpoint
 
@@ -77,7 +78,7 @@ def test_learns_held_out_chain_sum(compact_data, tmp_path):
   # The exported Hugging Face directory is the trained model: loaded back, it gives the same
   # held-out completions.
   model, tok = checkpoint.from_pretrained(summary["hf_model"])
-  evaluator = TaskAccuracy.from_config(c, tok, tasks.load_jsonl(compact_data["eval"]), None)
+  evaluator = TaskAccuracy.from_config(c, tok, data_lib.load_rows([compact_data["eval"]]), None)
   assert evaluator.completions(model) == [s["completion"] for s in samples]
   # ... and config.model.init fine-tunes it (weights and tokenizer from that directory): a
   # few steps at a tiny learning rate keep its accuracy, which a fresh model would not have.

@@ -152,7 +152,7 @@ def test_short_vlm_run_exports_a_model_the_loader_and_sampler_read(shapes_data, 
   rows = data_lib.load_rows(c.data.eval_files)
   images = data_lib.RowImages(rows, "image", processor.ImageProcessorConfig.from_dir(hf),
                               model.config.vision)
-  again = TaskAccuracy.from_config(c, tok, [r for _, _, r in rows], None, images=images)
+  again = TaskAccuracy.from_config(c, tok, rows, None, images=images)
   samples = [json.loads(line) for line in open(tmp_path / "run" / "eval_samples.jsonl")]
   assert again.completions(model) == [s["completion"] for s in samples]
   # launch.eval's evaluator on the restored run reads the rows' images too.

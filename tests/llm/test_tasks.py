@@ -200,3 +200,31 @@ def test_generation_is_deterministic_and_excludes(tmp_path):
     tasks.generate("chain_sum", 500, seed=0, min_terms=2, max_terms=2, max_digits=1)
   assert tasks.main(["--task=chain_sum", "--n=2", "--seed=1", f"--out={out}",
                      "--difficulty=bogus=1"]) == 2
+
+
+def test_task_accuracy_reports_each_eval_file(tmp_path):
+  """Rows from two files (an in-domain and an out-of-domain split of one task) get one
+  accuracy each beside the pooled one; rows of one file get none."""
+  from jaxlab.llm import data as data_lib  # pylint: disable=import-outside-toplevel
+  from jaxlab.llm.evaluation import TaskAccuracy  # pylint: disable=import-outside-toplevel
+  from jaxlab.models.tokenizer import train_char_tokenizer  # pylint: disable=import-outside-toplevel
+  root = os.path.join(os.path.dirname(__file__), "..", "..", "data", "llm")
+  files = [os.path.join(root, "chain_sum_rl_eval.jsonl"),
+           os.path.join(root, "chain_sum_rl_ood.jsonl")]
+  located = data_lib.load_rows(files, 3)
+  rows = [r for _, _, r in located]
+  tok = train_char_tokenizer([r["question"] + r["answer"] for r in rows])
+  ev = TaskAccuracy("{question}", tok, rows, batch_size=6, max_new_tokens=4,
+                    files=[f for f, _, _ in located])
+  # Right answers for the first in-domain row and every out-of-domain row.
+  texts = [" " + r["answer"] if i == 0 or i >= 3 else " x" for i, r in enumerate(rows)]
+  ev.completions = lambda model: texts
+  metrics, _ = ev(None)
+  assert metrics == {"eval/accuracy": pytest.approx(4 / 6),
+                     "eval/accuracy_file/chain_sum_rl_eval": pytest.approx(1 / 3),
+                     "eval/accuracy_file/chain_sum_rl_ood": 1.0}
+  one = TaskAccuracy("{question}", tok, rows[:3], 6, 4, files=[f for f, _, _ in located[:3]])
+  one.completions = lambda model: texts[:3]
+  assert one(None)[0] == {"eval/accuracy": pytest.approx(1 / 3)}
+  with pytest.raises(ValueError, match="2 file names for 3 rows"):
+    TaskAccuracy("{question}", tok, rows[:3], 6, 4, files=files)
