@@ -376,6 +376,8 @@ class RowImages:
     vision_config: the model's :class:`~jaxlab.models.qwen_vl.config.VisionConfig`.
     max_patches: the patch budget of one row (all its images); 0 = the largest row's.
     key: the config key named when a row exceeds ``max_patches``.
+    max_images: image slots per row; 0 = the most any row has (at least 1). A batch of a
+      few rows gives the job's values for both, so every batch has the same shapes.
 
   Raises:
     DataError: a bad image field or file (see :func:`image_paths`, :func:`image_grid`), or a
@@ -384,7 +386,7 @@ class RowImages:
 
   def __init__(self, rows_with_where: Sequence[tuple[str, int, dict]], field: str,
                image_config: Any, vision_config: Any, max_patches: int = 0,
-               key: str = "config.data.max_patches"):
+               key: str = "config.data.max_patches", max_images: int = 0):
     self.where = [f"{f}:{line}" for f, line, _ in rows_with_where]
     self.paths = image_paths(rows_with_where, field)
     self.image_config, self.vision_config = image_config, vision_config
@@ -402,7 +404,7 @@ class RowImages:
                           f"than '{key}'={max_patches}; raise it or lower "
                           "'config.data.max_pixels'")
     self.max_patches = max_patches or max(need, default=0)
-    self.max_images = max([len(p) for p in self.paths] + [1])
+    self.max_images = max_images or max([len(p) for p in self.paths] + [1])
 
   def __len__(self) -> int:
     return len(self.paths)

@@ -8,10 +8,11 @@ The trainer behind ``config.trainer = "llm_sft"``:
    sequences, RIGHT-padded to one length ``T``; the loss mask selects the completion and its
    eos. The batch of step ``s`` is a pure function of ``(seed, s)`` (an epoch-wise
    permutation), so a resumed run sees exactly the batches an uninterrupted one would.
-   Text rows are parsed and tokenized when a batch needs them, each process only the rows
-   of its own devices (:class:`jaxlab.llm.data.RowStore`); at the start every row is checked
-   once (and measured for ``T``, and read for a fresh char tokenizer's characters), each
-   process its share, the results exchanged, so a bad row fails the run before training.
+   Rows are parsed and tokenized when a batch needs them, each process only the rows of its
+   own devices (:class:`jaxlab.llm.data.RowStore`); at the start every row is checked once
+   (and measured for ``T`` and an image row's patch budget, and read for a fresh char
+   tokenizer's characters), each process its share, the results exchanged, so a bad row
+   fails the run before training.
 2. Model: a fresh decoder of the configured size with a char-level tokenizer built from the
    training texts, or (``config.model.init``) a Hugging Face-format directory to fine-tune.
    ``config.model.family = "looped"`` builds a looped (prelude / recurrent core / coda) model
@@ -33,7 +34,8 @@ Qwen2.5-VL directory. Rows may name image files (``config.data.image_field``); e
 repeated once per merged patch of that image (a format without it puts the images first). The
 images are read per batch and padded to a fixed patch budget per row (``data.max_patches``;
 :class:`jaxlab.llm.data.RowImages`), so batches of mixed image sizes share one compiled step;
-M-RoPE positions are computed per row when the rows are read, and the loss is
+M-RoPE positions are computed with each batch (nothing per row is kept for the whole
+training set, so its size is bounded by the files, not memory), and the loss is
 :func:`jaxlab.llm.train.vlm_loss` through the same step. The char tokenizer of a fresh model
 carries the vision tokens, and ``hf_model`` gets ``preprocessor_config.json`` too, so
 ``python -m launch.generate --model=workdir/hf_model --image=x.png --prompt=...`` answers.
@@ -408,20 +410,25 @@ def _format_located(c: ml_collections.ConfigDict, located: tuple[str, int, dict]
                     f"field the row does not have ({type(e).__name__} {e})") from None
 
 
-def _job_chars(c: ml_collections.ConfigDict, store: data_lib.RowStore) -> str:
-  """Every character of the training texts (prompt and completion of every row), sorted: what
-  a char tokenizer is built from. Each process reads its share of the rows; the character sets
+def _job_chars(c: ml_collections.ConfigDict, store: data_lib.RowStore,
+               render: Callable[[tuple[str, int, dict]], tuple] | None = None) -> str:
+  """Every character of the training texts (prompt and completion of every row, as ``render``
+  gives them first; vision tokens left out, as the tokenizer adds them whole), sorted: what a
+  char tokenizer is built from. Each process reads its share of the rows; the character sets
   are exchanged (a collective), so every process builds the same tokenizer without waiting for
   process 0 to write it."""
   chars: set[str] = set()
+  vision = _vision_tokens() if c.model.family == "qwen_vl" else []
 
-  def collect(index, where, pairs):
+  def collect(index, where, items):
     del index, where
-    for p, q in pairs:
-      chars.update(p)
-      chars.update(q)
+    for item in items:
+      for text in item[:2]:
+        for v in vision:
+          text = text.replace(v, "")
+        chars.update(text)
 
-  data_lib.share_pass(store, functools.partial(_format_located, c), collect)
+  data_lib.share_pass(store, render or functools.partial(_format_located, c), collect)
   mine = np.asarray(sorted(ord(ch) for ch in chars), np.int32)
   sizes = mesh_lib.allgather_host(np.int32(len(mine)))
   padded = np.full(max(int(sizes.max()), 1), -1, np.int32)
@@ -430,23 +437,29 @@ def _job_chars(c: ml_collections.ConfigDict, store: data_lib.RowStore) -> str:
   return "".join(chr(x) for x in sorted(set(every[every >= 0].tolist())))
 
 
-def _job_seq_len(c: ml_collections.ConfigDict, store: data_lib.RowStore, tokenizer) -> int:
+def _job_seq_len(c: ml_collections.ConfigDict, store: data_lib.RowStore, tokenizer,
+                 render: Callable[[tuple[str, int, dict]], tuple] | None = None,
+                 each: Callable[[list[tuple]], None] | None = None) -> int:
   """``T``: ``config.data.max_len``, or the longest tokenized training row. Each process
   tokenizes its share of the rows (a collective), which also checks every row once.
+  ``render``: a row's ``(prompt, completion, ...)`` (default :func:`_format_located`);
+  ``each``: called with every chunk of rendered rows (this process's share only).
 
   Raises:
     DataError: a bad row, or one longer than ``max_len`` (the first such, as
       :func:`encode_sft` names it), on every process.
   """
 
-  def lengths(index, where, pairs):
+  def lengths(index, where, items):
     del index
-    _, mask = encode_sft(tokenizer, [p for p, _ in pairs], [q for _, q in pairs], 0, where,
+    if each is not None:
+      each(items)
+    _, mask = encode_sft(tokenizer, [x[0] for x in items], [x[1] for x in items], 0, where,
                          c.data.prompt_special_tokens)
     return mask.shape[1] - np.argmax(mask[:, ::-1], axis=1)  # the eos is the last target
 
-  longest, over = data_lib.measure_rows(store, functools.partial(_format_located, c), lengths,
-                                        c.data.max_len)
+  longest, over = data_lib.measure_rows(store, render or functools.partial(_format_located, c),
+                                        lengths, c.data.max_len)
   if over is not None:
     f, line = store.where(over[0])
     raise DataError(f"{f}:{line}: {over[1]} tokens, longer than 'config.data.max_len'="
@@ -694,25 +707,37 @@ class SFTRun:
     self.config = c
     self.workdir, self.mesh = workdir, mesh
     self.vlm = c.model.family == "qwen_vl"
-    self.images = eval_images = None  # RowImages of the training / held-out rows
-    self.store = self.tokens = self.loss_mask = None
+    # Rows are parsed and tokenized per batch, each process only the rows of its own devices
+    # (host_batch); at the start every row is checked once, each process its share.
+    self.store = data_lib.RowStore(c.data.train_files, c.data.max_train_rows)
+    self.num_rows = len(self.store)
+    self.eval_located = data_lib.load_rows(c.data.eval_files, c.eval.num_examples)
+    eval_images = None
     if self.vlm:
-      eval_images = self._read_vlm_rows(c, workdir)
-      vl_config = _check_vl_tokenizer(c, self.tokenizer)
-      # Real tokens run up to the last target (the eos); M-RoPE positions per row, once.
-      lengths = self.seq_len - np.argmax(self.loss_mask[:, ::-1], axis=1)
-      self.mask = np.arange(self.seq_len)[None] < lengths[:, None]
-      self.positions = mrope_positions(vl_config, self.tokens, self.mask, self.images,
-                                       self._where)
-      model = _build_qwen_vl(c, self.tokenizer, mesh, None if c.model.init else vl_config)
+      # Image rows: the image processor and tower configs, and the job's patch budget per
+      # row and image slots per row (the largest over every row, measured with T).
+      self.image_config = self.vision_config = None
+      if c.data.image_field:
+        self.image_config, self.vision_config = image_configs(c)
+      self.tokenizer = _build_tokenizer(c, workdir, lambda: [
+          _job_chars(c, self.store, self._vlm_row)])
+      self.vl_config = _check_vl_tokenizer(c, self.tokenizer)
+      most = np.zeros(2, np.int32)  # this process's largest (patches, images) of a row
+
+      def each(items):
+        for item in items:
+          np.maximum(most, item[2:], out=most)
+
+      self.seq_len = _job_seq_len(c, self.store, self.tokenizer, self._vlm_row, each)
+      self.max_patches, self.max_images = (int(x) for x in
+                                           mesh_lib.allgather_host(most).max(axis=0))
+      self.max_patches = c.data.max_patches or self.max_patches
+      self.max_images = max(self.max_images, 1)
+      eval_images = self.row_images(self.eval_located)
+      model = _build_qwen_vl(c, self.tokenizer, mesh, None if c.model.init else self.vl_config)
     else:
-      # Text rows are parsed and tokenized per batch, each process only the rows of its own
-      # devices (host_batch); at the start every row is checked once, each process its share.
-      self.store = data_lib.RowStore(c.data.train_files, c.data.max_train_rows)
       self.tokenizer = _build_tokenizer(c, workdir, lambda: [_job_chars(c, self.store)])
-      self.num_rows = len(self.store)
       self.seq_len = _job_seq_len(c, self.store, self.tokenizer)
-      self.eval_located = data_lib.load_rows(c.data.eval_files, c.eval.num_examples)
       model = build_model(c, self.tokenizer, mesh)
     tx, schedule = optim.make_optimizer("adamw", total_steps=c.steps, decay_mask="matrices",
                                         **c.optim)
@@ -745,29 +770,37 @@ class SFTRun:
     self.plot_keys = ("train/loss", "eval/accuracy")
     self.target = ("eval/accuracy", c.target_accuracy)
 
-  def _read_vlm_rows(self, c, workdir) -> data_lib.RowImages | None:
-    """A vision-language run's rows, read and tokenized whole on every process (the image
-    grids of every row set the patch budget); the held-out rows' images."""
-    train_rows = data_lib.load_rows(c.data.train_files, c.data.max_train_rows)
-    self.eval_located = data_lib.load_rows(c.data.eval_files, c.eval.num_examples)
-    eval_images = None
-    if c.data.image_field:
-      self.image_config, vision = image_configs(c)
-      self.images = data_lib.RowImages(train_rows, c.data.image_field, self.image_config,
-                                       vision, c.data.max_patches)
-      eval_images = self.row_images(self.eval_located)
-      prompts = self.images.prompts(c.data.prompt_format, [r for _, _, r in train_rows],
-                                    c.data.image_placeholder)
-      pairs = [(p, format_row(c, r)[1]) for p, (_, _, r) in zip(prompts, train_rows)]
-    else:
-      pairs = [format_row(c, r) for _, _, r in train_rows]
-    self.tokenizer = _build_tokenizer(c, workdir, [p + q for p, q in pairs])
-    self._where = [f"{f}:{line}" for f, line, _ in train_rows]
-    self.tokens, self.loss_mask = encode_sft(self.tokenizer, [p for p, _ in pairs],
-                                             [q for _, q in pairs], c.data.max_len, self._where,
-                                             c.data.prompt_special_tokens)
-    self.num_rows, self.seq_len = self.tokens.shape
-    return eval_images
+  def _row_images(self, located: Sequence[tuple[str, int, dict]], max_patches: int,
+                  max_images: int = 0) -> data_lib.RowImages | None:
+    """The images of ``(file, row number, row)`` triples (None for rows without images)."""
+    if not self.config.data.image_field:
+      return None
+    return data_lib.RowImages(located, self.config.data.image_field, self.image_config,
+                              self.vision_config, max_patches, max_images=max_images)
+
+  def _vlm_pairs(self, located: Sequence[tuple[str, int, dict]]
+                 ) -> tuple[list[tuple[str, str]], data_lib.RowImages | None]:
+    """``(prompt, completion)`` texts of image rows (each image's placeholder repeated once per
+    merged patch) and their images, in the job's patch budget and image slots."""
+    c = self.config
+    images = self._row_images(located, self.max_patches, self.max_images)
+    pairs = [_format_located(c, r) for r in located]
+    if images is not None:
+      prompts = images.prompts(c.data.prompt_format, [r for _, _, r in located],
+                               c.data.image_placeholder)
+      pairs = [(p, q) for p, (_, q) in zip(prompts, pairs)]
+    return pairs, images
+
+  def _vlm_row(self, located: tuple[str, int, dict]) -> tuple[str, str, int, int]:
+    """One image row at the start-up check: ``(prompt, completion, patches, images)``, the
+    patches checked against ``config.data.max_patches`` when it is set."""
+    c = self.config
+    images = self._row_images([located], c.data.max_patches)
+    prompt, completion = _format_located(c, located)
+    if images is None:
+      return prompt, completion, 0, 0
+    prompt = images.prompts(c.data.prompt_format, [located[2]], c.data.image_placeholder)[0]
+    return prompt, completion, int(images.grids[0].prod(-1).sum()), len(images.paths[0])
 
   def init(self) -> train_lib.TrainState:
     return self._state0
@@ -775,10 +808,9 @@ class SFTRun:
   def row_images(self, rows_with_where) -> data_lib.RowImages | None:
     """The images of rows from :func:`jaxlab.llm.data.load_rows` as this run reads them (None
     for a run without images): what ``TaskAccuracy(images=...)`` needs to score such rows."""
-    if self.images is None:
+    if not self.vlm:
       return None
-    return data_lib.RowImages(rows_with_where, self.config.data.image_field, self.image_config,
-                              self.images.vision_config, self.config.data.max_patches)
+    return self._row_images(rows_with_where, self.config.data.max_patches)
 
   def host_batch(self, step: int, rows: np.ndarray | None = None) -> dict[str, Any]:
     """The numpy batch of optimizer step ``step`` (0-based), a pure function of the seed and
@@ -792,19 +824,23 @@ class SFTRun:
     idx = data_lib.batch_indices(step, c.batch_size, self.num_rows, c.seed)
     if rows is not None:
       idx = idx[rows]
-    if self.store is not None:  # parsed (unless cached) and tokenized now
-      located = self.store.rows(idx)
-      pairs = [_format_located(c, r) for r in located]
-      tokens, loss_mask = encode_sft(self.tokenizer, [p for p, _ in pairs],
-                                     [q for _, q in pairs], self.seq_len,
-                                     [f"{f}:{line}" for f, line, _ in located],
-                                     c.data.prompt_special_tokens)
-      return {"tokens": tokens, "loss_mask": loss_mask}
-    host = {"tokens": self.tokens[idx], "loss_mask": self.loss_mask[idx]}
+    located = self.store.rows(idx)  # parsed (unless cached) and tokenized now
+    where = [f"{f}:{line}" for f, line, _ in located]
     if self.vlm:
-      host.update(mask=self.mask[idx], positions_b3t=self.positions[idx])
-      if self.images is not None and self.images.max_patches:
-        host["images"] = self.images.pack(idx)
+      pairs, images = self._vlm_pairs(located)
+    else:
+      pairs, images = [_format_located(c, r) for r in located], None
+    tokens, loss_mask = encode_sft(self.tokenizer, [p for p, _ in pairs], [q for _, q in pairs],
+                                   self.seq_len, where, c.data.prompt_special_tokens)
+    host = {"tokens": tokens, "loss_mask": loss_mask}
+    if self.vlm:
+      # Real tokens run up to the last target (the eos).
+      lengths = self.seq_len - np.argmax(loss_mask[:, ::-1], axis=1)
+      mask = np.arange(self.seq_len)[None] < lengths[:, None]
+      host.update(mask=mask, positions_b3t=mrope_positions(self.vl_config, tokens, mask, images,
+                                                           where))
+      if images is not None and images.max_patches:
+        host["images"] = images.pack(range(len(located)))
     return host
 
   def train(self, state, step: int, num_steps: int):
@@ -813,15 +849,13 @@ class SFTRun:
     t0 = time.perf_counter()
     window = []
     for s in range(step, step + num_steps):
-      if self.store is None:
-        batch = train_lib.shard_batch(self.host_batch(s), self.mesh)
-      else:  # this process builds the rows of its own devices only
-        rows = train_lib.process_rows(self.mesh, (c.batch_size, self.seq_len))
-        batch = train_lib.shard_batch(self.host_batch(s, rows), self.mesh, rows, c.batch_size)
-        if os.environ.get(data_lib.DEBUG_DATA):
-          idx = data_lib.batch_indices(s, c.batch_size, self.num_rows, c.seed)[rows]
-          print(f"jaxlab: data: process {jax.process_index()} step {s} rows {idx.tolist()} "
-                f"parsed {self.store.parsed}", flush=True)
+      # This process builds the rows of its own devices only.
+      rows = train_lib.process_rows(self.mesh, (c.batch_size, self.seq_len))
+      batch = train_lib.shard_batch(self.host_batch(s, rows), self.mesh, rows, c.batch_size)
+      if os.environ.get(data_lib.DEBUG_DATA):
+        idx = data_lib.batch_indices(s, c.batch_size, self.num_rows, c.seed)[rows]
+        print(f"jaxlab: data: process {jax.process_index()} step {s} rows {idx.tolist()} "
+              f"parsed {self.store.parsed}", flush=True)
       state, m = self.step_fn(state, batch)
       window.append(m)
     host = jax.device_get(window)
@@ -856,8 +890,7 @@ class SFTRun:
                                   fmt="auto")
     elif self.vlm:
       from jaxlab.models.qwen_vl import params as vl_ckpt  # pylint: disable=g-import-not-at-top
-      image_config = (self.image_config if self.images is not None
-                      else image_configs(self.config)[0])
+      image_config = self.image_config or image_configs(self.config)[0]
       vl_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer,
                               image_config=image_config)
     else:

@@ -199,3 +199,34 @@ def test_batches_are_a_function_of_seed_and_step(shapes_data, tmp_path):
   assert len(shapes) == 1
   grids = {tuple(g.reshape(-1)) for g in a.host_batch(0)["images"].grid}
   assert len(grids) > 1  # the batch mixes image sizes
+
+
+def test_batches_built_per_step_equal_reading_every_row(shapes_data, tmp_path):
+  """Rows are read, tokenized, given M-RoPE positions and images per batch (and per process:
+  only the rows asked for), and equal what reading and tokenizing every row up front gives:
+  the same tokenizer, T, patch budget and every field of every batch."""
+  c = _config(shapes_data)
+  run = sft.SFTRun(c, str(tmp_path / "run"), make_mesh())
+  located = data_lib.load_rows(c.data.train_files)
+  images = data_lib.RowImages(located, "image", run.image_config, run.vision_config)
+  prompts = images.prompts(c.data.prompt_format, [r for _, _, r in located], "image")
+  pairs = [(p, sft.format_row(c, r)[1]) for p, (_, _, r) in zip(prompts, located)]
+  tok = sft._build_tokenizer(c, str(tmp_path / "whole"), [p + q for p, q in pairs])
+  assert tok.get_vocab() == run.tokenizer.get_vocab()
+  where = [f"{f}:{line}" for f, line, _ in located]
+  tokens, loss_mask = sft.encode_sft(tok, [p for p, _ in pairs], [q for _, q in pairs], 0, where)
+  mask = np.arange(tokens.shape[1])[None] < (
+      tokens.shape[1] - np.argmax(loss_mask[:, ::-1], axis=1))[:, None]
+  positions = sft.mrope_positions(run.vl_config, tokens, mask, images, where)
+  assert (run.num_rows, run.seq_len, run.max_patches) == tokens.shape + (images.max_patches,)
+  for step in (0, 5):  # 5 crosses into the second epoch
+    idx = data_lib.batch_indices(step, c.batch_size, run.num_rows, c.seed)
+    whole = {"tokens": tokens[idx], "loss_mask": loss_mask[idx], "mask": mask[idx],
+             "positions_b3t": positions[idx], "images": images.pack(idx)}
+    got = run.host_batch(step)
+    assert jax.tree.structure(got) == jax.tree.structure(whole)
+    for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(whole)):
+      np.testing.assert_array_equal(u, v)
+    part = run.host_batch(step, np.array([1, 3]))
+    for u, v in zip(jax.tree.leaves(part), jax.tree.leaves(whole)):
+      np.testing.assert_array_equal(u, v[[1, 3]])
