@@ -9,7 +9,9 @@
 ``jaxlab.core.stats``); ``--data`` rebuilds the table from such a file alone, with no runs, so
 every table of ``docs/reproductions/`` can be audited without rerunning. ``--update_page=PAGE``
 rewrites, in a markdown page, the table after each ``<!-- data: FILE -->`` marker from FILE
-(the prose around it still needs rereading):
+(the prose around it still needs rereading). ``--data=FILE --paired=ARM`` gives the per-seed
+differences of every other arm minus ``ARM``, seed matched with seed (``--export`` writes them),
+the interval that supports an ordering between arms that share seeds:
 
     python -m launch.analyze --update_page=docs/reproductions/asyppo.md
 
@@ -61,6 +63,9 @@ _DATA = flags.DEFINE_list("data", None, "Per-seed CSV files (written by --export
                           "tables instead of reading runs.")
 _UPDATE_PAGE = flags.DEFINE_list("update_page", None, "Markdown pages whose tables after "
                                  "'<!-- data: FILE -->' markers are rewritten from FILE.")
+_PAIRED = flags.DEFINE_string("paired", None, "With --data (one CSV): print, and --export, the "
+                              "per-seed differences of every other arm minus this arm, seed "
+                              "matched with seed (a run's _s<N> suffix, else its seed column).")
 _EXPORT = flags.DEFINE_string("export", None, "Write the per-seed values of the table here (CSV).")
 _OUT = flags.DEFINE_string("out", "runs/analysis", "Output directory for the table and plots.")
 _KEYS = flags.DEFINE_list("keys", ["eval/episode_return", "train/episode_return"],
@@ -224,6 +229,27 @@ def tables_from_data(paths: list[str]) -> None:
     print(f"{path}:\n{table_of(path)}\n")
 
 
+def paired_from_data() -> None:
+  """``--data=FILE --paired=ARM``: the table of per-seed differences to ``ARM`` (and their CSV
+  with ``--export``)."""
+  from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
+  if not _DATA.value or len(_DATA.value) != 1 or not _DATA.value[0].endswith(".csv"):
+    fail(f"--paired needs --data=<one per-seed CSV>, got --data={_DATA.value}")
+  path = _DATA.value[0]
+  try:
+    columns, rows = stats.read_seed_rows(path)
+    diffs = stats.paired_differences(rows, columns, _PAIRED.value)
+  except (OSError, ValueError, KeyError) as err:
+    fail(f"{path}: {err}")
+  columns = [f"Δ {c}" for c in columns]
+  diffs = [{**{k: d[k] for k in stats.ID_COLUMNS},
+            **{f"Δ {c}": v for c, v in d.items() if c not in stats.ID_COLUMNS}} for d in diffs]
+  if _EXPORT.value:
+    os.makedirs(os.path.dirname(os.path.abspath(_EXPORT.value)), exist_ok=True)
+    stats.write_seed_rows(_EXPORT.value, diffs, columns)
+  print(stats.seed_table(diffs, columns))
+
+
 DATA_MARKER = re.compile(r"^<!-- data: (\S+\.(?:csv|json)) -->$")
 
 
@@ -379,6 +405,9 @@ def main(argv):
     return
   if _KIND.value == "looped_study":
     analyze_looped_study()
+    return
+  if _PAIRED.value is not None:
+    paired_from_data()
     return
   if _DATA.value or _UPDATE_PAGE.value:
     tables_from_data(_DATA.value or [])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -113,6 +114,47 @@ def seed_table(rows: Iterable[Mapping[str, object]], columns: Sequence[str]) -> 
       cells.append(text)
     out.append(cells)
   return markdown_table(["arm", "seeds", *columns], out)
+
+
+def _seed_key(row: Mapping[str, object]) -> tuple[str, int]:
+  """Which seed a per-seed row is: the ``_s<N>`` suffix of its run (runs of one seed each,
+  pooled by ``--group_by=seed_suffix``) and its ``seed`` column (seeds vmapped in one run)."""
+  m = re.search(r"_s(\d+)$", str(row["run"]))
+  return (m.group(1) if m else "", int(row["seed"]))
+
+
+def paired_differences(rows: Sequence[Mapping[str, object]], columns: Sequence[str],
+                       baseline: str) -> list[dict[str, object]]:
+  """Per-seed differences ``arm − baseline`` of every other arm (in first-seen order), seed
+  matched with seed (:func:`_seed_key`), for every column; seeds one of the two arms lacks are
+  left out. Arms that share seeds (and so initialisations or data) are compared this way, so
+  their differences are i.i.d. over seeds and :func:`mean_ci` of them is a valid interval.
+
+  Raises:
+    ValueError: no arm is ``baseline`` (the arms named), or an arm has a seed twice.
+  """
+  arms: dict[str, dict[tuple[str, int], Mapping[str, object]]] = {}
+  for r in rows:
+    per = arms.setdefault(str(r["arm"]), {})
+    key = _seed_key(r)
+    if key in per:
+      raise ValueError(f"arm {r['arm']!r} has seed {key} twice (runs {per[key]['run']!r} and "
+                       f"{r['run']!r})")
+    per[key] = r
+  if baseline not in arms:
+    raise ValueError(f"no arm {baseline!r}; the arms are {', '.join(map(repr, arms))}")
+  out = []
+  for arm, per in arms.items():
+    if arm == baseline:
+      continue
+    for key, r in per.items():
+      b = arms[baseline].get(key)
+      if b is None:
+        continue
+      out.append({"arm": f"{arm} − {baseline}", "run": f"{r['run']} vs {b['run']}",
+                  "seed": r["seed"], **{c: float(r.get(c, math.nan)) - float(b.get(c, math.nan))
+                                        for c in columns}})
+  return out
 
 
 def parse_labels(specs: Iterable[str]) -> dict[str, str]:

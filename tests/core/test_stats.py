@@ -54,3 +54,23 @@ def test_bad_seed_file_names_file_and_line(tmp_path):
   bad.write_text("name,acc\n")
   with pytest.raises(ValueError, match="must start with arm,run,seed"):
     stats.read_seed_rows(str(bad))
+
+
+def test_paired_differences_match_seed_with_seed():
+  """Runs pooled by their _s<N> suffix pair by that suffix (not by row order); seeds vmapped in
+  one run pair by the seed column; a seed one arm lacks is left out."""
+  rows = [{"arm": "base", "run": "base_s1", "seed": 0, "r": 1.0},
+          {"arm": "base", "run": "base_s0", "seed": 0, "r": 3.0},
+          {"arm": "x", "run": "x_s0", "seed": 0, "r": 4.0},
+          {"arm": "x", "run": "x_s1", "seed": 0, "r": 1.5},
+          {"arm": "x", "run": "x_s2", "seed": 0, "r": 9.0}]
+  diffs = stats.paired_differences(rows, ["r"], "base")
+  assert [(d["arm"], d["run"], d["r"]) for d in diffs] == [
+      ("x − base", "x_s0 vs base_s0", 1.0), ("x − base", "x_s1 vs base_s1", 0.5)]
+  vmapped = [{"arm": a, "run": "run", "seed": s, "r": float(s * k)}
+             for a, k in (("b", 1), ("y", 3)) for s in range(3)]
+  assert [d["r"] for d in stats.paired_differences(vmapped, ["r"], "b")] == [0.0, 2.0, 4.0]
+  with pytest.raises(ValueError, match="no arm 'nope'; the arms are 'base', 'x'"):
+    stats.paired_differences(rows, ["r"], "nope")
+  with pytest.raises(ValueError, match="seed .* twice"):
+    stats.paired_differences(rows + [rows[0]], ["r"], "base")
