@@ -43,6 +43,9 @@ holding ``hf_model/``); the prompts come from ``--prompts`` (a JSONL task file, 
 
     python -m launch.analyze --kind=looped --workdir=runs/looped_sandwich \
         --prompts=data/llm/chain_sum_eval.jsonl --iterations=4,8,16,32 --out=runs/looped_analysis
+
+``--core_order=1,0`` analyses the model with its core blocks swapped (``--core_order=0`` with
+block 1 deleted), in every iteration; an index the model does not have is one error line.
 """
 
 from __future__ import annotations
@@ -104,6 +107,9 @@ _ITERATIONS = flags.DEFINE_list("iterations", ["4", "8", "16"], "looped: trip co
 _PROMPTS = flags.DEFINE_string("prompts", None, "looped: a JSONL task file or a text file with one "
                                "prompt per line.")
 _NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 16, "looped: the first N prompts (0: all).")
+_CORE_ORDER = flags.DEFINE_list("core_order", None, "looped: analyse the model with its core "
+                                "blocks in this order in every iteration (leave an index out to "
+                                "delete that block, exchange two to swap them).")
 _BASELINE = flags.DEFINE_string("baseline", None, "looped: a feed-forward decoder directory for "
                                 "the stage curves.")
 _THRESHOLD = flags.DEFINE_float("threshold", None, "Also report env steps to reach this eval "
@@ -331,13 +337,20 @@ def analyze_looped() -> None:
   model_dir = _model_dir(_WORKDIR.value[0])
   if not os.path.isfile(os.path.join(model_dir, "config.json")):
     fail(f"--workdir={_WORKDIR.value[0]}: no config.json there or in its hf_model/")
+  core_order = None
+  if _CORE_ORDER.value is not None:
+    try:
+      core_order = [int(x) for x in _CORE_ORDER.value]
+    except ValueError:
+      fail(f"--core_order={','.join(_CORE_ORDER.value)}: expected comma-separated block indices")
   prompts, segments = _read_prompts(_PROMPTS.value, _NUM_PROMPTS.value)
   from jaxlab.core.errors import JaxlabError  # pylint: disable=import-outside-toplevel
   from jaxlab.looped import analyze as looped_analyze  # pylint: disable=import-outside-toplevel
   try:
     out = looped_analyze.run_analysis(
         model_dir, _OUT.value, iterations, prompts=prompts, segments=segments,
-        baseline=_model_dir(_BASELINE.value) if _BASELINE.value else None)
+        baseline=_model_dir(_BASELINE.value) if _BASELINE.value else None,
+        core_order=core_order)
   except (JaxlabError, ValueError) as err:
     fail(" ".join(str(err).split()))
   print(f"wrote {len(out['files'])} files to {_OUT.value}")

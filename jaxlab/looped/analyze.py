@@ -154,7 +154,7 @@ def analyze(model, tokens_bt, mask_bt=None, iterations: Sequence[int] = (4, 8, 1
             groups_bt=None, group_names: Mapping[int, str] | None = None,
             threshold: float = 1e-2, pca_token: tuple[int, int] | None = None,
             jacobian_tokens: int = 4, jacobian_iters: int = 60, ablations: bool = True,
-            key=None) -> dict[str, Any]:
+            key=None, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """Runs the whole analysis of a looped model on one batch of prompts.
 
   Args:
@@ -173,6 +173,7 @@ def analyze(model, tokens_bt, mask_bt=None, iterations: Sequence[int] = (4, 8, 1
     jacobian_tokens: how many tokens get a Jacobian spectrum (row 0's last ones; 0 = none).
     ablations: run the slot deletions / swaps at the model's own trip count.
     key: PRNG key of a random initial state (default the model's seed).
+    record: extra entries for the metrics (e.g. the core order the model was built with).
 
   Returns:
     ``{"metrics": dict (what metrics.json holds), "arrays": dict (results.npz),
@@ -195,7 +196,8 @@ def analyze(model, tokens_bt, mask_bt=None, iterations: Sequence[int] = (4, 8, 1
                   slots_per_iteration=c.slots_per_iteration, injection=c.injection,
                   block_norm=c.block_norm, iter_norm=c.iter_norm, state_init=c.state_init,
                   trained_iterations=c.num_iterations),
-      iterations=iterations, batch=list(tokens.shape), threshold=threshold, per_iteration={})
+      iterations=iterations, batch=list(tokens.shape), threshold=threshold, per_iteration={},
+      **(record or {}))
   arrays: dict[str, np.ndarray] = {"tokens": tokens, "mask": mask}
   runs, caps = {}, {}
   for n_iter in iterations:
@@ -325,7 +327,8 @@ def segment_groups(tokenizer, prompts: Sequence[str], segments: Sequence[Mapping
 def run_analysis(model_dir_or_model, out_dir: str, iterations: Sequence[int] = (4, 8, 16),
                  *, tokens_bt=None, mask_bt=None, prompts: Sequence[str] | None = None,
                  segments: Sequence[Mapping | None] | None = None,
-                 baseline=None, **kwargs) -> dict[str, Any]:
+                 baseline=None, core_order: Sequence[int] | None = None,
+                 **kwargs) -> dict[str, Any]:
   """:func:`analyze` from a model directory (or a model) to files in ``out_dir``.
 
   Args:
@@ -338,11 +341,14 @@ def run_analysis(model_dir_or_model, out_dir: str, iterations: Sequence[int] = (
     segments: with ``prompts``, per prompt ``{group: [start, end)}`` character spans or None:
       the token groups of the class fractions (:func:`segment_groups`).
     baseline: a feed-forward decoder, or a decoder model directory, or None.
+    core_order: analyse the model with its core blocks in this order in every iteration
+      (:func:`jaxlab.looped.ablation.permute_core`): leave an index out to delete that block,
+      exchange two to swap them; None: as trained. Recorded as ``core_order`` in the metrics.
     **kwargs: passed to :func:`analyze`.
 
   Raises:
     ValueError: neither or both of ``tokens_bt`` and ``prompts``; prompts with a model object
-      (no tokenizer to encode them).
+      (no tokenizer to encode them); a ``core_order`` naming a block the model does not have.
   """
   if (tokens_bt is None) == (prompts is None):
     raise ValueError("run_analysis: pass exactly one of tokens_bt [B, T] or prompts")
@@ -366,7 +372,17 @@ def run_analysis(model_dir_or_model, out_dir: str, iterations: Sequence[int] = (
     if segments is not None and any(segments):
       kwargs["groups_bt"], kwargs["group_names"] = segment_groups(tok, prompts, segments,
                                                                   np.asarray(mask_bt))
+  if core_order is not None:
+    n = model.config.n_core
+    order = [int(k) for k in core_order]
+    missing = [k for k in order if not 0 <= k < n]
+    if not order or missing:
+      raise ValueError(f"core_order={order}: the model has {n} core block(s), 0..{n - 1}"
+                       + (f"; {missing} do not exist" if missing else "; give at least one"))
+    model = ablation.permute_core(model, order)
   if isinstance(baseline, (str, os.PathLike)):
     from jaxlab.models import from_pretrained  # pylint: disable=g-import-not-at-top
     baseline = from_pretrained(os.fspath(baseline), tokenizer=False)[0]
+  if core_order is not None:
+    kwargs["record"] = {**kwargs.get("record", {}), "core_order": order}
   return analyze(model, tokens_bt, mask_bt, iterations, out_dir, baseline=baseline, **kwargs)

@@ -53,6 +53,8 @@ def test_launch_writes_results_for_each_trip_count(hrm_dir, tmp_path):
     (["--iterations=0"], "--iterations=0: every trip count must be >= 1"),
     (["--iterations=2,x"], "expected comma-separated integers"),
     ([], "needs --prompts"),
+    (["--core_order=0,x"], "--core_order=0,x: expected comma-separated block indices"),
+    (["--core_order=0,9"], "core_order=[0, 9]: the model has"),
     (["--prompts=SEG"], "p.jsonl:1: metadata.segments must map group names to [start, end]"),
 ])
 def test_bad_input_is_one_line(hrm_dir, tmp_path, args, needle):

@@ -160,3 +160,21 @@ def test_analyze_end_to_end_writes_files(huginn, tmp_path):
     assert npz["I3/attention_tv"].shape == (2, 3, 2, 2)
     assert npz["pca_coords"].shape == (3, 3, 2)
     assert npz["I3/coda_lens_correct"].shape == (3, 3)
+
+
+def test_core_order_analyses_the_ablated_model_and_rejects_missing_blocks(huginn):
+  """``run_analysis(core_order=...)`` (``launch.analyze --core_order``) analyses the model with
+  its core blocks in that order, as analysing ``permute_core`` of it does, and records the
+  order; a block the model does not have is one error naming it."""
+  tokens, mask = _batch()
+  opts = dict(tokens_bt=tokens, mask_bt=mask, ablations=False, jacobian_tokens=0)
+  got = analyze.run_analysis(huginn, None, [2], core_order=[2, 0], **opts)
+  want = analyze.run_analysis(ablation.permute_core(huginn, [2, 0]), None, [2], **opts)
+  assert got["metrics"]["core_order"] == [2, 0] and "core_order" not in want["metrics"]
+  assert got["metrics"]["config"]["n_core"] == 2
+  assert got["arrays"].keys() == want["arrays"].keys()
+  for k, v in want["arrays"].items():
+    np.testing.assert_array_equal(got["arrays"][k], v, err_msg=k)
+  with pytest.raises(ValueError, match=r"core_order=\[0, 3\]: the model has 3 core block\(s\), "
+                     r"0\.\.2; \[3\] do not exist"):
+    analyze.run_analysis(huginn, None, [2], core_order=[0, 3], **opts)
