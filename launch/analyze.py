@@ -159,7 +159,8 @@ def final_values(records: list[dict], key: str, last: int) -> np.ndarray:
 
 def steps_to_threshold(records: list[dict], threshold: float, key: str = "eval/episode_return",
                        x_key: str = "env_steps") -> np.ndarray:
-  """Per seed, the first ``x_key`` at which ``key`` >= ``threshold``; NaN if never. [seeds]."""
+  """Per seed, the first ``x_key`` at which ``key`` >= ``threshold``; +inf if never (a seed
+  that was measured and did not get there, unlike a missing value). [seeds]."""
   first = None
   for rec in records:
     if key not in rec or rec[key] is None:
@@ -169,7 +170,7 @@ def steps_to_threshold(records: list[dict], threshold: float, key: str = "eval/e
       first = np.full(v.shape, np.nan)
     hit = np.isnan(first) & np.isfinite(v) & (v >= threshold)
     first[hit] = rec.get(x_key, rec["step"])
-  return np.zeros((0,)) if first is None else first
+  return np.zeros((0,)) if first is None else np.where(np.isnan(first), np.inf, first)
 
 
 def values_at(records: list[dict], key: str, x: float, x_key: str = "env_steps") -> np.ndarray:

@@ -232,6 +232,14 @@ def test_analyze_update_page_rewrites_the_tables_after_data_markers(tmp_path, mo
   assert err.value.code == 2
 
 
+def test_steps_to_threshold_tells_never_reached_from_not_logged():
+  from launch import analyze  # pylint: disable=import-outside-toplevel
+  records = [{"step": 1, "env_steps": 100, "r": [5.0, 1.0]},
+             {"step": 2, "env_steps": 200, "r": [9.0, 2.0]}]
+  np.testing.assert_array_equal(analyze.steps_to_threshold(records, 4.0, "r"), [100, np.inf])
+  assert analyze.steps_to_threshold(records, 4.0, "missing").size == 0
+
+
 def _analyze(*args):
   return subprocess.run([sys.executable, "-m", "launch.analyze", *args], cwd=REPO,
                         capture_output=True, text=True, timeout=300,
@@ -258,7 +266,7 @@ def test_analyze_at_steps_columns_and_labels(tmp_path):
   assert np.isnan(rows[0]["dead share @ 100"])  # nothing logged by x = 100
   assert [r["dead share @ 400"] for r in rows] == [0.3, 0.5]  # the record at 400
   assert [r["dead share @ 500"] for r in rows] == [0.3, 0.5]  # the last one before 500
-  assert "| TD3 | 2 | never (0/2) | 0.4 ± 1.3 | 0.4 ± 1.3 |" in out.stdout
+  assert "| TD3 | 2 | — | 0.4 ± 1.3 | 0.4 ± 1.3 |" in out.stdout
   # One window per key: the last record of "share", the mean of the last two of "ret".
   out = _analyze(f"--workdir={run}", "--keys=share,ret", "--last=1,2", "--columns=share,ret",
                  f"--export={export}", f"--out={tmp_path / 'an'}")

@@ -127,7 +127,7 @@ def write_tables(run_root: str, out_dir: str) -> None:
   for arm, recs in records.items():
     if arm == "base" or base is None:
       continue
-    cens = lambda a: np.where(np.isnan(steps[a]), 20_000.0, steps[a])  # noqa: E731
+    cens = lambda a: np.where(np.isinf(steps[a]), 20_000.0, steps[a])  # noqa: E731
     paired += rows_of(arm, {
         "Δ recent dead-end share (2k, 10k]": (_per_seed(recs, share, 2000, 10000)
                                               - _per_seed(base, share, 2000, 10000)),

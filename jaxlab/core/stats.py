@@ -97,8 +97,10 @@ def read_seed_rows(path: str) -> tuple[list[str], list[dict[str, object]]]:
 
 def seed_table(rows: Iterable[Mapping[str, object]], columns: Sequence[str]) -> str:
   """The markdown table of per-seed rows: one line per arm (in first-seen order), its number of
-  seeds, and ``mean ± 95% t-interval`` per column. A column where some seeds have no value
-  (NaN: e.g. a threshold never reached) says over how many it was taken, ``(k/n)``."""
+  seeds, and ``mean ± 95% t-interval`` per column. A column where some seeds have no finite
+  value says over how many it was taken, ``(k/n)``; one where none has reads ``never (0/n)``
+  when some are +inf (a threshold never reached: :func:`launch.analyze.steps_to_threshold`)
+  and ``—`` when all are missing (NaN: a metric the arm does not log)."""
   arms: dict[str, list[Mapping[str, object]]] = {}
   for r in rows:
     arms.setdefault(str(r["arm"]), []).append(r)
@@ -108,9 +110,12 @@ def seed_table(rows: Iterable[Mapping[str, object]], columns: Sequence[str]) -> 
     for c in columns:
       v = np.asarray([float(r.get(c, math.nan)) for r in rs], np.float64)
       finite = v[np.isfinite(v)]
-      text = format_ci(*mean_ci(finite)) if finite.size else "never"
-      if finite.size != v.size:
-        text += f" ({finite.size}/{v.size})"
+      if finite.size:
+        text = format_ci(*mean_ci(finite))
+        if finite.size != v.size:
+          text += f" ({finite.size}/{v.size})"
+      else:
+        text = f"never (0/{v.size})" if np.isinf(v).any() else "—"
       cells.append(text)
     out.append(cells)
   return markdown_table(["arm", "seeds", *columns], out)

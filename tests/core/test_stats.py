@@ -32,7 +32,8 @@ def test_format_ci(mean, half, text):
 def test_seed_rows_round_trip_and_table(tmp_path):
   rows = [{"arm": "a", "run": "a_s0", "seed": 0, "acc": 0.5, "steps": 100.0},
           {"arm": "a", "run": "a_s1", "seed": 0, "acc": 0.7, "steps": float("nan")},
-          {"arm": "b", "run": "b", "seed": 0, "acc": 0.9, "steps": float("nan")}]
+          {"arm": "b", "run": "b", "seed": 0, "acc": 0.9, "steps": float("inf")},
+          {"arm": "c", "run": "c", "seed": 0, "acc": 0.1, "steps": float("nan")}]
   path = str(tmp_path / "t.csv")
   stats.write_seed_rows(path, rows, ["acc", "steps"])
   columns, back = stats.read_seed_rows(path)
@@ -42,7 +43,8 @@ def test_seed_rows_round_trip_and_table(tmp_path):
   lines = table.splitlines()
   assert lines[0] == "| arm | seeds | acc | steps |"
   assert lines[2] == "| a | 2 | 0.6 ± 1.3 | 100 (1/2) |"
-  assert lines[3] == "| b | 1 | 0.9 | never (0/1) |"
+  assert lines[3] == "| b | 1 | 0.9 | never (0/1) |"  # measured, never reached
+  assert lines[4] == "| c | 1 | 0.1 | — |"  # not logged
   assert table == stats.seed_table(rows, columns)
 
 
