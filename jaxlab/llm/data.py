@@ -366,6 +366,21 @@ def render_prompt(prompt_format: str, row: dict[str, Any], placeholder: str, num
   return text
 
 
+def image_row(located: tuple[str, int, dict], field: str, image_config: Any, vision_config: Any,
+              prompt_format: str, placeholder: str, max_patches: int = 0
+              ) -> tuple[str, int, int]:
+  """One image row as a start-up pass measures it: ``(prompt text, patches, images)``, the
+  text with each image's placeholder repeated once per merged patch, the patches its images
+  need (checked against ``max_patches`` when it is set) and how many images it has.
+
+  Raises:
+    DataError: as :class:`RowImages` and :meth:`RowImages.prompts` raise for the row.
+  """
+  images = RowImages([located], field, image_config, vision_config, max_patches)
+  text = images.prompts(prompt_format, [located[2]], placeholder)[0]
+  return text, int(images.grids[0].prod(-1).sum()), len(images.paths[0])
+
+
 class RowImages:
   """The images of task rows for a vision-language model, and their padded batches.
 

@@ -11,10 +11,12 @@ One RL step (all of it but the reward is one compiled program, :func:`make_rl_st
    (:func:`jaxlab.llm.sampling.generate`) with the *behaviour* policy: the current policy
    (``async_lag = 0``, strictly on-policy), or the policy of ``async_lag`` updates ago (the
    asynchronous pipeline of the KL paper, spec ``llm_rl.md`` §1.3, with a fixed lag so runs
-   are reproducible and resumable). Text prompts are parsed and tokenized when a step needs
-   them, each process only the rows its own devices hold (the batch's rows are split over the
-   data-parallel devices, :class:`jaxlab.llm.data.RowStore`); at the start every row is
-   checked once and measured for ``Tp``, each process its share, the results exchanged.
+   are reproducible and resumable). Prompts are parsed and tokenized (and their images read)
+   when a step needs them, each process only the rows its own devices hold (the batch's rows
+   are split over the data-parallel devices, :class:`jaxlab.llm.data.RowStore`; a
+   vision-language policy's sampler takes the whole batch, so there every process builds it
+   whole); at the start every row is checked once and measured for ``Tp`` (and an image row's
+   patch budget), each process its share, the results exchanged.
 2. **Rewards.** Completions are decoded and scored on the host by the task verifiers
    (:mod:`jaxlab.llm.tasks`), or by ``config.reward.fn`` = ``"module:function"`` called as
    ``fn(rows, completions) -> [B]``. Each process scores the rows of its own devices (under
@@ -569,10 +571,14 @@ def _prompt_text(c: ml_collections.ConfigDict, located: tuple[str, int, dict]) -
                     f"have ({type(e).__name__} {e})") from None
 
 
-def _job_prompt_len(c: ml_collections.ConfigDict, store: data_lib.RowStore, tokenizer) -> int:
+def _job_prompt_len(c: ml_collections.ConfigDict, store: data_lib.RowStore, tokenizer,
+                    render: Callable[[tuple[str, int, dict]], tuple] | None = None,
+                    each: Callable[[list[tuple]], None] | None = None) -> int:
   """``Tp``: ``config.data.max_prompt_len``, or the longest tokenized prompt of the training
   rows. Each process tokenizes its share of the rows and the lengths are exchanged (a
-  collective), which also checks every row once.
+  collective), which also checks every row once. ``render``: a row's ``(prompt text, ...)``
+  (default ``config.data.prompt_format`` over it); ``each``: called with every chunk of
+  rendered rows (this process's share only).
 
   Raises:
     DataError: a bad row, or a prompt longer than ``max_prompt_len`` (the first such, named as
@@ -580,12 +586,14 @@ def _job_prompt_len(c: ml_collections.ConfigDict, store: data_lib.RowStore, toke
   """
   from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
 
-  def lengths(index, where, texts):
+  def lengths(index, where, items):
     del index, where
-    return [len(x) for x in encode_prompts(tokenizer, texts)]
+    if each is not None:
+      each(items)
+    return [len(x) for x in encode_prompts(tokenizer, [item[0] for item in items])]
 
-  longest, over = data_lib.measure_rows(store, functools.partial(_prompt_text, c), lengths,
-                                        c.data.max_prompt_len)
+  render = render or (lambda located: (_prompt_text(c, located),))
+  longest, over = data_lib.measure_rows(store, render, lengths, c.data.max_prompt_len)
   if over is not None:
     f, line = store.where(over[0])
     raise DataError(f"{f}:{line}: the prompt has {over[1]} tokens, longer than "
@@ -644,15 +652,30 @@ class RLRun:
       raise ConfigError(f"'config.data.image_field'={c.data.image_field!r} needs a "
                         f"vision-language policy; 'config.model.init'={c.model.init!r} is not a "
                         "Qwen2.5-VL directory")
-    self.store = train_rows = None
-    if self.vlm:  # every row, read and tokenized whole on every process
-      train_rows = data_lib.load_rows(c.data.train_files, c.data.max_train_rows)
+    # Prompts are parsed and tokenized per step (_prompts), each process only the rows of its
+    # own devices (a vision-language policy's batch: every process the whole batch); at the
+    # start every row is checked (and measured for Tp) once, each process its share.
+    self.store = data_lib.RowStore(c.data.train_files, c.data.max_train_rows)
+    self.num_rows = len(self.store)
+    self.image_config = self.vision_config = None
+    if c.data.image_field:
+      from jaxlab.llm import sft  # pylint: disable=g-import-not-at-top
+      self.image_config, self.vision_config = sft.image_configs(c)
+      most = np.zeros(2, np.int32)  # this process's largest (patches, images) of a row
+
+      def each(items):
+        for item in items:
+          np.maximum(most, item[1:], out=most)
+
+      self.prompt_len = _job_prompt_len(c, self.store, tokenizer, functools.partial(
+          data_lib.image_row, field=c.data.image_field, image_config=self.image_config,
+          vision_config=self.vision_config, prompt_format=c.data.prompt_format,
+          placeholder=c.data.image_placeholder, max_patches=c.data.max_patches), each)
+      self.max_patches, self.max_images = (int(x) for x in
+                                           mesh_lib.allgather_host(most).max(axis=0))
+      self.max_patches = c.data.max_patches or self.max_patches
+      self.max_images = max(self.max_images, 1)
     else:
-      # Text prompts are parsed and tokenized per step, each process only the rows of its own
-      # devices (_prompts); at the start every row is checked (and measured for Tp) once,
-      # each process its share.
-      self.store = data_lib.RowStore(c.data.train_files, c.data.max_train_rows)
-      self.num_rows = len(self.store)
       self.prompt_len = _job_prompt_len(c, self.store, tokenizer)
     # The held-out rows (few) are read whole on every process.
     eval_with_where = data_lib.load_rows(c.data.eval_files, c.eval.num_examples)
@@ -666,21 +689,10 @@ class RLRun:
                                           param_dtype="float32", tokenizer=False)
       limit = policy.config.max_position_embeddings
     # Image rows: each prompt's placeholders, its padded images per batch (as in SFT).
-    self.images = eval_images = texts = None
+    eval_images = None
     if c.data.image_field:
-      from jaxlab.llm import sft  # pylint: disable=g-import-not-at-top
-      self.image_config, _ = sft.image_configs(c)
-      vision = policy.config.vision
-      self.images = data_lib.RowImages(train_rows, c.data.image_field, self.image_config,
-                                       vision, c.data.max_patches)
-      eval_images = data_lib.RowImages(eval_with_where, c.data.image_field,
-                                       self.image_config, vision, c.data.max_patches)
-      texts = self.images.prompts(c.data.prompt_format, [r for _, _, r in train_rows],
-                                  c.data.image_placeholder)
-    if self.vlm:
-      self.rows, self.prompt_tokens, self.prompt_mask = data_lib.encode_prompt_rows(
-          c.data.prompt_format, tokenizer, train_rows, c.data.max_prompt_len, texts)
-      self.num_rows, self.prompt_len = self.prompt_tokens.shape
+      eval_images = data_lib.RowImages(eval_with_where, c.data.image_field, self.image_config,
+                                       self.vision_config, c.data.max_patches)
     n_new = c.sampling.max_new_tokens
     if self.prompt_len + n_new > limit:
       raise ConfigError(f"prompts of {self.prompt_len} tokens + 'config.sampling.max_new_tokens'"
@@ -756,22 +768,31 @@ class RLRun:
     """The rows of a step's batch (``[B, Tp]``, rows split over ``("data", "fsdp")`` as the
     sampler and the step place them) this process's devices hold: every row with one process.
     None for a vision-language policy, whose batch every process builds whole."""
-    if self.store is None:
+    if self.vlm:
       return None
     return train_lib.process_rows(self.mesh, (self.batch_rows, self.prompt_len))
 
-  def _prompts(self, index: np.ndarray) -> tuple[list[dict], np.ndarray, np.ndarray]:
-    """``(rows, prompt ids [n, Tp] left-padded, mask)`` of training rows ``index``: text rows
-    parsed (unless cached) and tokenized now."""
-    if self.store is None:
-      return [self.rows[i] for i in index], self.prompt_tokens[index], self.prompt_mask[index]
+  def _prompts(self, index: np.ndarray) -> tuple[list[dict], np.ndarray, np.ndarray, Any]:
+    """``(rows, prompt ids [n, Tp] left-padded, mask, images)`` of training rows ``index``:
+    parsed (unless cached) and tokenized now; ``images`` their padded
+    :class:`~jaxlab.models.qwen_vl.vision.ImageBatch` (files read now) in the job's patch
+    budget, or None for rows without images."""
     from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
     from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
+    c = self.config
     located = self.store.rows(index)
-    ids = encode_prompts(self.tokenizer, [_prompt_text(self.config, r) for r in located])
-    tokens, mask = sampling.left_pad(ids, pad_id=self.sampling_params.pad_id,
-                                     length=self.prompt_len)
-    return [r for _, _, r in located], tokens, mask
+    rows, images = [r for _, _, r in located], None
+    if c.data.image_field:
+      images = data_lib.RowImages(located, c.data.image_field, self.image_config,
+                                  self.vision_config, self.max_patches,
+                                  max_images=self.max_images)
+      texts = images.prompts(c.data.prompt_format, rows, c.data.image_placeholder)
+      images = images.pack(range(len(located)))
+    else:
+      texts = [_prompt_text(c, r) for r in located]
+    tokens, mask = sampling.left_pad(encode_prompts(self.tokenizer, texts),
+                                     pad_id=self.sampling_params.pad_id, length=self.prompt_len)
+    return rows, tokens, mask, images
 
   def _score(self, rows: list[dict], texts: list[str], resp: np.ndarray, lengths: np.ndarray,
              local: np.ndarray | None, step: int) -> tuple[np.ndarray, int, int]:
@@ -816,11 +837,11 @@ class RLRun:
     behaviour = history[0] if history else None  # lag 0: the current policy
     # This process builds (parses, tokenizes, scores) only the rows its devices hold.
     local = self._local_rows()
-    rows, prompt_tokens, prompt_mask = self._prompts(idx if local is None else idx[local])
+    rows, prompt_tokens, prompt_mask, images = self._prompts(idx if local is None else
+                                                             idx[local])
     if local is not None and os.environ.get(data_lib.DEBUG_DATA):
       print(f"jaxlab: data: process {jax.process_index()} step {step - 1} rows "
             f"{idx[local].tolist()} parsed {self.store.parsed}", flush=True)
-    images = self.images.pack(idx) if self.images is not None else None
     extra = {} if images is None else {"pixel_values": images}
     model = nnx.merge(self.graphdef, state.policy.params if behaviour is None else behaviour)
     if self.vlm:  # the VLM sampler places its batch itself (as in evaluation)
@@ -884,7 +905,7 @@ class RLRun:
       from jaxlab.models.qwen_vl import params as vl_ckpt  # pylint: disable=g-import-not-at-top
       from jaxlab.models.qwen_vl import processor  # pylint: disable=g-import-not-at-top
       src = os.path.join(self.config.model.init, processor.PREPROCESSOR_FILE)
-      image_config = (self.image_config if self.images is not None else
+      image_config = (self.image_config if self.image_config is not None else
                       processor.ImageProcessorConfig.from_dir(self.config.model.init)
                       if os.path.isfile(src) else None)
       vl_ckpt.save_pretrained(self.model(state), hf_dir, tokenizer=self.tokenizer,

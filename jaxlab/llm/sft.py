@@ -795,12 +795,13 @@ class SFTRun:
     """One image row at the start-up check: ``(prompt, completion, patches, images)``, the
     patches checked against ``config.data.max_patches`` when it is set."""
     c = self.config
-    images = self._row_images([located], c.data.max_patches)
     prompt, completion = _format_located(c, located)
-    if images is None:
+    if not c.data.image_field:
       return prompt, completion, 0, 0
-    prompt = images.prompts(c.data.prompt_format, [located[2]], c.data.image_placeholder)[0]
-    return prompt, completion, int(images.grids[0].prod(-1).sum()), len(images.paths[0])
+    prompt, patches, images = data_lib.image_row(
+        located, c.data.image_field, self.image_config, self.vision_config, c.data.prompt_format,
+        c.data.image_placeholder, c.data.max_patches)
+    return prompt, completion, patches, images
 
   def init(self) -> train_lib.TrainState:
     return self._state0

@@ -66,17 +66,19 @@ def test_step_logprobs_equal_the_sampler_and_a_direct_forward(vlm_dir, tmp_path)
   numerator and denominator) are those the image-conditioned sampler drew them with."""
   c = _config(vlm_dir)
   run = rl.RLRun(c, str(tmp_path / "run"), make_mesh())
-  assert run.vlm and run.images is not None
-  idx = np.arange(run.num_rows)
-  images = run.images.pack(idx)
+  assert run.vlm and run.image_config is not None
+  # The prompts and images of every row, as a step builds them for its batch.
+  every = np.arange(run.num_rows)
+  _, prompt_tokens, prompt_mask, images = run._prompts(every)  # pylint: disable=protected-access
+  assert images.pixel_values.shape[1] == run.max_patches
   model = run.model(run.init())
   # The run's own sampling settings and batch shape: the next test's run reuses the program.
-  out = sampling.generate(model, run.prompt_tokens, run.prompt_mask, jax.random.key(1),
+  out = sampling.generate(model, prompt_tokens, prompt_mask, jax.random.key(1),
                           run.sampling_params, pixel_values=images)
   resp, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
   resp_mask = np.arange(5)[None] < lengths[:, None]
-  tokens = np.concatenate([run.prompt_tokens, resp], 1)
-  attn = np.concatenate([run.prompt_mask, resp_mask], 1)
+  tokens = np.concatenate([prompt_tokens, resp], 1)
+  attn = np.concatenate([prompt_mask, resp_mask], 1)
   extra = rl.vlm_inputs(model.config, tokens, attn, images)
   logits = rl.response_logits(run.graphdef, run.init()["state"].policy.params, tokens, attn,
                               run.prompt_len, 1.0, extra["positions_b3t"], extra["images"])
