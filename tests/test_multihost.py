@@ -60,9 +60,11 @@ TIMEOUT = 600
 
 
 def _env(**extra):
-  env = dict(os.environ, PYTHONPATH=REPO, **extra)
+  """The environment of a launched process: this one's (less any device-count flag a test
+  runner set), plus ``extra`` (e.g. the single-process run's own XLA_FLAGS)."""
+  env = dict(os.environ, PYTHONPATH=REPO)
   env.pop("XLA_FLAGS", None)
-  return env
+  return {**env, **extra}
 
 
 def _cluster_cmd(workdir, args, num=2, devices=4, port=None):
@@ -85,6 +87,7 @@ def _single(workdir, args, devices=8, env=None):
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **(env or {}))
   out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT)
   assert out.returncode == 0, out.stderr[-3000:]
+  assert f" devices={devices} " in out.stdout + out.stderr, out.stderr[:500]  # the 1 x 8 compared
   return out
 
 
