@@ -381,6 +381,29 @@ def image_row(located: tuple[str, int, dict], field: str, image_config: Any, vis
   return text, int(images.grids[0].prod(-1).sum()), len(images.paths[0])
 
 
+class ImageBudget:
+  """The job's patch budget and image slots per row: the most any row of the job needs.
+
+  A start-up pass calls :meth:`observe` with this process's rendered rows (items ending in
+  ``(patches, images)``, as :func:`image_row` gives them), then every process calls
+  :meth:`exchange` (a collective), so every batch of the run gets the same shapes.
+  """
+
+  def __init__(self):
+    self._most = np.zeros(2, np.int32)
+
+  def observe(self, items: Sequence[tuple]) -> None:
+    for item in items:
+      np.maximum(self._most, item[-2:], out=self._most)
+
+  def exchange(self, max_patches: int = 0) -> tuple[int, int]:
+    """``(patches, images)``: ``max_patches`` if set, else the most patches of any row; the
+    most images of any row (at least 1)."""
+    from jaxlab.core import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+    patches, images = (int(x) for x in mesh_lib.allgather_host(self._most).max(axis=0))
+    return max_patches or patches, max(images, 1)
+
+
 class RowImages:
   """The images of task rows for a vision-language model, and their padded batches.
 

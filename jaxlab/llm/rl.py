@@ -661,20 +661,13 @@ class RLRun:
     if c.data.image_field:
       from jaxlab.llm import sft  # pylint: disable=g-import-not-at-top
       self.image_config, self.vision_config = sft.image_configs(c)
-      most = np.zeros(2, np.int32)  # this process's largest (patches, images) of a row
-
-      def each(items):
-        for item in items:
-          np.maximum(most, item[1:], out=most)
-
-      self.prompt_len = _job_prompt_len(c, self.store, tokenizer, functools.partial(
+      render = functools.partial(
           data_lib.image_row, field=c.data.image_field, image_config=self.image_config,
           vision_config=self.vision_config, prompt_format=c.data.prompt_format,
-          placeholder=c.data.image_placeholder, max_patches=c.data.max_patches), each)
-      self.max_patches, self.max_images = (int(x) for x in
-                                           mesh_lib.allgather_host(most).max(axis=0))
-      self.max_patches = c.data.max_patches or self.max_patches
-      self.max_images = max(self.max_images, 1)
+          placeholder=c.data.image_placeholder, max_patches=c.data.max_patches)
+      budget = data_lib.ImageBudget()
+      self.prompt_len = _job_prompt_len(c, self.store, tokenizer, render, budget.observe)
+      self.max_patches, self.max_images = budget.exchange(c.data.max_patches)
     else:
       self.prompt_len = _job_prompt_len(c, self.store, tokenizer)
     # The held-out rows (few) are read whole on every process.

@@ -722,17 +722,9 @@ class SFTRun:
       self.tokenizer = _build_tokenizer(c, workdir, lambda: [
           _job_chars(c, self.store, self._vlm_row)])
       self.vl_config = _check_vl_tokenizer(c, self.tokenizer)
-      most = np.zeros(2, np.int32)  # this process's largest (patches, images) of a row
-
-      def each(items):
-        for item in items:
-          np.maximum(most, item[2:], out=most)
-
-      self.seq_len = _job_seq_len(c, self.store, self.tokenizer, self._vlm_row, each)
-      self.max_patches, self.max_images = (int(x) for x in
-                                           mesh_lib.allgather_host(most).max(axis=0))
-      self.max_patches = c.data.max_patches or self.max_patches
-      self.max_images = max(self.max_images, 1)
+      budget = data_lib.ImageBudget()
+      self.seq_len = _job_seq_len(c, self.store, self.tokenizer, self._vlm_row, budget.observe)
+      self.max_patches, self.max_images = budget.exchange(c.data.max_patches)
       eval_images = self.row_images(self.eval_located)
       model = _build_qwen_vl(c, self.tokenizer, mesh, None if c.model.init else self.vl_config)
     else:
