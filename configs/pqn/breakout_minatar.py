@@ -16,10 +16,11 @@ Time: 10M env steps are a GPU run (spec §7.2); on a 2-core CPU PQN does a few t
 per second (about 6,000 with this config; benchmarks/pqn_sigreg_overhead.py), so shorten
 total_env_steps there.
 Expected: not measured at 10M steps. At 532k env steps (``--config.total_env_steps=500000``),
-5 seeds vmapped (``--config.num_seeds=5``, ~20 min on a busy 2-core CPU; one seed ~95 s on a
-quiet one), mean ± 95% Student-t interval over seeds: greedy eval return 16.9 ± 3.8 without SIGReg and 18.8 ± 2.4
-with λ = 0.2 (not distinguishable); effective rank of the 128-d representation 54.3 ± 5.5 vs
-65.3 ± 4.4; dormant ratio (τ = 0) 0 in both (docs/reproductions/sigreg.md).
+5 seeds vmapped (``--config.num_seeds=5``, ~7 min on a quiet 2-core CPU), mean ± 95%
+Student-t interval over seeds: greedy eval return 19.6 ± 2.8 without SIGReg and 16.8 ± 6.9 with
+λ = 0.2 (paired difference −2.8 ± 6.3: not distinguishable); effective rank of the 128-d
+representation 57.3 ± 2.7 vs 64.2 ± 4.7 (paired +7.0 ± 5.8); dormant ratio (τ = 0) 0 in both
+(docs/reproductions/sigreg.md).
 """
 
 from jaxlab.rl import pqn
