@@ -210,34 +210,51 @@ def test_analyze_pools_seed_suffixed_runs(tmp_path):
   assert rows["grpo"] in again.stdout and rows["ppo"] in again.stdout
 
 
-def test_analyze_update_page_rewrites_the_tables_after_data_markers(tmp_path, monkeypatch):
+def _analyze_in(cwd, *args):
+  """``launch.analyze`` in a subprocess (its absl flags would clash with launch.ns_phases' in
+  this process)."""
+  return subprocess.run([sys.executable, "-m", "launch.analyze", *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO))
+
+
+def test_analyze_update_page_rewrites_the_tables_after_data_markers(tmp_path):
   """A stale table after a marker is replaced, a marker with no table gets one, prose and
-  unmarked tables stay; a marker naming a missing file exits 2 naming it."""
+  unmarked tables stay; a marker naming a missing file is one line, exit 2."""
   from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
-  from launch import analyze  # pylint: disable=import-outside-toplevel
-  monkeypatch.chdir(tmp_path)
-  stats.write_seed_rows("a.csv", [{"arm": "x", "run": "x_s0", "seed": 0, "acc": 0.5},
-                                  {"arm": "x", "run": "x_s1", "seed": 1, "acc": 0.7}], ["acc"])
-  table = stats.seed_table(*reversed(stats.read_seed_rows("a.csv")))
+  stats.write_seed_rows(str(tmp_path / "a.csv"),
+                        [{"arm": "x", "run": "x_s0", "seed": 0, "acc": 0.5},
+                         {"arm": "x", "run": "x_s1", "seed": 1, "acc": 0.7}], ["acc"])
+  table = stats.seed_table(*reversed(stats.read_seed_rows(str(tmp_path / "a.csv"))))
   page = tmp_path / "page.md"
   page.write_text("# t\n<!-- data: a.csv -->\n\n| old | table |\n|---|---|\n| 1 | 2 |\n\ntext\n"
                   "<!-- data: a.csv -->\nmore text\n\n| kept | table |\n")
-  assert analyze.update_page(str(page)) == 2
-  assert page.read_text() == (f"# t\n<!-- data: a.csv -->\n\n{table}\n\ntext\n"
-                              f"<!-- data: a.csv -->\n\n{table}\n\nmore text\n\n| kept | table |\n")
-  assert analyze.update_page(str(page)) == 2 and table in page.read_text()  # idempotent
+  want = (f"# t\n<!-- data: a.csv -->\n\n{table}\n\ntext\n"
+          f"<!-- data: a.csv -->\n\n{table}\n\nmore text\n\n| kept | table |\n")
+  for _ in range(2):  # idempotent
+    out = _analyze_in(tmp_path, "--update_page=page.md")
+    assert out.returncode == 0, out.stderr
+    assert "page.md: 2 tables rewritten" in out.stdout and page.read_text() == want
   page.write_text("<!-- data: gone.csv -->\n")
-  with pytest.raises(SystemExit) as err:
-    analyze.update_page(str(page))
-  assert err.value.code == 2
+  out = _analyze_in(tmp_path, "--update_page=page.md")
+  assert out.returncode == 2 and out.stderr.strip().startswith("error: gone.csv"), out.stderr
 
 
-def test_steps_to_threshold_tells_never_reached_from_not_logged():
-  from launch import analyze  # pylint: disable=import-outside-toplevel
-  records = [{"step": 1, "env_steps": 100, "r": [5.0, 1.0]},
-             {"step": 2, "env_steps": 200, "r": [9.0, 2.0]}]
-  np.testing.assert_array_equal(analyze.steps_to_threshold(records, 4.0, "r"), [100, np.inf])
-  assert analyze.steps_to_threshold(records, 4.0, "missing").size == 0
+def test_analyze_threshold_tells_never_reached_from_not_logged(tmp_path):
+  """A seed that never reaches --threshold is +inf ("never"), one that reached it counts."""
+  run = tmp_path / "run"
+  run.mkdir()
+  records = [{"step": 1, "env_steps": 100, "eval/episode_return": [5.0, 1.0]},
+             {"step": 2, "env_steps": 200, "eval/episode_return": [9.0, 2.0]}]
+  (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  out = _analyze_in(REPO, f"--workdir={run}", "--keys=eval/episode_return", "--threshold=4",
+                    "--columns=ret,steps", f"--export={tmp_path / 't.csv'}",
+                    f"--out={tmp_path / 'an'}")
+  assert out.returncode == 0, out.stderr
+  assert "| run | 2 | 6 ± 44 | 100 (1/2) |" in out.stdout, out.stdout
+  from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
+  _, rows = stats.read_seed_rows(str(tmp_path / "t.csv"))
+  assert [r["steps"] for r in rows] == [100.0, np.inf]
 
 
 def _analyze(*args):
