@@ -248,35 +248,6 @@ def batch_indices(step: int, batch_size: int, num_rows: int, seed: int) -> np.nd
   return out
 
 
-def encode_prompt_rows(prompt_format: str, tokenizer: Any,
-                       rows_with_where: Sequence[tuple[str, int, dict]], max_len: int,
-                       texts: Sequence[str] | None = None
-                       ) -> tuple[list[dict], np.ndarray, np.ndarray]:
-  """Left-padded prompt ids ``[R, Tp]`` and their mask, with ``Tp = max_len`` or the longest.
-
-  ``texts``: the rows' prompt texts when already rendered (e.g. by
-  :meth:`RowImages.prompts`, with their image placeholders); default ``prompt_format``
-  over each row.
-
-  Raises:
-    DataError: a prompt is longer than ``max_len`` (naming the file and row).
-  """
-  from jaxlab.llm import sampling  # pylint: disable=g-import-not-at-top
-  from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
-  rows = [r for _, _, r in rows_with_where]
-  if texts is None:
-    texts = [prompt_format.format(**r) for r in rows]
-  ids = encode_prompts(tokenizer, list(texts))
-  tp = max_len or max(len(x) for x in ids)
-  for (f, line, _), x in zip(rows_with_where, ids):
-    if len(x) > tp:
-      raise DataError(f"{f}:{line}: the prompt has {len(x)} tokens, longer than "
-                      f"'config.data.max_prompt_len'={tp}")
-  pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-  tokens, mask = sampling.left_pad(ids, pad_id=pad, length=tp)
-  return rows, tokens, mask
-
-
 # -- images of vision-language rows ---------------------------------------------------------------
 
 
@@ -366,18 +337,33 @@ def render_prompt(prompt_format: str, row: dict[str, Any], placeholder: str, num
   return text
 
 
+def image_prompts(located: Sequence[tuple[str, int, dict]], field: str, image_config: Any,
+                  vision_config: Any, prompt_format: str, placeholder: str,
+                  max_patches: int = 0, max_images: int = 0) -> tuple[list[str], "RowImages"]:
+  """``(prompt texts, images)`` of ``(file, row number, row)`` triples: each text with its
+  images' placeholders repeated once per merged patch, and their :class:`RowImages` (patch
+  budget and image slots as given, 0 = these rows' own).
+
+  Raises:
+    DataError: as :class:`RowImages` and :meth:`RowImages.prompts` raise for a row.
+  """
+  images = RowImages(located, field, image_config, vision_config, max_patches,
+                     max_images=max_images)
+  return images.prompts(prompt_format, [r for _, _, r in located], placeholder), images
+
+
 def image_row(located: tuple[str, int, dict], field: str, image_config: Any, vision_config: Any,
               prompt_format: str, placeholder: str, max_patches: int = 0
               ) -> tuple[str, int, int]:
   """One image row as a start-up pass measures it: ``(prompt text, patches, images)``, the
-  text with each image's placeholder repeated once per merged patch, the patches its images
-  need (checked against ``max_patches`` when it is set) and how many images it has.
+  text as :func:`image_prompts` gives it, the patches its images need (checked against
+  ``max_patches`` when it is set) and how many images it has.
 
   Raises:
-    DataError: as :class:`RowImages` and :meth:`RowImages.prompts` raise for the row.
+    DataError: as :func:`image_prompts` raises for the row.
   """
-  images = RowImages([located], field, image_config, vision_config, max_patches)
-  text = images.prompts(prompt_format, [located[2]], placeholder)[0]
+  (text,), images = image_prompts([located], field, image_config, vision_config, prompt_format,
+                                  placeholder, max_patches)
   return text, int(images.grids[0].prod(-1).sum()), len(images.paths[0])
 
 

@@ -581,8 +581,8 @@ def _job_prompt_len(c: ml_collections.ConfigDict, store: data_lib.RowStore, toke
   rendered rows (this process's share only).
 
   Raises:
-    DataError: a bad row, or a prompt longer than ``max_prompt_len`` (the first such, named as
-      :func:`jaxlab.llm.data.encode_prompt_rows` names it), on every process.
+    DataError: a bad row, or a prompt longer than ``max_prompt_len`` (the first such, by its
+      ``file:row`` and token count), on every process.
   """
   from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=g-import-not-at-top
 
@@ -776,11 +776,10 @@ class RLRun:
     located = self.store.rows(index)
     rows, images = [r for _, _, r in located], None
     if c.data.image_field:
-      images = data_lib.RowImages(located, c.data.image_field, self.image_config,
-                                  self.vision_config, self.max_patches,
-                                  max_images=self.max_images)
-      texts = images.prompts(c.data.prompt_format, rows, c.data.image_placeholder)
-      images = images.pack(range(len(located)))
+      texts, row_images = data_lib.image_prompts(
+          located, c.data.image_field, self.image_config, self.vision_config,
+          c.data.prompt_format, c.data.image_placeholder, self.max_patches, self.max_images)
+      images = row_images.pack(range(len(located)))
     else:
       texts = [_prompt_text(c, r) for r in located]
     tokens, mask = sampling.left_pad(encode_prompts(self.tokenizer, texts),

@@ -762,26 +762,18 @@ class SFTRun:
     self.plot_keys = ("train/loss", "eval/accuracy")
     self.target = ("eval/accuracy", c.target_accuracy)
 
-  def _row_images(self, located: Sequence[tuple[str, int, dict]], max_patches: int,
-                  max_images: int = 0) -> data_lib.RowImages | None:
-    """The images of ``(file, row number, row)`` triples (None for rows without images)."""
-    if not self.config.data.image_field:
-      return None
-    return data_lib.RowImages(located, self.config.data.image_field, self.image_config,
-                              self.vision_config, max_patches, max_images=max_images)
-
   def _vlm_pairs(self, located: Sequence[tuple[str, int, dict]]
                  ) -> tuple[list[tuple[str, str]], data_lib.RowImages | None]:
     """``(prompt, completion)`` texts of image rows (each image's placeholder repeated once per
     merged patch) and their images, in the job's patch budget and image slots."""
     c = self.config
-    images = self._row_images(located, self.max_patches, self.max_images)
     pairs = [_format_located(c, r) for r in located]
-    if images is not None:
-      prompts = images.prompts(c.data.prompt_format, [r for _, _, r in located],
-                               c.data.image_placeholder)
-      pairs = [(p, q) for p, (_, q) in zip(prompts, pairs)]
-    return pairs, images
+    if not c.data.image_field:
+      return pairs, None
+    prompts, images = data_lib.image_prompts(
+        located, c.data.image_field, self.image_config, self.vision_config,
+        c.data.prompt_format, c.data.image_placeholder, self.max_patches, self.max_images)
+    return [(p, q) for p, (_, q) in zip(prompts, pairs)], images
 
   def _vlm_row(self, located: tuple[str, int, dict]) -> tuple[str, str, int, int]:
     """One image row at the start-up check: ``(prompt, completion, patches, images)``, the
@@ -801,9 +793,10 @@ class SFTRun:
   def row_images(self, rows_with_where) -> data_lib.RowImages | None:
     """The images of rows from :func:`jaxlab.llm.data.load_rows` as this run reads them (None
     for a run without images): what ``TaskAccuracy(images=...)`` needs to score such rows."""
-    if not self.vlm:
+    if not self.config.data.image_field:
       return None
-    return self._row_images(rows_with_where, self.config.data.max_patches)
+    return data_lib.RowImages(rows_with_where, self.config.data.image_field, self.image_config,
+                              self.vision_config, self.config.data.max_patches)
 
   def host_batch(self, step: int, rows: np.ndarray | None = None) -> dict[str, Any]:
     """The numpy batch of optimizer step ``step`` (0-based), a pure function of the seed and

@@ -167,9 +167,10 @@ def test_rl_start_checks_every_row_and_measures_the_prompts(tmp_path):
   c = rl.default_config()
   c.data.train_files = (good,)
   store = data_lib.RowStore([good])
-  _, whole, _ = data_lib.encode_prompt_rows(c.data.prompt_format, tokenizer,
-                                            data_lib.load_rows([good]), 0)
-  assert rl._job_prompt_len(c, store, tokenizer) == whole.shape[1] == 1 + len("300 + 1 =")
+  from jaxlab.models.tokenizer import encode_prompts  # pylint: disable=import-outside-toplevel
+  whole = encode_prompts(tokenizer, [c.data.prompt_format.format(**r)
+                                     for _, _, r in data_lib.load_rows([good])])
+  assert rl._job_prompt_len(c, store, tokenizer) == max(map(len, whole)) == 1 + len("300 + 1 =")
   assert store.parsed == 5 and not store._cache  # every row once, none kept
   with pytest.raises(DataError, match=f"{bad}:4: missing field 'question'"):
     rl._job_prompt_len(c, data_lib.RowStore([bad]), tokenizer)
