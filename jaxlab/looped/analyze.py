@@ -380,9 +380,8 @@ def run_analysis(model_dir_or_model, out_dir: str, iterations: Sequence[int] = (
       raise ValueError(f"core_order={order}: the model has {n} core block(s), 0..{n - 1}"
                        + (f"; {missing} do not exist" if missing else "; give at least one"))
     model = ablation.permute_core(model, order)
+    kwargs["record"] = {**kwargs.get("record", {}), "core_order": order}
   if isinstance(baseline, (str, os.PathLike)):
     from jaxlab.models import from_pretrained  # pylint: disable=g-import-not-at-top
     baseline = from_pretrained(os.fspath(baseline), tokenizer=False)[0]
-  if core_order is not None:
-    kwargs["record"] = {**kwargs.get("record", {}), "core_order": order}
   return analyze(model, tokens_bt, mask_bt, iterations, out_dir, baseline=baseline, **kwargs)
