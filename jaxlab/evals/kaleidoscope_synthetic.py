@@ -27,6 +27,19 @@ writes
                   ``python -m launch.eval --benchmark=kaleidoscope --data=.../heldout``.
 
 Held-out items never share (language, options) with a training item.
+
+With ``--image_per_language=N`` (N > 0) it also writes an image exam for a vision-language
+model: "what colour is the shape in the image?" asked in each language, the image one filled
+square or circle of six colours on grey (:func:`jaxlab.llm.image_tasks.draw`), saved at the
+harness's 512x512 so that training and scoring read the same pixels, and four options that
+are colour words of that language (our own translations), the answer position balanced:
+
+  images/               the PNG files of both splits
+  train_images.jsonl    SFT rows for ``configs/kaleidoscope/tiny_vlm_mcq.py``: the harness's
+                        prompt with the qwen_vl image span, the answer, and the image path
+  eval_images.jsonl     held-out SFT rows for the trainer's own evaluation
+  heldout_images/       the held-out image items as a Kaleidoscope-schema parquet folder
+                        (``--images=<out>`` resolves their ``images/...`` paths)
 """
 
 from __future__ import annotations
@@ -83,6 +96,51 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "te": ("ఈ సంఖ్యలలో ఏది అతి పెద్దది?", "ఈ సంఖ్యలలో ఏది అతి చిన్నది?"),
 }
 
+# The image exam's question and its six colour words (in jaxlab.llm.image_tasks.COLOURS
+# order: red, green, blue, yellow, purple, orange), per language; our own wording.
+COLOUR_QUESTION: dict[str, str] = {
+    "en": "What colour is the shape in the image?",
+    "es": "¿De qué color es la figura de la imagen?",
+    "fr": "De quelle couleur est la forme sur l'image ?",
+    "de": "Welche Farbe hat die Form im Bild?",
+    "nl": "Welke kleur heeft de vorm op de afbeelding?",
+    "pt": "De que cor é a forma na imagem?",
+    "hu": "Milyen színű az alakzat a képen?",
+    "hr": "Koje je boje oblik na slici?",
+    "sr": "Које је боје облик на слици?",
+    "lt": "Kokios spalvos yra figūra paveikslėlyje?",
+    "ru": "Какого цвета фигура на изображении?",
+    "uk": "Якого кольору фігура на зображенні?",
+    "ar": "ما لون الشكل في الصورة؟",
+    "fa": "شکل در تصویر چه رنگی است؟",
+    "hi": "चित्र में आकृति किस रंग की है?",
+    "ne": "चित्रमा रहेको आकृति कुन रङको छ?",
+    "bn": "ছবির আকৃতিটি কোন রঙের?",
+    "te": "చిత్రంలోని ఆకారం ఏ రంగులో ఉంది?",
+}
+COLOUR_WORDS: dict[str, tuple[str, ...]] = {
+    "en": ("red", "green", "blue", "yellow", "purple", "orange"),
+    "es": ("rojo", "verde", "azul", "amarillo", "morado", "naranja"),
+    "fr": ("rouge", "vert", "bleu", "jaune", "violet", "orange"),
+    "de": ("rot", "grün", "blau", "gelb", "lila", "orange"),
+    "nl": ("rood", "groen", "blauw", "geel", "paars", "oranje"),
+    "pt": ("vermelho", "verde", "azul", "amarelo", "roxo", "laranja"),
+    "hu": ("piros", "zöld", "kék", "sárga", "lila", "narancssárga"),
+    "hr": ("crvena", "zelena", "plava", "žuta", "ljubičasta", "narančasta"),
+    "sr": ("црвена", "зелена", "плава", "жута", "љубичаста", "наранџаста"),
+    "lt": ("raudona", "žalia", "mėlyna", "geltona", "violetinė", "oranžinė"),
+    "ru": ("красный", "зелёный", "синий", "жёлтый", "фиолетовый", "оранжевый"),
+    "uk": ("червоний", "зелений", "синій", "жовтий", "фіолетовий", "помаранчевий"),
+    "ar": ("أحمر", "أخضر", "أزرق", "أصفر", "بنفسجي", "برتقالي"),
+    "fa": ("قرمز", "سبز", "آبی", "زرد", "بنفش", "نارنجی"),
+    "hi": ("लाल", "हरा", "नीला", "पीला", "बैंगनी", "नारंगी"),
+    "ne": ("रातो", "हरियो", "निलो", "पहेंलो", "बैजनी", "सुन्तला"),
+    "bn": ("লাল", "সবুজ", "নীল", "হলুদ", "বেগুনি", "কমলা"),
+    "te": ("ఎరుపు", "ఆకుపచ్చ", "నీలం", "పసుపు", "ఊదా", "నారింజ"),
+}
+IMAGE_SIZE = (512, 512)  # the harness's default resize: training reads what scoring reads
+IMAGE_DIR = "images"
+
 SOURCE = "jaxlab synthetic numbers exam"
 TASK = "multiple_choice"
 
@@ -119,18 +177,57 @@ def make_items(per_language: int, seed: int, exclude: set | None = None,
       if ident in exclude or ident in seen:
         continue
       seen.add(ident)
-      n = start_index + len(rows)
-      rows.append({
-          "language": lang, "country": "", "file_name": f"synthetic_{lang}.txt",
-          "source": SOURCE, "license": "CC0-1.0", "level": "synthetic",
-          "category_en": "General Knowledge", "category_original_lang": "General Knowledge",
-          "original_question_num": str(n), "question": QUESTION[lang],
-          "options": options, "answer": target, "image_png": "",
-          "image_information": "", "image_type": "", "parallel_question_id": str(n),
-          "image": None,
-          "general_category_en": "Practical Skills & General Knowledge"})
+      rows.append(_row(lang, start_index + len(rows), QUESTION[lang], options, target))
       made += 1
   return rows, seen
+
+
+def _row(lang: str, n: int, question: str, options: list[str], answer: int,
+         image: str | None = None, source: str = SOURCE) -> dict[str, Any]:
+  """One Kaleidoscope-schema row (every field of the release; ``image`` a relative path)."""
+  return {
+      "language": lang, "country": "", "file_name": f"synthetic_{lang}.txt",
+      "source": source, "license": "CC0-1.0", "level": "synthetic",
+      "category_en": "General Knowledge", "category_original_lang": "General Knowledge",
+      "original_question_num": str(n), "question": question,
+      "options": options, "answer": answer, "image_png": "",
+      "image_information": "", "image_type": "synthetic shape" if image else "",
+      "parallel_question_id": str(n), "image": image,
+      "general_category_en": "Practical Skills & General Knowledge"}
+
+
+IMAGE_SOURCE = "jaxlab synthetic colours exam"
+
+
+def make_image_items(per_language: int, seed: int, out: str, split: str,
+                     start_index: int = 0) -> list[dict[str, Any]]:
+  """Image items of ``split`` (``per_language`` per language), their PNGs written under
+  ``out/images`` and named in the rows relative to ``out``.
+
+  The right colour lands on position ``i % 4`` for the ``i``-th item of a language; the
+  three other options are other colour words of that language, drawn without replacement.
+  The two splits draw their images from different streams.
+  """
+  from jaxlab.llm import image_tasks  # pylint: disable=import-outside-toplevel
+  os.makedirs(os.path.join(out, IMAGE_DIR), exist_ok=True)
+  rng = np.random.default_rng([seed, {"train": 0, "heldout": 1}[split]])
+  colours = list(image_tasks.COLOURS)
+  rows = []
+  for lang in COLOUR_QUESTION:
+    words = COLOUR_WORDS[lang]
+    for i in range(per_language):
+      image, facts = image_tasks.draw(rng)
+      image = image.resize(IMAGE_SIZE)  # PIL's default filter, as the harness resizes
+      right = colours.index(facts["colour"])
+      others = [j for j in rng.permutation(len(words)) if j != right][:3]
+      target = i % 4
+      options = [words[j] for j in others[:target]] + [words[right]] + [
+          words[j] for j in others[target:]]
+      name = f"{IMAGE_DIR}/{split}_{lang}_{i:04d}.png"
+      image.save(os.path.join(out, name), optimize=True)
+      rows.append(_row(lang, start_index + len(rows), COLOUR_QUESTION[lang], options, target,
+                       image=name, source=IMAGE_SOURCE))
+  return rows
 
 
 def sft_rows(items: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
@@ -139,37 +236,62 @@ def sft_rows(items: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
   Prompts are rendered with the chat template of the char tokenizers that from-scratch runs
   build (:data:`jaxlab.models.tokenizer.CHAR_CHAT_TEMPLATE`), so training sees exactly what
   the harness will send.
+
+  An image item's prompt holds the qwen_vl family's image span where the harness puts it,
+  and its row names the image file (field ``image``, relative to the output folder). It is
+  rendered without a chat template (the harness's plain system / user join), as the harness
+  renders it for a ``qwen_vl`` model trained from scratch here, whose char tokenizer has none
+  (``jaxlab.llm.sft`` leaves it out so that launch.generate renders prompts as training did).
   """
   from jaxlab.evals import kaleidoscope  # pylint: disable=import-outside-toplevel
   from jaxlab.models import tokenizer as tok_lib  # pylint: disable=import-outside-toplevel
   renderer = tok_lib.train_char_tokenizer(["0"], None)
+  marker = kaleidoscope.image_marker(kaleidoscope.VLM_FAMILY)
   out = []
   for i, row in enumerate(items):
     item = kaleidoscope.item_from_row(row, i)
     for regime in ("direct", "cot"):
-      prompt = kaleidoscope.render(kaleidoscope.build_prompt(item, regime), renderer)
+      prompt = kaleidoscope.build_prompt(item, regime)
+      prompt = (kaleidoscope.render(prompt, None, marker) if item.image
+                else kaleidoscope.render(prompt, renderer))
       letter = "ABCD"[row["answer"]]
       completion = (f'{{"choice": "{letter}"}}' if regime == "direct"
                     else f"<ANSWER> {letter} </ANSWER>")
+      extra = {"image": item.image} if item.image else {}
       out.append({"task": TASK, "question": prompt, "answer": completion, "seed": seed,
-                  "metadata": {"language": row["language"], "regime": regime}})
+                  "metadata": {"language": row["language"], "regime": regime}, **extra})
   return out
 
 
-def write(out: str, train_per_language: int = 300, heldout_per_language: int = 20,
-          seed: int = 0) -> dict[str, str]:
-  """Writes the three outputs of the module docstring; returns their paths."""
+def _write_parquet(folder: str, rows: list[dict[str, Any]]) -> None:
   import datasets  # pylint: disable=import-outside-toplevel
+  parquet = os.path.join(folder, "train-00000-of-00001.parquet")
+  os.makedirs(folder, exist_ok=True)
+  datasets.Dataset.from_list(rows).to_parquet(parquet + ".tmp")
+  os.replace(parquet + ".tmp", parquet)
+
+
+def write(out: str, train_per_language: int = 300, heldout_per_language: int = 20,
+          seed: int = 0, image_per_language: int = 0,
+          image_heldout_per_language: int = 20) -> dict[str, str]:
+  """Writes the outputs of the module docstring (the image exam when ``image_per_language``
+  > 0); returns their paths."""
   train, seen = make_items(train_per_language, seed)
   heldout, _ = make_items(heldout_per_language, seed + 1, exclude=seen)
   paths = {"train": os.path.join(out, "train.jsonl"), "eval": os.path.join(out, "eval.jsonl"),
            "heldout": os.path.join(out, "heldout")}
   files.write_jsonl(paths["train"], sft_rows(train, seed), ensure_ascii=False)
   files.write_jsonl(paths["eval"], sft_rows(heldout, seed + 1), ensure_ascii=False)
-  parquet = os.path.join(paths["heldout"], "train-00000-of-00001.parquet")
-  os.makedirs(paths["heldout"], exist_ok=True)
-  datasets.Dataset.from_list(heldout).to_parquet(parquet + ".tmp")
-  os.replace(parquet + ".tmp", parquet)
+  _write_parquet(paths["heldout"], heldout)
+  if image_per_language > 0:
+    train = make_image_items(image_per_language, seed, out, "train")
+    heldout = make_image_items(image_heldout_per_language, seed, out, "heldout")
+    paths.update(train_images=os.path.join(out, "train_images.jsonl"),
+                 eval_images=os.path.join(out, "eval_images.jsonl"),
+                 heldout_images=os.path.join(out, "heldout_images"))
+    files.write_jsonl(paths["train_images"], sft_rows(train, seed), ensure_ascii=False)
+    files.write_jsonl(paths["eval_images"], sft_rows(heldout, seed + 1), ensure_ascii=False)
+    _write_parquet(paths["heldout_images"], heldout)
   return paths
 
 
@@ -180,8 +302,12 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--train_per_language", type=int, default=300)
   parser.add_argument("--heldout_per_language", type=int, default=20)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--image_per_language", type=int, default=0,
+                      help="training items per language of the image exam (0: none)")
+  parser.add_argument("--image_heldout_per_language", type=int, default=20)
   a = parser.parse_args(argv)
-  for name, path in write(a.out, a.train_per_language, a.heldout_per_language, a.seed).items():
+  for name, path in write(a.out, a.train_per_language, a.heldout_per_language, a.seed,
+                          a.image_per_language, a.image_heldout_per_language).items():
     print(f"{name}: {path}")
 
 

@@ -1,0 +1,62 @@
+r"""A tiny Qwen2.5-VL-architecture model trained from scratch on a synthetic 18-language image
+exam, scored on its held-out image items by the Kaleidoscope harness in both prompt regimes.
+
+    python -m jaxlab.evals.kaleidoscope_synthetic --out=data/kaleidoscope_synthetic \
+        --image_per_language=150 --image_heldout_per_language=20
+    python -m launch.train --config=configs/kaleidoscope/tiny_vlm_mcq.py \
+        --workdir=runs/kscope_vlm
+    python -m launch.eval --benchmark=kaleidoscope --model=runs/kscope_vlm/hf_model \
+        --data=data/kaleidoscope_synthetic/heldout_images --images=data/kaleidoscope_synthetic \
+        --workdir=runs/kscope_vlm/direct --regime=direct --max_new_tokens=24
+    # and the same with --regime=cot --workdir=runs/kscope_vlm/cot
+
+Task (``jaxlab/evals/kaleidoscope_synthetic.py``, image exam): "what colour is the shape in the
+image?" asked in each of the 18 languages; the image is one filled square or circle of six
+colours on grey, saved at the harness's 512x512; the options are four colour words of the
+item's language, the answer position balanced over A-D. 150 training items per language (each
+seen in both regimes) and 20 held-out items per language with other images. The training
+prompts are exactly the harness's prompts for the ``qwen_vl`` family (system message,
+in-language keywords, the image span where the harness puts it, chat template); the answer is
+``{"choice": "X"}`` (direct) or ``<ANSWER> X </ANSWER>`` (CoT). To answer above chance the
+model has to see the colour and find its word among the options in that language.
+
+Model: vision tower of 2 blocks (width 64) and the 2x2 merger into a 3-layer, width-128
+Qwen2 text model; char tokenizer from the training text plus the vision tokens; float32.
+``data.max_pixels`` = 112 x 112, so the 512x512 images reach the tower as 8x8 patches (16
+language-model tokens), in training and in the harness alike (the bound is saved in the
+exported model's ``preprocessor_config.json``).
+
+Chance is 0.25. Measured numbers: ``docs/reproductions/kaleidoscope.md``.
+"""
+
+from jaxlab.llm import sft
+
+DATA = "data/kaleidoscope_synthetic"
+
+
+def get_config():
+  c = sft.default_config()
+  c.data.train_files = (f"{DATA}/train_images.jsonl",)
+  c.data.eval_files = (f"{DATA}/eval_images.jsonl",)
+  c.data.image_field = "image"
+  c.data.prompt_format = "{question}"  # the rendered prompt, its image span included
+  c.data.completion_format = "{answer}"
+  c.data.prompt_special_tokens = False  # the prompts are rendered chat transcripts
+  c.data.max_pixels = 112 * 112
+  c.model.family = "qwen_vl"
+  sft.tiny_decoder(c)
+  c.model.vision.update(dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4,
+                             window_size=56, fullatt_block_indexes=(1,)))
+  c.steps = 1500
+  c.batch_size = 16
+  c.optim.learning_rate = 3e-3
+  c.optim.warmup_steps = 50
+  c.optim.schedule = "cosine"
+  c.optim.min_lr_ratio = 0.1
+  c.log_every = 50
+  c.eval.every = 500
+  c.eval.num_examples = 120
+  c.eval.batch_size = 40
+  c.eval.max_new_tokens = 24
+  c.checkpoint.every = 250
+  return c
