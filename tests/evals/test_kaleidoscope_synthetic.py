@@ -46,3 +46,38 @@ def test_sft_prompts_are_the_harness_prompts_and_answers_verify():
     assert row["answer"] == form.format(letter)
     assert tasks.verify("multiple_choice", form.format(letter), row["answer"])
     assert not tasks.verify("multiple_choice", form.format(wrong), row["answer"])
+
+
+def test_image_exam_items_images_and_prompts(tmp_path):
+  """The image exam: balanced answers, the right colour word (of the item's language) at the
+  answer, PNGs at the harness's 512x512 that the harness opens, training prompts equal to the
+  harness's qwen_vl prompts for a tokenizer without a chat template, disjoint image streams."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from jaxlab.llm import image_tasks  # pylint: disable=import-outside-toplevel
+  paths = synth.write(str(tmp_path), train_per_language=1, heldout_per_language=1, seed=0,
+                      image_per_language=4, image_heldout_per_language=2)
+  assert len(tasks.load_jsonl(paths["train_images"])) == 2 * 4 * 18  # both regimes
+  ds = kaleidoscope.load(paths["heldout_images"], images=str(tmp_path))
+  assert len(ds) == 2 * 18 and all(it.is_multimodal for it in ds.items)
+  colours = list(image_tasks.COLOURS)
+  for it in ds.items:
+    image = ds.open_image(it)
+    assert image.size == synth.IMAGE_SIZE
+    # The shape's colour is the right option's word in the item's language.
+    rgb = {tuple(c) for _, c in image.getcolors(512 * 512)}
+    right = colours[synth.COLOUR_WORDS[it.language].index(it.options[it.answer])]
+    assert image_tasks.COLOURS[right] in rgb
+    assert len(set(it.options)) == 4
+    assert set(it.options) <= set(synth.COLOUR_WORDS[it.language])
+  sft = tasks.load_jsonl(paths["eval_images"])
+  for k, row in enumerate(sft):
+    item = ds.items[k // 2]
+    prompt = kaleidoscope.build_prompt(item, row["metadata"]["regime"])
+    assert row["question"] == kaleidoscope.render(prompt, None, kaleidoscope.image_marker(
+        kaleidoscope.VLM_FAMILY))
+    assert row["image"] == item.image
+  per_language = collections.Counter((it.language, it.answer) for it in ds.items)
+  assert set(per_language.values()) == {1}  # answers 0 and 1 of 2 items in every language
+  held_pixels = Image.open(tmp_path / ds.items[0].image).tobytes()
+  assert all(Image.open(tmp_path / f"images/train_{ds.items[0].language}_{i:04d}.png").tobytes()
+             != held_pixels for i in range(4))
