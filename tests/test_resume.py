@@ -20,8 +20,8 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SFT = ["--config=configs/llm/sft_tiny.py", "--config.steps=240", "--config.log_every=10",
-       "--config.eval.every=120", "--config.checkpoint.every=10", "--config.eval.num_examples=8",
+SFT = ["--config=configs/llm/sft_tiny.py", "--config.steps=60", "--config.log_every=10",
+       "--config.eval.every=30", "--config.checkpoint.every=10", "--config.eval.num_examples=8",
        "--config.eval.batch_size=8", "--config.eval.max_new_tokens=4",
        "--config.model.hidden_size=32", "--config.model.intermediate_size=64",
        "--config.model.num_layers=1", "--config.model.head_dim=8", "--config.batch_size=8",
@@ -34,8 +34,8 @@ SAC = ["--config=configs/sac/pendulum.py", "--config.total_env_steps=8000",
 
 def _rl(init):
   return ["--config=configs/asyppo/ppo.py:asyppo", f"--config.model.init={init}",
-          "--config.data.prompt_format={question}", "--config.steps=40", "--config.log_every=2",
-          "--config.eval.every=20", "--config.checkpoint.every=2", "--config.prompts_per_step=4",
+          "--config.data.prompt_format={question}", "--config.steps=12", "--config.log_every=2",
+          "--config.eval.every=6", "--config.checkpoint.every=2", "--config.prompts_per_step=4",
           "--config.group_size=4", "--config.async_lag=2", "--config.minibatches=2",
           "--config.sampling.max_new_tokens=4",
           "--config.eval.max_new_tokens=4", "--config.eval.num_examples=8",
