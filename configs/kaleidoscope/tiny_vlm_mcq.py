@@ -29,34 +29,25 @@ exported model's ``preprocessor_config.json``).
 Chance is 0.25. Measured numbers: ``docs/reproductions/kaleidoscope.md``.
 """
 
-from jaxlab.llm import sft
+import os
+
+from jaxlab.core import config as config_lib
 
 DATA = "data/kaleidoscope_synthetic"
 
 
 def get_config():
-  c = sft.default_config()
+  # The text exam's config (data format, tiny text model, optimiser, evaluation), then the
+  # image exam's data and the vision tower.
+  c = config_lib.load_file(os.path.join(os.path.dirname(__file__), "tiny_mcq.py"))
   c.data.train_files = (f"{DATA}/train_images.jsonl",)
   c.data.eval_files = (f"{DATA}/eval_images.jsonl",)
   c.data.image_field = "image"
-  c.data.prompt_format = "{question}"  # the rendered prompt, its image span included
-  c.data.completion_format = "{answer}"
-  c.data.prompt_special_tokens = False  # the prompts are rendered chat transcripts
   c.data.max_pixels = 112 * 112
   c.model.family = "qwen_vl"
-  sft.tiny_decoder(c)
   c.model.vision.update(dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4,
                              window_size=56, fullatt_block_indexes=(1,)))
   c.steps = 1500
-  c.batch_size = 16
-  c.optim.learning_rate = 3e-3
-  c.optim.warmup_steps = 50
-  c.optim.schedule = "cosine"
-  c.optim.min_lr_ratio = 0.1
-  c.log_every = 50
   c.eval.every = 500
-  c.eval.num_examples = 120
-  c.eval.batch_size = 40
-  c.eval.max_new_tokens = 24
   c.checkpoint.every = 250
   return c
