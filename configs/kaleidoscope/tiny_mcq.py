@@ -18,9 +18,15 @@ A-D, the answer position balanced. The training prompts are exactly the harness'
 training, 20 held-out items per language (none shares its options with a training item).
 
 Model: a Qwen3-style decoder (3 layers, width 128, char tokenizer built from the training
-text), float32 on CPU, 500 steps of 16 prompts, AdamW.
+text), float32 on CPU, 1500 steps of 16 prompts, AdamW (peak 3e-3, cosine to 3e-4).
 
-Chance is 0.25. Measured numbers: see ``docs/reproductions/kaleidoscope.md``.
+Chance is 0.25. Measured on the 360 held-out items (macro total accuracy over the 18
+languages, direct / CoT, 95% bootstrap intervals over items; 2-core CPU shared with other
+runs, 27-35 min of training): seed 0 0.661 [0.614, 0.706] / 0.683 [0.633, 0.731]; seed 1
+1.000 / 1.000 (360 of 360 in each regime).
+The first run used 500 steps (``--config.steps=500 --config.eval.every=250
+--config.checkpoint.every=100``) and stopped on a positional shortcut: 0.372 / 0.500. Details
+and per-item outputs: ``docs/reproductions/kaleidoscope.md``.
 """
 
 from jaxlab.llm import sft
@@ -35,16 +41,16 @@ def get_config():
   c.data.prompt_special_tokens = False  # the prompts are rendered chat transcripts
   sft.tiny_decoder(c)
   c.model.architecture = "Qwen3ForCausalLM"
-  c.steps = 500
+  c.steps = 1500
   c.batch_size = 16
   c.optim.learning_rate = 3e-3
   c.optim.warmup_steps = 50
   c.optim.schedule = "cosine"
   c.optim.min_lr_ratio = 0.1
   c.log_every = 50
-  c.eval.every = 250
+  c.eval.every = 500
   c.eval.num_examples = 120
   c.eval.batch_size = 40
   c.eval.max_new_tokens = 24
-  c.checkpoint.every = 100
+  c.checkpoint.every = 250
   return c

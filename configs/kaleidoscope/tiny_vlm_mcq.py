@@ -26,7 +26,9 @@ Qwen2 text model; char tokenizer from the training text plus the vision tokens; 
 language-model tokens), in training and in the harness alike (the bound is saved in the
 exported model's ``preprocessor_config.json``).
 
-Chance is 0.25. Measured numbers: ``docs/reproductions/kaleidoscope.md``.
+Chance is 0.25. Measured (seed 0, 2-core CPU shared with other runs): 1500 steps in 38 min;
+the model learned the answer format but not the task: 0.250 macro total accuracy in both
+regimes, every answer option A (``docs/reproductions/kaleidoscope.md``).
 """
 
 import os
@@ -47,7 +49,4 @@ def get_config():
   c.model.family = "qwen_vl"
   c.model.vision.update(dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4,
                              window_size=56, fullatt_block_indexes=(1,)))
-  c.steps = 1500
-  c.eval.every = 500
-  c.checkpoint.every = 250
   return c
