@@ -142,6 +142,7 @@ IMAGE_SIZE = (512, 512)  # the harness's default resize: training reads what sco
 IMAGE_DIR = "images"
 
 SOURCE = "jaxlab synthetic numbers exam"
+IMAGE_SOURCE = "jaxlab synthetic colours exam"
 TASK = "multiple_choice"
 
 
@@ -196,11 +197,8 @@ def _row(lang: str, n: int, question: str, options: list[str], answer: int,
       "general_category_en": "Practical Skills & General Knowledge"}
 
 
-IMAGE_SOURCE = "jaxlab synthetic colours exam"
-
-
-def make_image_items(per_language: int, seed: int, out: str, split: str,
-                     start_index: int = 0) -> list[dict[str, Any]]:
+def make_image_items(per_language: int, seed: int, out: str, split: str
+                     ) -> list[dict[str, Any]]:
   """Image items of ``split`` (``per_language`` per language), their PNGs written under
   ``out/images`` and named in the rows relative to ``out``.
 
@@ -225,8 +223,8 @@ def make_image_items(per_language: int, seed: int, out: str, split: str,
           words[j] for j in others[target:]]
       name = f"{IMAGE_DIR}/{split}_{lang}_{i:04d}.png"
       image.save(os.path.join(out, name), optimize=True)
-      rows.append(_row(lang, start_index + len(rows), COLOUR_QUESTION[lang], options, target,
-                       image=name, source=IMAGE_SOURCE))
+      rows.append(_row(lang, len(rows), COLOUR_QUESTION[lang], options, target, image=name,
+                       source=IMAGE_SOURCE))
   return rows
 
 
