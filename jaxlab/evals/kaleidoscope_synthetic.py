@@ -30,9 +30,13 @@ Held-out items never share (language, options) with a training item.
 
 With ``--image_per_language=N`` (N > 0) it also writes an image exam for a vision-language
 model: "what colour is the shape in the image?" asked in each language, the image one filled
-square or circle of six colours on grey (:func:`jaxlab.llm.image_tasks.draw`), saved at the
-harness's 512x512 so that training and scoring read the same pixels, and four options that
-are colour words of that language (our own translations), the answer position balanced:
+square or circle on grey (:func:`jaxlab.llm.image_tasks.draw`), red, green, blue or yellow,
+saved at the harness's 512x512 so that training and scoring read the same pixels; the options
+are those four colour words of the item's language (our own translations) in that order, so
+the answer depends on the image only and its position is balanced. (A first version shuffled
+four of six colour words per item; a tiny model trained from scratch learned the format but
+answered A on every item, because it also had to learn 108 words in 18 scripts: see
+docs/reproductions/kaleidoscope.md. Reading the options is what the text exam checks.)
 
   images/               the PNG files of both splits
   train_images.jsonl    SFT rows for ``configs/kaleidoscope/tiny_vlm_mcq.py``: the harness's
@@ -140,6 +144,7 @@ COLOUR_WORDS: dict[str, tuple[str, ...]] = {
 }
 IMAGE_SIZE = (512, 512)  # the harness's default resize: training reads what scoring reads
 IMAGE_DIR = "images"
+IMAGE_OPTIONS = 4  # the image exam asks about the first four colours
 
 SOURCE = "jaxlab synthetic numbers exam"
 IMAGE_SOURCE = "jaxlab synthetic colours exam"
@@ -202,25 +207,24 @@ def make_image_items(per_language: int, seed: int, out: str, split: str
   """Image items of ``split`` (``per_language`` per language), their PNGs written under
   ``out/images`` and named in the rows relative to ``out``.
 
-  The right colour lands on position ``i % 4`` for the ``i``-th item of a language; the
-  three other options are other colour words of that language, drawn without replacement.
-  The two splits draw their images from different streams.
+  The options are the language's first four colour words (red, green, blue, yellow) in that
+  order for every item, so the answer is a function of the image alone: the ``i``-th item of
+  a language shows colour ``i % 4`` (balanced answers; the shape, its place and the grey are
+  drawn until a shape of that colour comes). The two splits draw from different streams.
   """
   from jaxlab.llm import image_tasks  # pylint: disable=import-outside-toplevel
   os.makedirs(os.path.join(out, IMAGE_DIR), exist_ok=True)
   rng = np.random.default_rng([seed, {"train": 0, "heldout": 1}[split]])
-  colours = list(image_tasks.COLOURS)
+  colours = list(image_tasks.COLOURS)[:IMAGE_OPTIONS]
   rows = []
   for lang in COLOUR_QUESTION:
-    words = COLOUR_WORDS[lang]
+    options = list(COLOUR_WORDS[lang][:IMAGE_OPTIONS])
     for i in range(per_language):
+      target = i % IMAGE_OPTIONS
       image, facts = image_tasks.draw(rng)
+      while facts["colour"] != colours[target]:
+        image, facts = image_tasks.draw(rng)
       image = image.resize(IMAGE_SIZE)  # PIL's default filter, as the harness resizes
-      right = colours.index(facts["colour"])
-      others = [j for j in rng.permutation(len(words)) if j != right][:3]
-      target = i % 4
-      options = [words[j] for j in others[:target]] + [words[right]] + [
-          words[j] for j in others[target:]]
       name = f"{IMAGE_DIR}/{split}_{lang}_{i:04d}.png"
       image.save(os.path.join(out, name), optimize=True)
       rows.append(_row(lang, len(rows), COLOUR_QUESTION[lang], options, target, image=name,
