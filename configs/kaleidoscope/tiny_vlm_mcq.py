@@ -11,14 +11,14 @@ exam, scored on its held-out image items by the Kaleidoscope harness in both pro
     # and the same with --regime=cot --workdir=runs/kscope_vlm/cot
 
 Task (``jaxlab/evals/kaleidoscope_synthetic.py``, image exam): "what colour is the shape in the
-image?" asked in each of the 18 languages; the image is one filled square or circle of six
-colours on grey, saved at the harness's 512x512; the options are four colour words of the
-item's language, the answer position balanced over A-D. 150 training items per language (each
-seen in both regimes) and 20 held-out items per language with other images. The training
-prompts are exactly the harness's prompts for the ``qwen_vl`` family (system message,
-in-language keywords, the image span where the harness puts it, chat template); the answer is
-``{"choice": "X"}`` (direct) or ``<ANSWER> X </ANSWER>`` (CoT). To answer above chance the
-model has to see the colour and find its word among the options in that language.
+image?" asked in each of the 18 languages; the image is one filled square or circle on grey,
+red, green, blue or yellow, saved at the harness's 512x512; the options are those four colour
+words of the item's language in that order, so the answer depends on the image alone, and it is
+balanced over A-D. 150 training items per language (each seen in both regimes) and 20 held-out
+items per language with other images. The training prompts are exactly the harness's prompts
+for the ``qwen_vl`` family (system message, in-language keywords, the image span where the
+harness puts it); the answer is ``{"choice": "X"}`` (direct) or ``<ANSWER> X </ANSWER>``
+(CoT). A model blind to the image stays at 0.25.
 
 Model: vision tower of 2 blocks (width 64) and the 2x2 merger into a 3-layer, width-128
 Qwen2 text model; char tokenizer from the training text plus the vision tokens; float32.
@@ -26,9 +26,12 @@ Qwen2 text model; char tokenizer from the training text plus the vision tokens; 
 language-model tokens), in training and in the harness alike (the bound is saved in the
 exported model's ``preprocessor_config.json``).
 
-Chance is 0.25. Measured (seed 0, 2-core CPU shared with other runs): 1500 steps in 38 min;
-the model learned the answer format but not the task: 0.250 macro total accuracy in both
-regimes, every answer option A (``docs/reproductions/kaleidoscope.md``).
+Chance is 0.25. Measured (2-core CPU, load average ~2, 1500 steps in 19-20 min, macro total
+accuracy on the 360 held-out items, direct / CoT; docs/reproductions/kaleidoscope.md):
+seed 0 0.500 / 0.500, seed 1 0.747 / 0.747, every criterion met for both seeds. Neither
+learned all four colours: seed 0 answers every red item right and "green" for the other
+three, seed 1 tells red, yellow and {green, blue} apart. A first version of the exam (four of six colour words shuffled per item) stayed
+at 0.250 after 1500 steps, every answer A.
 """
 
 import os
