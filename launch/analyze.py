@@ -46,6 +46,13 @@ holding ``hf_model/``); the prompts come from ``--prompts`` (a JSONL task file, 
 
 ``--core_order=1,0`` analyses the model with its core blocks swapped (``--core_order=0`` with
 block 1 deleted), in every iteration; an index the model does not have is one error line.
+
+``--kind=groundcua_study`` scores GroundCUA runs' held-out completions (``jaxlab/grounding/
+study.py``): one row per run with accuracy and mean reward overall, by element size and by
+instruction kind; ``--data=<its --export CSV> --paired=<SFT arm>`` then gives RL minus SFT:
+
+    python -m launch.analyze --kind=groundcua_study --tasks=runs/groundcua_data/heldout/tasks.jsonl \
+        --workdir='runs/groundcua_sft_s*,runs/groundcua_rl_s*' --export=study.csv
 """
 
 from __future__ import annotations
@@ -97,10 +104,14 @@ PRESETS = {
 }
 _PRESET = flags.DEFINE_enum("preset", "returns", list(PRESETS),
                             "Key set used when --keys is not given.")
-_KIND = flags.DEFINE_enum("kind", "runs", ["runs", "looped", "looped_study"],
+_KIND = flags.DEFINE_enum("kind", "runs", ["runs", "looped", "looped_study", "groundcua_study"],
                           "runs: compare training runs; looped: the mechanistic analysis of one "
                           "looped model; looped_study: the looped study's criteria per run, from "
-                          "runs analysed with --kind=looped (docs/reproductions/looped.md).")
+                          "runs analysed with --kind=looped (docs/reproductions/looped.md); "
+                          "groundcua_study: held-out accuracy and reward per run, overall, by "
+                          "element size and instruction kind (docs/reproductions/groundcua.md).")
+_TASKS = flags.DEFINE_string("tasks", None, "groundcua_study: the held-out tasks.jsonl the runs' "
+                             "completions answer.")
 _ANALYSIS_DIR = flags.DEFINE_string("analysis_dir", "analysis", "looped_study: the folder of "
                                     "each run that holds its --kind=looped output.")
 _ITERATIONS = flags.DEFINE_list("iterations", ["4", "8", "16"], "looped: trip counts to capture.")
@@ -381,11 +392,9 @@ def globbed_workdirs() -> list[str]:
   return workdirs
 
 
-def analyze_looped_study() -> None:
-  """``--kind=looped_study``: the looped study's criteria per run (:mod:`jaxlab.looped.study`),
-  arms from ``--group_by`` (default: the directory name without ``_s<N>``), the columns of
-  ``--keys`` if given (a feed-forward run has only the accuracy and stage columns)."""
-  from jaxlab.looped import study  # pylint: disable=import-outside-toplevel
+def study_arms() -> dict[str, list[str]]:
+  """``{arm: [workdirs]}`` of ``--workdir`` (globs expanded), arms from ``--group_by`` (default:
+  the directory name without ``_s<N>``); no run directory exits 2."""
   workdirs = globbed_workdirs()
   if not workdirs:
     fail(f"--workdir={','.join(_WORKDIR.value or [])}: no run directories")
@@ -395,6 +404,15 @@ def analyze_looped_study() -> None:
       arms.setdefault(run_label(w, _GROUP_BY.value or "seed_suffix"), []).append(w)
     except KeyError as err:
       fail(err.args[0])
+  return arms
+
+
+def analyze_looped_study() -> None:
+  """``--kind=looped_study``: the looped study's criteria per run (:mod:`jaxlab.looped.study`),
+  arms from ``--group_by`` (default: the directory name without ``_s<N>``), the columns of
+  ``--keys`` if given (a feed-forward run has only the accuracy and stage columns)."""
+  from jaxlab.looped import study  # pylint: disable=import-outside-toplevel
+  arms = study_arms()
   try:
     rows = study.study_rows(arms, _ANALYSIS_DIR.value)
   except (OSError, ValueError, KeyError) as err:
@@ -412,8 +430,26 @@ def analyze_looped_study() -> None:
   print(f"wrote {_OUT.value}/table.md, table.csv (per seed) and {len(written)} plots")
 
 
+def analyze_groundcua_study() -> None:
+  """``--kind=groundcua_study``: :func:`jaxlab.grounding.study.study_rows` of the runs, arms
+  from ``--group_by`` (default: the directory name without ``_s<N>``)."""
+  from jaxlab.core.errors import DataError  # pylint: disable=import-outside-toplevel
+  from jaxlab.grounding import study  # pylint: disable=import-outside-toplevel
+  if not _TASKS.value:
+    fail("--kind=groundcua_study needs --tasks=<the held-out tasks.jsonl>")
+  arms = study_arms()
+  try:
+    rows = study.study_rows(arms, _TASKS.value)
+  except DataError as err:
+    fail(" ".join(str(err).split()))
+  write_tables(rows, study.COLUMNS)
+
+
 def main(argv):
   del argv
+  if _KIND.value == "groundcua_study":
+    analyze_groundcua_study()
+    return
   if _KIND.value == "looped":
     analyze_looped()
     return
