@@ -390,6 +390,16 @@ class ImageBudget:
     return max_patches or patches, max(images, 1)
 
 
+def config_row_images(data_config: Any, rows_with_where: Sequence[tuple[str, int, dict]],
+                      image_config: Any, vision_config: Any) -> "RowImages | None":
+  """The images of rows as a run with ``config.data`` reads them (its image field and patch
+  budget), or None for a run without images: what ``TaskAccuracy(images=...)`` scores with."""
+  if not data_config.image_field:
+    return None
+  return RowImages(rows_with_where, data_config.image_field, image_config, vision_config,
+                   data_config.max_patches)
+
+
 class RowImages:
   """The images of task rows for a vision-language model, and their padded batches.
 

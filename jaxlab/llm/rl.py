@@ -682,10 +682,7 @@ class RLRun:
                                           param_dtype="float32", tokenizer=False)
       limit = policy.config.max_position_embeddings
     # Image rows: each prompt's placeholders, its padded images per batch (as in SFT).
-    eval_images = None
-    if c.data.image_field:
-      eval_images = data_lib.RowImages(eval_with_where, c.data.image_field, self.image_config,
-                                       self.vision_config, c.data.max_patches)
+    eval_images = self.row_images(eval_with_where)
     n_new = c.sampling.max_new_tokens
     if self.prompt_len + n_new > limit:
       raise ConfigError(f"prompts of {self.prompt_len} tokens + 'config.sampling.max_new_tokens'"
@@ -738,6 +735,13 @@ class RLRun:
                           "eval_acc": "eval/accuracy"}
     self.plot_keys = ("reward/task", "kl/exact_rev", "eval/accuracy")
     self.target = None
+
+  def row_images(self, rows_with_where) -> data_lib.RowImages | None:
+    """The images of rows from :func:`jaxlab.llm.data.load_rows` as this run reads them (None
+    for a run without images), so ``launch.eval``'s ``task_accuracy`` scores image rows as the
+    trainer's evaluation does."""
+    return data_lib.config_row_images(self.config.data, rows_with_where, self.image_config,
+                                      self.vision_config)
 
   def init(self) -> dict[str, Any]:
     return self._state0

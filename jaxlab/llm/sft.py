@@ -793,10 +793,8 @@ class SFTRun:
   def row_images(self, rows_with_where) -> data_lib.RowImages | None:
     """The images of rows from :func:`jaxlab.llm.data.load_rows` as this run reads them (None
     for a run without images): what ``TaskAccuracy(images=...)`` needs to score such rows."""
-    if not self.config.data.image_field:
-      return None
-    return data_lib.RowImages(rows_with_where, self.config.data.image_field, self.image_config,
-                              self.vision_config, self.config.data.max_patches)
+    return data_lib.config_row_images(self.config.data, rows_with_where, self.image_config,
+                                      self.vision_config)
 
   def host_batch(self, step: int, rows: np.ndarray | None = None) -> dict[str, Any]:
     """The numpy batch of optimizer step ``step`` (0-based), a pure function of the seed and

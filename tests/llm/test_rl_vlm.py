@@ -4,6 +4,7 @@ sampler's, and a short RLOO run with the GroundCUA reward trains and exports."""
 
 import json
 import os
+import types
 
 import jax
 import numpy as np
@@ -13,6 +14,7 @@ from jaxlab.core import loop
 from jaxlab.core.errors import ConfigError
 from jaxlab.core.mesh import make_mesh
 from jaxlab.grounding import synthetic
+from jaxlab.llm import data as data_lib
 from jaxlab.llm import rl, sampling, sft
 from jaxlab.models.qwen_vl import modeling, processor
 from jaxlab.models.qwen_vl import params as vl_ckpt
@@ -104,6 +106,22 @@ def test_two_rloo_steps_on_image_rows(vlm_dir, tmp_path):
   assert processor.PREPROCESSOR_FILE in os.listdir(hf)
   again, _ = vl_ckpt.from_pretrained(hf, tokenizer=False)
   assert again.config == vl_ckpt.load_config(vlm_dir["hf"])
+
+
+def test_launch_eval_scores_image_rows_as_the_trainer_does(vlm_dir, tmp_path):
+  """``launch.eval``'s task_accuracy on a vision-language RL run reads the rows' images: its
+  completions equal the trainer's own evaluation of the same parameters."""
+  from jaxlab.evals import tasks as task_eval  # pylint: disable=import-outside-toplevel
+  c = _config(vlm_dir)
+  run = rl.RLRun(c, str(tmp_path / "run"), make_mesh())
+  state = run.init()
+  metrics, texts = run.evaluator(run.model(state))
+  options = types.SimpleNamespace(num_examples=0, workdir=str(tmp_path))
+  out = task_eval.task_accuracy(run, state, options)
+  got = [json.loads(line)["completion"] for line in open(out["samples"])]
+  assert got == texts and out["num_examples"] == 2
+  assert out["eval/accuracy"] == metrics["eval/accuracy"]
+  assert run.row_images(data_lib.load_rows(c.data.eval_files, 2)) is not None
 
 
 def test_image_rows_reject_value_critics(vlm_dir):
