@@ -1,0 +1,42 @@
+#!/bin/bash
+# Paper 4's CPU study (docs/reproductions/groundcua.md, design written before the runs): for
+# each seed, SFT of the tiny Qwen2.5-VL (configs/groundcua/sft_tiny.py), its held-out
+# completions, RLOO from that SFT model (configs/groundcua/rl_tiny.py), its held-out
+# completions; then one row per run and the paired RL - SFT differences, as CSVs for the page.
+#
+#   bash configs/groundcua/cpu_study.sh                 # seeds 0 1 2
+#   SEEDS="1 2" bash configs/groundcua/cpu_study.sh     # some seeds
+#
+# Every step resumes: a training run continues from its newest checkpoint (a finished one is
+# scored and exported once more), so the same command picks up after an interruption. Time on the 2-core CPU with
+# nothing else running: ~1.5-2 h of SFT and ~25 min of RL per seed (config docstrings).
+set -euo pipefail
+SEEDS=${SEEDS:-"0 1 2"}
+DATA=runs/groundcua_data
+OUT=${OUT:-docs/reproductions/data/groundcua}
+N=200  # every held-out instruction (40 screens x 5), the same rows for SFT and RL
+
+if [ ! -f "$DATA/heldout/tasks.jsonl" ]; then
+  python -m jaxlab.grounding.synthetic --out="$DATA/train" --num_screens=300 --seed=0 \
+    --apps=0,1,2,3,4,5,6,7 --instructions_per_screen=10
+  python -m jaxlab.grounding.synthetic --out="$DATA/heldout" --num_screens=40 --seed=1 \
+    --apps=100,101,102,103 --instructions_per_screen=5
+fi
+
+for s in $SEEDS; do
+  sft=runs/groundcua_sft_s$s
+  rl=runs/groundcua_rl_s$s
+  python -m launch.train --config=configs/groundcua/sft_tiny.py --workdir="$sft" \
+    --config.seed="$s"
+  python -m launch.eval --workdir="$sft" --evaluators=task_accuracy --num_examples=$N
+  python -m launch.train --config=configs/groundcua/rl_tiny.py --workdir="$rl" \
+    --config.seed="$s" --config.model.init="$sft/hf_model"
+  python -m launch.eval --workdir="$rl" --evaluators=task_accuracy --num_examples=$N
+done
+
+mkdir -p "$OUT"
+python -m launch.analyze --kind=groundcua_study --tasks="$DATA/heldout/tasks.jsonl" \
+  --workdir='runs/groundcua_sft_s*,runs/groundcua_rl_s*' --out=runs/groundcua_study \
+  --export="$OUT/study.csv"
+python -m launch.analyze --data="$OUT/study.csv" --paired=groundcua_sft --export="$OUT/paired.csv"
+echo "done: $OUT/study.csv, $OUT/paired.csv"
