@@ -713,10 +713,10 @@ class SFTRun:
     self.num_rows = len(self.store)
     self.eval_located = data_lib.load_rows(c.data.eval_files, c.eval.num_examples)
     eval_images = None
+    self.image_config = self.vision_config = None  # set for image rows (row_images reads them)
     if self.vlm:
       # Image rows: the image processor and tower configs, and the job's patch budget per
       # row and image slots per row (the largest over every row, measured with T).
-      self.image_config = self.vision_config = None
       if c.data.image_field:
         self.image_config, self.vision_config = image_configs(c)
       self.tokenizer = _build_tokenizer(c, workdir, lambda: [
