@@ -51,7 +51,8 @@ block 1 deleted), in every iteration; an index the model does not have is one er
 study.py``): one row per run with accuracy and mean reward overall, by element size and by
 instruction kind; ``--data=<its --export CSV> --paired=<SFT arm>`` then gives RL minus SFT:
 
-    python -m launch.analyze --kind=groundcua_study --tasks=runs/groundcua_data/heldout/tasks.jsonl \
+    python -m launch.analyze --kind=groundcua_study \
+        --tasks=runs/groundcua_data/heldout/tasks.jsonl \
         --workdir='runs/groundcua_sft_s*,runs/groundcua_rl_s*' --export=study.csv
 """
 

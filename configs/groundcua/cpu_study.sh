@@ -8,8 +8,9 @@
 #   SEEDS="1 2" bash configs/groundcua/cpu_study.sh     # some seeds
 #
 # Every step resumes: a training run continues from its newest checkpoint (a finished one is
-# scored and exported once more), so the same command picks up after an interruption. Time on the 2-core CPU with
-# nothing else running: ~1.5-2 h of SFT and ~25 min of RL per seed (config docstrings).
+# scored and exported once more), so the same command picks up after an interruption. Time on
+# the 2-core CPU with nothing else running: ~1.5-2 h of SFT and ~25 min of RL per seed (config
+# docstrings).
 set -euo pipefail
 SEEDS=${SEEDS:-"0 1 2"}
 DATA=runs/groundcua_data

@@ -30,8 +30,8 @@ Chance is 0.25. Measured (2-core CPU, load average ~2, 1500 steps in 19-20 min, 
 accuracy on the 360 held-out items, direct / CoT; docs/reproductions/kaleidoscope.md):
 seed 0 0.500 / 0.500, seed 1 0.747 / 0.747, every criterion met for both seeds. Neither
 learned all four colours: seed 0 answers every red item right and "green" for the other
-three, seed 1 tells red, yellow and {green, blue} apart. A first version of the exam (four of six colour words shuffled per item) stayed
-at 0.250 after 1500 steps, every answer A.
+three, seed 1 tells red, yellow and {green, blue} apart. A first version of the exam (four
+of six colour words shuffled per item) stayed at 0.250 after 1500 steps, every answer A.
 """
 
 import os

@@ -35,8 +35,9 @@ saved at the harness's 512x512 so that training and scoring read the same pixels
 are those four colour words of the item's language (our own translations) in that order, so
 the answer depends on the image only and its position is balanced. (A first version shuffled
 four of six colour words per item; a tiny model trained from scratch learned the format but
-answered A on every item, because it also had to learn 108 words in 18 scripts: see
-docs/reproductions/kaleidoscope.md. Reading the options is what the text exam checks.)
+answered A on every item, and that run could not tell a model blind to the image from one
+that had not yet learned 108 colour words in 18 scripts: see docs/reproductions/
+kaleidoscope.md. Reading the options is what the text exam checks.)
 
   images/               the PNG files of both splits
   train_images.jsonl    SFT rows for ``configs/kaleidoscope/tiny_vlm_mcq.py``: the harness's

@@ -94,18 +94,23 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, float]:
   return {k: out[k] for k in COLUMNS}
 
 
-def run_values(workdir: str, tasks_path: str) -> dict[str, float]:
-  """:func:`summarize` of one run's held-out completions against ``tasks_path``.
+def _read(path: str) -> list[dict[str, Any]]:
+  try:
+    return files.read_jsonl(path)
+  except (OSError, ValueError) as err:
+    raise DataError(f"{path}: {err}") from None
+
+
+def run_values(workdir: str, tasks: Sequence[dict[str, Any]], tasks_path: str
+               ) -> dict[str, float]:
+  """:func:`summarize` of one run's held-out completions against the rows ``tasks`` (read
+  from ``tasks_path``, which errors name).
 
   Raises:
-    DataError: a missing or unreadable file, or samples that do not match the tasks.
+    DataError: a missing or unreadable samples file, or samples that do not match the tasks.
   """
   path = samples_path(workdir)
-  try:
-    samples = files.read_jsonl(path)
-    tasks = files.read_jsonl(tasks_path)
-  except (OSError, ValueError) as err:
-    raise DataError(f"{getattr(err, 'filename', None) or path}: {err}") from None
+  samples = _read(path)
   try:
     return summarize(scored(samples, tasks))
   except (KeyError, TypeError, ValueError) as err:
@@ -114,7 +119,12 @@ def run_values(workdir: str, tasks_path: str) -> dict[str, float]:
 
 def study_rows(arms: dict[str, list[str]], tasks_path: str) -> list[dict[str, Any]]:
   """Per-run rows (``arm``, ``run``, ``seed`` from the run's ``config.json``, then
-  :data:`COLUMNS`) of ``{arm: [workdirs]}``."""
+  :data:`COLUMNS`) of ``{arm: [workdirs]}``; ``tasks_path`` is read once for all runs.
+
+  Raises:
+    DataError: as :func:`run_values`, or an unreadable ``tasks_path``.
+  """
+  tasks = _read(tasks_path)
   rows = []
   for arm, workdirs in arms.items():
     for w in workdirs:
@@ -124,5 +134,5 @@ def study_rows(arms: dict[str, list[str]], tasks_path: str) -> list[dict[str, An
         with open(config) as f:
           seed = json.load(f).get("seed", "")
       rows.append(dict(arm=arm, run=os.path.basename(os.path.normpath(w)), seed=seed,
-                       **run_values(w, tasks_path)))
+                       **run_values(w, tasks, tasks_path)))
   return rows

@@ -50,8 +50,9 @@ def test_sft_prompts_are_the_harness_prompts_and_answers_verify():
 
 def test_image_exam_items_images_and_prompts(tmp_path):
   """The image exam: balanced answers, the right colour word (of the item's language) at the
-  answer, the same option order in every item, PNGs at the harness's 512x512 that the harness opens, training prompts equal to the
-  harness's qwen_vl prompts for a tokenizer without a chat template, disjoint image streams."""
+  answer, the same option order in every item, PNGs at the harness's 512x512 that the harness
+  opens, training prompts equal to the harness's qwen_vl prompts for a tokenizer without a
+  chat template, disjoint image streams."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
   from jaxlab.llm import image_tasks  # pylint: disable=import-outside-toplevel
   paths = synth.write(str(tmp_path), train_per_language=1, heldout_per_language=1, seed=0,
@@ -67,7 +68,8 @@ def test_image_exam_items_images_and_prompts(tmp_path):
     rgb = {tuple(c) for _, c in image.getcolors(512 * 512)}
     right = colours[synth.COLOUR_WORDS[it.language].index(it.options[it.answer])]
     assert image_tasks.COLOURS[right] in rgb
-    assert tuple(it.options) == synth.COLOUR_WORDS[it.language][:4]  # one order: the image decides
+    # One option order in every item: the image decides the answer.
+    assert tuple(it.options) == synth.COLOUR_WORDS[it.language][:4]
   sft = tasks.load_jsonl(paths["eval_images"])
   for k, row in enumerate(sft):
     item = ds.items[k // 2]
