@@ -28,7 +28,8 @@ exported model's ``preprocessor_config.json``).
 
 Chance is 0.25. Measured (2-core CPU, load average ~2, 1500 steps in 19-20 min, macro total
 accuracy on the 360 held-out items, direct / CoT; docs/reproductions/kaleidoscope.md):
-seed 0 0.500 / 0.500, seed 1 0.747 / 0.747, every criterion met for both seeds. Neither
+seed 0 0.500 [0.444, 0.547] / the same, seed 1 0.747 [0.700, 0.789] / the same (95% bootstrap
+intervals over items), every criterion met for both seeds. Neither
 learned all four colours: seed 0 answers every red item right and "green" for the other
 three, seed 1 tells red, yellow and {green, blue} apart. A first version of the exam (four
 of six colour words shuffled per item) stayed at 0.250 after 1500 steps, every answer A.
