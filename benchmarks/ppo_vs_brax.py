@@ -66,12 +66,29 @@ if not hasattr(jax, "device_put_replicated"):
 
 # pylint: disable-next=g-import-not-at-top
 from benchmarks.timing import random_unroll, time_best_wall_and_cpu
+from jaxlab.core import stats  # pylint: disable=g-import-not-at-top
 from jaxlab.envs.from_config import make_from_config  # pylint: disable=g-import-not-at-top
 from jaxlab.rl import ppo  # pylint: disable=g-import-not-at-top
 
 
+# Playground's tuned brax PPO config for the DM Control suite
+# (mujoco_playground/config/dm_control_suite_params.py: 2048 envs, 30-step unrolls, 32
+# minibatches of 1,024 sequences, 16 epochs, discount 0.995, reward scale 10, lr 1e-3, entropy
+# 1e-2), with envs and minibatch size divided by 8 for a 2-core CPU. Each update still gathers
+# 16 unrolls per env and runs 16 x 32 SGD steps; 737,280 steps are 6 updates, as the H200 run's
+# 5.9M steps were at full size (README). An explicit flag overrides a preset value.
+PRESETS = {
+    "tuned_cpu": dict(num_envs=256, unroll_length=30, batch_size=128, num_minibatches=32,
+                      num_epochs=16, learning_rate=1e-3, entropy_cost=1e-2, discounting=0.995,
+                      reward_scaling=10.0, clipping_epsilon=0.3, total_steps=737_280,
+                      num_evals=7, num_eval_envs=128),
+}
+
+
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                 help="set the schedule and hyperparameters to a named preset (PRESETS)")
   p.add_argument("--env", default="CartpoleBalance", help="Playground DM Control env name")
   p.add_argument("--impl", default="jax", help="Playground physics implementation")
   p.add_argument("--total_steps", type=int, default=1_000_000)
@@ -96,7 +113,24 @@ def parse_args(argv=None):
   p.add_argument("--repeats", type=int, default=3,
                  help="timed calls per measurement of raw stepping and phases (best is kept)")
   p.add_argument("--out", default=None, help="write the results as JSON here")
+  p.add_argument("--seed_csv", default=None,
+                 help="write one row per (trainer, seed) as CSV here (arms ours / brax; "
+                      "`python -m launch.analyze --data=FILE --paired=brax` tables it)")
+  preset = p.parse_known_args(argv)[0].preset
+  if preset:
+    p.set_defaults(**PRESETS[preset])
   return p.parse_args(argv)
+
+
+SEED_COLUMNS = ("final_return", "sps", "wall_s")
+
+
+def seed_rows(rows):
+  """Per-seed CSV rows (``stats.write_seed_rows``): arm ``ours`` / ``brax``, run
+  ``<arm>_s<seed>``, the final evaluation return, env-steps/s and wall time."""
+  return [{"arm": name, "run": f"{name}_s{r['seed']}", "seed": r["seed"],
+           **{k: r[name][k] for k in SEED_COLUMNS}}
+          for name in ("ours", "brax") for r in rows if name in r]
 
 
 def _throughput(points):
@@ -312,7 +346,13 @@ def main(argv=None):
     with open(args.out, "w") as f:
       json.dump({"args": vars(args), "rows": rows, "summary": summary, "raw": raw,
                  "phases": phases}, f, indent=1)
+  if args.seed_csv:
+    os.makedirs(os.path.dirname(os.path.abspath(args.seed_csv)), exist_ok=True)
+    stats.write_seed_rows(args.seed_csv, seed_rows(rows), SEED_COLUMNS)
   if "ours" in summary and "brax" in summary:
+    diffs = [r["ours"]["final_return"] - r["brax"]["final_return"] for r in rows]
+    print("final return ours - brax, seed by seed: "
+          f"{stats.format_ci(*stats.mean_ci(diffs))} (mean ± 95% t-interval, {len(diffs)} seeds)")
     print(f"ratio={summary['ours']['sps'] / summary['brax']['sps']:.3f}")
 
 

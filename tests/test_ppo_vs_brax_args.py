@@ -1,0 +1,37 @@
+"""benchmarks/ppo_vs_brax.py's schedule arithmetic: the ``tuned_cpu`` preset is Playground's
+tuned brax config scaled to a CPU (same epochs, minibatch count and unrolls per update), it
+gives both trainers 6 updates, an explicit flag overrides it, and per-seed rows are what
+``launch.analyze --data --paired=brax`` reads."""
+
+import os
+
+from benchmarks import ppo_vs_brax
+from jaxlab.core import stats
+from jaxlab.rl import ppo
+
+
+def test_tuned_cpu_preset_keeps_the_tuned_update_shape():
+  args = ppo_vs_brax.parse_args(["--preset=tuned_cpu"])
+  assert (args.num_epochs, args.num_minibatches, args.unroll_length) == (16, 32, 30)
+  c, updates_per_eval = ppo_vs_brax.ours_config(args, seed=0)
+  # 16 unrolls of every env per update, as 1024 x 32 sequences over 2048 envs at full size.
+  assert c.unrolls_per_update == 16 == 1024 * 32 // 2048
+  assert c.total_env_steps == 737_280 == 6 * ppo.steps_per_update(c)
+  assert updates_per_eval == 1  # an evaluation after every update
+  # An explicit flag wins over the preset; no preset keeps the quickstart defaults.
+  assert ppo_vs_brax.parse_args(["--preset=tuned_cpu", "--num_envs=128"]).num_envs == 128
+  assert ppo_vs_brax.parse_args([]).num_epochs == 4
+
+
+def test_seed_rows_round_trip_and_pair_by_seed(tmp_path):
+  run = lambda ret: {"final_return": ret, "sps": 1000.0, "wall_s": 60.0}  # noqa: E731
+  rows = [{"seed": 0, "ours": run(500.0), "brax": run(450.0)},
+          {"seed": 1, "ours": run(300.0), "brax": run(400.0)}]
+  path = os.path.join(tmp_path, "seeds.csv")
+  stats.write_seed_rows(path, ppo_vs_brax.seed_rows(rows), ppo_vs_brax.SEED_COLUMNS)
+  columns, back = stats.read_seed_rows(path)
+  assert columns == list(ppo_vs_brax.SEED_COLUMNS)
+  assert [(r["arm"], r["run"]) for r in back] == [("ours", "ours_s0"), ("ours", "ours_s1"),
+                                                  ("brax", "brax_s0"), ("brax", "brax_s1")]
+  diffs = stats.paired_differences(back, ["final_return"], "brax")
+  assert [d["final_return"] for d in diffs] == [50.0, -100.0]
