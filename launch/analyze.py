@@ -68,6 +68,9 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from jaxlab.core import files
+from jaxlab.core.errors import DataError, JaxlabError
+
 _WORKDIR = flags.DEFINE_list("workdir", None, "Run directories (comma-separated; globs allowed).")
 _DATA = flags.DEFINE_list("data", None, "Per-seed CSV files (written by --export) or benchmark "
                           "results.json files: print their "
@@ -129,8 +132,7 @@ _THRESHOLD = flags.DEFINE_float("threshold", None, "Also report env steps to rea
 
 
 def _config_value(workdir: str, dotted: str):
-  with open(os.path.join(workdir, "config.json")) as f:
-    value = json.load(f)
+  value = files.read_run_config(workdir)
   for part in dotted.split("."):
     if not isinstance(value, dict) or part not in value:
       raise KeyError(f"{workdir}/config.json has no key 'config.{dotted}'")
@@ -357,7 +359,6 @@ def analyze_looped() -> None:
     except ValueError:
       fail(f"--core_order={','.join(_CORE_ORDER.value)}: expected comma-separated block indices")
   prompts, segments = _read_prompts(_PROMPTS.value, _NUM_PROMPTS.value)
-  from jaxlab.core.errors import JaxlabError  # pylint: disable=import-outside-toplevel
   from jaxlab.looped import analyze as looped_analyze  # pylint: disable=import-outside-toplevel
   try:
     out = looped_analyze.run_analysis(
@@ -403,7 +404,7 @@ def study_arms() -> dict[str, list[str]]:
   for w in workdirs:
     try:
       arms.setdefault(run_label(w, _GROUP_BY.value or "seed_suffix"), []).append(w)
-    except KeyError as err:
+    except (KeyError, JaxlabError) as err:
       fail(err.args[0])
   return arms
 
@@ -434,7 +435,6 @@ def analyze_looped_study() -> None:
 def analyze_groundcua_study() -> None:
   """``--kind=groundcua_study``: :func:`jaxlab.grounding.study.study_rows` of the runs, arms
   from ``--group_by`` (default: the directory name without ``_s<N>``)."""
-  from jaxlab.core.errors import DataError  # pylint: disable=import-outside-toplevel
   from jaxlab.grounding import study  # pylint: disable=import-outside-toplevel
   if not _TASKS.value:
     fail("--kind=groundcua_study needs --tasks=<the held-out tasks.jsonl>")
@@ -482,7 +482,7 @@ def main(argv):
   for w in workdirs:
     try:
       label = run_label(w, _GROUP_BY.value)
-    except KeyError as err:
+    except (KeyError, JaxlabError) as err:
       fail(err.args[0])
     for arm, records in split_arms(all_records[w], keys).items():
       arms.setdefault(f"{label}@{arm}" if arm else label, []).append(

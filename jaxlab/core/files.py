@@ -17,6 +17,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from jaxlab.core.errors import JaxlabError
+
 
 def _atomic(path: str, write, mode: str) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -101,3 +103,16 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
     except json.JSONDecodeError as err:
       raise ValueError(f"{path}:{i + 1}: not a JSON record ({err.msg})") from None
   return out
+
+
+def read_run_config(workdir: str) -> dict[str, Any]:
+  """The ``config.json`` of a run directory as a plain dict (no jax import, for analysis
+  tools reading many runs), or a one-line error saying what is missing."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise JaxlabError(f"{path} does not exist; is '{workdir}' a run directory of launch.train?")
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as err:
+    raise JaxlabError(f"{path} is not valid JSON ({err})") from None

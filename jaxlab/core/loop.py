@@ -215,15 +215,8 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The ``config.json`` of a run directory, or a one-line error saying what is missing."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise JaxlabError(f"{path} does not exist; is '{workdir}' a run directory of launch.train?")
-  try:
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
-  except json.JSONDecodeError as err:
-    raise JaxlabError(f"{path} is not valid JSON ({err})") from None
+  """The ``config.json`` of a run directory (:func:`files.read_run_config`) as a ConfigDict."""
+  return ml_collections.ConfigDict(files.read_run_config(workdir))
 
 
 def _diff_keys(old: dict, new: dict, prefix: str = "config") -> list[str]:

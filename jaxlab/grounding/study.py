@@ -18,7 +18,6 @@ writes one row per run (:func:`study_rows`); ``--paired`` over its CSV gives RL 
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Sequence
 
@@ -128,11 +127,8 @@ def study_rows(arms: dict[str, list[str]], tasks_path: str) -> list[dict[str, An
   rows = []
   for arm, workdirs in arms.items():
     for w in workdirs:
-      seed = ""
-      config = os.path.join(w, "config.json")
-      if os.path.isfile(config):
-        with open(config) as f:
-          seed = json.load(f).get("seed", "")
+      seed = (files.read_run_config(w).get("seed", "")
+              if os.path.isfile(os.path.join(w, "config.json")) else "")
       rows.append(dict(arm=arm, run=os.path.basename(os.path.normpath(w)), seed=seed,
                        **run_values(w, tasks, tasks_path)))
   return rows

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxlab.core import files
 from jaxlab.looped import stages
 
 THRESHOLD = 1e-2  # the fixed-point tolerance of spec §1.7 criterion 1
@@ -50,8 +51,6 @@ def _read_json(path: str) -> dict[str, Any]:
     return json.load(f)
 
 
-def _config(workdir: str) -> dict[str, Any]:
-  return _read_json(os.path.join(workdir, "config.json"))
 
 
 def _accuracy(workdir: str) -> float:
@@ -194,7 +193,7 @@ def _family(config: dict[str, Any]) -> str | None:
 
 def is_looped(workdir: str) -> bool:
   """Whether a run trained a looped model (else a feed-forward decoder)."""
-  return _family(_config(workdir)) == "looped"
+  return _family(files.read_run_config(workdir)) == "looped"
 
 
 def study_rows(arms: dict[str, list[str]], analysis: str = "analysis") -> list[dict[str, Any]]:
@@ -206,7 +205,7 @@ def study_rows(arms: dict[str, list[str]], analysis: str = "analysis") -> list[d
   Raises:
     ValueError: a feed-forward run with no looped run of its seed analysed with a baseline.
   """
-  configs = {w: _config(w) for ws in arms.values() for w in ws}  # each config.json read once
+  configs = {w: files.read_run_config(w) for ws in arms.values() for w in ws}  # each config.json read once
   seed = lambda w: configs[w].get("seed", "")  # noqa: E731
   looped = [w for w, c in configs.items() if _family(c) == "looped"]
   rows = []
