@@ -25,16 +25,25 @@ evaluations. Not yet run to the end: it needs an SFT model that already clicks n
 targets (see sft_tiny.py) for RL to have near-misses to improve.
 """
 
+import os
+
+from jaxlab.core.config import load_module
 from jaxlab.llm import rl
 
 DATA = "runs/groundcua_data"
 
 
-def get_config():
+def get_config(size="cpu"):
+  """``size``: ``cpu`` (above) or ``gpu`` (``configs/groundcua/gpu.sh``: the 896x560 data and
+  model of ``sft_tiny.py:gpu``, 32 prompts x 8 rollouts per step, 100 steps, bfloat16)."""
+  if size not in ("cpu", "gpu"):
+    raise ValueError(f"configs/groundcua/rl_tiny.py:{size}: expected cpu or gpu")
+  sft_cfg = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sft_tiny.py"))
+  data = DATA if size == "cpu" else sft_cfg.GPU_DATA
   c = rl.default_config()
   c.model.init = "runs/groundcua_sft/hf_model"
-  c.data.train_files = (f"{DATA}/train/tasks.jsonl",)
-  c.data.eval_files = (f"{DATA}/heldout/tasks.jsonl",)
+  c.data.train_files = (f"{data}/train/tasks.jsonl",)
+  c.data.eval_files = (f"{data}/heldout/tasks.jsonl",)
   c.data.image_field = "image"
   c.data.image_placeholder = "image"
   c.data.prompt_format = "{system}\n{image}{question}\n"  # as sft_tiny.py
@@ -59,4 +68,10 @@ def get_config():
   c.log_every = 10
   c.eval.update(dict(every=50, num_examples=100, batch_size=100, max_new_tokens=120))
   c.checkpoint.every = 50
+  if size == "gpu":
+    c.data.max_patches = sft_cfg.GPU_PATCHES
+    c.dtype = "bfloat16"
+    c.steps = 100
+    c.prompts_per_step = 32
+    c.eval.update(dict(every=0, num_examples=500, batch_size=250))
   return c

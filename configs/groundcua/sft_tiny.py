@@ -45,12 +45,29 @@ or another size rule (60 % of rows are >= 24 px on their long side, 31 % by sqrt
 from jaxlab.llm import sft
 
 DATA = "runs/groundcua_data"
+GPU_DATA = "runs/groundcua_gpu_data"
+GPU_PATCHES = 2560  # 64 x 40 patches of an 896x560 screen (unchanged by the resize rule)
 
 
-def get_config():
+def gpu_model(c):
+  """The spec's one-GPU tiny VLM (§2.7: tower and text model of width 384 and depth 6), in
+  bfloat16; tower heads of 64 with full attention in blocks 2 and 5, 6 query / 2 kv heads."""
+  c.model.update(dict(hidden_size=384, intermediate_size=1536, num_layers=6, num_heads=6,
+                      num_kv_heads=2, head_dim=64))
+  c.model.vision.update(dict(depth=6, hidden_size=384, intermediate_size=1536, num_heads=6,
+                             window_size=112, fullatt_block_indexes=(2, 5)))
+  c.dtype = "bfloat16"
+
+
+def get_config(size="cpu"):
+  """``size``: ``cpu`` (the study above) or ``gpu`` (``configs/groundcua/gpu.sh``: 896x560
+  screens in ``runs/groundcua_gpu_data``, the §2.7 one-GPU model, 1,000 steps of 64 rows)."""
+  if size not in ("cpu", "gpu"):
+    raise ValueError(f"configs/groundcua/sft_tiny.py:{size}: expected cpu or gpu")
+  data = DATA if size == "cpu" else GPU_DATA
   c = sft.default_config()
-  c.data.train_files = (f"{DATA}/train/tasks.jsonl",)
-  c.data.eval_files = (f"{DATA}/heldout/tasks.jsonl",)
+  c.data.train_files = (f"{data}/train/tasks.jsonl",)
+  c.data.eval_files = (f"{data}/heldout/tasks.jsonl",)
   c.data.image_field = "image"
   c.data.image_placeholder = "image"
   c.data.prompt_format = "{system}\n{image}{question}\n"
@@ -73,4 +90,12 @@ def get_config():
   c.eval.batch_size = 100
   c.eval.max_new_tokens = 120  # the 111-114-character call and its eos
   c.checkpoint.every = 250
+  if size == "gpu":
+    gpu_model(c)
+    c.data.max_patches = GPU_PATCHES
+    c.steps = 1000
+    c.batch_size = 64
+    c.log_every = 50
+    c.eval.update(dict(every=0, num_examples=500, batch_size=250))
+    c.checkpoint.every = 500
   return c
