@@ -98,3 +98,21 @@ def test_user_system_prompt_file_renders_each_rows_resized_size(screens, tmp_pat
     assert f"{w}x{h} screen.<|im_end|>" in text and text.endswith("assistant\n")
     assert c.data.prompt_format.format(**row) != mod.get_config().data.prompt_format.format(
         **row)
+
+
+def test_gpu_size_of_the_tiny_configs():
+  """configs/groundcua/gpu.sh's arms: the 896x560 data, every image's 2,560 patches, the §2.7
+  GPU model in both stages (RL starts from the SFT export, so the shapes must agree); a size
+  other than cpu / gpu is refused."""
+  here = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "groundcua")
+  s, r = (config_lib.load_file(os.path.join(here, f), "gpu") for f in ("sft_tiny.py",
+                                                                        "rl_tiny.py"))
+  for c in (s, r):
+    assert c.data.train_files == ("runs/groundcua_gpu_data/train/tasks.jsonl",)
+    assert c.data.max_patches == 2560 == (896 // 14) * (560 // 14)
+    assert c.dtype == "bfloat16"
+  assert (s.model.hidden_size, s.model.num_layers, s.model.vision.hidden_size,
+          s.model.vision.depth) == (384, 6, 384, 6)
+  assert config_lib.load_file(os.path.join(here, "sft_tiny.py")).data.max_patches == 308
+  with pytest.raises(ValueError, match="expected cpu or gpu"):
+    config_lib.load_file(os.path.join(here, "rl_tiny.py"), "tpu")
