@@ -11,7 +11,11 @@ every table of ``docs/reproductions/`` can be audited without rerunning. ``--upd
 rewrites, in a markdown page, the table after each ``<!-- data: FILE -->`` marker from FILE
 (the prose around it still needs rereading). ``--data=FILE --paired=ARM`` gives the per-seed
 differences of every other arm minus ``ARM``, seed matched with seed (``--export`` writes them),
-the interval that supports an ordering between arms that share seeds:
+the interval that supports an ordering between arms that share seeds. ``--data=A.csv,B.csv
+--export=OUT.csv`` merges per-seed CSVs into one (rows matched by arm, run and seed; each
+column from the first file that has it; two files disagreeing on a run's value is an error;
+``--keys`` picks the columns, ``--runs=GLOB,...`` the runs), e.g. a table of arms that
+different commands exported:
 
     python -m launch.analyze --update_page=docs/reproductions/asyppo.md
 
@@ -81,6 +85,8 @@ _PAIRED = flags.DEFINE_string("paired", None, "With --data (one CSV): print, and
                               "per-seed differences of every other arm minus this arm, seed "
                               "matched with seed (a run's _s<N> suffix, else its seed column).")
 _EXPORT = flags.DEFINE_string("export", None, "Write the per-seed values of the table here (CSV).")
+_RUNS = flags.DEFINE_list("runs", None, "With --data and --export: keep only the rows whose run "
+                          "name matches one of these globs.")
 _OUT = flags.DEFINE_string("out", "runs/analysis", "Output directory for the table and plots.")
 _KEYS = flags.DEFINE_list("keys", ["eval/episode_return", "train/episode_return"],
                           "Metric keys for the table and the plots.")
@@ -248,6 +254,34 @@ def tables_from_data(paths: list[str]) -> None:
   """Prints the table of each per-seed CSV, or of each benchmark ``results.json``."""
   for path in paths:
     print(f"{path}:\n{table_of(path)}\n")
+
+
+def merge_data() -> None:
+  """``--data=A.csv,B.csv,... --export=OUT``: one per-seed CSV of the runs in all of them
+  (:func:`stats.merge_seed_rows`), its table printed."""
+  from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
+  tables, columns = [], []
+  for path in _DATA.value:
+    if not path.endswith(".csv"):
+      fail(f"--data={path}: --export merges per-seed CSVs only")
+    try:
+      cols, rows = stats.read_seed_rows(path)
+    except (OSError, ValueError) as err:
+      fail(f"{path}: {err}")
+    tables.append((path, rows))
+    columns += [c for c in cols if c not in columns]
+  if flags.FLAGS["keys"].present:
+    missing = [k for k in _KEYS.value if k not in columns]
+    if missing:
+      fail(f"--keys: {', '.join(missing)} in none of {', '.join(_DATA.value)}")
+    columns = list(_KEYS.value)
+  try:
+    rows = stats.merge_seed_rows(tables, columns, _RUNS.value)
+  except ValueError as err:
+    fail(str(err))
+  os.makedirs(os.path.dirname(os.path.abspath(_EXPORT.value)), exist_ok=True)
+  stats.write_seed_rows(_EXPORT.value, rows, columns)
+  print(stats.seed_table(rows, columns))
 
 
 def paired_from_data() -> None:
@@ -459,6 +493,9 @@ def main(argv):
     return
   if _PAIRED.value is not None:
     paired_from_data()
+    return
+  if _DATA.value and _EXPORT.value:
+    merge_data()
     return
   if _DATA.value or _UPDATE_PAGE.value:
     tables_from_data(_DATA.value or [])

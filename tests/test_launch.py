@@ -328,3 +328,24 @@ def test_analyze_ns_phases_exports_phase_ends_and_differences(tmp_path):
   _, diff = stats.read_seed_rows(str(files["diff"]))
   assert [r["arm"] for r in diff] == ["λ = 1 − λ = 0"] * 2
   np.testing.assert_allclose([r["last phase end"] for r in diff], [0.2, 0.0], atol=1e-12)
+
+
+def test_analyze_merges_per_seed_csvs_and_names_a_disagreement(tmp_path):
+  """--data=A,B --export=OUT: one CSV of the runs of both, columns joined by run; a run whose
+  value differs between the files is one error line naming both, exit 2."""
+  from jaxlab.core import stats  # pylint: disable=import-outside-toplevel
+  a, b, out = (str(tmp_path / n) for n in ("a.csv", "b.csv", "out.csv"))
+  stats.write_seed_rows(a, [{"arm": "r1", "run": "r1_s0", "seed": 0, "fixed": 0.9}], ["fixed"])
+  stats.write_seed_rows(b, [{"arm": "r1", "run": "r1_s0", "seed": 0, "growth": 1.0},
+                            {"arm": "r2", "run": "r2_s0", "seed": 0, "growth": 6.0}], ["growth"])
+  cmd = [sys.executable, "-m", "launch.analyze", f"--data={a},{b}", f"--export={out}",
+         "--runs=r1_*"]
+  result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert stats.read_seed_rows(out) == (["fixed", "growth"], [
+      {"arm": "r1", "run": "r1_s0", "seed": "0", "fixed": 0.9, "growth": 1.0}])
+  stats.write_seed_rows(b, [{"arm": "r1", "run": "r1_s0", "seed": 0, "fixed": 0.8}], ["fixed"])
+  result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  assert result.stderr.strip() == (f"error: run 'r1_s0' column 'fixed': 0.9 in {a} but 0.8 "
+                                   f"in {b}")

@@ -14,6 +14,7 @@ bootstrap interval instead (:func:`bootstrap_interval`): items, not seeds, are t
 from __future__ import annotations
 
 import csv
+import fnmatch
 import math
 import re
 from typing import Callable, Iterable, Mapping, Sequence
@@ -160,6 +161,46 @@ def paired_differences(rows: Sequence[Mapping[str, object]], columns: Sequence[s
                   "seed": r["seed"], **{c: float(r.get(c, math.nan)) - float(b.get(c, math.nan))
                                         for c in columns}})
   return out
+
+
+def merge_seed_rows(tables: Sequence[tuple[str, Sequence[Mapping[str, object]]]],
+                    columns: Sequence[str],
+                    runs: Sequence[str] | None = None) -> list[dict[str, object]]:
+  """One per-seed row per run from several per-seed tables (e.g. CSVs of one study written by
+  different commands): rows are matched by ``(arm, run, seed)`` in first-seen order, and each
+  column takes the finite value of the first table that has one (NaN if none does).
+
+  Args:
+    tables: ``(name, rows)`` pairs, ``name`` (a file) used in errors.
+    columns: the metric columns to keep.
+    runs: if given, keep only runs whose name matches one of these ``fnmatch`` patterns.
+
+  Raises:
+    ValueError: two tables give one run's column different finite values (naming both), or a
+      run pattern matches no row.
+  """
+  merged: dict[tuple[str, str, str], dict[str, object]] = {}
+  source: dict[tuple[tuple[str, str, str], str], str] = {}
+  for name, rows in tables:
+    for r in rows:
+      if runs is not None and not any(fnmatch.fnmatch(str(r["run"]), p) for p in runs):
+        continue
+      key = (str(r["arm"]), str(r["run"]), str(r["seed"]))
+      out = merged.setdefault(key, {"arm": key[0], "run": key[1], "seed": r["seed"],
+                                    **{c: math.nan for c in columns}})
+      for c in columns:
+        v = float(r.get(c, math.nan))
+        if not math.isfinite(v):
+          continue
+        if not math.isfinite(float(out[c])):
+          out[c], source[(key, c)] = v, name
+        elif v != out[c]:
+          raise ValueError(f"run {key[1]!r} column {c!r}: {out[c]!r} in {source[(key, c)]} but "
+                           f"{v!r} in {name}")
+  for p in runs or ():
+    if not any(fnmatch.fnmatch(run, p) for _, run, _ in merged):
+      raise ValueError(f"no row's run matches {p!r}")
+  return list(merged.values())
 
 
 def parse_labels(specs: Iterable[str]) -> dict[str, str]:

@@ -76,3 +76,20 @@ def test_paired_differences_match_seed_with_seed():
     stats.paired_differences(rows, ["r"], "nope")
   with pytest.raises(ValueError, match="seed .* twice"):
     stats.paired_differences(rows + [rows[0]], ["r"], "base")
+
+
+def test_merge_seed_rows_joins_columns_by_run_and_refuses_disagreement():
+  a = [{"arm": "x", "run": "x_s0", "seed": "0", "acc": 0.5, "rate": math.nan},
+       {"arm": "y", "run": "y_s0", "seed": "0", "acc": 0.1, "rate": 2.0}]
+  b = [{"arm": "x", "run": "x_s0", "seed": "0", "rate": 3.0},
+       {"arm": "x", "run": "x_s1", "seed": "1", "acc": 0.7, "rate": 4.0}]
+  rows = stats.merge_seed_rows([("a.csv", a), ("b.csv", b)], ["acc", "rate"], runs=["x_*"])
+  # x_s0 takes acc from a and rate from b (a's is NaN); y is filtered out; order first-seen.
+  assert [(r["run"], r["acc"], r["rate"]) for r in rows] == [("x_s0", 0.5, 3.0),
+                                                             ("x_s1", 0.7, 4.0)]
+  assert math.isnan(stats.merge_seed_rows([("a.csv", a)], ["missing"])[0]["missing"])
+  b[0]["acc"] = 0.6  # the same run's value differs between the files
+  with pytest.raises(ValueError, match=r"run 'x_s0' column 'acc': 0.5 in a.csv but 0.6 in b.csv"):
+    stats.merge_seed_rows([("a.csv", a), ("b.csv", b)], ["acc"])
+  with pytest.raises(ValueError, match="no row's run matches 'z_.'"):
+    stats.merge_seed_rows([("a.csv", a)], ["acc"], runs=["z_?"])
