@@ -3,7 +3,7 @@
     python benchmarks/ppo_vs_brax.py                       # CartpoleBalance, 1M steps, 1 seed
     python benchmarks/ppo_vs_brax.py --seeds=3 --out=runs/bench_ppo.json
     python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=5 --no-phases \
-        --seed_csv=docs/reproductions/data/ppo_quality/tuned_cpu.csv   # learning quality
+        --seed_csv=benchmarks/data/ppo_quality_tuned_cpu.csv   # learning quality
 
 ``--preset=tuned_cpu`` is Playground's tuned brax config for the DM Control suite scaled to
 this CPU (``PRESETS``); with it, 5 seeds gave final returns ours 448 ± 69, brax 440 ± 140,
