@@ -17,10 +17,13 @@
 # throughput: one SFT step of the Qwen2.5-VL-3B shape with one 812x1288 screenshot per
 # 2,048-token row (benchmarks/llm_train_mfu.py, its MFU), and greedy rollouts of the same shape
 # with one 560x560 image per prompt (benchmarks/vlm_generate_vs_transformers.py, ours only).
-# Each result lands in $OUT as a small text file (a device call brings back few files).
+# Each part leaves at most 7 small files in $OUT (a device call brings back 8): pipeline:
+# device.txt, log.txt, study.txt, study.csv, paired.csv, sft_metrics.jsonl, rl_metrics.jsonl;
+# throughput: device.txt, sft_step_3b.txt, rollout_3b.txt. Run directories go to $RUNS.
 set -euo pipefail
 PART=${1:-pipeline}
 OUT=${OUT:-runs/groundcua_gpu}
+RUNS=${RUNS:-runs/groundcua_gpu_runs}  # run directories (checkpoints, models): kept out of $OUT
 SEED=${SEED:-0}
 SMOKE=${SMOKE:-0}
 DATA=runs/groundcua_gpu_data  # what sft_tiny.py:gpu and rl_tiny.py:gpu read
@@ -61,21 +64,24 @@ pipeline)
       --seed=1 --apps=100,101,102,103 --sizes=896x560 --instructions_per_screen="${PER[1]}"
     echo "$SMOKE" > "$DATA/smoke"
   fi
-  sft=$OUT/groundcua_sft_s$SEED
-  rl=$OUT/groundcua_rl_s$SEED
+  sft=$RUNS/groundcua_sft_s$SEED
+  LOG=$OUT/log.txt  # SFT, its evaluation, RLOO, its evaluation, in that order
+  rl=$RUNS/groundcua_rl_s$SEED
   python -m launch.train --config=configs/groundcua/sft_tiny.py:gpu --workdir="$sft" \
-    --config.seed="$SEED" "${SFT_X[@]}" 2>&1 | tail -n 15 > "$OUT/sft.log"
+    --config.seed="$SEED" "${SFT_X[@]}" 2>&1 | tail -n 15 > "$LOG"
   python -m launch.eval --workdir="$sft" --evaluators=task_accuracy --num_examples=$N \
-    > "$OUT/sft_eval.log" 2>&1
+    >> "$LOG" 2>&1
   python -m launch.train --config=configs/groundcua/rl_tiny.py:gpu --workdir="$rl" \
     --config.seed="$SEED" --config.model.init="$sft/hf_model" "${RL_X[@]}" 2>&1 \
-    | tail -n 15 > "$OUT/rl.log"
+    | tail -n 15 >> "$LOG"
   python -m launch.eval --workdir="$rl" --evaluators=task_accuracy --num_examples=$N \
-    > "$OUT/rl_eval.log" 2>&1
+    >> "$LOG" 2>&1
   python -m launch.analyze --kind=groundcua_study --tasks="$DATA/heldout/tasks.jsonl" \
-    --workdir="$sft,$rl" --out="$OUT/study" --export="$OUT/study.csv" > "$OUT/study.txt"
+    --workdir="$sft,$rl" --out="$RUNS/study" --export="$OUT/study.csv" > "$OUT/study.txt"
   python -m launch.analyze --data="$OUT/study.csv" --paired=groundcua_sft \
     --export="$OUT/paired.csv" >> "$OUT/study.txt"
+  cp "$sft/metrics.jsonl" "$OUT/sft_metrics.jsonl"
+  cp "$rl/metrics.jsonl" "$OUT/rl_metrics.jsonl"
   ;;
 throughput)
   python -m benchmarks.llm_train_mfu "${MFU[@]}" > "$OUT/sft_step_3b.txt" 2>&1
