@@ -51,8 +51,6 @@ def _read_json(path: str) -> dict[str, Any]:
     return json.load(f)
 
 
-
-
 def _accuracy(workdir: str) -> float:
   path = os.path.join(workdir, "summary.json")
   if not os.path.isfile(path):
@@ -205,7 +203,8 @@ def study_rows(arms: dict[str, list[str]], analysis: str = "analysis") -> list[d
   Raises:
     ValueError: a feed-forward run with no looped run of its seed analysed with a baseline.
   """
-  configs = {w: files.read_run_config(w) for ws in arms.values() for w in ws}  # each config.json read once
+  # each config.json read once
+  configs = {w: files.read_run_config(w) for ws in arms.values() for w in ws}
   seed = lambda w: configs[w].get("seed", "")  # noqa: E731
   looped = [w for w, c in configs.items() if _family(c) == "looped"]
   rows = []
