@@ -271,6 +271,35 @@ def initialize_distributed(coordinator_address: str | None = None,
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=address, num_processes=num,
                              process_id=index)
+  if jax.process_count() > 1 and jax.devices()[0].platform == "cpu":
+    _compile_once_per_cpu_job()
+
+
+def _compile_once_per_cpu_job() -> None:
+  """CPU processes of one job compile each program once (process 0) instead of once each.
+
+  jax keys its persistent compilation cache partly on a fingerprint of the devices' topology,
+  which on CPU differs from process to process (jax 0.10.2 and 0.11.2; on GPU jax already
+  makes the key process-invariant), and only process 0 writes the cache: so process 1 missed
+  the cache on every program, in every run, and compiled everything a second time (measured:
+  a 2-process job's cache keys differ in that one part only). Here the topology part of the key
+  hashes the device kinds instead (jax's own fallback for backends without a topology), so
+  every process computes the same key, and jax's ``share_binary_between_hosts`` lets the
+  processes after 0 wait for process 0's compiled program through the coordinator instead of
+  compiling it. The program is the same SPMD program on every process (same HLO, same compile
+  options, same global device assignment), so results are unchanged (tests/test_multihost.py
+  compares them with a 1-process run). Private jax API: if a later jax renames it, this does
+  nothing and each process compiles for itself, as before.
+  """
+  try:
+    from jax._src import cache_key  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return
+  if not (callable(getattr(cache_key, "_hash_accelerator_config", None))
+          and callable(getattr(cache_key, "_hash_devices", None))):
+    return
+  cache_key._hash_accelerator_config = cache_key._hash_devices  # pylint: disable=protected-access
+  jax.config.update("jax_share_binary_between_hosts", True)
 
 
 def is_primary() -> bool:
