@@ -8,7 +8,10 @@
 #   SEEDS="1 2" bash configs/groundcua/cpu_study.sh     # some seeds
 #
 # Every step resumes: a training run continues from its newest checkpoint (a finished one is
-# scored and exported once more), so the same command picks up after an interruption. Time on
+# scored and exported once more), so the same command picks up after an interruption. Each
+# finished seed's rows are merged into the committed $OUT/study.csv at once (launch.analyze
+# --data=A,B --export), and a seed whose rows are already there is skipped, so the seeds can be
+# run in different sessions or on different machines (runs/ is not kept between them). Time on
 # the 2-core CPU with nothing else running: ~1.5-2 h of SFT and ~25 min of RL per seed (config
 # docstrings).
 set -euo pipefail
@@ -24,20 +27,29 @@ if [ ! -f "$DATA/heldout/tasks.jsonl" ]; then
     --apps=100,101,102,103 --instructions_per_screen=5
 fi
 
+mkdir -p "$OUT"
 for s in $SEEDS; do
   sft=runs/groundcua_sft_s$s
   rl=runs/groundcua_rl_s$s
+  if [ -f "$OUT/study.csv" ] && grep -q ",groundcua_rl_s$s," "$OUT/study.csv"; then
+    echo "seed $s: its rows are already in $OUT/study.csv; skipped"
+    continue
+  fi
   python -m launch.train --config=configs/groundcua/sft_tiny.py --workdir="$sft" \
     --config.seed="$s"
   python -m launch.eval --workdir="$sft" --evaluators=task_accuracy --num_examples=$N
   python -m launch.train --config=configs/groundcua/rl_tiny.py --workdir="$rl" \
     --config.seed="$s" --config.model.init="$sft/hf_model"
   python -m launch.eval --workdir="$rl" --evaluators=task_accuracy --num_examples=$N
+  python -m launch.analyze --kind=groundcua_study --tasks="$DATA/heldout/tasks.jsonl" \
+    --workdir="$sft,$rl" --out="runs/groundcua_study_s$s" --export="runs/groundcua_study_s$s.csv"
+  if [ -f "$OUT/study.csv" ]; then
+    python -m launch.analyze --data="$OUT/study.csv,runs/groundcua_study_s$s.csv" \
+      --export="$OUT/study.csv"
+  else
+    cp "runs/groundcua_study_s$s.csv" "$OUT/study.csv"
+  fi
 done
 
-mkdir -p "$OUT"
-python -m launch.analyze --kind=groundcua_study --tasks="$DATA/heldout/tasks.jsonl" \
-  --workdir='runs/groundcua_sft_s*,runs/groundcua_rl_s*' --out=runs/groundcua_study \
-  --export="$OUT/study.csv"
 python -m launch.analyze --data="$OUT/study.csv" --paired=groundcua_sft --export="$OUT/paired.csv"
 echo "done: $OUT/study.csv, $OUT/paired.csv"
