@@ -238,6 +238,44 @@ def test_distributed_settings_are_checked_before_joining(kwargs, message):
     mesh_lib.initialize_distributed(**kwargs)
 
 
+# Each process prints the persistent-cache key jax computes for one program over the global
+# mesh (jax's own key function, called as jax calls it), and the program's result.
+_KEY_PROBE = """
+from jaxlab.core import mesh as mesh_lib
+mesh_lib.initialize_distributed()
+import jax, numpy as np
+from jax._src import cache_key
+keys = []
+get = cache_key.get
+def spy(*args, **kwargs):
+  keys.append(get(*args, **kwargs))
+  return keys[-1]
+cache_key.get = spy
+mesh = jax.make_mesh((jax.device_count(),), ("d",))
+sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("d"))
+x = jax.make_array_from_process_local_data(sharding, np.full(2, jax.process_index() + 1.0))
+total = float(jax.jit(lambda v: (v * 2).sum())(x))
+print("probe", jax.process_index(), keys[-1], total)
+"""
+
+
+def test_processes_of_one_machine_share_compilation_cache_keys(tmp_path):
+  """On one machine every process computes the same cache key for a program over the global
+  mesh (jax's CPU key differs per process otherwise), so process 1 takes process 0's compiled
+  program instead of compiling it again; the program still computes the right sum."""
+  cmd = [sys.executable, "-m", "launch.local_cluster", "--num_processes=2",
+         "--devices_per_process=2", "--", sys.executable, "-c", _KEY_PROBE]
+  env = _env(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  out = _ok(subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=TIMEOUT))
+  found = dict(m.groups()[:2] for m in re.finditer(r"probe (\d) (\S+) (\S+)", out.stdout))
+  totals = re.findall(r"probe \d \S+ (\S+)", out.stdout)
+  assert sorted(found) == ["0", "1"], out.stdout + out.stderr
+  assert found["0"] == found["1"]
+  assert totals == ["12.0", "12.0"]  # 2 x (1 + 1 + 2 + 2)
+
+
 def test_local_cluster_usage_errors():
   from launch import local_cluster  # pylint: disable=import-outside-toplevel
   assert local_cluster.main(["--num_processes=2", "python"]) == 2  # no "--"

@@ -271,12 +271,15 @@ def initialize_distributed(coordinator_address: str | None = None,
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=address, num_processes=num,
                              process_id=index)
-  if jax.process_count() > 1 and jax.devices()[0].platform == "cpu":
+  if (jax.process_count() > 1 and jax.devices()[0].platform == "cpu" and address is not None
+      and address.rpartition(":")[0] in ("127.0.0.1", "localhost")):
     _compile_once_per_cpu_job()
 
 
 def _compile_once_per_cpu_job() -> None:
-  """CPU processes of one job compile each program once (process 0) instead of once each.
+  """CPU processes of one job on one machine (coordinator on the loopback address, as
+  ``launch.local_cluster`` starts them) compile each program once (process 0) instead of once
+  each.
 
   jax keys its persistent compilation cache partly on a fingerprint of the devices' topology,
   which on CPU differs from process to process (jax 0.10.2 and 0.11.2; on GPU jax already
@@ -288,8 +291,10 @@ def _compile_once_per_cpu_job() -> None:
   processes after 0 wait for process 0's compiled program through the coordinator instead of
   compiling it. The program is the same SPMD program on every process (same HLO, same compile
   options, same global device assignment), so results are unchanged (tests/test_multihost.py
-  compares them with a 1-process run). Private jax API: if a later jax renames it, this does
-  nothing and each process compiles for itself, as before.
+  compares them with a 1-process run). Only on one machine: processes on different hosts may
+  have different CPUs, and a program compiled for one CPU's instruction set must not run on
+  another. Private jax API: if a later jax renames it, this does nothing and each process
+  compiles for itself, as before.
   """
   try:
     from jax._src import cache_key  # pylint: disable=import-outside-toplevel
