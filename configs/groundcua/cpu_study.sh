@@ -11,9 +11,12 @@
 # scored and exported once more), so the same command picks up after an interruption. Each
 # finished seed's rows are merged into the committed $OUT/study.csv at once (launch.analyze
 # --data=A,B --export), and a seed whose rows are already there is skipped, so the seeds can be
-# run in different sessions or on different machines (runs/ is not kept between them). Time on
-# the 2-core CPU with nothing else running: ~1.5-2 h of SFT and ~25 min of RL per seed (config
-# docstrings).
+# run in different sessions or on different machines (runs/ is not kept between them). A
+# finished SFT run committed under $OUT/kept/ (its exported model and held-out completions,
+# without checkpoints; see the page) is copied into runs/ and used as it is, so a seed whose
+# SFT finished in one session can do its RL in the next. Time on
+# the 2-core CPU with nothing else running: ~2.5 h of SFT (seed 0: 2 h 26 min) and ~25 min of
+# RL per seed (config docstrings).
 set -euo pipefail
 SEEDS=${SEEDS:-"0 1 2"}
 DATA=runs/groundcua_data
@@ -27,6 +30,11 @@ if [ ! -f "$DATA/heldout/tasks.jsonl" ]; then
     --apps=100,101,102,103 --instructions_per_screen=5
 fi
 
+# One digest of every data file (tasks and images), recorded beside a committed SFT run.
+data_digest() {
+  (cd "$DATA" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
+}
+
 mkdir -p "$OUT"
 for s in $SEEDS; do
   sft=runs/groundcua_sft_s$s
@@ -35,9 +43,20 @@ for s in $SEEDS; do
     echo "seed $s: its rows are already in $OUT/study.csv; skipped"
     continue
   fi
-  python -m launch.train --config=configs/groundcua/sft_tiny.py --workdir="$sft" \
-    --config.seed="$s"
-  python -m launch.eval --workdir="$sft" --evaluators=task_accuracy --num_examples=$N
+  kept="$OUT/kept/groundcua_sft_s$s"
+  if [ -d "$kept" ] && [ ! -d "$sft/checkpoints" ]; then
+    if [ "$(data_digest)" != "$(cat "$kept/data_sha256.txt")" ]; then
+      echo "error: $DATA differs from the data $kept was trained on ($kept/data_sha256.txt);" \
+        "regenerate it with this script's commands" >&2
+      exit 2
+    fi
+    echo "seed $s: SFT run taken from $kept"
+    rm -rf "$sft" && mkdir -p runs && cp -r "$kept" "$sft"
+  else
+    python -m launch.train --config=configs/groundcua/sft_tiny.py --workdir="$sft" \
+      --config.seed="$s"
+    python -m launch.eval --workdir="$sft" --evaluators=task_accuracy --num_examples=$N
+  fi
   python -m launch.train --config=configs/groundcua/rl_tiny.py --workdir="$rl" \
     --config.seed="$s" --config.model.init="$sft/hf_model"
   python -m launch.eval --workdir="$rl" --evaluators=task_accuracy --num_examples=$N

@@ -25,9 +25,10 @@ braces, brackets and quotes come from the tool calls) and the vision tokens; flo
 Each row's image is padded to 308 patches (the 320x200 screens' grid), one compiled step.
 
 Budget: ``steps=2000`` of 32 rows (64K rows, ~21 passes over the 3,000) is the spec's CPU
-budget (§2.7: 1-2K steps of 32); at the measured ~1.4 s per 16-row step on this 2-core CPU
-with nothing else running (~2.6 s when shared, load average 2-5) that is an estimated 1.5-2 h
-per seed (3 h shared), not run here. Measured short
+budget (§2.7: 1-2K steps of 32). Measured (seed 0, 2026-12-05, 2-core CPU, nothing else
+running but for ~15 min): 2 h 26 min wall, ~3.8 s a step; held-out accuracy 0.02 / 0.06 /
+0.125 / 0.145 / 0.215 / 0.21 / 0.19 / 0.20 at steps 250 ... 2,000, loss 0.105 -> 0.034
+(docs/reproductions/groundcua.md). Measured short
 run (``--config.steps=150 --config.eval.every=50 --config.eval.num_examples=100``, 16 rows a
 step, 6.5 min wall with three evaluations, load average 2-5): train loss 3.17 / 1.16 / 0.16 /
 0.12 at steps 25 / 50 / 100 / 150; held-out point-in-box accuracy 0.00 / 0.02 / 0.02 at
