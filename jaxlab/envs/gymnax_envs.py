@@ -12,6 +12,9 @@ enforced by jaxlab's ``TimeLimit`` as ``truncated``. No gymnax dynamics read
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from typing import Any
 
 import jax
@@ -23,10 +26,43 @@ from jaxlab.envs.base import EnvSpec, EnvState
 PREFIX = 'gymnax/'
 
 
-def valid_names() -> tuple[str, ...]:
-  import gymnax  # Deferred with the other backends (cheap, but keeps `make` uniform).
+# Imported at module level by gymnax's environments but used only by their render methods
+# (seaborn by Pong's, pyplot by several): ~1.7 s of every process that makes a gymnax env
+# (seaborn pulls in pandas and scipy.stats), measured on the 2-core CPU.
+_RENDER_ONLY = ('seaborn', 'matplotlib.pyplot')
 
-  return tuple(gymnax.registered_envs)
+
+class _Deferred(types.ModuleType):
+  """Stands in for a module while gymnax imports: the first attribute anyone reads from it
+  imports the real module and returns the real attribute."""
+
+  def __getattr__(self, attr):
+    if sys.modules.get(self.__name__) is self:
+      del sys.modules[self.__name__]
+    return getattr(importlib.import_module(self.__name__), attr)
+
+
+def import_gymnax():
+  """The ``gymnax`` package, imported without loading its render-only dependencies (they load
+  when a render method first uses them). Deferred with the other backends, so that importing
+  jaxlab's env registry costs nothing."""
+  if 'gymnax' in sys.modules:
+    return sys.modules['gymnax']
+  standins = [name for name in _RENDER_ONLY if name not in sys.modules]
+  for name in standins:
+    sys.modules[name] = _Deferred(name)
+  try:
+    import gymnax  # pylint: disable=import-outside-toplevel
+  finally:
+    # Only gymnax's modules keep a stand-in; everyone else imports the real module as usual.
+    for name in standins:
+      if isinstance(sys.modules.get(name), _Deferred):
+        del sys.modules[name]
+  return gymnax
+
+
+def valid_names() -> tuple[str, ...]:
+  return tuple(import_gymnax().registered_envs)
 
 
 class GymnaxEnv:
@@ -49,8 +85,8 @@ class GymnaxEnv:
       env_kwargs: passed to the gymnax env class (e.g. ``use_minimal_action_set``).
       **param_overrides: fields of the env's ``EnvParams`` to change, e.g. ``gravity=9.0``.
     """
-    import gymnax
-    from gymnax.environments import spaces
+    gymnax = import_gymnax()
+    from gymnax.environments import spaces  # pylint: disable=import-outside-toplevel
 
     names = valid_names()
     if name not in names:

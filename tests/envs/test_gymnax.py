@@ -95,3 +95,24 @@ def test_cartpole_surviving_500_steps_is_truncated():
   assert (np.abs(final[:, 2]) < 12 * 2 * np.pi / 360).all()
   assert not np.allclose(final, np.asarray(traj.obs[499]))
   np.testing.assert_array_equal(traj.episode_length[500], [1] * 4)
+
+
+def test_gymnax_imports_without_its_render_only_dependencies():
+  """Making a gymnax env loads neither seaborn (with pandas and scipy.stats) nor pyplot; Pong's
+  render code still reaches the real seaborn, and a later import gets the real modules."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  code = (
+      "import sys\n"
+      "import jaxlab.envs as envs\n"
+      "envs.make('gymnax/CartPole-v1')\n"
+      "heavy = [m for m in ('seaborn', 'scipy.stats', 'pandas', 'matplotlib.pyplot') "
+      "if m in sys.modules]\n"
+      "assert not heavy, heavy\n"
+      "from gymnax.environments.misc import pong\n"
+      "assert len(pong.sns.color_palette('cubehelix', 3)) == 3\n"
+      "import seaborn, matplotlib.pyplot as plt\n"
+      "assert type(seaborn).__name__ == 'module' and callable(plt.subplots)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
