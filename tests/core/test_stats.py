@@ -14,6 +14,13 @@ def test_mean_ci_is_student_t():
                                                rel=1e-4)
   assert stats.mean_ci([4.0]) == (4.0, 0.0)
   assert all(math.isnan(x) for x in stats.mean_ci([]))
+  # Exactly scipy.stats' t quantile, for the seed counts studies use and beyond.
+  from scipy import stats as scipy_stats  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  for n in (3, 5, 10, 30, 200):
+    x = rng.normal(size=n)
+    expected = scipy_stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n)
+    assert stats.mean_ci(x) == (float(x.mean()), float(expected))
 
 
 @pytest.mark.parametrize("mean, half, text", [
