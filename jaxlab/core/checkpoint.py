@@ -27,6 +27,25 @@ from jaxlab.core import mesh as mesh_lib
 from jaxlab.core.errors import CheckpointError
 
 
+# orbax splits the writing of a replicated array among its replicas ("replica-parallel"),
+# slicing it on device first: one compiled slice per array shape and replica. That pays for
+# large arrays replicated over many hosts, but for small ones it is only compilation (a tiny PPO
+# run on 8 CPU devices compiled 40 slices at its first save). Below this many bytes per
+# replica, one replica writes the whole array.
+_MIN_BYTES_PER_REPLICA_SLICE = 4 * 2**20
+_handler_registered = False
+
+
+def _register_array_handler() -> None:
+  global _handler_registered
+  if _handler_registered:
+    return
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(
+          min_slice_bytes_for_replica_parallel=_MIN_BYTES_PER_REPLICA_SLICE), override=True)
+  _handler_registered = True
+
+
 def _storable(tree: Any) -> dict[str, jax.Array]:
   """The non-empty leaves of ``tree`` keyed by their path.
 
@@ -91,6 +110,7 @@ class Checkpointer:
     self.every = max(int(every), 1)
     self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                  enable_async_checkpointing=True)
+    _register_array_handler()
     self._open()
 
   def _open(self) -> None:
