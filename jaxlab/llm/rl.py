@@ -360,12 +360,14 @@ def response_logits(graphdef: Any, params: Any, tokens: jax.Array, mask: jax.Arr
 
   A vision-language policy (``positions_b3t`` given: the M-RoPE positions of prompt +
   response, ``[B, 3, T]``) reads ``images``, the rows' padded
-  :class:`~jaxlab.models.qwen_vl.vision.ImageBatch`, spliced in at the placeholders, as the
-  sampler's prefill did.
+  :class:`~jaxlab.models.qwen_vl.vision.ImageBatch`, spliced in at the prompt's placeholders,
+  as the sampler's prefill did; response tokens are text whatever their ids, as in the
+  sampler's decode steps.
   """
   model = nnx.merge(graphdef, params)
   if positions_b3t is not None:
-    h, _ = model.prompt_hidden(tokens, mask, jnp.swapaxes(positions_b3t, 0, 1), images, None)
+    h, _ = model.prompt_hidden(tokens, mask, jnp.swapaxes(positions_b3t, 0, 1), images, None,
+                               text_from=prompt_len if images is not None else None)
     logits = model.logits(h)
   else:
     logits, _ = model(tokens, mask)
@@ -544,16 +546,24 @@ def _copy_tree(tree):
   return jax.tree.map(jnp.copy, tree)
 
 
-def vlm_inputs(config: Any, tokens: np.ndarray, mask: np.ndarray, images: Any
-               ) -> dict[str, Any]:
+def vlm_inputs(config: Any, tokens: np.ndarray, mask: np.ndarray, images: Any,
+               prompt_len: int) -> dict[str, Any]:
   """The extra batch entries of a vision-language policy's RL step: ``positions_b3t``, the
-  M-RoPE positions ``[B, 3, T]`` of prompt + response (host-side ``rope_index``, the prompt's
-  positions the sampler's prefill used, the response's continuing from them as its decode
-  steps did) and ``images``, the rows' padded ``ImageBatch`` (when the rows have images)."""
+  M-RoPE positions ``[B, 3, T]`` of prompt + response and ``images``, the rows' padded
+  ``ImageBatch`` (when the rows have images). The prompt (the first ``prompt_len`` columns)
+  gets the positions the sampler's prefill used (host-side ``rope_index``); the response's
+  continue from them as the decode steps' did, the real tokens before plus the row's rope
+  delta, whatever the sampled ids (a policy may sample the image placeholder id)."""
   from jaxlab.models.qwen_vl import modeling as vl  # pylint: disable=g-import-not-at-top
   grid = None if images is None else images.flat_grid()
-  positions, _ = vl.rope_index(config, np.asarray(tokens), np.asarray(mask).astype(bool),
-                               grid if grid is not None and len(grid) else None)
+  mask = np.asarray(mask).astype(bool)
+  prompt, deltas = vl.rope_index(config, np.asarray(tokens)[:, :prompt_len],
+                                 mask[:, :prompt_len],
+                                 grid if grid is not None and len(grid) else None)
+  seen = np.cumsum(mask, axis=1) - 1  # real tokens before each column
+  response = np.where(mask[:, prompt_len:], seen[:, prompt_len:] + deltas[:, None], 0)
+  positions = np.concatenate(
+      [prompt, np.broadcast_to(response[None], (3,) + response.shape)], axis=2)
   out = {"positions_b3t": np.ascontiguousarray(np.swapaxes(positions, 0, 1)).astype(np.int32)}
   if images is not None:
     out["images"] = images
@@ -861,7 +871,7 @@ class RLRun:
     }
     if self.vlm:
       batch.update(vlm_inputs(self._vl_config, batch["tokens"], batch["attention_mask"],
-                              images))
+                              images, prompt_tokens.shape[1]))
     batch = {k: jax.tree.map(lambda v: self._place(v, local), v) for k, v in batch.items()}
     snapshot = _copy_tree(state.policy.params) if history else None
     t1 = time.perf_counter()

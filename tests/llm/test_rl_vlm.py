@@ -81,7 +81,7 @@ def test_step_logprobs_equal_the_sampler_and_a_direct_forward(vlm_dir, tmp_path)
   resp_mask = np.arange(5)[None] < lengths[:, None]
   tokens = np.concatenate([prompt_tokens, resp], 1)
   attn = np.concatenate([prompt_mask, resp_mask], 1)
-  extra = rl.vlm_inputs(model.config, tokens, attn, images)
+  extra = rl.vlm_inputs(model.config, tokens, attn, images, run.prompt_len)
   logits = rl.response_logits(run.graphdef, run.init()["state"].policy.params, tokens, attn,
                               run.prompt_len, 1.0, extra["positions_b3t"], extra["images"])
   _, logp, _ = rl.token_stats(logits, resp)
@@ -90,6 +90,32 @@ def test_step_logprobs_equal_the_sampler_and_a_direct_forward(vlm_dir, tmp_path)
   # A plain forward of the model with the same images gives the same logits.
   direct = np.asarray(modeling.forward(model, tokens, attn, images))
   np.testing.assert_allclose(np.asarray(logits), direct[:, run.prompt_len - 1:-1], atol=2e-4)
+
+  # The policy may sample the image placeholder id (the GroundCUA study's RLOO did at step
+  # ~115 and stopped: rope_index took it for an image). The step must treat it as the sampler
+  # did, as text: positions as for any other text id, its text embedding, the same logits.
+  image_id, text_id = model.config.image_token_id, 3
+  assert text_id != image_id and not np.any(resp == image_id)
+  placed = tokens.copy()
+  placed[:, run.prompt_len + 1] = image_id  # a real response token in every row
+  assert attn[:, run.prompt_len + 1].all()
+  as_text = placed.copy()
+  as_text[:, run.prompt_len + 1] = text_id
+  got = rl.vlm_inputs(model.config, placed, attn, images, run.prompt_len)
+  want = rl.vlm_inputs(model.config, as_text, attn, images, run.prompt_len)
+  np.testing.assert_array_equal(got["positions_b3t"], want["positions_b3t"])
+  np.testing.assert_array_equal(want["positions_b3t"], extra["positions_b3t"])
+  params = run.init()["state"].policy.params
+  logits = np.asarray(rl.response_logits(run.graphdef, params, placed, attn, run.prompt_len, 1.0,
+                                         got["positions_b3t"], images))
+  # Reference: the text embedding of the placeholder id at that column, by hand.
+  x = model.embed(as_text, images)
+  x = x.at[:, run.prompt_len + 1].set(model.text.embed(placed[:, run.prompt_len + 1:][:, :1])[:, 0])
+  h, _ = model.text.hidden(None, attn, np.swapaxes(got["positions_b3t"], 0, 1),
+                           inputs_embeds_btd=x)
+  ref = np.asarray(model.logits(h))[:, run.prompt_len - 1:-1]
+  np.testing.assert_allclose(logits, ref, atol=2e-4)
+  assert np.abs(logits[:, 2:] - np.asarray(direct)[:, run.prompt_len + 1:-1]).max() > 1e-3
 
 
 def test_two_rloo_steps_on_image_rows(vlm_dir, tmp_path):

@@ -177,13 +177,15 @@ class QwenVL(nnx.Module):
     return self.visual(jnp.asarray(pixel_values), grid_thw)
 
   def embed(self, tokens_bt: jax.Array, pixel_values: jax.Array | ImageBatch | None = None,
-            grid_thw=None) -> jax.Array:
+            grid_thw=None, text_from: int | None = None) -> jax.Array:
     """Token embeddings ``[B, T, D]`` with the image placeholders' rows replaced, in order, by
     the merged image embeddings.
 
     ``pixel_values`` is either ``[N, patch_dim]`` with the static ``grid_thw`` (the images of
     all rows in one list) or an :class:`ImageBatch` (``grid_thw`` None): row ``b``'s
-    placeholders take row ``b``'s merged tokens in order.
+    placeholders take row ``b``'s merged tokens in order. ``text_from``: columns from this one
+    on are text whatever their ids (a sampled response: the sampler embedded every generated
+    token, the placeholder id included, as text), with an :class:`ImageBatch` only.
     """
     x = self.text.embed(jnp.asarray(tokens_bt))
     if pixel_values is None:
@@ -191,10 +193,14 @@ class QwenVL(nnx.Module):
     if isinstance(pixel_values, ImageBatch):
       img = self.visual.padded(pixel_values).astype(x.dtype)  # [B, Nm, D]
       is_img = jnp.asarray(tokens_bt) == self.config.image_token_id
+      if text_from is not None:
+        is_img = is_img & (jnp.arange(is_img.shape[1]) < text_from)[None]
       idx = jnp.clip(jnp.cumsum(is_img, axis=1) - 1, 0, img.shape[1] - 1)
       picked = jnp.take_along_axis(img, idx[..., None], axis=1)
       return jnp.where(is_img[..., None], picked, x)
     img = self.image_embeds(pixel_values, grid_thw).astype(x.dtype)
+    if text_from is not None:
+      raise ValueError("embed: text_from needs the images as an ImageBatch")
     is_img = (jnp.asarray(tokens_bt) == self.config.image_token_id).reshape(-1)
     idx = jnp.clip(jnp.cumsum(is_img) - 1, 0, img.shape[0] - 1)
     flat = jnp.where(is_img[:, None], img[idx], x.reshape(-1, x.shape[-1]))
@@ -210,9 +216,11 @@ class QwenVL(nnx.Module):
 
   def prompt_hidden(self, tokens_bt: jax.Array, mask_bt: jax.Array, positions_pbt: jax.Array,
                     pixel_values: jax.Array | None, grid: Grid | None,
-                    cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
-    """:meth:`hidden` after the host side: positions given, no checks; traceable."""
-    x = self.embed(tokens_bt, pixel_values, grid)
+                    cache: KVCache | None = None, text_from: int | None = None
+                    ) -> tuple[jax.Array, KVCache | None]:
+    """:meth:`hidden` after the host side: positions given, no checks; traceable.
+    ``text_from``: see :meth:`embed`."""
+    x = self.embed(tokens_bt, pixel_values, grid, text_from)
     return self.text.hidden(None, mask_bt, positions_pbt, cache, inputs_embeds_btd=x)
 
   def logits(self, h_btd: jax.Array) -> jax.Array:
