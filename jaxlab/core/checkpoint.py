@@ -40,9 +40,15 @@ def _register_array_handler() -> None:
   global _handler_registered
   if _handler_registered:
     return
-  ocp.type_handlers.register_type_handler(
-      jax.Array, ocp.type_handlers.ArrayHandler(
-          min_slice_bytes_for_replica_parallel=_MIN_BYTES_PER_REPLICA_SLICE), override=True)
+  absl_logger = logging.getLogger("absl")  # orbax warns that it overrides its own default
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(
+            min_slice_bytes_for_replica_parallel=_MIN_BYTES_PER_REPLICA_SLICE), override=True)
+  finally:
+    absl_logger.setLevel(level)
   _handler_registered = True
 
 
