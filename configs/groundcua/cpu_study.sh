@@ -12,9 +12,9 @@
 # finished seed's rows are merged into the committed $OUT/study.csv at once (launch.analyze
 # --data=A,B --export), and a seed whose rows are already there is skipped, so the seeds can be
 # run in different sessions or on different machines (runs/ is not kept between them). A
-# finished SFT run committed under $OUT/kept/ (its exported model and held-out completions,
-# without checkpoints; see the page) is copied into runs/ and used as it is, so a seed whose
-# SFT finished in one session can do its RL in the next. Time on
+# finished SFT run is kept under $OUT/kept/ (its exported model and held-out completions,
+# without checkpoints, written by this script; commit it), and a kept run is copied into runs/
+# and used as it is, so a seed whose SFT finished in one session can do its RL in the next. Time on
 # the 2-core CPU with nothing else running: ~2.5 h of SFT (seed 0: 2 h 26 min) and ~25 min of
 # RL per seed (config docstrings).
 set -euo pipefail
@@ -56,6 +56,13 @@ for s in $SEEDS; do
     python -m launch.train --config=configs/groundcua/sft_tiny.py --workdir="$sft" \
       --config.seed="$s"
     python -m launch.eval --workdir="$sft" --evaluators=task_accuracy --num_examples=$N
+    # Keep the finished SFT run (all but its checkpoints) for a later session's RL.
+    rm -rf "$kept.tmp" && mkdir -p "$kept.tmp"
+    cp -r "$sft"/config.json "$sft"/metrics.jsonl "$sft"/summary.json "$sft"/eval.json \
+      "$sft"/eval_samples*.jsonl "$sft"/hf_model "$sft"/tokenizer "$kept.tmp"/
+    data_digest > "$kept.tmp/data_sha256.txt"
+    rm -rf "$kept" && mv "$kept.tmp" "$kept"
+    echo "seed $s: SFT run kept in $kept (commit it)"
   fi
   python -m launch.train --config=configs/groundcua/rl_tiny.py --workdir="$rl" \
     --config.seed="$s" --config.model.init="$sft/hf_model"
