@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 
-# "<seconds> <node id>" lines from a `pytest --durations` run (setup + call, loaded 2-core
+# "<seconds> <node id>" lines from a `pytest --durations` run (setup + call, quiet 2-core
 # machine). Only the order of the suite depends on it: the test files with the most known
 # time run first, so that the xdist workers end on short tests instead of one waiting for the
 # other. Refresh it after big changes; a stale or missing file only costs some balance.
