@@ -155,6 +155,10 @@ class Checkpointer:
       raise CheckpointError(f"no checkpoint in {self.directory}")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _storable(like))
     path = os.path.join(self.directory, str(step))
+    # Before the read, not after a failure: tensorstore may complete a read of a damaged step
+    # on orbax's event loop while that loop is already closing, and prints the error at once
+    # (seen once in 1263-test CI runs: a traceback before the one warning line).
+    _drop_closed_loop_noise()
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
@@ -173,9 +177,8 @@ class Checkpointer:
     """After a failed restore, orbax's manager still has reads in flight whose completions
     arrive on an event loop that is already closed; each would print a traceback ("Event loop
     is closed", "Task exception was never retrieved") long after the one warning line that
-    says what happened. Those two messages are dropped from then on (nothing else is), the
-    failed tasks are collected, and a fresh manager is opened."""
-    _drop_closed_loop_noise()
+    says what happened. Those two messages are dropped (:meth:`restore` installs the filter;
+    nothing else is dropped), the failed tasks are collected, and a fresh manager is opened."""
     try:
       self.close()
     except Exception:  # pylint: disable=broad-except
