@@ -367,7 +367,7 @@ def response_logits(graphdef: Any, params: Any, tokens: jax.Array, mask: jax.Arr
   model = nnx.merge(graphdef, params)
   if positions_b3t is not None:
     h, _ = model.prompt_hidden(tokens, mask, jnp.swapaxes(positions_b3t, 0, 1), images, None,
-                               text_from=prompt_len if images is not None else None)
+                               text_from=prompt_len)
     logits = model.logits(h)
   else:
     logits, _ = model(tokens, mask)

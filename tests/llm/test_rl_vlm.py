@@ -110,7 +110,8 @@ def test_step_logprobs_equal_the_sampler_and_a_direct_forward(vlm_dir, tmp_path)
                                          got["positions_b3t"], images))
   # Reference: the text embedding of the placeholder id at that column, by hand.
   x = model.embed(as_text, images)
-  x = x.at[:, run.prompt_len + 1].set(model.text.embed(placed[:, run.prompt_len + 1:][:, :1])[:, 0])
+  col = run.prompt_len + 1
+  x = x.at[:, col].set(model.text.embed(placed[:, col:col + 1])[:, 0])
   h, _ = model.text.hidden(None, attn, np.swapaxes(got["positions_b3t"], 0, 1),
                            inputs_embeds_btd=x)
   ref = np.asarray(model.logits(h))[:, run.prompt_len - 1:-1]
