@@ -24,7 +24,7 @@ import threading
 import time
 from typing import IO
 
-from jaxlab.core import mesh as mesh_lib
+from jaxlab.core import ports
 from jaxlab.core.errors import ConfigError
 
 _OWN_EXIT_S = 2.0  # after one process fails, how long the others may take to end by themselves
@@ -61,8 +61,8 @@ def _status(code: int) -> str:
 
 
 def _child_env(address: str, num: int, index: int, devices: int | None) -> dict[str, str]:
-  env = dict(os.environ, JAXLAB_COORDINATOR_ADDRESS=address, JAXLAB_NUM_PROCESSES=str(num),
-             JAXLAB_PROCESS_ID=str(index), PYTHONUNBUFFERED="1")
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  env.update({ports.ENV_ADDRESS: address, ports.ENV_NUM: str(num), ports.ENV_ID: str(index)})
   if devices:
     env["JAX_PLATFORMS"] = "cpu"
     flags = [f for f in env.get("XLA_FLAGS", "").split()
@@ -75,8 +75,8 @@ def launch(command: list[str], num_processes: int, port: int | None = None,
            devices_per_process: int | None = None) -> int:
   """Runs ``command`` as ``num_processes`` processes; returns the job's exit status (0 when
   every process succeeded, else the first failing process's status, 128+N for signal N)."""
-  port = mesh_lib.free_port() if port is None else port
-  mesh_lib.check_port_free(port)
+  port = ports.free_port() if port is None else port
+  ports.check_port_free(port)
   address = f"127.0.0.1:{port}"
   print(f"local_cluster: {num_processes} processes, coordinator {address}", file=sys.stderr,
         flush=True)

@@ -284,6 +284,14 @@ def test_local_cluster_usage_errors():
   assert local_cluster.main(["--num_processes=2", "--port=70000", "--", "python"]) == 2
 
 
+def test_local_cluster_starts_without_jax():
+  # It only starts processes; jax would cost it ~1.6 s of CPU per launch on 2 cores.
+  code = "import sys, launch.local_cluster; print(sorted(m for m in sys.modules if m == 'jax'))"
+  out = _ok(subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(),
+                           capture_output=True, text=True, timeout=TIMEOUT))
+  assert out.stdout.strip() == "[]"
+
+
 def test_batch_not_divisible_over_processes(tmp_path):
   workdir = str(tmp_path / "run")
   out = _cluster(workdir, PPO + ["--config.num_envs=4"])

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
+import time
+import warnings
 from typing import Any, Sequence
 
 import jax
@@ -23,6 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxlab.core.errors import ConfigError
+from jaxlab.core.ports import ENV_ADDRESS, ENV_ID, ENV_NUM, check_port_free
 
 AXES = ("data", "fsdp", "tensor")
 
@@ -212,29 +214,6 @@ def gather(tree: Any) -> Any:
 
 # -- several processes ----------------------------------------------------------------------------
 
-ENV_ADDRESS, ENV_NUM, ENV_ID = ("JAXLAB_COORDINATOR_ADDRESS", "JAXLAB_NUM_PROCESSES",
-                                "JAXLAB_PROCESS_ID")
-
-
-def free_port() -> int:
-  """A TCP port on 127.0.0.1 that nothing listens on right now."""
-  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def check_port_free(port: int, host: str = "127.0.0.1") -> None:
-  """Raises ``ConfigError`` when the coordinator's port cannot be bound (in use, or invalid)."""
-  if not 0 < port < 65536:
-    raise ConfigError(f"coordinator port {port} is not in 1..65535")
-  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-    try:
-      s.bind((host, port))
-    except OSError as err:
-      raise ConfigError(f"coordinator port {host}:{port} is in use ({err.strerror}); pick "
-                        f"another port or stop the process holding it") from None
-
-
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
                            process_id: int | None = None) -> None:
@@ -295,9 +274,17 @@ def _compile_once_per_cpu_job() -> None:
   have different CPUs, and a program compiled for one CPU's instruction set must not run on
   another. Private jax API: if a later jax renames it, this does nothing and each process
   compiles for itself, as before.
+
+  The programs a process runs on its own devices alone (eager operations of initialisation,
+  metrics, host transfers) are its own: their key names its devices, so no other process
+  computes it. jax writes cache entries from process 0 only (against write contention on shared
+  filesystems), so process 1 compiled its ~20 such programs again in every launch (4.3 s of
+  CPU of a 2 x 4-device PPO resume on 2 cores, while process 0 waited for it at the first
+  collective). Here each process writes those entries itself; no two processes write one key.
   """
   try:
     from jax._src import cache_key  # pylint: disable=import-outside-toplevel
+    from jax._src import compiler  # pylint: disable=import-outside-toplevel
   except ImportError:
     return
   if not (callable(getattr(cache_key, "_hash_accelerator_config", None))
@@ -305,6 +292,36 @@ def _compile_once_per_cpu_job() -> None:
     return
   cache_key._hash_accelerator_config = cache_key._hash_devices  # pylint: disable=protected-access
   jax.config.update("jax_share_binary_between_hosts", True)
+  _write_own_programs_to_cache(compiler)
+
+
+def _write_own_programs_to_cache(compiler: Any) -> None:
+  """On a process other than 0, wraps jax's compile-and-write-cache step (reached by programs
+  that run on this process's devices only, once binaries are shared between processes) so that
+  the compiled program is written to the persistent cache as process 0 would write it."""
+  original = getattr(compiler, "_compile_and_write_cache", None)
+  cache = getattr(compiler, "compilation_cache", None)
+  if (jax.process_index() == 0 or not callable(original) or getattr(original, "_jaxlab", False)
+      or not callable(getattr(cache, "put_executable_and_time", None))):
+    return
+
+  def compile_and_write(backend, computation, executable_devices, compile_options,
+                        host_callbacks, module_name, key):
+    start = time.monotonic()
+    executable = original(backend, computation, executable_devices, compile_options,
+                          host_callbacks, module_name, key)
+    seconds = time.monotonic() - start
+    if (not host_callbacks and cache.is_persistent_cache_enabled()
+        and seconds >= jax.config.jax_persistent_cache_min_compile_time_secs):
+      try:
+        cache.put_executable_and_time(key, module_name, executable, backend, int(seconds))
+      except Exception as err:  # pylint: disable=broad-except
+        warnings.warn(f"not written to the compilation cache: {module_name} "
+                      f"({type(err).__name__}: {err})")
+    return executable
+
+  compile_and_write._jaxlab = True  # pylint: disable=protected-access
+  compiler._compile_and_write_cache = compile_and_write  # pylint: disable=protected-access
 
 
 def is_primary() -> bool:
