@@ -67,12 +67,13 @@ import json
 import math
 import os
 import re
-import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from jaxlab.core import files
+from launch import cli
+from launch.cli import fail
 from jaxlab.core.errors import DataError, JaxlabError
 
 _WORKDIR = flags.DEFINE_list("workdir", None, "Run directories (comma-separated; globs allowed).")
@@ -228,11 +229,6 @@ def run_label(workdir: str, group_by: str | None) -> str:
   if group_by == "seed_suffix":
     return re.sub(r"_s\d+$", "", name)
   return f"{group_by}={_config_value(workdir, group_by)}"
-
-
-def fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
 
 
 def table_of(path: str) -> str:
@@ -400,7 +396,7 @@ def analyze_looped() -> None:
         baseline=_model_dir(_BASELINE.value) if _BASELINE.value else None,
         core_order=core_order)
   except (JaxlabError, ValueError) as err:
-    fail(" ".join(str(err).split()))
+    fail(str(err))
   print(f"wrote {len(out['files'])} files to {_OUT.value}")
 
 
@@ -452,7 +448,7 @@ def analyze_looped_study() -> None:
   try:
     rows = study.study_rows(arms, _ANALYSIS_DIR.value)
   except (OSError, ValueError, KeyError) as err:
-    fail(" ".join(str(err).split()))
+    fail(str(err))
   columns = study.columns(rows)
   if flags.FLAGS["keys"].present:  # a subset, e.g. the stage columns the feed-forward has
     unknown = [k for k in _KEYS.value if k not in columns]
@@ -476,7 +472,7 @@ def analyze_groundcua_study() -> None:
   try:
     rows = study.study_rows(arms, _TASKS.value)
   except DataError as err:
-    fail(" ".join(str(err).split()))
+    fail(str(err))
   write_tables(rows, study.COLUMNS)
 
 
@@ -595,4 +591,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -24,7 +24,10 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from launch import cli
+from launch.cli import fail
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by launch.train.")
 _EVALUATORS = flags.DEFINE_list("evaluators", [], "Evaluators to run (default: those of the "
@@ -51,11 +54,6 @@ _TOP_P = flags.DEFINE_float("top_p", 1.0, "Benchmark: nucleus mass.")
 _SEED = flags.DEFINE_integer("seed", 0, "Benchmark: sampling seed.")
 _TEXTS = flags.DEFINE_string("texts", "", "Benchmark: JSON file overriding prompt texts.")
 flags.mark_flag_as_required("workdir")
-
-
-def fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr, flush=True)
-  sys.exit(2)
 
 
 def _brief(value) -> str:
@@ -131,4 +129,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -14,9 +14,10 @@ not match the images) is reported in one line, exit status 2.
 
 from __future__ import annotations
 
-import sys
+from absl import flags, logging
 
-from absl import app, flags, logging
+from launch import cli
+from launch.cli import fail
 
 _MODEL = flags.DEFINE_string("model", None, "model directory (config.json, safetensors, "
                              "tokenizer files)", required=True)
@@ -31,12 +32,6 @@ _CHAT = flags.DEFINE_bool("chat", False, "wrap the prompt in the tokenizer's cha
 _IMAGE = flags.DEFINE_multi_string("image", [], "image file for a vision-language model; "
                                    "repeat in the order of the <|image_pad|> placeholders")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
-
-
-def _fail(e: Exception) -> None:
-  """Reports bad input as one line on stderr and exits with status 2."""
-  print("error: " + " ".join(str(e).split()), file=sys.stderr)
-  sys.exit(2)
 
 
 def _read_images(prompts: list[str], paths: list[str]) -> list:
@@ -79,7 +74,7 @@ def _encode_multimodal(model, tok, images: list) -> tuple[list[list[int]], dict]
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    fail(f"unexpected arguments: {' '.join(argv[1:])} (every option is a --flag)")
   # Keep stderr to the one error line (jax logs its backend probing at INFO).
   logging.set_verbosity(logging.WARNING)
   from jaxlab.core.errors import DataError, JaxlabError  # pylint: disable=g-import-not-at-top
@@ -87,7 +82,7 @@ def main(argv):
     # Image files and placeholder counts first: such bad input fails before jax is imported.
     images = _read_images(_PROMPT.value, _IMAGE.value)
   except JaxlabError as e:
-    _fail(e)
+    fail(str(e))
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -113,7 +108,7 @@ def main(argv):
     tokens, mask = sampling.left_pad(prompts, pad_id=int(pad_id))
     out = sampling.generate(model, tokens, mask, jax.random.key(_SEED.value), params, **pixels)
   except (JaxlabError, ValueError) as e:
-    _fail(e)
+    fail(str(e))
   out_tokens = np.asarray(out.tokens)
   lengths = np.asarray(out.lengths)
   for row, n in zip(out_tokens, lengths):
@@ -121,4 +116,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import glob
 import os
-import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from jaxlab.core import stats
+from launch import cli
+from launch.cli import fail
 
 _WORKDIR = flags.DEFINE_list("workdir", None, "Run directories (comma-separated; globs allowed).")
 _OUT = flags.DEFINE_string("out", None, "Optional path of a markdown file for the table.")
@@ -123,11 +124,6 @@ def _seed_rows(label: str, run: str, summary: dict[str, np.ndarray],
           for i in range(n)]
 
 
-def _fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
 def main(argv):
   del argv
   from jaxlab.core import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
@@ -137,13 +133,11 @@ def main(argv):
     workdirs += [m for m in sorted(glob.glob(pattern)) if os.path.isdir(m)]
   workdirs = [w for w in workdirs if os.path.exists(os.path.join(w, "metrics.jsonl"))]
   if not workdirs:
-    print(f"error: no metrics.jsonl in {_WORKDIR.value}; pass ns_supervised run directories",
-          file=sys.stderr)
-    sys.exit(2)
+    fail(f"no metrics.jsonl in {_WORKDIR.value}; pass ns_supervised run directories")
   try:
     renames = stats.parse_labels(_LABEL.value)
   except ValueError as err:
-    _fail(str(err))
+    fail(str(err))
   seen = set()
   rows, diff_rows, phase_rows, phase_columns = [], [], [], []
   for w in workdirs:
@@ -151,9 +145,7 @@ def main(argv):
     arms = sorted({k.split("@", 1)[1] for r in records for k in r
                    if k.startswith("test/accuracy@")})
     if not arms:
-      print(f"error: {w} has no 'test/accuracy@<arm>' records; not an ns_supervised run",
-            file=sys.stderr)
-      sys.exit(2)
+      fail(f"{w} has no 'test/accuracy@<arm>' records; not an ns_supervised run")
     name = os.path.basename(os.path.normpath(w))
     summaries = {arm: arm_summary(records, arm, _LAST.value) for arm in arms}
     label = {arm: renames.get(f"{name}@{arm}", f"{name}@{arm}") for arm in arms}
@@ -167,9 +159,8 @@ def main(argv):
     if _BASELINE.value is not None:
       base = [arm for arm in arms if _BASELINE.value in arm]
       if len(base) != 1:
-        print(f"error: --baseline={_BASELINE.value!r} matches {len(base)} arms of {w} "
-              f"({', '.join(arms)}); it must match exactly one", file=sys.stderr)
-        sys.exit(2)
+        fail(f"--baseline={_BASELINE.value!r} matches {len(base)} arms of {w} "
+             f"({', '.join(arms)}); it must match exactly one")
       for arm in arms:
         if arm != base[0]:
           diff = {c: summaries[arm][c] - summaries[base[0]][c] for c in COLUMNS
@@ -179,7 +170,7 @@ def main(argv):
           diff_rows += _seed_rows(diff_label, name, diff)
   unknown = sorted(set(renames) - seen)
   if unknown:
-    _fail(f"--label: no arm {', '.join(map(repr, unknown))}; the arms are {', '.join(sorted(seen))}")
+    fail(f"--label: no arm {', '.join(map(repr, unknown))}; the arms are {', '.join(sorted(seen))}")
   table = stats.seed_table(rows, COLUMNS)
   if diff_rows:
     table += "\n\n" + stats.seed_table(diff_rows, COLUMNS)
@@ -197,4 +188,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

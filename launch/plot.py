@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
+
+from launch import cli
 
 _WORKDIR = flags.DEFINE_list("workdir", None, "Run directories (comma-separated).")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: <first workdir>/plots).")
@@ -26,9 +27,7 @@ def main(argv):
   for workdir in _WORKDIR.value:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
-      print(f"error: {path} does not exist; is '{workdir}' a jaxlab run directory?",
-            file=sys.stderr)
-      sys.exit(2)
+      cli.fail(f"{path} does not exist; is '{workdir}' a jaxlab run directory?")
     runs[os.path.basename(os.path.normpath(workdir))] = metrics.read_metrics(workdir)
   keys = _KEYS.value or [k for k in plotting.numeric_keys(next(iter(runs.values())))
                          if k != _X.value]
@@ -38,4 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -23,6 +23,8 @@ from typing import Sequence
 from absl import flags, logging
 from ml_collections import config_flags
 
+from launch.cli import flag_error
+
 
 
 def _define_flags() -> flags.FlagValues:
@@ -60,11 +62,7 @@ def _parse(fv: flags.FlagValues, argv: Sequence[str]) -> str | None:
     if fv.config is not None:
       fv.config.keys()
   except flags.Error as err:
-    text = str(err)
-    if "Traceback (most recent call last)" in text:  # a config file's get_config raised
-      head = text.split("Traceback (most recent call last)")[0].strip()
-      text = f"{head} {[ln for ln in text.splitlines() if ln.strip()][-1].strip()}"
-    return text
+    return flag_error(err)
   except (OSError, ValueError, SyntaxError) as err:
     return f"--config: the file could not be loaded ({err})"
   finally:

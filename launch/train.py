@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
+
+from launch import cli
+from launch.cli import fail
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/<paper>/<name>.py[:arg]).",
@@ -34,17 +36,6 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --multihost: processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --multihost: this process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def fail(message: str, code: int = 2) -> None:
-  """One line on stderr, no traceback, non-zero exit."""
-  print(f"error: {message}", file=sys.stderr, flush=True)
-  # The run is over. Background threads (orbax's asynchronous checkpointing) may still be
-  # winding down and can raise while the interpreter shuts down ("Event loop is closed");
-  # their tracebacks would bury the line above, so they are not printed from here on.
-  threading.excepthook = lambda args: None
-  sys.unraisablehook = lambda unraisable: None
-  sys.exit(code)
 
 
 def load_config():
@@ -107,22 +98,8 @@ def main(argv):
         f"python -m launch.plot --workdir={_WORKDIR.value}", file=sys.stderr)
 
 
-def parse_flags(argv):
-  """absl's flag parsing, but a bad flag (e.g. ``--config.utd=0.5`` for an int key, or a config
-  file that fails to load) ends with one ``error:`` line and exit status 2, like the checks."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as err:
-    text = str(err)
-    if "Traceback (most recent call last)" in text:  # a config file's get_config raised
-      head = text.split("Traceback (most recent call last)")[0].strip()
-      last = [line for line in text.splitlines() if line.strip()][-1].strip()
-      text = f"{head} {last}"
-    fail(" ".join(text.split()))
-
-
 def run():
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main)
 
 
 if __name__ == "__main__":

@@ -171,6 +171,31 @@ def test_missing_config_file_is_one_line(tmp_path):
   assert not os.path.exists(tmp_path / "run")
 
 
+LAUNCHERS = ("train", "eval", "analyze", "plot", "generate", "rsa", "ns_phases")
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_every_launcher_reports_a_bad_flag_in_one_line(launcher):
+  # absl alone would print "FATAL Flags parsing error" and a hint, exit status 1.
+  result = subprocess.run([sys.executable, "-m", f"launch.{launcher}", "--no_such_flag=1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+  _assert_one_line_error(result, "Unknown command line flag 'no_such_flag'")
+
+
+def test_launchers_parse_flags_one_way():
+  """Every launcher parses its flags through launch.cli (one error line, exit 2), none through
+  absl's app.run alone (rsa parses its own FlagValues with launch.cli.flag_error)."""
+  import ast  # pylint: disable=import-outside-toplevel
+  found = sorted(n[:-3] for n in os.listdir(os.path.join(REPO, "launch"))
+                 if n.endswith(".py") and n not in ("__init__.py", "cli.py", "local_cluster.py"))
+  assert sorted(LAUNCHERS) == found  # a new launcher joins the test above
+  for name in found:
+    with open(os.path.join(REPO, "launch", f"{name}.py")) as f:
+      tree = ast.parse(f.read())
+    calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    assert "app.run" not in calls, f"launch/{name}.py calls app.run; use launch.cli.run"
+
+
 def test_eval_of_an_unknown_run_kind_lists_the_known_ones(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"trainer": "dreamer"}))
   result = subprocess.run([sys.executable, "-m", "launch.eval", f"--workdir={tmp_path}"],
