@@ -23,9 +23,10 @@ import os
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
 
 from benchmarks.timing import time_best
+from launch import cli
 
 _BATCH = flags.DEFINE_integer("batch", 8, "prompts per batch")
 _NEW = flags.DEFINE_integer("max_new_tokens", 128, "tokens generated per prompt")
@@ -199,4 +200,4 @@ def main(argv):
 
 if __name__ == "__main__":
   os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-  app.run(main)
+  cli.run(main)

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import time
 
-from absl import app, flags
+from absl import flags
+
+from launch import cli
 
 _LAYERS = flags.DEFINE_integer("layers", 3, "policy decoder layers")
 _HIDDEN = flags.DEFINE_integer("hidden", 128, "policy hidden size")
@@ -145,4 +147,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -69,6 +69,8 @@ import types
 
 from absl import app, flags
 
+from launch import cli
+
 PRESETS = {
     # Llama-3.2-1B's shape: 1.24B parameters with the tied 128k embedding.
     "1b": dict(vocab_size=128_256, hidden_size=2048, intermediate_size=8192, num_layers=16,
@@ -335,4 +337,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

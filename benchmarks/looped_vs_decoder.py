@@ -43,6 +43,7 @@ import time
 from absl import app, flags
 
 from benchmarks.timing import time_best
+from launch import cli
 
 _HIDDEN = flags.DEFINE_integer("hidden", 128, "width D of both models")
 _HEADS = flags.DEFINE_integer("heads", 4, "query heads")
@@ -233,4 +234,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

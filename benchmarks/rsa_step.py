@@ -24,7 +24,9 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
+
+from launch import cli
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -92,4 +94,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

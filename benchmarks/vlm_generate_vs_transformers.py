@@ -36,6 +36,8 @@ import time
 
 from absl import app, flags
 
+from launch import cli
+
 # The text-model flags (batch, max_new_tokens, layers, hidden, heads, kv_heads, vocab,
 # intermediate, prompt_min/max, repeats, dtype, torch_device, skip_torch) and the helpers are
 # the decoder benchmark's: importing it defines them once.
@@ -244,4 +246,4 @@ def main(argv):
 
 if __name__ == "__main__":
   os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-  app.run(main)
+  cli.run(main)

@@ -6,7 +6,8 @@ exit status 2, never a traceback or absl's two-line ``FATAL Flags parsing error`
     if __name__ == "__main__":
       cli.run(main)          # absl's app.run with the parsing below
 
-``fail`` is for the checks a launcher makes after parsing (a missing file, a bad value).
+``fail`` is for the checks a launcher makes after parsing (a missing file, a bad value). The
+benchmark scripts start the same way.
 """
 
 from __future__ import annotations
@@ -50,5 +51,13 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main) -> None:
-  """``app.run(main)`` with :func:`parse_flags`."""
-  app.run(main, flags_parser=parse_flags)
+  """``app.run(main)`` with :func:`parse_flags`; an ``app.UsageError`` raised by ``main`` (a
+  flag value it rejects) is one ``error:`` line too, without absl's usage text."""
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except app.UsageError as err:
+      fail(str(err))
+
+  app.run(guarded, flags_parser=parse_flags)

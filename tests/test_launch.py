@@ -182,18 +182,33 @@ def test_every_launcher_reports_a_bad_flag_in_one_line(launcher):
   _assert_one_line_error(result, "Unknown command line flag 'no_such_flag'")
 
 
+def test_a_usage_error_raised_by_main_is_one_line():
+  code = ("from absl import app\nfrom launch import cli\n"
+          "def main(argv):\n  raise app.UsageError('--size=3 must be even')\n"
+          "cli.run(main)\n")
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+  _assert_one_line_error(result, "error: --size=3 must be even")
+  assert "USAGE" not in result.stderr + result.stdout
+
+
 def test_launchers_parse_flags_one_way():
   """Every launcher parses its flags through launch.cli (one error line, exit 2), none through
-  absl's app.run alone (rsa parses its own FlagValues with launch.cli.flag_error)."""
+  absl's app.run alone (rsa parses its own FlagValues with launch.cli.flag_error); nor do the
+  benchmark scripts that use absl flags."""
   import ast  # pylint: disable=import-outside-toplevel
   found = sorted(n[:-3] for n in os.listdir(os.path.join(REPO, "launch"))
                  if n.endswith(".py") and n not in ("__init__.py", "cli.py", "local_cluster.py"))
   assert sorted(LAUNCHERS) == found  # a new launcher joins the test above
-  for name in found:
-    with open(os.path.join(REPO, "launch", f"{name}.py")) as f:
+  scripts = [os.path.join("launch", f"{name}.py") for name in found]
+  for root in ("benchmarks", os.path.join("benchmarks", "device")):  # their absl scripts too
+    scripts += [os.path.join(root, n) for n in sorted(os.listdir(os.path.join(REPO, root)))
+                if n.endswith(".py")]
+  for path in scripts:
+    with open(os.path.join(REPO, path)) as f:
       tree = ast.parse(f.read())
     calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
-    assert "app.run" not in calls, f"launch/{name}.py calls app.run; use launch.cli.run"
+    assert "app.run" not in calls, f"{path} calls app.run; use launch.cli.run"
 
 
 def test_eval_of_an_unknown_run_kind_lists_the_known_ones(tmp_path):
