@@ -39,6 +39,17 @@ def resolve_path(path: str) -> str:
   return candidate if os.path.exists(candidate) else path
 
 
+def missing_file(key: str, path: str) -> str | None:
+  """The config-check message for a data file ``config.<key>`` names that is not there (None
+  when it exists). Data are generated, not shipped: the experiment's config docstring gives the
+  command that makes its files (text tasks: ``python -m jaxlab.llm.tasks``; GUI screens:
+  ``jaxlab.grounding.synthetic``; images: ``jaxlab.llm.image_tasks``; ...)."""
+  if os.path.isfile(resolve_path(path)):
+    return None
+  return (f"'config.{key}': file {path!r} does not exist; the config file's docstring gives the "
+          f"command that generates it (the text tasks: python -m jaxlab.llm.tasks --help)")
+
+
 def load_rows(files: Sequence[str], limit: int = 0) -> list[tuple[str, int, dict[str, Any]]]:
   """``(file, row number, row)`` for the rows of ``files`` (at most ``limit`` per file; 0: all),
   every row parsed and validated now (:class:`RowStore` parses only the rows asked for).

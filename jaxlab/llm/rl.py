@@ -243,8 +243,8 @@ def check_config(c: ml_collections.ConfigDict) -> None:
   require(c.eval.num_examples >= 0, "'config.eval.num_examples' must be >= 0")
   for key in ("train_files", "eval_files"):
     for f in c.data[key]:
-      require(os.path.isfile(data_lib.resolve_path(f)), f"'config.data.{key}': file {f!r} does "
-              "not exist (generate it with python -m jaxlab.llm.tasks)")
+      missing = data_lib.missing_file(f"data.{key}", f)
+      require(missing is None, missing)
   for key in ("min_pixels", "max_pixels", "max_patches"):
     require(c.data[key] >= 0, f"'config.data.{key}' must be >= 0, got {c.data[key]}")
   if c.data.image_field:

@@ -315,8 +315,8 @@ def check_config(c: ml_collections.ConfigDict) -> None:
     files = c.data[key]
     require(len(files) >= 1, f"'config.data.{key}' must name at least one JSONL file")
     for f in files:
-      require(os.path.isfile(data_lib.resolve_path(f)), f"'config.data.{key}': file {f!r} does not exist "
-              "(generate it with python -m jaxlab.llm.tasks)")
+      missing = data_lib.missing_file(f"data.{key}", f)
+      require(missing is None, missing)
   image_field = {}
   if c.data.image_field and c.data.image_placeholder.strip().strip("{}"):
     image_field = {c.data.image_placeholder.strip().strip("{}"): ""}

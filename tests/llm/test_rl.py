@@ -220,6 +220,8 @@ def test_prompt_longer_than_limit_names_file_and_row(policy, tmp_path):
     ({"critic.num_critics": 2}, "does not use a critic"),
     ({"asyppo.adv_mask_k": 0.2}, "needs 'config.critic.num_critics' >= 2"),
     ({"minibatches": 3}, "must divide the 128 responses"),
+    ({"data.train_files": ("missing.jsonl",)}, "'config.data.train_files': file 'missing.jsonl' "
+     "does not exist; the config file's docstring gives the command that generates it"),
 ])
 def test_bad_config_names_the_key(policy, overrides, message):
   with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

@@ -147,7 +147,7 @@ def test_launcher_trains_exports_and_generate_reads_it(tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--config.grad_accum=3"], "'config.grad_accum'=3 must divide 'config.batch_size'=8"),
     (["--config.data.eval_files=('missing.jsonl',)"], "'config.data.eval_files': file "
-     "'missing.jsonl' does not exist"),
+     "'missing.jsonl' does not exist; the config file's docstring gives the command"),
     (["--config.optim.schedule=step"], "'config.optim.schedule'='step' is not one of"),
     (["--config.layout=zigzag"], "'config.layout'='zigzag' is not one of"),
 ])
