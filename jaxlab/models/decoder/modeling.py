@@ -40,6 +40,22 @@ def _normal(rngs: nnx.Rngs, shape, dtype):
   return _INIT_STD * jax.random.normal(rngs.params(), shape, jnp.float32).astype(dtype)
 
 
+def dense(x: jax.Array, w: jax.Array, in_dims: int = 1, preferred_element_type=None) -> jax.Array:
+  """``x [..., *in] @ w [*in, *out] -> [..., *out]`` as one 2-D matmul, the leading axes of
+  ``x`` flattened into rows (``in_dims``: how many trailing axes of ``x`` are contracted).
+
+  The same products as ``jnp.einsum``, but XLA:CPU computes the weight gradient of a matmul
+  whose rows span two axes (``[B, T, D]``) through transposed copies of the activations and of
+  their gradients: a SwiGLU forward + backward on ``[32, 567, 128]`` rows took 2.4x as long as
+  on the same rows as ``[18144, 128]`` (752 vs 307 ms, 2-core CPU). Every projection of the
+  model families goes through here.
+  """
+  k = math.prod(x.shape[x.ndim - in_dims:])
+  out = w.shape[in_dims:]
+  y = jnp.dot(x.reshape(-1, k), w.reshape(k, -1), preferred_element_type=preferred_element_type)
+  return y.reshape(*x.shape[:x.ndim - in_dims], *out)
+
+
 # -- KV cache -------------------------------------------------------------------------------------
 
 
@@ -225,9 +241,9 @@ class Attention(nnx.Module):
     normalised input ``x_btd``: projections, biases, q/k norms, then RoPE on q and k."""
     dt = jnp.dtype(self.config.dtype)
     x = x_btd.astype(dt)
-    q = jnp.einsum("btd,dnh->btnh", x, self.q_dnh[...].astype(dt))
-    k = jnp.einsum("btd,dkh->btkh", x, self.k_dkh[...].astype(dt))
-    v = jnp.einsum("btd,dkh->btkh", x, self.v_dkh[...].astype(dt))
+    q = dense(x, self.q_dnh[...].astype(dt))
+    k = dense(x, self.k_dkh[...].astype(dt))
+    v = dense(x, self.v_dkh[...].astype(dt))
     if self.q_bias_nh is not None:
       q = q + self.q_bias_nh[...].astype(dt)
       k = k + self.k_bias_kh[...].astype(dt)
@@ -279,7 +295,7 @@ class Attention(nnx.Module):
   def project(self, out_btnh: jax.Array) -> jax.Array:
     """The output projection ``[B, T, N, H] -> [B, T, D]`` (plus its bias)."""
     dt = jnp.dtype(self.config.dtype)
-    y = jnp.einsum("btnh,nhd->btd", out_btnh.astype(dt), self.o_nhd[...].astype(dt))
+    y = dense(out_btnh.astype(dt), self.o_nhd[...].astype(dt), in_dims=2)
     if self.o_bias_d is not None:
       y = y + self.o_bias_d[...].astype(dt)
     return y
@@ -299,9 +315,9 @@ class MLP(nnx.Module):
   def __call__(self, x_btd: jax.Array) -> jax.Array:
     dt = self.dtype
     x = x_btd.astype(dt)
-    gate = x @ self.gate_df[...].astype(dt)
-    up = x @ self.up_df[...].astype(dt)
-    return (jax.nn.silu(gate) * up) @ self.down_fd[...].astype(dt)
+    gate = dense(x, self.gate_df[...].astype(dt))
+    up = dense(x, self.up_df[...].astype(dt))
+    return dense(jax.nn.silu(gate) * up, self.down_fd[...].astype(dt))
 
 
 class Block(nnx.Module):
@@ -475,10 +491,8 @@ def unembed(h_btd: jax.Array, embedding_vd: nnx.Param, lm_head_dv: nnx.Param | N
   dt = jnp.dtype(dtype)
   h = h_btd.astype(dt)
   if lm_head_dv is None:
-    return jnp.einsum("btd,vd->btv", h, embedding_vd[...].astype(dt),
-                      preferred_element_type=jnp.float32)
-  return jnp.einsum("btd,dv->btv", h, lm_head_dv[...].astype(dt),
-                    preferred_element_type=jnp.float32)
+    return dense(h, embedding_vd[...].astype(dt).T, preferred_element_type=jnp.float32)
+  return dense(h, lm_head_dv[...].astype(dt), preferred_element_type=jnp.float32)
 
 
 def init_decoder(config: DecoderConfig, seed: int = 0) -> Decoder:

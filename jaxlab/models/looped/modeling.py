@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxlab.models.decoder.modeling import (MLP, Attention, RMSNorm, attention_layout,
+from jaxlab.models.decoder.modeling import (MLP, Attention, RMSNorm, attention_layout, dense,
                                             rope_cos_sin, unembed)
 from jaxlab.models.looped.config import LoopedConfig, LoopedConfigError
 
@@ -131,7 +131,7 @@ class LoopAttention(Attention):
                                        index)
     if self.gate_dnh is not None:
       dt = jnp.dtype(self.config.dtype)
-      g = jnp.einsum("btd,dnh->btnh", x_btd.astype(dt), self.gate_dnh[...].astype(dt))
+      g = dense(x_btd.astype(dt), self.gate_dnh[...].astype(dt))
       if self.gate_bias_nh is not None:
         g = g + self.gate_bias_nh[...].astype(dt)
       out = jax.nn.sigmoid(g) * out
@@ -224,7 +224,7 @@ class LoopedLM(nnx.Module):
       return s_btd + e_btd
     dt = jnp.dtype(self.config.dtype)
     both = jnp.concatenate([s_btd, e_btd], axis=-1).astype(dt)
-    mixed = both @ self.adapter_2dd[...].astype(dt)
+    mixed = dense(both, self.adapter_2dd[...].astype(dt))
     if kind == "concat_adapter":
       return mixed.astype(s_btd.dtype)
     g = jax.nn.sigmoid(mixed + self.adapter_bias_d[...].astype(dt)).astype(s_btd.dtype)

@@ -55,7 +55,7 @@ import numpy as np
 from flax import nnx
 
 from jaxlab.models.decoder.config import DecoderConfig
-from jaxlab.models.decoder.modeling import MLP, Attention, RMSNorm, _normal
+from jaxlab.models.decoder.modeling import MLP, Attention, RMSNorm, _normal, dense
 from jaxlab.models.qwen_vl.config import VISION_NORM_EPS, VisionConfig
 
 Grid = tuple[tuple[int, int, int], ...]
@@ -300,9 +300,9 @@ class BiasedMLP(MLP):
   def __call__(self, x_btd: jax.Array) -> jax.Array:
     dt = self.dtype
     x = x_btd.astype(dt)
-    gate = x @ self.gate_df[...].astype(dt) + self.gate_bias_f[...].astype(dt)
-    up = x @ self.up_df[...].astype(dt) + self.up_bias_f[...].astype(dt)
-    return ((jax.nn.silu(gate) * up) @ self.down_fd[...].astype(dt)
+    gate = dense(x, self.gate_df[...].astype(dt)) + self.gate_bias_f[...].astype(dt)
+    up = dense(x, self.up_df[...].astype(dt)) + self.up_bias_f[...].astype(dt)
+    return (dense(jax.nn.silu(gate) * up, self.down_fd[...].astype(dt))
             + self.down_bias_d[...].astype(dt))
 
 
@@ -527,7 +527,7 @@ class VisionTower(nnx.Module):
       raise ValueError(f"ImageBatch.pixel_values has shape {list(pixels.shape)}; expected "
                        f"[B, Np, {c.patch_dim}] with Np a multiple of {c.merge_unit}")
     dt = jnp.dtype(self.dtype)
-    x = pixels.astype(dt) @ self.patch_embed_pd[...].astype(dt)
+    x = dense(pixels.astype(dt), self.patch_embed_pd[...].astype(dt))
     x = jnp.take_along_axis(x, jnp.asarray(images.order)[..., None], axis=1)
     cos, sin = rope_cos_sin(c, jnp.asarray(images.positions).reshape(b * n, 2))
     cos, sin = cos.reshape(b, n, -1), sin.reshape(b, n, -1)
