@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxlab.models.decoder.modeling import apply_rope, positions_from_mask, rope_cos_sin
+from jaxlab.models.decoder.modeling import positions_from_mask, rope_cos_sin
 from jaxlab.models.looped.modeling import LoopedLM
 
 
@@ -50,16 +50,7 @@ def attention_probs(attn, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Arr
   family's (its output gate does not change the probabilities).
   """
   c = attn.config
-  dt = jnp.dtype(c.dtype)
-  x = x_btd.astype(dt)
-  q = jnp.einsum("btd,dnh->btnh", x, attn.q_dnh[...].astype(dt))
-  k = jnp.einsum("btd,dkh->btkh", x, attn.k_dkh[...].astype(dt))
-  if attn.q_bias_nh is not None:
-    q = q + attn.q_bias_nh[...].astype(dt)
-    k = k + attn.k_bias_kh[...].astype(dt)
-  if attn.q_norm is not None:
-    q, k = attn.q_norm(q), attn.k_norm(k)
-  q, k = apply_rope(q, cos_bth, sin_bth), apply_rope(k, cos_bth, sin_bth)
+  q, k, _ = attn.qkv(x_btd, cos_bth, sin_bth)  # the module's own projections, norms and RoPE
   b, t = q.shape[:2]
   groups = c.num_heads // c.num_kv_heads
   q = q.reshape(b, t, c.num_kv_heads, groups, c.head_dim)
