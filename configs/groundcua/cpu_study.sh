@@ -60,6 +60,7 @@ for s in $SEEDS; do
     rm -rf "$kept.tmp" && mkdir -p "$kept.tmp"
     cp -r "$sft"/config.json "$sft"/metrics.jsonl "$sft"/summary.json "$sft"/eval.json \
       "$sft"/eval_samples*.jsonl "$sft"/hf_model "$sft"/tokenizer "$kept.tmp"/
+    if [ -f "$sft/starts.jsonl" ]; then cp "$sft/starts.jsonl" "$kept.tmp"/; fi  # which code ran
     data_digest > "$kept.tmp/data_sha256.txt"
     rm -rf "$kept" && mv "$kept.tmp" "$kept"
     echo "seed $s: SFT run kept in $kept (commit it)"

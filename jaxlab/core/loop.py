@@ -17,6 +17,10 @@ here and nowhere else:
    the end, write metrics, show progress with an ETA, checkpoint every
    ``config.checkpoint.every`` steps and at the end (keeping ``config.checkpoint.keep``);
 5. the run's exports, ``summary.json`` and the plots.
+6. ``starts.jsonl``: one line per start or resume (the step it starts from, the time, the git
+   commit of the code and whether it had uncommitted changes, the versions of Python, jax,
+   jaxlib, flax, optax and orbax, the devices, the command line), so a run resumed under other
+   code says which steps ran under which.
 
 Under several processes (``launch.train --multihost``) every process runs this same loop on its
 part of the global mesh: checkpoints are saved and restored by all of them together (orbax
@@ -33,8 +37,11 @@ Importing this module does not import matplotlib (the plots are drawn at the end
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import functools
 import json
 import os
+import subprocess
 import sys
 import time
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -214,6 +221,49 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
     raise WorkdirError(f"workdir '{workdir}' is not writable: {err.strerror or err}") from None
 
 
+STARTS_FILE = "starts.jsonl"
+
+
+@functools.lru_cache(maxsize=None)
+def code_version() -> dict[str, Any]:
+  """The git commit of this jaxlab checkout (None outside a git checkout or without git) and
+  whether tracked files differ from it, plus the versions of the packages a result depends on."""
+  from importlib import metadata  # pylint: disable=import-outside-toplevel
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  commit = dirty = None
+  try:
+    out = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                         text=True, timeout=10)
+    if out.returncode == 0:
+      commit = out.stdout.strip()
+      status = subprocess.run(["git", "-C", root, "status", "--porcelain",
+                               "--untracked-files=no"], capture_output=True, text=True,
+                              timeout=30)
+      dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+  except (OSError, subprocess.SubprocessError):
+    pass
+  versions = {"python": sys.version.split()[0]}
+  for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint"):
+    try:
+      versions[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      versions[name] = None
+  return {"commit": commit, "uncommitted_changes": dirty, "versions": versions}
+
+
+def record_start(workdir: str, step: int) -> None:
+  """Appends this start (or resume) of the run to ``workdir/starts.jsonl`` (process 0)."""
+  devices = jax.devices()
+  files.append_jsonl(os.path.join(workdir, STARTS_FILE), [{
+      "step": int(step),
+      "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      **code_version(),
+      "devices": f"{len(devices)} x {devices[0].device_kind}",
+      "processes": jax.process_count(),
+      "argv": list(sys.argv),
+  }])
+
+
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The ``config.json`` of a run directory (:func:`files.read_run_config`) as a ConfigDict."""
   return ml_collections.ConfigDict(files.read_run_config(workdir))
@@ -328,6 +378,8 @@ def run(trainer: Trainer, config: ml_collections.ConfigDict, workdir: str, mesh:
     raise ConfigError(f"checkpoint at step {start} is not at a multiple of "
                       f"'config.log_every'={log_every}; resume with the original log_every")
   writer = MetricWriter(workdir, purge_step=start + 1 if start else None) if primary else None
+  if primary:
+    record_start(workdir, start)
   if writer is not None:
     writer.truncate(start)
   units = r.units_per_step or 1

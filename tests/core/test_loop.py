@@ -99,6 +99,15 @@ def test_stop_then_resume_equals_uninterrupted(tmp_path):
   assert not (part / "summary.json").exists()
   _run(part)
   assert _records(part) == _records(full)
+  # starts.jsonl: one line per start, saying where it started and with which code.
+  starts = [json.loads(line) for line in (part / loop.STARTS_FILE).read_text().splitlines()]
+  assert [s["step"] for s in starts] == [0, 6]
+  import jax  # pylint: disable=import-outside-toplevel
+  for start in starts:
+    assert start["versions"]["jax"] == jax.__version__
+    assert start["commit"] is None or len(start["commit"]) == 40
+    assert start["devices"].startswith("1 x ") and start["processes"] == 1
+    assert start["time"].endswith("+00:00")
 
 
 def test_corrupt_newest_checkpoint_falls_back_and_is_kept(tmp_path, capsys):
