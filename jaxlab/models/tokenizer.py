@@ -3,17 +3,18 @@
 The char-level tokenizer is for models trained from scratch here on procedurally generated
 tasks: a vocabulary of the characters seen in the training texts plus four special tokens,
 saved in Hugging Face format (tokenizer.json + tokenizer_config.json) so that the same
-``AutoTokenizer`` path loads it as a real checkpoint's tokenizer.
+:func:`load_tokenizer` path loads it as a real checkpoint's tokenizer.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Iterable, Sequence
 
 from jaxlab.models.errors import ModelConfigError
 
-# Files any one of which makes a directory loadable by AutoTokenizer.
+# Files any one of which makes a directory loadable by transformers' tokenizers.
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
 # A minimal chat template for from-scratch models: role-tagged turns ended by eos.
@@ -27,7 +28,7 @@ class TokenizerError(ModelConfigError):
 
 
 def load_tokenizer(path: str):
-  """``transformers.AutoTokenizer`` from a local directory (never the hub).
+  """The checkpoint's transformers tokenizer, from a local directory (never the hub).
 
   Raises:
     TokenizerError: no tokenizer files in ``path``, or they fail to load; the message names the
@@ -36,9 +37,8 @@ def load_tokenizer(path: str):
   if not any(os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES):
     raise TokenizerError(f"{path}: no tokenizer files (looked for {', '.join(_TOKENIZER_FILES)});"
                          " pass tokenizer=False to load the model without one")
-  from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top
   try:
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tok = _tokenizer_class(path).from_pretrained(path, local_files_only=True)
   except Exception as e:  # transformers raises many types; report them as one line
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise TokenizerError(f"{path}: cannot load tokenizer: {msg}") from None
@@ -46,6 +46,27 @@ def load_tokenizer(path: str):
     # Left-padded batches need some pad id; its embedding is never attended to.
     tok.pad_token = tok.eos_token
   return tok
+
+
+def _tokenizer_class(path: str):
+  """The class that loads ``path``: transformers' plain fast tokenizer when
+  ``tokenizer_config.json`` names it (as the char-level tokenizer and many checkpoints do), else
+  ``AutoTokenizer``, which picks a model-specific class. Both give the same object for a plain
+  fast tokenizer, but ``AutoTokenizer`` imports torch (through the model configs; ~2 s of CPU per
+  process here) and the plain class does not: it is the start-up cost of every LLM launcher that
+  reads a model directory or resumes a run."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  try:
+    with open(os.path.join(path, "tokenizer_config.json")) as f:
+      name = json.load(f).get("tokenizer_class")
+  except (OSError, ValueError, AttributeError):
+    name = None
+  plain = transformers.PreTrainedTokenizerFast
+  # (v5 renamed the class TokenizersBackend and kept the old name for it)
+  if (name in ("PreTrainedTokenizerFast", plain.__name__)
+      and os.path.isfile(os.path.join(path, "tokenizer.json"))):
+    return plain
+  return transformers.AutoTokenizer
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[str] | Sequence[Sequence[dict[str, str]]],

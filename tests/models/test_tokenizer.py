@@ -27,3 +27,35 @@ def test_chat_template(tmp_path):
   assert tok.decode(ids) == "<|user|>hi<eos><|assistant|>"
   (plain,) = tok_lib.encode_prompts(tok, ["hi"])
   assert tok.decode(plain) == "<bos>hi"
+
+
+def test_plain_fast_tokenizer_loads_as_autotokenizer_would_without_torch(tmp_path):
+  """A directory whose tokenizer_config names the plain fast tokenizer loads through that
+  class (the same object AutoTokenizer builds, without AutoTokenizer's import of torch); any
+  other class name still goes through AutoTokenizer."""
+  import json  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from transformers import AutoTokenizer  # pylint: disable=import-outside-toplevel
+  texts = ["What is 12+7?\nAnswer: 19"]
+  tok_lib.train_char_tokenizer(texts, str(tmp_path))
+  ours, auto = tok_lib.load_tokenizer(str(tmp_path)), AutoTokenizer.from_pretrained(tmp_path)
+  assert type(ours) is type(auto)
+  messages = [{"role": "user", "content": "1+2"}]
+  def encoded(tok):
+    return (tok(texts[0])["input_ids"], tok.all_special_ids, tok.pad_token_id,
+            tok.apply_chat_template(messages, add_generation_prompt=True))
+  assert encoded(ours) == encoded(auto)
+  code = ("import sys; from jaxlab.models import tokenizer as t; t.load_tokenizer(sys.argv[1]); "
+          "print('torch' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                       text=True, check=True)
+  assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+  with open(tmp_path / "tokenizer_config.json") as f:
+    config = json.load(f)
+  assert config["tokenizer_class"] in ("TokenizersBackend", "PreTrainedTokenizerFast")
+  config["tokenizer_class"] = "LlamaTokenizerFast"  # model-specific: AutoTokenizer's choice
+  with open(tmp_path / "tokenizer_config.json", "w") as f:
+    json.dump(config, f)
+  assert tok_lib._tokenizer_class(str(tmp_path)) is AutoTokenizer  # pylint: disable=protected-access
