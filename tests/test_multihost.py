@@ -61,8 +61,14 @@ TIMEOUT = 600
 
 def _env(**extra):
   """The environment of a launched process: this one's (less any device-count flag a test
-  runner set), plus ``extra`` (e.g. the single-process run's own XLA_FLAGS)."""
-  env = dict(os.environ, PYTHONPATH=REPO)
+  runner set), plus ``extra`` (e.g. the single-process run's own XLA_FLAGS).
+
+  Every launched process compiles with XLA's optimisations mostly off (jax's
+  ``jax_disable_most_optimizations``): these runs are tiny and nearly all their CPU time is
+  compilation (a cold one-process llm_rl run: 21 s of CPU with them, 15 s without); what is
+  checked here (how work and data split over processes, checkpoints, errors) is the same.
+  Both sides of every comparison compile alike."""
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_DISABLE_MOST_OPTIMIZATIONS="1")
   env.pop("XLA_FLAGS", None)
   return {**env, **extra}
 
@@ -180,11 +186,12 @@ def _kill_process_1_after_first_checkpoint(workdir):
   return stderr
 
 
-def test_ppo_two_processes(tmp_path):
-  """One test (one xdist worker) for the PPO runs, which share the uninterrupted one:
-  2 x 4 devices == 1 x 8; one copy of each file; launch.eval in one process; SIGKILL of one
-  process, then the same command resumes to the uninterrupted result."""
-  two, one, killed = (str(tmp_path / name) for name in ("two", "one", "killed"))
+# The tests run longest first: xdist hands the first four out in pairs (first and third to one
+# worker, second and fourth to the other), so the two PPO tests start on different workers and
+# the short ones at the end fill the gaps.
+def test_ppo_two_processes_equal_one_process(tmp_path):
+  """PPO: 2 x 4 devices == 1 x 8; one copy of each file; launch.eval in one process."""
+  two, one = str(tmp_path / "two"), str(tmp_path / "one")
   out = _ok(_cluster(two, PPO))
   assert "[p0] jaxlab: done" in out.stderr and "[p1] jaxlab: done" not in out.stderr
   _single(one, PPO)
@@ -210,15 +217,101 @@ def test_ppo_two_processes(tmp_path):
   assert result["checkpoint_step"] == 8
   assert np.isfinite(result["evaluators"]["jax_env"]["return_mean"])
 
+
+def test_ppo_process_killed_then_same_command_resumes_to_the_uninterrupted_result(tmp_path):
+  """SIGKILL of one process stops the job with one line; the same command then resumes to the
+  uninterrupted two-process run's metrics and parameters, bit for bit. (A test of its own, with
+  its own uninterrupted run, so that the two PPO tests run on different xdist workers.)"""
+  two, killed = str(tmp_path / "two"), str(tmp_path / "killed")
+  _ok(_cluster(two, PPO))
   stderr = _kill_process_1_after_first_checkpoint(killed)
   assert "local_cluster: process 1 ended (killed by SIGKILL); stopping the others" in stderr
   assert _records(killed)[-1]["step"] < 8  # it really was interrupted
   _ok(_cluster(killed, PPO))  # the same command resumes
-  assert _records(killed) == two_records
+  assert _records(killed) == _records(two)
+  step_two, arrays_two = _final_arrays(two)
   step_killed, arrays_killed = _final_arrays(killed)
-  assert step_killed == 8
+  assert step_killed == step_two == 8
   for key in arrays_two:
     np.testing.assert_array_equal(arrays_killed[key], arrays_two[key], err_msg=key)
+
+
+def _data_lines(text):
+  """``{process: (rows, parsed)}`` of the step-0 lines ``JAXLAB_DEBUG_DATA`` prints (SFT and
+  llm_rl): the batch rows each process built and how many rows it has parsed in all."""
+  found = {}
+  for m in re.finditer(r"jaxlab: data: process (\d+) step 0 rows \[([\d, ]*)\] parsed (\d+)",
+                       text):
+    found[int(m.group(1))] = ([int(x) for x in m.group(2).split(",")], int(m.group(3)))
+  return found
+
+
+def row_reward(rows, completions):
+  """The RL test's reward (imported by the trainer): depends on both the row and its
+  completion, so rows scored against another row's completion change the result."""
+  return [len(text) / 4 + float(text.strip()[:1] == row["answer"][:1]) +
+          float(row["metadata"]["source_index"] % 3) for row, text in zip(rows, completions)]
+
+
+def test_rl_step_two_processes_equal_one_process(tmp_path):
+  """Two llm_rl steps (4 prompts x 4 samples, sampled at temperature 1, then one RLOO update
+  with k1-in-reward KL and an entropy bonus): 2 x 4 devices == 1 x 8, one copy of each file;
+  each process parsed, tokenized and scored only its half of the rows (its 2 prompts x 4
+  samples of the batch, its half of the start-up check of all 64), never the other's."""
+  # pylint: disable-next=import-outside-toplevel
+  from tests.models.decoder.tiny_hf import save_tiny_char_decoder
+  from jaxlab.llm import data as data_lib  # pylint: disable=import-outside-toplevel
+  model = save_tiny_char_decoder(str(tmp_path / "model"), "0123456789+-= ")
+  args = RL + [f"--config.model.init={model}"]
+  two, one = str(tmp_path / "two"), str(tmp_path / "one")
+  debug = {"JAXLAB_DEBUG_DATA": "1"}
+  out = _ok(_cluster(two, args, env=debug))
+  single = _single(one, args, env=debug)
+  per_process, whole = _data_lines(out.stdout + out.stderr), _data_lines(single.stdout)
+  batch = np.repeat(data_lib.batch_indices(0, 4, 64, 0), 4).tolist()  # prompts x group_size
+  assert whole == {0: (batch, whole[0][1])}
+  assert whole[0][1] == 64 + 4  # the start-up check of every row, then the step's 4 prompts
+  assert sorted(per_process) == [0, 1]
+  assert per_process[0][0] + per_process[1][0] == batch  # halves, in the mesh's row order
+  assert not set(per_process[0][0]) & set(per_process[1][0])  # whole groups: disjoint rows
+  assert per_process[0][1] == per_process[1][1] == whole[0][1] // 2
+  records = _records(two)
+  assert [r["step"] for r in records] == [1, 2]
+  assert all(r["adv/abs_mean"] > 0 for r in records)  # rewards vary in groups: a real update
+  _assert_records_close(records, _records(one))
+  _, arrays_two = _final_arrays(two)
+  _, arrays_one = _final_arrays(one)
+  assert set(arrays_two) == set(arrays_one)
+  for key in arrays_one:
+    np.testing.assert_allclose(arrays_two[key], arrays_one[key], rtol=1e-3, atol=1e-6,
+                               err_msg=key)
+  assert _outputs(two) == _outputs(one)
+
+
+@pytest.mark.parametrize("args", [VLM_SFT, SFT], ids=["vision_language", "decoder"])
+def test_sft_step_two_processes_equal_one_process(tmp_path, args):
+  """One SFT step: 2 x 4 devices == 1 x 8; each process parsed and tokenized only its half of
+  the rows (its 4 batch rows, its half of the start-up passes over all 64), never the other's;
+  for the vision-language model it also read only its rows' images."""
+  from jaxlab.llm import data as data_lib  # pylint: disable=import-outside-toplevel
+  two, one = str(tmp_path / "two"), str(tmp_path / "one")
+  debug = {"JAXLAB_DEBUG_DATA": "1"}
+  out = _ok(_cluster(two, args, env=debug))
+  single = _single(one, args, env=debug)
+  per_process, whole = _data_lines(out.stdout + out.stderr), _data_lines(single.stdout)
+  batch = data_lib.batch_indices(0, 8, 64, 0).tolist()
+  assert whole == {0: (batch, whole[0][1])}
+  assert sorted(per_process) == [0, 1]
+  assert per_process[0][0] + per_process[1][0] == batch  # halves, in the mesh's row order
+  assert per_process[0][1] == per_process[1][1] == whole[0][1] // 2
+  _assert_records_close(_records(two), _records(one))
+  assert _records(two)[0]["step"] == 1 and len(_records(two)) == 1
+  _, arrays_two = _final_arrays(two)
+  _, arrays_one = _final_arrays(one)
+  for key in arrays_one:
+    np.testing.assert_allclose(arrays_two[key], arrays_one[key], rtol=1e-3, atol=1e-6,
+                               err_msg=key)
+  assert _outputs(two) == _outputs(one)
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -346,83 +439,3 @@ def test_config_mismatch_between_processes(tmp_path):
         "error: the config (or --workdir) differs between processes: process(es) 1 do not "
         "match process 0; every process must run the same command"]
   assert not os.path.exists(workdir)
-
-
-def _data_lines(text):
-  """``{process: (rows, parsed)}`` of the step-0 lines ``JAXLAB_DEBUG_DATA`` prints (SFT and
-  llm_rl): the batch rows each process built and how many rows it has parsed in all."""
-  found = {}
-  for m in re.finditer(r"jaxlab: data: process (\d+) step 0 rows \[([\d, ]*)\] parsed (\d+)",
-                       text):
-    found[int(m.group(1))] = ([int(x) for x in m.group(2).split(",")], int(m.group(3)))
-  return found
-
-
-# Last in the file: xdist hands out the first tests in pairs, and this one and the PPO test
-# are the two long ones.
-@pytest.mark.parametrize("args", [SFT, VLM_SFT], ids=["decoder", "vision_language"])
-def test_sft_step_two_processes_equal_one_process(tmp_path, args):
-  """One SFT step: 2 x 4 devices == 1 x 8; each process parsed and tokenized only its half of
-  the rows (its 4 batch rows, its half of the start-up passes over all 64), never the other's;
-  for the vision-language model it also read only its rows' images."""
-  from jaxlab.llm import data as data_lib  # pylint: disable=import-outside-toplevel
-  two, one = str(tmp_path / "two"), str(tmp_path / "one")
-  debug = {"JAXLAB_DEBUG_DATA": "1"}
-  out = _ok(_cluster(two, args, env=debug))
-  single = _single(one, args, env=debug)
-  per_process, whole = _data_lines(out.stdout + out.stderr), _data_lines(single.stdout)
-  batch = data_lib.batch_indices(0, 8, 64, 0).tolist()
-  assert whole == {0: (batch, whole[0][1])}
-  assert sorted(per_process) == [0, 1]
-  assert per_process[0][0] + per_process[1][0] == batch  # halves, in the mesh's row order
-  assert per_process[0][1] == per_process[1][1] == whole[0][1] // 2
-  _assert_records_close(_records(two), _records(one))
-  assert _records(two)[0]["step"] == 1 and len(_records(two)) == 1
-  _, arrays_two = _final_arrays(two)
-  _, arrays_one = _final_arrays(one)
-  for key in arrays_one:
-    np.testing.assert_allclose(arrays_two[key], arrays_one[key], rtol=1e-3, atol=1e-6,
-                               err_msg=key)
-  assert _outputs(two) == _outputs(one)
-
-
-def row_reward(rows, completions):
-  """The RL test's reward (imported by the trainer): depends on both the row and its
-  completion, so rows scored against another row's completion change the result."""
-  return [len(text) / 4 + float(text.strip()[:1] == row["answer"][:1]) +
-          float(row["metadata"]["source_index"] % 3) for row, text in zip(rows, completions)]
-
-
-def test_rl_step_two_processes_equal_one_process(tmp_path):
-  """Two llm_rl steps (4 prompts x 4 samples, sampled at temperature 1, then one RLOO update
-  with k1-in-reward KL and an entropy bonus): 2 x 4 devices == 1 x 8, one copy of each file;
-  each process parsed, tokenized and scored only its half of the rows (its 2 prompts x 4
-  samples of the batch, its half of the start-up check of all 64), never the other's."""
-  # pylint: disable-next=import-outside-toplevel
-  from tests.models.decoder.tiny_hf import save_tiny_char_decoder
-  from jaxlab.llm import data as data_lib  # pylint: disable=import-outside-toplevel
-  model = save_tiny_char_decoder(str(tmp_path / "model"), "0123456789+-= ")
-  args = RL + [f"--config.model.init={model}"]
-  two, one = str(tmp_path / "two"), str(tmp_path / "one")
-  debug = {"JAXLAB_DEBUG_DATA": "1"}
-  out = _ok(_cluster(two, args, env=debug))
-  single = _single(one, args, env=debug)
-  per_process, whole = _data_lines(out.stdout + out.stderr), _data_lines(single.stdout)
-  batch = np.repeat(data_lib.batch_indices(0, 4, 64, 0), 4).tolist()  # prompts x group_size
-  assert whole == {0: (batch, whole[0][1])}
-  assert whole[0][1] == 64 + 4  # the start-up check of every row, then the step's 4 prompts
-  assert sorted(per_process) == [0, 1]
-  assert per_process[0][0] + per_process[1][0] == batch  # halves, in the mesh's row order
-  assert not set(per_process[0][0]) & set(per_process[1][0])  # whole groups: disjoint rows
-  assert per_process[0][1] == per_process[1][1] == whole[0][1] // 2
-  records = _records(two)
-  assert [r["step"] for r in records] == [1, 2]
-  assert all(r["adv/abs_mean"] > 0 for r in records)  # rewards vary in groups: a real update
-  _assert_records_close(records, _records(one))
-  _, arrays_two = _final_arrays(two)
-  _, arrays_one = _final_arrays(one)
-  assert set(arrays_two) == set(arrays_one)
-  for key in arrays_one:
-    np.testing.assert_allclose(arrays_two[key], arrays_one[key], rtol=1e-3, atol=1e-6,
-                               err_msg=key)
-  assert _outputs(two) == _outputs(one)
