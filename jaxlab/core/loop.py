@@ -222,6 +222,8 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 STARTS_FILE = "starts.jsonl"
+# The checkout this module runs from (its commit is recorded with every run start).
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @functools.lru_cache(maxsize=None)
@@ -229,7 +231,7 @@ def code_version() -> dict[str, Any]:
   """The git commit of this jaxlab checkout (None outside a git checkout or without git) and
   whether tracked files differ from it, plus the versions of the packages a result depends on."""
   from importlib import metadata  # pylint: disable=import-outside-toplevel
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  root = _CHECKOUT
   commit = dirty = None
   try:
     out = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
@@ -260,8 +262,20 @@ def record_start(workdir: str, step: int) -> None:
       **code_version(),
       "devices": f"{len(devices)} x {devices[0].device_kind}",
       "processes": jax.process_count(),
-      "argv": list(sys.argv),
+      "argv": _portable_argv(),
   }])
+
+
+def _portable_argv() -> list[str]:
+  """``sys.argv`` with the script's path made relative to the checkout when it lies inside it
+  (``python -m launch.train`` puts the absolute path of launch/train.py there), so that a run
+  record committed with a study names no directory of the machine that ran it."""
+  argv = list(sys.argv)
+  if argv and os.path.isabs(argv[0]):
+    relative = os.path.relpath(argv[0], _CHECKOUT)
+    if not relative.startswith(os.pardir):
+      argv[0] = relative
+  return argv
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:

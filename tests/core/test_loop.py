@@ -89,7 +89,10 @@ def test_run_logs_evaluates_checkpoints_and_summarises(tmp_path):
   assert json.loads((tmp_path / "summary.json").read_text())["loss/x"] == summary["loss/x"]
 
 
-def test_stop_then_resume_equals_uninterrupted(tmp_path):
+def test_stop_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
+  checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  # as `python -m launch.train` sets it: the script's absolute path
+  monkeypatch.setattr(sys, "argv", [os.path.join(checkout, "launch", "train.py"), "--flag=1"])
   full, part = tmp_path / "full", tmp_path / "part"
   _run(full)
   c = _defaults()
@@ -108,6 +111,7 @@ def test_stop_then_resume_equals_uninterrupted(tmp_path):
     assert start["commit"] is None or len(start["commit"]) == 40
     assert start["devices"].startswith("1 x ") and start["processes"] == 1
     assert start["time"].endswith("+00:00")
+    assert start["argv"] == ["launch/train.py", "--flag=1"]  # no directory of this machine
 
 
 def test_corrupt_newest_checkpoint_falls_back_and_is_kept(tmp_path, capsys):
