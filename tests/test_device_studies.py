@@ -69,3 +69,19 @@ def test_smoke_preset(study, studies, tmp_path, capsys, monkeypatch):
     assert all(v is None or math.isfinite(v) for v in arm["seeds"][primary])
   with open(out / "curves.png", "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unoptimised_compilation_leaves_no_program_behind(studies):
+  """Programs compiled in smoke mode are unoptimised; jax's in-memory caches do not key on
+  that flag, so leaving the mode must drop them (else later calls in the same process, e.g.
+  other tests on this xdist worker, would run them: last-bit different numbers)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  f = jax.jit(lambda x: jnp.tanh(x) @ x)
+  x = jnp.ones((4, 4))
+  with studies.unoptimised_compilation():
+    assert jax.config.read("jax_disable_most_optimizations")
+    f(x)
+    assert f._cache_size() == 1  # pylint: disable=protected-access
+  assert not jax.config.read("jax_disable_most_optimizations")
+  assert f._cache_size() == 0  # pylint: disable=protected-access

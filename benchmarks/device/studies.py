@@ -42,6 +42,7 @@ seed per run) reuse the probe's programs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -700,13 +701,25 @@ def run_study(name: str, *, smoke: bool, out: str, budget_s: float, workdir: str
   """
   if not smoke:
     return _run_study(name, smoke=smoke, out=out, budget_s=budget_s, workdir=workdir)
+  with unoptimised_compilation():
+    return _run_study(name, smoke=smoke, out=out, budget_s=budget_s, workdir=workdir)
+
+
+@contextlib.contextmanager
+def unoptimised_compilation():
+  """Programs compiled inside compile with ``jax_disable_most_optimizations``; on leaving, the
+  flag is restored and jax's in-memory caches are cleared. Those caches do not key on the flag,
+  so without the clearing a function compiled inside would keep its unoptimised program for the
+  rest of the process (seen: after the smoke presets, a test process drew initial weights that
+  differed in the last bits from the same draw in a fresh process)."""
   import jax  # pylint: disable=import-outside-toplevel
   before = jax.config.read("jax_disable_most_optimizations")
   jax.config.update("jax_disable_most_optimizations", True)
   try:
-    return _run_study(name, smoke=smoke, out=out, budget_s=budget_s, workdir=workdir)
+    yield
   finally:
     jax.config.update("jax_disable_most_optimizations", before)
+    jax.clear_caches()
 
 
 def _run_study(name: str, *, smoke: bool, out: str, budget_s: float, workdir: str) -> dict:
