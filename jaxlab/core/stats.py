@@ -43,10 +43,12 @@ def mean_ci(values) -> tuple[float, float]:
 
 def format_ci(mean: float, half: float) -> str:
   """``"0.737 ± 0.022"``: the half-width to two significant digits, the mean to the same
-  decimal place (four significant digits when the half-width is 0); ``"n/a"`` for NaN."""
+  decimal place (four significant digits when the half-width is 0, or float rounding of the
+  mean, as when every seed has the same value); ``"n/a"`` for NaN."""
   if not math.isfinite(mean):
     return "n/a"
-  if not math.isfinite(half) or half == 0:
+  # A half-width at float rounding of the mean (seeds with equal values) is written as 0.
+  if not math.isfinite(half) or half <= 1e-12 * max(abs(mean), 1.0):
     return f"{mean:.4g}" + ("" if math.isfinite(half) else " ± n/a")
   decimals = 1 - int(math.floor(math.log10(abs(half))))
   if decimals < 0:  # e.g. ± 2912 -> the hundreds: "7300 ± 2900"

@@ -30,6 +30,7 @@ def test_mean_ci_is_student_t():
     (92.47, 0.06, "92.470 ± 0.060"),
     (0.0071, 0.0083, "0.0071 ± 0.0083"),
     (5.0, 0.0, "5"),
+    (0.015, 1.8e-16, "0.015"),  # two seeds with equal values: rounding, not an interval
     (float("nan"), 1.0, "n/a"),
 ])
 def test_format_ci(mean, half, text):
