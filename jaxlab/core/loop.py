@@ -231,14 +231,13 @@ def code_version() -> dict[str, Any]:
   """The git commit of this jaxlab checkout (None outside a git checkout or without git) and
   whether tracked files differ from it, plus the versions of the packages a result depends on."""
   from importlib import metadata  # pylint: disable=import-outside-toplevel
-  root = _CHECKOUT
   commit = dirty = None
   try:
-    out = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+    out = subprocess.run(["git", "-C", _CHECKOUT, "rev-parse", "HEAD"], capture_output=True,
                          text=True, timeout=10)
     if out.returncode == 0:
       commit = out.stdout.strip()
-      status = subprocess.run(["git", "-C", root, "status", "--porcelain",
+      status = subprocess.run(["git", "-C", _CHECKOUT, "status", "--porcelain",
                                "--untracked-files=no"], capture_output=True, text=True,
                               timeout=30)
       dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
