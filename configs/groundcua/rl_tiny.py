@@ -23,7 +23,9 @@ compilation (1.5 s sampling 32 x ~112 tokens, 4.1 s for the scoring forwards and
 update), importance ratio 1.000, mean reward -0.76. Run to the end from seed 0's 2,000-step
 SFT model (docs/reproductions/groundcua.md, 2026-12-06): ~7.7 s a step with nothing else
 running, so 200 steps take ~26 min plus evaluations; held-out accuracy 0.200 -> 0.215 and
-mean reward -0.2015 -> -0.187 on the 200 held-out rows (one seed, no interval yet).
+mean reward -0.2015 -> -0.187 on the 200 held-out rows. Seed 1 (2026-12-06): 0.255 -> 0.27 and
+-0.0925 -> -0.0755; paired RL - SFT over the two seeds: accuracy +0.015 on both, reward
++0.016 +- 0.016 (95% Student-t, interval reaching 0; docs/reproductions/groundcua.md).
 """
 
 import os
