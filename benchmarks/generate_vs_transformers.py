@@ -137,11 +137,13 @@ def main(argv):
     ids = torch.tensor(tokens.astype(np.int64), device=dev)
     attn = torch.tensor(mask.astype(np.int64), device=dev)
 
-    def run_theirs():
+    def generate_theirs():
       with torch.no_grad():
         out = ref.generate(ids, attention_mask=attn, max_new_tokens=n, min_new_tokens=n,
                            do_sample=False, pad_token_id=0)
       return out[:, tokens.shape[1]:].cpu().numpy()
+
+    run_theirs = generate_theirs
 
     theirs_tokens = run_theirs()  # warm-up
 
