@@ -24,8 +24,10 @@ update), importance ratio 1.000, mean reward -0.76. Run to the end from seed 0's
 SFT model (docs/reproductions/groundcua.md, 2026-12-06): ~7.7 s a step with nothing else
 running, so 200 steps take ~26 min plus evaluations; held-out accuracy 0.200 -> 0.215 and
 mean reward -0.2015 -> -0.187 on the 200 held-out rows. Seed 1 (2026-12-06): 0.255 -> 0.27 and
--0.0925 -> -0.0755; paired RL - SFT over the two seeds: accuracy +0.015 on both, reward
-+0.016 +- 0.016 (95% Student-t, interval reaching 0; docs/reproductions/groundcua.md).
+-0.0925 -> -0.0755. Seed 2: 0.235 -> 0.27 and -0.1565 -> -0.0955 (~6 s a step, 20 min).
+Paired RL - SFT over the three seeds: accuracy +0.022 +- 0.029, reward +0.031 +- 0.065 (95%
+Student-t; both intervals include 0, so the study's RL criterion is not met, though every seed
+gained; docs/reproductions/groundcua.md).
 """
 
 import os

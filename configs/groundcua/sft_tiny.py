@@ -28,7 +28,8 @@ Budget: ``steps=2000`` of 32 rows (64K rows, ~21 passes over the 3,000) is the s
 budget (§2.7: 1-2K steps of 32). Measured (seed 0, 2026-12-05, 2-core CPU, nothing else
 running but for ~15 min): 2 h 26 min wall, ~3.8 s a step; held-out accuracy 0.02 / 0.06 /
 0.125 / 0.145 / 0.215 / 0.21 / 0.19 / 0.20 at steps 250 ... 2,000, loss 0.105 -> 0.034
-(docs/reproductions/groundcua.md). Measured short
+(docs/reproductions/groundcua.md). Seeds 1 and 2 (2026-12-06, ~3.2 s a step): final held-out
+accuracy 0.255 and 0.235 by ``launch.eval`` (3 seeds: 0.230 +- 0.069, 95% Student-t). Measured short
 run (``--config.steps=150 --config.eval.every=50 --config.eval.num_examples=100``, 16 rows a
 step, 6.5 min wall with three evaluations, load average 2-5): train loss 3.17 / 1.16 / 0.16 /
 0.12 at steps 25 / 50 / 100 / 150; held-out point-in-box accuracy 0.00 / 0.02 / 0.02 at
