@@ -5,7 +5,7 @@
     python -m launch.eval --workdir=runs/x --evaluators=jax_env --episodes=20
     python -m launch.eval --benchmark=kaleidoscope --model=DIR --data=DIR --workdir=OUT \
         [--images=DIR|data.zip] [--regime=direct|cot] [--languages=es,ru] [--text_only]
-    python -m launch.eval --benchmark=screenspot_pro --model=DIR --data=DIR --workdir=OUT
+    python -m launch.eval --benchmark=screenspot_pro --model=DIR --data=DIR [--workdir=OUT]
         (also screenspot_v2, osworld_g, ui_vision, mmbench_gui: each reads its release layout)
 
 The run's kind is its ``config.trainer`` (``config.json``); each kind lists its evaluators
@@ -16,7 +16,8 @@ The run's kind is its ``config.trainer`` (``config.json``); each kind lists its 
 
 With ``--benchmark=NAME`` it runs a benchmark harness (``jaxlab.evals.BENCHMARKS``) on a model
 directory instead: ``--workdir`` is then the evaluation's own folder (outputs, per-item
-samples, ``results.json``), and running the same command again resumes it.
+samples, ``results.json``), and running the same command again resumes it. Without
+``--workdir`` that folder is ``runs/eval/<benchmark>/<model directory's name>``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from absl import flags, logging
 from launch import cli
 from launch.cli import fail
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by launch.train.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by launch.train; with "
+                                "--benchmark, the evaluation's folder (default "
+                                "runs/eval/<benchmark>/<model dir name>).")
 _EVALUATORS = flags.DEFINE_list("evaluators", [], "Evaluators to run (default: those of the "
                                 "run's kind).")
 _EPISODES = flags.DEFINE_integer("episodes", 10, "RL: evaluations / episodes per evaluator.")
@@ -53,7 +56,6 @@ _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "Benchmark: 0 = greedy.")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Benchmark: nucleus mass.")
 _SEED = flags.DEFINE_integer("seed", 0, "Benchmark: sampling seed.")
 _TEXTS = flags.DEFINE_string("texts", "", "Benchmark: JSON file overriding prompt texts.")
-flags.mark_flag_as_required("workdir")
 
 
 def _brief(value) -> str:
@@ -69,8 +71,9 @@ def _benchmark() -> None:
     for flag in (_MODEL, _DATA):
       if not flag.value:
         raise JaxlabError(f"--benchmark needs --{flag.name}")
+    workdir = _WORKDIR.value or default_benchmark_workdir(_BENCHMARK.value, _MODEL.value)
     args = evals.BenchmarkArgs(
-        model=_MODEL.value, data=_DATA.value, workdir=_WORKDIR.value, images=_IMAGES.value,
+        model=_MODEL.value, data=_DATA.value, workdir=workdir, images=_IMAGES.value,
         regime=_REGIME.value, languages=tuple(_LANGUAGES.value), text_only=_TEXT_ONLY.value,
         limit=_LIMIT.value, batch_size=_BATCH.value, max_new_tokens=_MAX_NEW.value,
         temperature=_TEMPERATURE.value, top_p=_TOP_P.value, seed=_SEED.value,
@@ -81,7 +84,13 @@ def _benchmark() -> None:
   from jaxlab.evals import benchmark  # pylint: disable=import-outside-toplevel
   for line in benchmark.summary_lines(results):
     print(line)
-  print(f"wrote {os.path.join(_WORKDIR.value, 'results.json')}", file=sys.stderr)
+  print(f"wrote {os.path.join(workdir, 'results.json')}", file=sys.stderr)
+
+
+def default_benchmark_workdir(benchmark: str, model: str) -> str:
+  """``runs/eval/<benchmark>/<the model directory's last name>``: the same command resumes."""
+  name = os.path.basename(os.path.normpath(model)) or "model"
+  return os.path.join("runs", "eval", benchmark, name)
 
 
 def main(argv):
@@ -98,6 +107,9 @@ def main(argv):
   from jaxlab.core.errors import JaxlabError  # pylint: disable=import-outside-toplevel
 
   workdir = _WORKDIR.value
+  if not workdir:
+    fail("--workdir is required: the run directory written by launch.train (or --benchmark=NAME "
+         "--model=DIR --data=DIR to score a model directory on a benchmark)")
   try:
     config = loop.read_config(workdir)
     kind = config.get("trainer")

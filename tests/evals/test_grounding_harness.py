@@ -144,21 +144,27 @@ def test_options_that_do_not_apply_and_bad_texts(model_dir, tmp_path):
 
 
 def test_launch_eval_cli(model_dir, tmp_path):
-  def run(*flags):
-    return subprocess.run([sys.executable, "-m", "launch.eval", f"--model={model_dir}",
-                           f"--workdir={tmp_path / 'out'}", *flags], cwd=REPO,
+  def run(*flags, workdir=True):
+    out = [f"--workdir={tmp_path / 'out'}"] if workdir else []
+    # From tmp_path, so that a default workdir (runs/eval/...) lands there, not in the repo.
+    return subprocess.run([sys.executable, "-m", "launch.eval", f"--model={model_dir}", *out,
+                           *flags], cwd=tmp_path, env={**os.environ, "PYTHONPATH": REPO},
                           capture_output=True, text=True, timeout=300)
   ok = run("--benchmark=screenspot_v2", f"--data={os.path.join(ROOT, 'screenspot_v2')}",
-           "--limit=1", "--batch_size=1", "--max_new_tokens=1")
+           "--limit=1", "--batch_size=1", "--max_new_tokens=1", workdir=False)
   assert ok.returncode == 0, ok.stderr[-2000:]
   assert "screenspot_v2 micro: total_accuracy=" in ok.stdout
   assert "platform=" in ok.stdout
-  with open(tmp_path / "out" / grounding.RESULTS_FILE) as f:
+  # Without --workdir: runs/eval/<benchmark>/<model dir name>, which the same command resumes.
+  default = tmp_path / "runs" / "eval" / "screenspot_v2" / os.path.basename(model_dir)
+  assert str(default.relative_to(tmp_path)) in ok.stderr, ok.stderr
+  with open(default / grounding.RESULTS_FILE) as f:
     assert json.load(f)["n-samples"]["screenspot_v2"]["effective"] == 1
-  for flags, words in ((["--benchmark=screenspot", f"--data={ROOT}"],
-                        "unknown benchmark 'screenspot'"),
-                       (["--benchmark=ui_vision", f"--data={ROOT}"], "not a UI-Vision release")):
-    bad = run(*flags)
+  for flags, words, workdir in (
+      (["--benchmark=screenspot", f"--data={ROOT}"], "unknown benchmark 'screenspot'", True),
+      (["--benchmark=ui_vision", f"--data={ROOT}"], "not a UI-Vision release", True),
+      ([], "--workdir is required", False)):
+    bad = run(*flags, workdir=workdir)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
     assert words in bad.stderr, bad.stderr
 
