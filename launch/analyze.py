@@ -42,7 +42,8 @@ row per arm, labelled ``<run>@<arm>`` (or ``<group>@<arm>`` with ``--group_by``)
 ``--kind=looped`` analyses one looped model instead (``jaxlab/looped``, spec
 looped_grounding_kaleidoscope.md §1.5): ``--workdir`` is its model directory (or a run directory
 holding ``hf_model/``); the prompts come from ``--prompts`` (a JSONL task file, whose
-``question`` fields are used, or a text file with one prompt per line); every trip count of
+``question`` fields are used, or a text file with one prompt per line; for a run directory the
+default is the run's first held-out file, ``config.data.eval_files[0]``); every trip count of
 ``--iterations`` is captured, and ``results.npz``, ``metrics.json`` and the PNGs go to ``--out``:
 
     python -m launch.analyze --kind=looped --workdir=runs/looped_sandwich \
@@ -367,12 +368,26 @@ def _read_prompts(path: str, n: int) -> tuple[list[str], list[dict | None]]:
   return (prompts[:n], segments[:n]) if n else (prompts, segments)
 
 
+def _run_eval_file(workdir: str) -> str | None:
+  """The first of a launch.train run's ``config.data.eval_files``; None for a model directory
+  (or a run without them)."""
+  try:
+    eval_files = _config_value(workdir, "data.eval_files")
+  except (KeyError, JaxlabError):
+    return None
+  return eval_files[0] if isinstance(eval_files, list) and eval_files else None
+
+
 def analyze_looped() -> None:
   """``--kind=looped``: :func:`jaxlab.looped.analyze.run_analysis` on one model."""
   if not _WORKDIR.value or len(_WORKDIR.value) != 1:
     fail("--kind=looped takes one --workdir: a looped model directory or a run holding hf_model/")
+  prompts_path = _PROMPTS.value or _run_eval_file(_WORKDIR.value[0])
+  if not prompts_path:
+    fail("--kind=looped needs --prompts=<task .jsonl or text file, one prompt per line> (only "
+         "a launch.train run directory has held-out files to take them from)")
   if not _PROMPTS.value:
-    fail("--kind=looped needs --prompts=<task .jsonl or text file, one prompt per line>")
+    print(f"prompts: {prompts_path} (the run's first held-out file; --prompts=FILE for others)")
   try:
     iterations = [int(x) for x in _ITERATIONS.value]
   except ValueError:
@@ -388,7 +403,7 @@ def analyze_looped() -> None:
       core_order = [int(x) for x in _CORE_ORDER.value]
     except ValueError:
       fail(f"--core_order={','.join(_CORE_ORDER.value)}: expected comma-separated block indices")
-  prompts, segments = _read_prompts(_PROMPTS.value, _NUM_PROMPTS.value)
+  prompts, segments = _read_prompts(prompts_path, _NUM_PROMPTS.value)
   from jaxlab.looped import analyze as looped_analyze  # pylint: disable=import-outside-toplevel
   try:
     out = looped_analyze.run_analysis(

@@ -3,6 +3,7 @@ input as one line with exit status 2."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -47,6 +48,25 @@ def test_launch_writes_results_for_each_trip_count(hrm_dir, tmp_path):
   assert classes["other"]["count"] == classes["all"]["count"] - 10  # BOS, the space, row 2
   assert os.path.getsize(out / "results.npz") > 0
   assert any(name.endswith(".png") for name in os.listdir(out))
+
+
+def test_a_run_directory_defaults_to_its_first_held_out_file(hrm_dir, tmp_path):
+  """Without --prompts, a launch.train run directory gives the first of its
+  ``config.data.eval_files`` (the command of the looped issue, as written)."""
+  run = tmp_path / "run"
+  shutil.copytree(hrm_dir, run / "hf_model")
+  first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+  first.write_text(json.dumps({"question": "7*8="}) + "\n")
+  second.write_text("not json\n")  # never read: only the first file is the default
+  (run / "config.json").write_text(json.dumps(
+      {"trainer": "llm_sft", "data": {"eval_files": [str(first), str(second)]}}))
+  out = tmp_path / "analysis"
+  result = _analyze(f"--workdir={run}", "--iterations=2", f"--out={out}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"prompts: {first}" in result.stdout, result.stdout
+  with open(out / "metrics.json") as f:
+    # BOS + the 4 characters of the one prompt.
+    assert json.load(f)["per_iteration"]["2"]["classes"]["all"]["count"] == 5
 
 
 @pytest.mark.parametrize("args, needle", [
