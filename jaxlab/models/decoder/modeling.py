@@ -225,14 +225,15 @@ class Attention(nnx.Module):
 
   def __call__(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array,
                allowed_bts: jax.Array, k_cache: jax.Array | None, v_cache: jax.Array | None,
-               index: jax.Array | None):
-    """One attention sub-layer: :meth:`heads`, then :meth:`project`.
+               index: jax.Array | None, causal: bool = False):
+    """One attention sub-layer: :meth:`heads`, then :meth:`project` (``causal``: see
+    :meth:`heads`; the decoder blocks pass True, the vision tower's dense mask False).
 
     Returns:
       ``(out_btd, k_cache, v_cache)`` with the caches updated (None when not given).
     """
     out, k_cache, v_cache = self.heads(x_btd, cos_bth, sin_bth, allowed_bts, k_cache, v_cache,
-                                       index)
+                                       index, causal=causal)
     return self.project(out), k_cache, v_cache
 
   def qkv(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array
@@ -254,7 +255,7 @@ class Attention(nnx.Module):
 
   def heads(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array,
             allowed_bts: jax.Array, k_cache: jax.Array | None, v_cache: jax.Array | None,
-            index: jax.Array | None):
+            index: jax.Array | None, causal: bool = False):
     """The per-head attention outputs, before the output projection.
 
     Args:
@@ -263,6 +264,12 @@ class Attention(nnx.Module):
       allowed_bts: ``[B, T, S]`` bool, query t may attend key slot s.
       k_cache, v_cache: ``[B, S, K, H]`` or None (then the keys are this call's T tokens).
       index: slot where this call's first token is written.
+      causal: the caller promises that ``allowed_bts`` never lets query t see a key s > t (as
+        :func:`attention_layout` builds it). Without a cache, long calls then attend by blocks
+        of queries (:func:`causal_blocks`), each over the keys up to its end only: the same
+        outputs for every query that has an allowed key (to rounding), at about (C + 1) / 2C
+        of the score and softmax work for C blocks. A query with no allowed key (padding)
+        gets another meaningless, finite output.
 
     Returns:
       ``(out_btnh, k_cache, v_cache)`` (compute dtype) with the caches updated (None when not
@@ -283,13 +290,13 @@ class Attention(nnx.Module):
     groups = c.num_heads // c.num_kv_heads
     # Query head n uses kv head n // G: split N into (K, G) instead of repeating keys G times.
     q_btkgh = q.reshape(b, t, c.num_kv_heads, groups, c.head_dim)
-    scores = jnp.einsum("btkgh,bskh->bkgts", q_btkgh, keys,
-                        preferred_element_type=jnp.float32) / np.sqrt(c.head_dim)
-    # A finite floor instead of -inf: fully padded query rows (left padding) get a uniform, finite
-    # distribution rather than NaN, and their outputs are never used.
-    scores = jnp.where(allowed_bts[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1)
-    out = jnp.einsum("bkgts,bskh->btkgh", probs.astype(dt), values)
+    if causal and k_cache is None:
+      out = jnp.concatenate([
+          _attend(q_btkgh[:, start:end], keys[:, :end], values[:, :end],
+                  allowed_bts[:, start:end, :end], dt)
+          for start, end in causal_blocks(t)], axis=1)
+    else:
+      out = _attend(q_btkgh, keys, values, allowed_bts, dt)
     return out.reshape(b, t, c.num_heads, c.head_dim), k_cache, v_cache
 
   def project(self, out_btnh: jax.Array) -> jax.Array:
@@ -331,8 +338,9 @@ class Block(nnx.Module):
     self.mlp = MLP(config, rngs)
 
   def __call__(self, x_btd, cos_bth, sin_bth, allowed_bts, k_cache, v_cache, index):
+    # Causal: every caller lays the mask out with attention_layout (or its causal equal).
     h, k_cache, v_cache = self.attn(self.input_norm(x_btd), cos_bth, sin_bth, allowed_bts,
-                                    k_cache, v_cache, index)
+                                    k_cache, v_cache, index, causal=True)
     x_btd = x_btd + h.astype(x_btd.dtype)
     x_btd = x_btd + self.mlp(self.post_attn_norm(x_btd)).astype(x_btd.dtype)
     return x_btd, k_cache, v_cache
@@ -455,6 +463,33 @@ class Decoder(nnx.Module):
                       inputs_embeds_btd=inputs_embeds_btd,
                       return_hidden_states=return_hidden_states)
     return (self.logits(out[0]),) + tuple(out[1:])
+
+
+CAUSAL_BLOCK = 128  # queries per block of a long cache-free causal call (causal_blocks)
+MAX_CAUSAL_BLOCKS = 8
+
+
+def causal_blocks(t: int) -> list[tuple[int, int]]:
+  """Static ``(start, end)`` query blocks of a cache-free causal call over ``t`` tokens: one
+  block up to ``2 * CAUSAL_BLOCK`` tokens, else blocks of ``max(CAUSAL_BLOCK, t / 8)`` (at
+  most :data:`MAX_CAUSAL_BLOCKS`), the last one shorter."""
+  if t < 2 * CAUSAL_BLOCK:
+    return [(0, t)]
+  size = max(CAUSAL_BLOCK, -(-t // MAX_CAUSAL_BLOCKS))
+  return [(start, min(start + size, t)) for start in range(0, t, size)]
+
+
+def _attend(q_btkgh: jax.Array, keys_bskh: jax.Array, values_bskh: jax.Array,
+            allowed_bts: jax.Array, dt: Any) -> jax.Array:
+  """Softmax attention of grouped queries ``[B, T, K, G, H]`` over keys and values
+  ``[B, S, K, H]`` where ``allowed_bts`` (float32 scores and softmax) -> ``[B, T, K, G, H]``."""
+  scores = jnp.einsum("btkgh,bskh->bkgts", q_btkgh, keys_bskh,
+                      preferred_element_type=jnp.float32) / np.sqrt(q_btkgh.shape[-1])
+  # A finite floor instead of -inf: fully padded query rows (left padding) get a uniform, finite
+  # distribution rather than NaN, and their outputs are never used.
+  scores = jnp.where(allowed_bts[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1)
+  return jnp.einsum("bkgts,bskh->btkgh", probs.astype(dt), values_bskh)
 
 
 def attention_layout(mask_bt: jax.Array, positions_bt: jax.Array | None, cache: Any, t: int

@@ -126,9 +126,10 @@ class LoopAttention(Attention):
     self.gate_bias_nh = (nnx.Param(jnp.zeros((n, h), pd))
                          if config.attn_output_gate and config.attention_bias else None)
 
-  def __call__(self, x_btd, cos_bth, sin_bth, allowed_bts, k_cache, v_cache, index):
+  def __call__(self, x_btd, cos_bth, sin_bth, allowed_bts, k_cache, v_cache, index,
+               causal=False):
     out, k_cache, v_cache = self.heads(x_btd, cos_bth, sin_bth, allowed_bts, k_cache, v_cache,
-                                       index)
+                                       index, causal=causal)
     if self.gate_dnh is not None:
       dt = jnp.dtype(self.config.dtype)
       g = dense(x_btd.astype(dt), self.gate_dnh[...].astype(dt))
@@ -169,7 +170,7 @@ class LoopBlock(nnx.Module):
 
     def attn(h):
       out, kv["k"], kv["v"] = self.attn(h, cos_bth, sin_bth, allowed_bts, k_cache, v_cache,
-                                        index)
+                                        index, causal=True)  # a causal layout, as the decoder's
       return out
 
     x_btd = self._wrap(x_btd, attn, self.attn_in_norm, self.attn_out_norm)

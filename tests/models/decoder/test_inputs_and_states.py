@@ -175,3 +175,33 @@ def test_exactly_one_of_ids_and_embeddings(model):
     model(inputs_embeds_btd=jnp.zeros((2, 3, 7)))
   with pytest.raises(ValueError, match=r"positions must be .* got shape \[2, 4\]"):
     model(tokens, positions_bt=jnp.zeros((2, 4), jnp.int32))
+
+
+def test_long_causal_call_by_query_blocks_equals_one_block(model, monkeypatch):
+  """A cache-free call over >= 2 * CAUSAL_BLOCK tokens attends by query blocks, each over the
+  keys up to its end: logits and gradients of real tokens equal those of one block over all
+  keys (to float32 rounding), with left padding that fills a whole first block of one row."""
+  assert modeling.causal_blocks(300) == [(0, 128), (128, 256), (256, 300)]
+  assert modeling.causal_blocks(255) == [(0, 255)]
+  assert modeling.causal_blocks(4096) == [(i, i + 512) for i in range(0, 4096, 512)]
+  tokens, mask, _ = left_padded_batch(seed=7, lengths=(300, 150, 37))
+  labels = jnp.asarray(np.roll(tokens, -1, axis=1))
+
+  def logits_and_grads():
+    def loss(state):
+      logits = nnx.merge(graphdef, state)(jnp.asarray(tokens), jnp.asarray(mask))[0]
+      logp = jax.nn.log_softmax(logits, axis=-1)
+      picked = jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+      return -jnp.sum(jnp.where(jnp.asarray(mask), picked, 0.0)), logits
+    graphdef, state = nnx.split(model)
+    # A fresh jit: causal_blocks is read when the call is traced.
+    (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(state)
+    return np.asarray(logits), jax.tree.map(np.asarray, grads)
+
+  blocked = logits_and_grads()
+  monkeypatch.setattr(modeling, "CAUSAL_BLOCK", 10_000)  # one block: every key
+  whole = logits_and_grads()
+  np.testing.assert_allclose(blocked[0][mask], whole[0][mask], rtol=1e-5, atol=1e-5)
+  assert np.abs(blocked[0][mask]).max() > 0.1
+  for g_blocked, g_whole in zip(jax.tree.leaves(blocked[1]), jax.tree.leaves(whole[1])):
+    np.testing.assert_allclose(g_blocked, g_whole, rtol=1e-4, atol=1e-6)
