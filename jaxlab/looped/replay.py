@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxlab.models.decoder.modeling import positions_from_mask, rope_cos_sin
+from jaxlab.models.decoder.modeling import (grouped_attention_probs, positions_from_mask,
+                                            rope_cos_sin)
 from jaxlab.models.looped.modeling import LoopedLM
 
 
@@ -54,10 +55,7 @@ def attention_probs(attn, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Arr
   b, t = q.shape[:2]
   groups = c.num_heads // c.num_kv_heads
   q = q.reshape(b, t, c.num_kv_heads, groups, c.head_dim)
-  scores = jnp.einsum("btkgh,bskh->bkgts", q, k,
-                      preferred_element_type=jnp.float32) / np.sqrt(c.head_dim)
-  scores = jnp.where(allowed_bts[:, None, None], scores, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1)
+  probs = grouped_attention_probs(q, k, allowed_bts)  # the module's own softmax
   return probs.reshape(b, c.num_heads, t, -1)
 
 

@@ -479,16 +479,23 @@ def causal_blocks(t: int) -> list[tuple[int, int]]:
   return [(start, min(start + size, t)) for start in range(0, t, size)]
 
 
-def _attend(q_btkgh: jax.Array, keys_bskh: jax.Array, values_bskh: jax.Array,
-            allowed_bts: jax.Array, dt: Any) -> jax.Array:
-  """Softmax attention of grouped queries ``[B, T, K, G, H]`` over keys and values
-  ``[B, S, K, H]`` where ``allowed_bts`` (float32 scores and softmax) -> ``[B, T, K, G, H]``."""
+def grouped_attention_probs(q_btkgh: jax.Array, keys_bskh: jax.Array,
+                            allowed_bts: jax.Array) -> jax.Array:
+  """Float32 softmax probabilities ``[B, K, G, T, S]`` of grouped queries ``[B, T, K, G, H]``
+  over keys ``[B, S, K, H]`` where ``allowed_bts``."""
   scores = jnp.einsum("btkgh,bskh->bkgts", q_btkgh, keys_bskh,
                       preferred_element_type=jnp.float32) / np.sqrt(q_btkgh.shape[-1])
   # A finite floor instead of -inf: fully padded query rows (left padding) get a uniform, finite
   # distribution rather than NaN, and their outputs are never used.
   scores = jnp.where(allowed_bts[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1)
+  return jax.nn.softmax(scores, axis=-1)
+
+
+def _attend(q_btkgh: jax.Array, keys_bskh: jax.Array, values_bskh: jax.Array,
+            allowed_bts: jax.Array, dt: Any) -> jax.Array:
+  """Softmax attention (:func:`grouped_attention_probs`) over values ``[B, S, K, H]`` ->
+  ``[B, T, K, G, H]`` in ``dt``."""
+  probs = grouped_attention_probs(q_btkgh, keys_bskh, allowed_bts)
   return jnp.einsum("bkgts,bskh->btkgh", probs.astype(dt), values_bskh)
 
 
