@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -269,17 +270,36 @@ def from_pretrained(path: str, mesh: Mesh | None = None, dtype: Any = jnp.float3
   return model, tok
 
 
+def hf_tensors(model: Any, dtype: Any,
+               place: Callable[[str], tuple[str, int | None, Callable[[np.ndarray], np.ndarray]]]
+               ) -> Iterator[tuple[str, np.ndarray]]:
+  """``(name, array)`` of a model's stored tensors in natural order (layer 2 before layer 10,
+  the order files are written in), each parameter gathered to host only when its tensor is due.
+
+  ``place(param_path)`` says where a parameter goes: ``(name, part, to_stored)``, with part None
+  for a tensor of its own, else its row block's index in a tensor stored as the concatenation
+  (axis 0) of its parts; ``to_stored`` turns our array (cast to ``dtype`` if given) into the
+  stored layout. Every model family's ``iter_hf_tensors`` is this with its own map.
+  """
+  _, state = nnx.split(model)
+  entries = []
+  for kp, leaf in jax.tree_util.tree_leaves_with_path(state):
+    name, part, to_stored = place(path_str(kp))
+    entries.append((natural_key(name), -1 if part is None else part, name, to_stored, leaf))
+  entries.sort(key=lambda e: e[:2])
+  for name, group in itertools.groupby(entries, key=lambda e: e[2]):
+    blocks, parts = [], []
+    for _, part, _, to_stored, leaf in group:
+      w = np.asarray(jax.device_get(leaf))
+      blocks.append(to_stored(w if dtype is None else w.astype(jnp.dtype(dtype))))
+      parts.append(part)
+    yield name, blocks[0] if parts == [-1] else np.concatenate(blocks, axis=0)
+
+
 def iter_hf_tensors(model: Decoder, dtype: Any = None) -> Iterator[tuple[str, np.ndarray]]:
   """``(hf_name, array in HF layout)`` for every parameter, gathered to host one at a time."""
   table = hf_param_map(model.config)
-  _, state = nnx.split(model)
-  leaves = [(table[path_str(kp)], leaf) for kp, leaf in jax.tree_util.tree_leaves_with_path(state)]
-  # HF's natural order (layer 2 before layer 10), which is also the order files are written in.
-  for t, leaf in sorted(leaves, key=lambda tl: natural_key(tl[0].name)):
-    w = np.asarray(jax.device_get(leaf))
-    if dtype is not None:
-      w = w.astype(jnp.dtype(dtype))
-    yield t.name, t.to_hf(w)
+  return hf_tensors(model, dtype, lambda p: (table[p].name, None, table[p].to_hf))
 
 
 def save_pretrained(model: Decoder, path: str, tokenizer: Any = None, dtype: Any = None,

@@ -31,9 +31,8 @@ from flax import nnx
 from safetensors import safe_open
 
 from jaxlab.models.decoder import params as decoder_params
-from jaxlab.models.decoder.params import (CheckpointFormatError, HFTensor,
-                                          natural_key, read_hf_config, weight_files,
-                                          write_checkpoint)
+from jaxlab.models.decoder.params import (CheckpointFormatError, HFTensor, read_hf_config,
+                                          weight_files, write_checkpoint)
 from jaxlab.models.looped import formats
 from jaxlab.models.looped.config import NATIVE_ARCHITECTURE, LoopedConfig
 from jaxlab.models.looped.modeling import LoopedLM, abstract_looped
@@ -195,23 +194,14 @@ def from_pretrained(path: str, dtype: Any = jnp.float32, tokenizer: bool = True,
 def iter_hf_tensors(model: LoopedLM, dtype: Any = None) -> Iterator[tuple[str, np.ndarray]]:
   """``(name, array)`` as transformers saves them (fused where it fuses), in natural order."""
   table = hf_param_map(model.config)
-  _, state = nnx.split(model)
-  fused: dict[str, dict[int, np.ndarray]] = {}
-  out: dict[str, np.ndarray] = {}
-  for kp, leaf in jax.tree_util.tree_leaves_with_path(state):
-    src = table[path_str(kp)]
-    w = np.asarray(jax.device_get(leaf))
-    if dtype is not None:
-      w = w.astype(jnp.dtype(dtype))
-    w = src.tensor.to_hf(w)
+
+  def place(param_path):
+    src = table[param_path]
     if src.fused is None:
-      out[src.tensor.name] = w
-    else:
-      fused.setdefault(src.fused, {})[src.part] = w
-  for name, parts in fused.items():
-    out[name] = np.concatenate([parts[i] for i in sorted(parts)], axis=0)
-  for name in sorted(out, key=natural_key):
-    yield name, out[name]
+      return src.tensor.name, None, src.tensor.to_hf
+    return src.fused, src.part, src.tensor.to_hf
+
+  return decoder_params.hf_tensors(model, dtype, place)
 
 
 def native_name(param_path: str) -> str:
@@ -222,13 +212,7 @@ def native_name(param_path: str) -> str:
 def iter_native_tensors(model: LoopedLM, dtype: Any = None
                         ) -> Iterator[tuple[str, np.ndarray]]:
   """``(name, array)`` of every parameter, in our layout, named by :func:`native_name`."""
-  _, state = nnx.split(model)
-  out = {}
-  for kp, leaf in jax.tree_util.tree_leaves_with_path(state):
-    w = np.asarray(jax.device_get(leaf))
-    out[native_name(path_str(kp))] = w.astype(jnp.dtype(dtype)) if dtype is not None else w
-  for name in sorted(out, key=natural_key):
-    yield name, out[name]
+  return decoder_params.hf_tensors(model, dtype, lambda p: (native_name(p), None, lambda w: w))
 
 
 def _load_native(path: str, config: LoopedConfig) -> LoopedLM:

@@ -27,8 +27,8 @@ from jax.sharding import Mesh
 from safetensors import safe_open
 
 from jaxlab.models.decoder import params as decoder_params
-from jaxlab.models.decoder.params import (CheckpointFormatError, HFTensor, natural_key,
-                                          read_hf_config, weight_files, write_checkpoint)
+from jaxlab.models.decoder.params import (CheckpointFormatError, HFTensor, read_hf_config,
+                                          weight_files, write_checkpoint)
 from jaxlab.models.paths import path_str
 from jaxlab.models.qwen_vl.config import QwenVLConfig
 from jaxlab.models.qwen_vl import sharding as sharding_lib
@@ -209,23 +209,15 @@ def from_pretrained(path: str, mesh: Mesh | None = None, dtype: Any = jnp.float3
 def iter_hf_tensors(model: QwenVL, dtype: Any = None) -> Iterator[tuple[str, np.ndarray]]:
   """``(name, array)`` in the transformers 5 layout (q/k/v fused back), in natural order."""
   table = hf_param_map(model.config)
-  _, state = nnx.split(model)
-  fused: dict[str, dict[int, np.ndarray]] = {}
-  out: dict[str, np.ndarray] = {}
-  for kp, leaf in jax.tree_util.tree_leaves_with_path(state):
-    src = table[path_str(kp)]
-    w = np.asarray(jax.device_get(leaf))
-    if dtype is not None:
-      w = w.astype(jnp.dtype(dtype))
-    w = src.tensor.to_hf(w)
+
+  def place(param_path):
+    src = table[param_path]
     if src.parts > 1:
-      fused.setdefault(src.tensor.name, {})[src.part] = w
-    else:
-      out[src.tensor.name] = np.ascontiguousarray(w.reshape(src.shape_on_disk))
-  for name, parts in fused.items():
-    out[name] = np.concatenate([parts[i] for i in sorted(parts)], axis=0)
-  for name in sorted(out, key=natural_key):
-    yield name, out[name]
+      return src.tensor.name, src.part, src.tensor.to_hf
+    return src.tensor.name, None, lambda w: np.ascontiguousarray(
+        src.tensor.to_hf(w).reshape(src.shape_on_disk))
+
+  return decoder_params.hf_tensors(model, dtype, place)
 
 
 def save_pretrained(model: QwenVL, path: str, tokenizer: Any = None, dtype: Any = None,
