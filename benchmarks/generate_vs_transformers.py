@@ -14,7 +14,8 @@ decode tokens/s as a fraction of the memory-bandwidth roofline: each decode step
 every weight and the live KV cache once, so ``steps/s <= bandwidth / bytes_per_step``.
 ``--hbm_bandwidth=0`` measures the bandwidth here instead (the fastest compiled full read of a
 512 MB array): on a CPU this bounds how far ANY implementation can be ahead of transformers,
-printed as ``ratio ceiling``.
+printed as ``ratio ceiling``. ``--hbm_bandwidth=-1`` takes it from the device kind (the table of
+``benchmarks/device/perf.py``: H200, H100 SXM / PCIe / NVL).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from typing import Any
 
 from absl import flags
 
@@ -48,7 +50,7 @@ _DEVICE_REPORT = flags.DEFINE_bool("device_report", False,
                                    "also print decode speed as a fraction of the HBM roofline")
 _BANDWIDTH = flags.DEFINE_float("hbm_bandwidth", 4.8e12,
                                 "memory bandwidth in bytes/s for the roofline (H200: 4.8e12; "
-                                "0: measure it here)")
+                                "0: measure it here; -1: by the device kind)")
 
 
 def measure_read_bandwidth(nbytes: int = 512 * 2**20, repeats: int = 5) -> float:
@@ -61,6 +63,53 @@ def measure_read_bandwidth(nbytes: int = 512 * 2**20, repeats: int = 5) -> float
   total = jax.jit(jnp.sum)
   total(x).block_until_ready()
   return nbytes / time_best(lambda: total(x).block_until_ready(), repeats)
+
+
+def hbm_bandwidth() -> float:
+  """``--hbm_bandwidth`` in bytes/s: as given; 0: measured here (:func:`measure_read_bandwidth`,
+  printed); -1: the device kind's HBM bandwidth (``benchmarks/device/perf.py``'s table)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if _BANDWIDTH.value > 0:
+    return _BANDWIDTH.value
+  if _BANDWIDTH.value < 0:
+    kind = jax.devices()[0].device_kind
+    from benchmarks.device import perf  # pylint: disable=g-import-not-at-top
+    bandwidth = perf.bandwidth_for_kind(kind)
+    if not bandwidth:
+      cli.fail(f"--hbm_bandwidth=-1: no HBM bandwidth known for device {kind!r}; pass it "
+               "in bytes/s")
+    return bandwidth
+  bandwidth = measure_read_bandwidth()
+  print(f"measured read bandwidth: {bandwidth / 1e9:.1f} GB/s")
+  return bandwidth
+
+
+def decode_roofline(decoder: Any, batch: int, prompt_slots: int, new_tokens: int,
+                    seconds: float, prefill_seconds: float) -> float:
+  """Prints the decode speed as a share of the memory roofline and returns the roofline's
+  steps/s. ``decoder``: the text decoder whose weights each decode step reads (a
+  vision-language model's ``.text``); ``seconds`` a whole generation of ``new_tokens`` per row,
+  ``prefill_seconds`` one that stops after the first token (prefill + that token)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  decode_steps_s = (new_tokens - 1) / max(seconds - prefill_seconds, 1e-9)
+  cfg = decoder.config
+  itemsize = jnp.dtype(cfg.dtype).itemsize
+  weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(nnx.state(decoder)))
+  if not cfg.tie_word_embeddings:  # an untied table is only gathered (B rows), not streamed
+    weight_bytes -= decoder.embedding_vd[...].size * decoder.embedding_vd[...].dtype.itemsize
+  # Mean live KV cache per step: every layer's K and V over the filled slots.
+  mean_len = prompt_slots + new_tokens / 2
+  kv_bytes = 2 * cfg.num_layers * batch * mean_len * cfg.num_kv_heads * cfg.head_dim * itemsize
+  bandwidth = hbm_bandwidth()
+  roofline_steps = bandwidth / (weight_bytes + kv_bytes)
+  print(f"prefill ({batch}x{prompt_slots}) + 1 token: {prefill_seconds * 1e3:.1f} ms; decode: "
+        f"{decode_steps_s:,.0f} steps/s = {decode_steps_s * batch:,.0f} tokens/s")
+  print(f"roofline: {weight_bytes / 1e6:.1f} MB weights + {kv_bytes / 1e6:.1f} MB live KV per "
+        f"step at {bandwidth / 1e12:.2f} TB/s -> {roofline_steps:,.0f} steps/s max; "
+        f"decode reaches {decode_steps_s / roofline_steps:.1%} of the roofline")
+  return roofline_steps
 
 
 def sizes():
@@ -164,25 +213,7 @@ def main(argv):
         sampling.generate(ours, tokens, mask, key, prefill_params).tokens)
     run_prefill()
     t_prefill = time_best(run_prefill, _REPEATS.value)
-    decode_steps_s = (n - 1) / max(t_ours - t_prefill, 1e-9)
-    cfg = ours.config
-    itemsize = jnp.dtype(cfg.dtype).itemsize
-    state = __import__("flax").nnx.state(ours)
-    weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
-    if not cfg.tie_word_embeddings:  # an untied table is only gathered (B rows), not streamed
-      weight_bytes -= ours.embedding_vd[...].size * ours.embedding_vd[...].dtype.itemsize
-    # Mean live KV cache per step: every layer's K and V over the filled slots.
-    mean_len = tokens.shape[1] + n / 2
-    kv_bytes = 2 * cfg.num_layers * b * mean_len * cfg.num_kv_heads * cfg.head_dim * itemsize
-    bandwidth = _BANDWIDTH.value or measure_read_bandwidth()
-    if not _BANDWIDTH.value:
-      print(f"measured read bandwidth: {bandwidth / 1e9:.1f} GB/s")
-    roofline_steps = bandwidth / (weight_bytes + kv_bytes)
-    print(f"prefill ({b}x{tokens.shape[1]}) + 1 token: {t_prefill * 1e3:.1f} ms; decode: "
-          f"{decode_steps_s:,.0f} steps/s = {decode_steps_s * b:,.0f} tokens/s")
-    print(f"roofline: {weight_bytes / 1e6:.1f} MB weights + {kv_bytes / 1e6:.1f} MB live KV per "
-          f"step at {bandwidth / 1e12:.2f} TB/s -> {roofline_steps:,.0f} steps/s max; "
-          f"decode reaches {decode_steps_s / roofline_steps:.1%} of the roofline")
+    roofline_steps = decode_roofline(ours, b, tokens.shape[1], n, t_ours, t_prefill)
 
   if run_theirs is None:
     return

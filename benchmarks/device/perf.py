@@ -240,13 +240,18 @@ def ant_command(ctx: Context) -> list[str]:
   return [sys.executable, THIS, *flags]
 
 
+def bandwidth_for_kind(device_kind: str) -> float:
+  """HBM bytes/s of a jax ``device_kind`` (:data:`HBM_BANDWIDTH`), 0.0 when unknown."""
+  for key, value in HBM_BANDWIDTH:
+    if key.lower() in device_kind.lower():
+      return value
+  return 0.0
+
+
 def _bandwidth(ctx: Context) -> float:
   if ctx.hbm_bandwidth > 0:
     return ctx.hbm_bandwidth
-  for key, value in HBM_BANDWIDTH:
-    if key.lower() in ctx.device_kind.lower():
-      return value
-  return 0.0
+  return bandwidth_for_kind(ctx.device_kind)
 
 
 def _decode_command(ctx: Context, batch: int) -> list[str]:

@@ -16,10 +16,13 @@
 # counts are a guess (no GPU has run this): the SFT log's steps/s says whether they fit.
 # throughput: one SFT step of the Qwen2.5-VL-3B shape with one 812x1288 screenshot per
 # 2,048-token row (benchmarks/llm_train_mfu.py, its MFU), and greedy rollouts of the same shape
-# with one 560x560 image per prompt (benchmarks/vlm_generate_vs_transformers.py, ours only).
+# with one 560x560 image per prompt at batch 32 and 8 (benchmarks/vlm_generate_vs_transformers.py,
+# ours only; issue 11), each with its decode steps' share of the HBM roofline (the bandwidth
+# from the device kind; an unknown card ends the part with one error line naming it).
 # Each part leaves at most 7 small files in $OUT (a device call brings back 8): pipeline:
 # device.txt, log.txt, study.txt, study.csv, paired.csv, sft_metrics.jsonl, rl_metrics.jsonl;
-# throughput: device.txt, sft_step_3b.txt, rollout_3b.txt. Run directories go to $RUNS.
+# throughput: device.txt, sft_step_3b.txt, rollout_3b_b32.txt, rollout_3b_b8.txt. Run
+# directories go to $RUNS.
 set -euo pipefail
 PART=${1:-pipeline}
 OUT=${OUT:-runs/groundcua_gpu}
@@ -39,15 +42,18 @@ if [ "$SMOKE" = 1 ]; then
         --config.sampling.max_new_tokens=8 --config.checkpoint.every=0
         --config.eval.num_examples=4 --config.eval.batch_size=4 --config.eval.max_new_tokens=8)
   MFU=(--preset=tiny_vl --steps=1 --warmup=1 --peak_tflops=1)
-  GEN=(--skip_torch --max_new_tokens=4 --repeats=1)
+  GEN=(--skip_torch --max_new_tokens=4 --repeats=1 --device_report --hbm_bandwidth=0)
+  BATCHES=(3 2)
 else
   SCREENS=(2000 100); PER=(25 5); N=500
   SFT_X=(); RL_X=()
   MFU=(--preset=qwen25vl_3b --batch_size=8 --seq_len=2048 --remat)
-  GEN=(--skip_torch --batch=32 --max_new_tokens=64 --dtype=bfloat16 --repeats=2
+  GEN=(--skip_torch --max_new_tokens=64 --dtype=bfloat16 --repeats=2 --device_report
+       --hbm_bandwidth=-1
        --hidden=2048 --layers=36 --heads=16 --kv_heads=2 --intermediate=11008 --vocab=151936
        --vision_hidden=1280 --vision_depth=32 --vision_heads=16 --vision_intermediate=3420
        --image_min=560 --image_max=560)
+  BATCHES=(32 8)
 fi
 
 case "$PART" in
@@ -85,7 +91,10 @@ pipeline)
   ;;
 throughput)
   python -m benchmarks.llm_train_mfu "${MFU[@]}" > "$OUT/sft_step_3b.txt" 2>&1
-  python -m benchmarks.vlm_generate_vs_transformers "${GEN[@]}" > "$OUT/rollout_3b.txt" 2>&1
+  for b in "${BATCHES[@]}"; do
+    python -m benchmarks.vlm_generate_vs_transformers "${GEN[@]}" --batch="$b" \
+      > "$OUT/rollout_3b_b$b.txt" 2>&1
+  done
   ;;
 *)
   echo "error: configs/groundcua/gpu.sh: part '$PART' is not pipeline or throughput" >&2
