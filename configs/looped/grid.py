@@ -10,8 +10,8 @@ run, trained from scratch on the synthetic tasks with the SFT trainer.
         --baseline=runs/looped/feedforward_s0 --out=runs/looped/sandwich_concat_s0/analysis
 
 The argument after ":" names the arm (:data:`ARMS`; default ``sandwich_concat``); ``gpu_<arm>``
-and ``gpu256_<arm>`` are the same arm at the spec's one-GPU sizes (below; run together by
-``configs/looped/gpu.sh``). Every arm
+and ``gpu256_<arm>`` are the same arm at the spec's one-GPU sizes (below; run by
+``configs/looped/gpu.sh main`` and ``... gpu.sh ablations``). Every arm
 shares the CPU recipe of the pre-registered design (docs/reproductions/looped.md): width 64,
 4 heads of 16, SwiGLU MLP 4d (256), prelude 1 / core R / coda 1, tied embeddings, a char
 vocabulary built from the training text (< 64 symbols); batch 32, AdamW lr 1e-3, weight decay
@@ -51,7 +51,8 @@ backprop through k-bar = 4, batch 64, bfloat16 compute, 3,000 steps (the feed-fo
 then has 2 + 4 * 8 + 2 = 36 layers); ``gpu256_<arm>`` is the same layout at width 256, 4 heads,
 1,000 steps, for the quick ablations. Same data as the CPU grid, so rows are ~66 tokens, not the
 spec's 256 (our tasks are short; longer rows would be padding). Not run yet: no device has been
-lent to a session that could run it. ``configs/looped/gpu.sh`` trains and analyses them all.
+lent to a session that could run it. ``configs/looped/gpu.sh`` trains and analyses them all, in
+two parts (``main``, ``ablations``) that each fit one device call.
 """
 
 from jaxlab.llm import sft
