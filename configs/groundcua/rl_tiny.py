@@ -25,11 +25,11 @@ SFT model (docs/reproductions/groundcua.md, 2026-12-06): ~7.7 s a step with noth
 running, so 200 steps take ~26 min plus evaluations; held-out accuracy 0.200 -> 0.215 and
 mean reward -0.2015 -> -0.187 on the 200 held-out rows. Seed 1 (2026-12-06): 0.255 -> 0.27 and
 -0.0925 -> -0.0755. Seed 2: 0.235 -> 0.27 and -0.1565 -> -0.0955 (~6 s a step, 20 min).
-Seed 3 (under the blocked attention, 17.5 min): 0.23 -> 0.23 and -0.1495 -> -0.129.
-Paired RL - SFT over the three pre-registered seeds: accuracy +0.022 +- 0.029, reward +0.031 +-
-0.065; over four: +0.016 +- 0.023, +0.028 +- 0.035 (95% Student-t; every interval includes 0,
-so the study's RL criterion is not met, though reward gained on every seed;
-docs/reproductions/groundcua.md).
+Seed 3 (under the blocked attention, 17.5 min): 0.23 -> 0.23 and -0.1495 -> -0.129. Seed 4
+(17.5 min): 0.255 -> 0.245 and -0.115 -> -0.1055. Paired RL - SFT over the three pre-registered
+seeds: accuracy +0.022 +- 0.029, reward +0.031 +- 0.065; over all five: +0.011 +- 0.021, +0.024
++- 0.026 (95% Student-t; every interval includes 0, so the study's RL criterion is not met,
+though reward gained on every seed; docs/reproductions/groundcua.md).
 """
 
 import os

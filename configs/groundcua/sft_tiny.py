@@ -31,7 +31,8 @@ running but for ~15 min): 2 h 26 min wall, ~3.8 s a step; held-out accuracy 0.02
 (docs/reproductions/groundcua.md). Seeds 1 and 2 (2026-12-06, ~3.2 s a step): final held-out
 accuracy 0.255 and 0.235 by ``launch.eval`` (3 seeds: 0.230 +- 0.069, 95% Student-t); seed 3
 0.23 (4 seeds: 0.230 +- 0.036): steps 0-250 under the older code in 32 min (machine shared),
-steps 250-2,000 under the newer one in 72 min, evaluations included. Since
+steps 250-2,000 under the newer one in 72 min, evaluations included; seed 4 0.255 (5 seeds:
+0.235 +- 0.028), 2,000 steps under the newer code in ~1 h 22 min, the machine shared in parts. Since
 2026-12-06 the text model attends by query blocks in long causal calls
 (``modeling.causal_blocks``; rows here are 567 tokens, so 5 blocks of 128 and 55): one
 training step 2.62-2.80 -> 1.86-1.99 s (2-core CPU, nothing else running, two alternated runs of
