@@ -71,15 +71,17 @@ pipeline)
     echo "$SMOKE" > "$DATA/smoke"
   fi
   sft=$RUNS/groundcua_sft_s$SEED
-  LOG=$OUT/log.txt  # SFT, its evaluation, RLOO, its evaluation, in that order
+  # SFT, its evaluation, RLOO, its evaluation, in that order, written as they run (not through
+  # a pipe), so that a call stopped at its time limit still brings back how far each got.
+  LOG=$OUT/log.txt
   rl=$RUNS/groundcua_rl_s$SEED
   python -m launch.train --config=configs/groundcua/sft_tiny.py:gpu --workdir="$sft" \
-    --config.seed="$SEED" "${SFT_X[@]}" 2>&1 | tail -n 15 > "$LOG"
+    --config.seed="$SEED" ${SFT_X[@]+"${SFT_X[@]}"} > "$LOG" 2>&1
   python -m launch.eval --workdir="$sft" --evaluators=task_accuracy --num_examples=$N \
     >> "$LOG" 2>&1
   python -m launch.train --config=configs/groundcua/rl_tiny.py:gpu --workdir="$rl" \
-    --config.seed="$SEED" --config.model.init="$sft/hf_model" "${RL_X[@]}" 2>&1 \
-    | tail -n 15 >> "$LOG"
+    --config.seed="$SEED" --config.model.init="$sft/hf_model" ${RL_X[@]+"${RL_X[@]}"} \
+    >> "$LOG" 2>&1
   python -m launch.eval --workdir="$rl" --evaluators=task_accuracy --num_examples=$N \
     >> "$LOG" 2>&1
   python -m launch.analyze --kind=groundcua_study --tasks="$DATA/heldout/tasks.jsonl" \
