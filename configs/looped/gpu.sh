@@ -8,10 +8,10 @@
 #   OUT=/path/to/results bash configs/looped/gpu.sh ablations
 #   SMOKE=1 bash configs/looped/gpu.sh main                     # the same path on a CPU, tiny
 #
-# main: gpu_sandwich_concat and gpu_feedforward ($STEPS steps each, default 3,000), the looped
-# run analysed against the feed-forward one at trip counts 8-64. ablations: gpu256_<arm> for
-# sandwich_concat, prenorm_none, add, core1 and feedforward (1,000 steps each), the four looped
-# ones analysed against the feed-forward one. Then the study's criteria per run, as in
+# main: gpu_sandwich_concat and gpu_feedforward (the config's 3,000 steps each, or $STEPS), the
+# looped run analysed against the feed-forward one at trip counts 8-64. ablations: gpu256_<arm>
+# for sandwich_concat, prenorm_none, add, core1 and feedforward (the config's 1,000 steps
+# each), the four looped ones analysed against the feed-forward one. Then the study's criteria per run, as in
 # docs/reproductions/looped.md's commands: criteria.csv (the looped runs) and stages.csv (with
 # the feed-forward run). Run directories (checkpoints, exported models, full analyses) go to
 # $RUNS; $OUT gets at most 6 small files (a device call brings back 8): device.txt, log.txt
@@ -26,7 +26,7 @@ set -euo pipefail
 PART=${1:-main}
 OUT=${OUT:-runs/looped_gpu}
 RUNS=${RUNS:-runs/looped_gpu_runs}
-STEPS=${STEPS:-3000}
+STEPS=${STEPS:-}  # main's step count when set; otherwise configs/looped/grid.py's
 SEED=${SEED:-0}
 SMOKE=${SMOKE:-0}
 mkdir -p "$OUT" "$RUNS"
@@ -39,19 +39,18 @@ TRIPS=8,16,32,64
 NPROMPTS=32
 X=()
 if [ "$SMOKE" = 1 ]; then
-  STEPS=4
   TRIPS=8,16  # the study needs a trip count >= 2 r-bar
   NPROMPTS=2
-  X=(--config.model.hidden_size=32 --config.model.intermediate_size=64
+  X=(--config.steps=4 --config.model.hidden_size=32 --config.model.intermediate_size=64
      --config.model.num_heads=2 --config.model.num_kv_heads=2 --config.model.head_dim=16
      --config.batch_size=4 --config.log_every=1 --config.eval.every=2
      --config.checkpoint.every=2 --config.eval.num_examples=4 --config.eval.batch_size=4)
 fi
 
-train() {  # arm, steps
-  echo "== train $1 ($2 steps)" >> "$LOG"
+train() {  # arm, then overrides
+  echo "== train $*" >> "$LOG"
   python -m launch.train --config="configs/looped/grid.py:$1" \
-    --workdir="$RUNS/$1_s$SEED" --config.seed="$SEED" --config.steps="$2" ${X[@]+"${X[@]}"} \
+    --workdir="$RUNS/$1_s$SEED" --config.seed="$SEED" "${@:2}" ${X[@]+"${X[@]}"} \
     >> "$LOG" 2>&1
 }
 analyze() {  # arm, feed-forward arm
@@ -79,17 +78,15 @@ tables() {  # looped run dirs (comma-separated), feed-forward run dir, this part
 
 case "$PART" in
 main)
-  train gpu_sandwich_concat "$STEPS"
-  train gpu_feedforward "$STEPS"
+  train gpu_sandwich_concat ${STEPS:+--config.steps="$STEPS"}
+  train gpu_feedforward ${STEPS:+--config.steps="$STEPS"}
   analyze gpu_sandwich_concat gpu_feedforward
   tables "$RUNS/gpu_sandwich_concat_s$SEED" "$RUNS/gpu_feedforward_s$SEED" gpu_
   ;;
 ablations)
-  steps=1000
-  [ "$SMOKE" = 1 ] && steps=$STEPS
   looped=()
   for arm in sandwich_concat prenorm_none add core1 feedforward; do
-    train "gpu256_$arm" "$steps"
+    train "gpu256_$arm"
   done
   for arm in sandwich_concat prenorm_none add core1; do
     analyze "gpu256_$arm" gpu256_feedforward
