@@ -55,7 +55,8 @@ def attention_probs(attn, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Arr
   b, t = q.shape[:2]
   groups = c.num_heads // c.num_kv_heads
   q = q.reshape(b, t, c.num_kv_heads, groups, c.head_dim)
-  probs = grouped_attention_probs(q, k, allowed_bts)  # the module's own softmax
+  # The module's own softmax, over keys [B, K, S, H] as the attention reads them.
+  probs = grouped_attention_probs(q, jnp.swapaxes(k, 1, 2), allowed_bts)
   return probs.reshape(b, c.num_heads, t, -1)
 
 

@@ -141,3 +141,20 @@ def test_filter_logits():
   assert np.isfinite(p[0, :2]).all() and np.isneginf(p[0, 2:]).all()
   p = np.asarray(sampling.filter_logits(logits, top_p=0.81))
   assert np.isfinite(p[0, :3]).all() and np.isneginf(p[0, 3])
+
+
+def test_greedy_pick_equals_argmax_and_log_softmax_bit_for_bit():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(6, 1000)).astype(np.float32) * 4
+  logits[1, [10, 500]] = logits[1].max() + 1.0  # a tie: the first index wins
+  logits[2, [700, 30]] = np.nan  # NaN counts as the maximum, first one wins
+  logits[3] = -np.inf  # every token masked
+  logits[4, 999] = np.inf
+  logits[5] = 0.0  # all equal
+  tok, lp = jax.jit(sampling.greedy_pick)(jnp.asarray(logits))
+  want_tok = jnp.argmax(logits, axis=-1)
+  want_lp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), want_tok[:, None], -1)[:, 0]
+  np.testing.assert_array_equal(np.asarray(tok), np.asarray(want_tok))
+  assert np.asarray(tok).tolist()[:3] == [int(np.argmax(logits[0])), 10, 30]
+  np.testing.assert_array_equal(np.asarray(lp), np.asarray(want_lp))  # NaNs in the same places
+  assert tok.dtype == jnp.int32

@@ -67,8 +67,11 @@ class KVCache:
   ``jit``/``while_loop`` carries, be donated, and be sharded like any array.
 
   Attributes:
-    k: per layer, keys ``[B, S, K, H]`` (RoPE already applied).
-    v: per layer, values ``[B, S, K, H]``.
+    k: per layer, keys ``[B, K, S, H]`` (RoPE already applied): kv heads before slots, the
+      layout the attention products read, so a decode step reads each cached byte once
+      instead of first copying the cache into that layout (as ``[B, S, K, H]`` made XLA do
+      at every step and layer).
+    v: per layer, values ``[B, K, S, H]``.
     mask_bs: ``[B, S]`` bool, slot holds a real (non-pad) token.
     index: ``[]`` int32, the next slot to write; slots ``>= index`` are ignored.
   """
@@ -82,7 +85,7 @@ class KVCache:
            dtype: jnp.dtype | str | None = None) -> "KVCache":
     """An empty cache of ``max_len`` slots, in the compute dtype unless told otherwise."""
     dtype = jnp.dtype(dtype or config.dtype)
-    shape = (batch, max_len, config.num_kv_heads, config.head_dim)
+    shape = (batch, config.num_kv_heads, max_len, config.head_dim)
     zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
     return cls(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
                mask_bs=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))
@@ -262,7 +265,7 @@ class Attention(nnx.Module):
       x_btd: normalised input ``[B, T, D]``.
       cos_bth, sin_bth: RoPE tables ``[B, T, H/2]``.
       allowed_bts: ``[B, T, S]`` bool, query t may attend key slot s.
-      k_cache, v_cache: ``[B, S, K, H]`` or None (then the keys are this call's T tokens).
+      k_cache, v_cache: ``[B, K, S, H]`` or None (then the keys are this call's T tokens).
       index: slot where this call's first token is written.
       causal: the caller promises that ``allowed_bts`` never lets query t see a key s > t (as
         :func:`attention_layout` builds it). Without a cache, long calls then attend by blocks
@@ -278,10 +281,11 @@ class Attention(nnx.Module):
     c = self.config
     dt = jnp.dtype(c.dtype)
     q, k, v = self.qkv(x_btd, cos_bth, sin_bth)
+    k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)  # [B, K, T, H]: kv heads major
     if k_cache is not None:
       # In-place slab write; under jit with a donated / loop-carried cache XLA reuses the buffer.
-      k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, index, 0, 0))
-      v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, index, 0, 0))
+      k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, index, 0))
+      v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, index, 0))
       keys, values = k_cache.astype(dt), v_cache.astype(dt)
     else:
       keys, values = k, v
@@ -292,7 +296,7 @@ class Attention(nnx.Module):
     q_btkgh = q.reshape(b, t, c.num_kv_heads, groups, c.head_dim)
     if causal and k_cache is None:
       out = jnp.concatenate([
-          _attend(q_btkgh[:, start:end], keys[:, :end], values[:, :end],
+          _attend(q_btkgh[:, start:end], keys[:, :, :end], values[:, :, :end],
                   allowed_bts[:, start:end, :end], dt)
           for start, end in causal_blocks(t)], axis=1)
     else:
@@ -479,11 +483,11 @@ def causal_blocks(t: int) -> list[tuple[int, int]]:
   return [(start, min(start + size, t)) for start in range(0, t, size)]
 
 
-def grouped_attention_probs(q_btkgh: jax.Array, keys_bskh: jax.Array,
+def grouped_attention_probs(q_btkgh: jax.Array, keys_bksh: jax.Array,
                             allowed_bts: jax.Array) -> jax.Array:
   """Float32 softmax probabilities ``[B, K, G, T, S]`` of grouped queries ``[B, T, K, G, H]``
-  over keys ``[B, S, K, H]`` where ``allowed_bts``."""
-  scores = jnp.einsum("btkgh,bskh->bkgts", q_btkgh, keys_bskh,
+  over keys ``[B, K, S, H]`` (the cache's layout) where ``allowed_bts``."""
+  scores = jnp.einsum("btkgh,bksh->bkgts", q_btkgh, keys_bksh,
                       preferred_element_type=jnp.float32) / np.sqrt(q_btkgh.shape[-1])
   # A finite floor instead of -inf: fully padded query rows (left padding) get a uniform, finite
   # distribution rather than NaN, and their outputs are never used.
@@ -491,12 +495,17 @@ def grouped_attention_probs(q_btkgh: jax.Array, keys_bskh: jax.Array,
   return jax.nn.softmax(scores, axis=-1)
 
 
-def _attend(q_btkgh: jax.Array, keys_bskh: jax.Array, values_bskh: jax.Array,
+def _attend(q_btkgh: jax.Array, keys_bksh: jax.Array, values_bksh: jax.Array,
             allowed_bts: jax.Array, dt: Any) -> jax.Array:
-  """Softmax attention (:func:`grouped_attention_probs`) over values ``[B, S, K, H]`` ->
+  """Softmax attention (:func:`grouped_attention_probs`) over values ``[B, K, S, H]`` ->
   ``[B, T, K, G, H]`` in ``dt``."""
-  probs = grouped_attention_probs(q_btkgh, keys_bskh, allowed_bts)
-  return jnp.einsum("bkgts,bskh->btkgh", probs.astype(dt), values_bskh)
+  probs = grouped_attention_probs(q_btkgh, keys_bksh, allowed_bts)
+  b, k, g, t, s = probs.shape
+  # One batched [G*T, S] x [S, H] product per (b, k), written as a plain matmul: as an einsum
+  # XLA:CPU computed it as values^T x probs, a transposed-operand dot that runs outside its
+  # fast matmul library (~2x slower per decode step).
+  out = jnp.matmul(probs.astype(dt).reshape(b, k, g * t, s), values_bksh)
+  return jnp.moveaxis(out.reshape(b, k, g, t, -1), 3, 1)
 
 
 def attention_layout(mask_bt: jax.Array, positions_bt: jax.Array | None, cache: Any, t: int

@@ -62,8 +62,8 @@ FSDP_TP: Rules = (
 
 RULES: dict[str, Rules] = {"replicated": REPLICATED, "fsdp": FSDP, "tp": TP, "fsdp_tp": FSDP_TP}
 
-# The KV cache [B, S, K, H]: batch over the data-parallel axes, kv heads over tensor.
-CACHE_SPEC = P(("data", "fsdp"), None, "tensor", None)
+# The KV cache [B, K, S, H]: batch over the data-parallel axes, kv heads over tensor.
+CACHE_SPEC = P(("data", "fsdp"), "tensor", None, None)
 
 
 def _axis_size(mesh: Mesh, axis) -> int:

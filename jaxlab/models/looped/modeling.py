@@ -57,9 +57,9 @@ class LoopedCache:
   """Keys and values of every attention call of the unrolled model, plus the slot mask.
 
   Attributes:
-    prelude_k, prelude_v: ``[n_prelude, B, S, K, H]``.
-    core_k, core_v: ``[I, J, B, S, K, H]``, indexed by (iteration, slot).
-    coda_k, coda_v: ``[n_coda, B, S, K, H]``.
+    prelude_k, prelude_v: ``[n_prelude, B, K, S, H]`` (the decoder's cache layout).
+    core_k, core_v: ``[I, J, B, K, S, H]``, indexed by (iteration, slot).
+    coda_k, coda_v: ``[n_coda, B, K, S, H]``.
     mask_bs: ``[B, S]`` bool, slot holds a real token.
     index: ``[]`` int32, the next slot to write.
   """
@@ -78,7 +78,7 @@ class LoopedCache:
     """An empty cache of ``max_len`` slots for ``num_iterations`` (default: the config's)."""
     dtype = jnp.dtype(dtype or config.dtype)
     it = num_iterations or config.num_iterations
-    tail = (batch, max_len, config.num_kv_heads, config.head_dim)
+    tail = (batch, config.num_kv_heads, max_len, config.head_dim)
     z = lambda *lead: jnp.zeros(lead + tail, dtype)
     return cls(prelude_k=z(config.n_prelude), prelude_v=z(config.n_prelude),
                core_k=z(it, config.slots_per_iteration), core_v=z(it, config.slots_per_iteration),
@@ -247,23 +247,23 @@ class LoopedLM(nnx.Module):
                                                           jnp.float32))(keys)
     return (c.state_init_std * draw).reshape(e_btd.shape).astype(e_btd.dtype)
 
-  def _run(self, blocks, x, cos, sin, allowed, k_lbskh, v_lbskh, index, states):
+  def _run(self, blocks, x, cos, sin, allowed, k_lbksh, v_lbksh, index, states):
     """Applies ``blocks`` in order; caches are stacked ``[len(blocks), ...]`` or None."""
     new_k, new_v = [], []
     for i, blk in enumerate(blocks):
-      kc = None if k_lbskh is None else k_lbskh[i]
-      vc = None if v_lbskh is None else v_lbskh[i]
+      kc = None if k_lbksh is None else k_lbksh[i]
+      vc = None if v_lbksh is None else v_lbksh[i]
       x, kc, vc = blk(x, cos, sin, allowed, kc, vc, index)
       new_k.append(kc)
       new_v.append(vc)
       states.append(x)
-    if k_lbskh is None:
+    if k_lbksh is None:
       return x, None, None
     if not blocks:
-      return x, k_lbskh, v_lbskh
+      return x, k_lbksh, v_lbksh
     return x, jnp.stack(new_k), jnp.stack(new_v)
 
-  def _iteration(self, s, z, e, cos, sin, allowed, k_jbskh, v_jbskh, index, inner_nograd=None):
+  def _iteration(self, s, z, e, cos, sin, allowed, k_jbksh, v_jbksh, index, inner_nograd=None):
     """One outer iteration: ``(s, z, k, v, slot_states_jbtd)``.
 
     ``inner_nograd`` (traced int or None): the inner state leaving the first that many inner
@@ -277,8 +277,8 @@ class LoopedLM(nnx.Module):
       for l in range(c.inner_iterations):
         sl = slice(off, off + c.inner_layers)
         h, k, v = self._run(self.inner, z + s, cos, sin, allowed,
-                            None if k_jbskh is None else k_jbskh[sl],
-                            None if v_jbskh is None else v_jbskh[sl], index, states)
+                            None if k_jbksh is None else k_jbksh[sl],
+                            None if v_jbksh is None else v_jbksh[sl], index, states)
         z = h if self.inner_norm is None else self.inner_norm(h)
         if inner_nograd is not None:
           z = _detach_where(inner_nograd == l + 1, z)
@@ -288,14 +288,14 @@ class LoopedLM(nnx.Module):
       source = z
     sl = slice(off, off + c.n_core)
     h, k, v = self._run(self.core, self.inject(s, source), cos, sin, allowed,
-                        None if k_jbskh is None else k_jbskh[sl],
-                        None if v_jbskh is None else v_jbskh[sl], index, states)
+                        None if k_jbksh is None else k_jbksh[sl],
+                        None if v_jbksh is None else v_jbksh[sl], index, states)
     ks.append(k)
     vs.append(v)
     s = h if self.iter_norm is None else self.iter_norm(h)
-    if k_jbskh is not None:
-      k_jbskh, v_jbskh = jnp.concatenate(ks), jnp.concatenate(vs)
-    return s, z, k_jbskh, v_jbskh, jnp.stack(states)
+    if k_jbksh is not None:
+      k_jbksh, v_jbksh = jnp.concatenate(ks), jnp.concatenate(vs)
+    return s, z, k_jbksh, v_jbksh, jnp.stack(states)
 
   # -- forward ------------------------------------------------------------------------------------
 

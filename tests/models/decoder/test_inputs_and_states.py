@@ -203,5 +203,8 @@ def test_long_causal_call_by_query_blocks_equals_one_block(model, monkeypatch):
   whole = logits_and_grads()
   np.testing.assert_allclose(blocked[0][mask], whole[0][mask], rtol=1e-5, atol=1e-5)
   assert np.abs(blocked[0][mask]).max() > 0.1
+  # Gradients of a loss summed over ~500 tokens: rounding is relative to each leaf's scale
+  # (1e-6 absolute at entries ~1e-3 of a leaf whose largest is ~2 is below float32 noise).
   for g_blocked, g_whole in zip(jax.tree.leaves(blocked[1]), jax.tree.leaves(whole[1])):
-    np.testing.assert_allclose(g_blocked, g_whole, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(g_blocked, g_whole, rtol=1e-4,
+                               atol=1e-5 * max(np.abs(g_whole).max(), 1e-3))

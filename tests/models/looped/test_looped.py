@@ -164,7 +164,7 @@ def test_cached_decoding_equals_full_forward_at_every_step(name):
   new = np.random.default_rng(0).integers(3, V, size=(b, n))
   cache = m.init_cache(b, p + n)
   chex.assert_shape(cache.core_k, (m.config.num_iterations, m.config.slots_per_iteration, b,
-                                   p + n, m.config.num_kv_heads, m.config.head_dim))
+                                   m.config.num_kv_heads, p + n, m.config.head_dim))
   logits, cache = sampling.forward_with_cache(m, tokens, mask, cache)
   got = [np.asarray(logits)[:, -1]]
   for i in range(n):
