@@ -8,7 +8,7 @@ their parsers checked on sample outputs below. Also checked: a sub-command past 
 killed with its whole process group and recorded as NaN with the reason, a failing one too,
 and a budget too small for a part skips it with a printed reason.
 
-Cost: about 30 s of CPU (four sub-commands of 5-12 s each, nearly all JAX start-up and
+Cost: about 35 s of CPU (five sub-commands of 5-12 s each, nearly all JAX start-up and
 compilation) plus a few seconds for the rest.
 """
 
@@ -27,7 +27,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ("sac_ratio", "ppo_ratio", "ppo_raw_fraction", "ppo_ant_raw_fraction",
-         "decode_roofline_b32", "decode_roofline_b1", "train_mfu_1b")
+         "decode_roofline_b32", "decode_roofline_b1", "train_mfu_1b", "decode_roofline_b8")
 LINE = re.compile(r"^(\w+)=(\S+)  \[(.+)\]$")
 
 
@@ -81,13 +81,15 @@ def test_smoke_run_records_every_name(perf, tmp_path, capsys):
       part = doc["parts"][r["part"]]
       assert part["returncode"] == 0 and 0 < part["wall_s"] <= part["timeout_s"]
       assert part["command"] in doc["commands"]
-  # The four parts that ran, each with its exact command line, in order.
-  ran = ["ppo_ant_raw_fraction", "decode_roofline_b32", "decode_roofline_b1", "train_mfu_1b"]
+  # The five parts that ran, each with its exact command line, in order.
+  ran = ["ppo_ant_raw_fraction", "decode_roofline_b32", "decode_roofline_b1", "train_mfu_1b",
+         "decode_roofline_b8"]
   assert doc["commands"] == [doc["parts"][p]["command"] for p in ran]
   assert "--worker=ppo_ant_raw" in doc["commands"][0]
   assert "--skip_torch --device_report --batch=32" in doc["commands"][1]
   assert "--batch=1 " in doc["commands"][2]
   assert "--preset=tiny" in doc["commands"][3]
+  assert "--batch=8 " in doc["commands"][4]
   assert doc["parts"]["ppo_ant_raw_fraction"]["extras"]["raw_env_sps"] > 0
   assert doc["parts"]["train_mfu_1b"]["extras"]["step_time_ms"] > 0
   assert doc["goals_met"]["of"] == 5
@@ -102,7 +104,7 @@ def test_gpu_commands_use_the_gpu_sizes(perf):
   assert "--only" not in cmds["sac_ratio"] and "--num_envs=512" in cmds["sac_ratio"]
   assert "--only" not in cmds["ppo_ratio"] and "--num_envs=2048" in cmds["ppo_ratio"]
   assert "--env=" not in cmds["ppo_ant_raw_fraction"]  # the config's brax/ant, 4096 envs
-  for b in (32, 1):
+  for b in (32, 1, 8):
     c = cmds[f"decode_roofline_b{b}"]
     assert f"--batch={b} " in c and "--dtype=bfloat16" in c and "--hbm_bandwidth=3.35e+12" in c
     assert ("--layers=28 --hidden=2048 --heads=16 --kv_heads=8 --head_dim=128 "
