@@ -102,46 +102,89 @@ class SampleOutput:
 def filter_logits(logits_bv: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
   """Sets logits outside the top-k, then outside the top-p nucleus, to -inf (as transformers).
 
-  Ties with the last kept logit are kept. The top token always survives.
+  Ties with the last kept logit are kept. The top token always survives. The nucleus keeps
+  the logits down to the smallest one whose strictly larger logits hold less than ``top_p`` of
+  the softmax mass (:func:`_nucleus_cutoff`); after top-k that mass is over every token top-k
+  kept, ties at the k-th logit included, as transformers' top-p (which sorts the filtered
+  vocabulary).
   """
   neg = jnp.array(-jnp.inf, logits_bv.dtype)
   if top_k and top_k < logits_bv.shape[-1]:
     kth = jax.lax.top_k(logits_bv, top_k)[0][..., -1:]
     logits_bv = jnp.where(logits_bv < kth, neg, logits_bv)
   if top_p < 1.0:
-    # With top-k on, only k candidates remain: sort just those (cheap), else the vocabulary.
-    n = top_k if top_k and top_k < logits_bv.shape[-1] else logits_bv.shape[-1]
-    sorted_desc = jax.lax.top_k(logits_bv, n)[0]
-    probs = jax.nn.softmax(sorted_desc, axis=-1)
-    mass_before = jnp.cumsum(probs, axis=-1) - probs
-    keep = mass_before < top_p  # a prefix of the sorted list, never empty
-    cutoff = jnp.min(jnp.where(keep, sorted_desc, jnp.inf), axis=-1, keepdims=True)
-    logits_bv = jnp.where(logits_bv < cutoff, neg, logits_bv)
+    logits_bv = jnp.where(logits_bv < _nucleus_cutoff(logits_bv, top_p), neg, logits_bv)
   return logits_bv
 
 
-def greedy_pick(logits_bv: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``(argmax, its log-softmax)`` per row, equal to ``jnp.argmax`` (the first maximum; a NaN
-  counts as the maximum) and ``jax.nn.log_softmax`` picked at it, bit for bit.
+def _order_key(x: jax.Array) -> jax.Array:
+  """float32 -> uint32 keys in the same order as the floats (-0.0 just below +0.0)."""
+  bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+  negative = bits >= jnp.uint32(0x80000000)
+  return jnp.where(negative, ~bits, bits | jnp.uint32(0x80000000))
 
-  Written as plain max / min / sum reductions: XLA:CPU runs ``argmax``'s (value, index) pair
-  reduction unvectorised, ~7x slower over a 32k vocabulary (1.1 vs 0.17 ms at [8, 32000]),
-  and the greedy decode step paid ~0.5 ms of its ~9 ms for it (benchmarks/
-  generate_vs_transformers.py).
+
+def _nucleus_cutoff(logits_bv: jax.Array, top_p: float) -> jax.Array:
+  """``[B, 1]``: per row the smallest logit whose strictly larger logits hold less than
+  ``top_p`` of the softmax mass (the last logit of the sorted nucleus).
+
+  Found by bisection over the logits' order keys (32 masked sums over the row) instead of a
+  sort of the vocabulary: XLA's sort of [8, 32000] took ~50 ms per decode step on the 2-core
+  CPU. The mass above a threshold only changes at a logit, so the smallest threshold that
+  qualifies is itself a logit's key. Masses are summed in another order than a sorted cumsum,
+  so a logit whose mass above sits within float32 rounding of ``top_p`` may fall the other way.
   """
-  m_b1 = jnp.max(logits_bv, axis=-1, keepdims=True)
-  vocab = logits_bv.shape[-1]
-  hit = (logits_bv == m_b1) | jnp.isnan(logits_bv)
-  tok = jnp.min(jnp.where(hit, jnp.arange(vocab, dtype=jnp.int32), vocab), axis=-1)
-  # log_softmax's own arithmetic at one index: (x - max) - log(sum(exp(x - max))).
-  lse_b = jnp.log(jnp.sum(jnp.exp(logits_bv - m_b1), axis=-1))
-  x_b = jnp.take_along_axis(logits_bv, tok[:, None], axis=-1)[:, 0]
-  return tok, (x_b - m_b1[:, 0]) - lse_b
+  probs = jax.nn.softmax(logits_bv.astype(jnp.float32), axis=-1)
+  keys_bv = _order_key(logits_bv)
+  hi = jnp.max(keys_bv, axis=-1)  # the mass above the top logit is 0 < top_p
+  lo = jnp.min(keys_bv, axis=-1) - 1  # (a virtual key below all; the top qualifies anyway)
+
+  def body(_, bounds):
+    lo, hi = bounds
+    mid = lo + (hi - lo) // 2
+    above = jnp.sum(jnp.where(keys_bv > mid[:, None], probs, 0.0), axis=-1)
+    ok = above < top_p
+    return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
+
+  _, hi = jax.lax.fori_loop(0, 32, body, (lo, hi))  # hi - lo < 2^32 halves to 1
+  cutoff = jnp.min(jnp.where(keys_bv == hi[:, None], logits_bv, jnp.inf), axis=-1, keepdims=True)
+  return cutoff
+
+
+def _first_argmax(x_bv: jax.Array) -> jax.Array:
+  """``jnp.argmax(x_bv, -1)`` (the first maximum; a NaN counts as the maximum) as int32, written
+  as max and min reductions: XLA:CPU runs argmax's (value, index) pair reduction unvectorised,
+  ~7x slower over a 32k vocabulary (1.1 vs 0.17 ms at [8, 32000])."""
+  m_b1 = jnp.max(x_bv, axis=-1, keepdims=True)
+  vocab = x_bv.shape[-1]
+  hit = (x_bv == m_b1) | jnp.isnan(x_bv)
+  return jnp.min(jnp.where(hit, jnp.arange(vocab, dtype=jnp.int32), vocab), axis=-1)
+
+
+def _log_softmax_at(x_bv: jax.Array, tok_b: jax.Array) -> jax.Array:
+  """``jax.nn.log_softmax(x_bv)[b, tok_b[b]]`` without the ``[B, V]`` result: log_softmax's
+  own arithmetic at one index, ``(x - max) - log(sum(exp(x - max)))`` (bit for bit compiled
+  alone; inside a larger program XLA's fusion may round the last bit differently)."""
+  m_b1 = jnp.max(x_bv, axis=-1, keepdims=True)
+  lse_b = jnp.log(jnp.sum(jnp.exp(x_bv - m_b1), axis=-1))
+  x_b = jnp.take_along_axis(x_bv, tok_b[:, None], axis=-1)[:, 0]
+  return (x_b - m_b1[:, 0]) - lse_b
+
+
+def greedy_pick(logits_bv: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(argmax, its log-softmax)`` per row, equal to ``jnp.argmax`` and ``jax.nn.log_softmax``
+  picked at it, bit for bit (:func:`_first_argmax`, :func:`_log_softmax_at`); the greedy
+  decode step paid ~0.5 ms of its ~9 ms for argmax (benchmarks/generate_vs_transformers.py)."""
+  tok = _first_argmax(logits_bv)
+  return tok, _log_softmax_at(logits_bv, tok)
 
 
 def sample_step(logits_bv: jax.Array, keys_b: jax.Array, step: jax.Array,
                 params: SamplingParams) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Picks one token per row.
+
+  The draw is ``jax.random.categorical``'s: the first argmax of the filtered, tempered logits
+  plus Gumbel noise from the row's step key (the same tokens, with a faster argmax).
 
   Args:
     logits_bv: float32 logits ``[B, V]``.
@@ -156,13 +199,14 @@ def sample_step(logits_bv: jax.Array, keys_b: jax.Array, step: jax.Array,
   if params.temperature == 0.0:
     tok, lp = greedy_pick(logits_bv)
     return tok, lp, lp
-  model_lp = jax.nn.log_softmax(logits_bv, axis=-1)
-  scaled = filter_logits(logits_bv / params.temperature, params.top_k, params.top_p)
+  plain = params.temperature == 1.0 and not params.top_k and params.top_p >= 1.0
+  scaled = logits_bv if plain else filter_logits(logits_bv / params.temperature, params.top_k,
+                                                 params.top_p)
   step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_b, step)
-  tok = jax.vmap(jax.random.categorical)(step_keys, scaled).astype(jnp.int32)
-  sample_lp = jax.nn.log_softmax(scaled, axis=-1)
-  pick = lambda lp: jnp.take_along_axis(lp, tok[:, None], axis=-1)[:, 0]
-  return tok, pick(sample_lp), pick(model_lp)
+  noise = jax.vmap(lambda k: jax.random.gumbel(k, scaled.shape[1:], scaled.dtype))(step_keys)
+  tok = _first_argmax(scaled + noise)
+  sample_lp = _log_softmax_at(scaled, tok)
+  return tok, sample_lp, sample_lp if plain else _log_softmax_at(logits_bv, tok)
 
 
 def _init_cache(model: Any, batch: int, cache_len: int) -> Any:

@@ -158,3 +158,50 @@ def test_greedy_pick_equals_argmax_and_log_softmax_bit_for_bit():
   assert np.asarray(tok).tolist()[:3] == [int(np.argmax(logits[0])), 10, 30]
   np.testing.assert_array_equal(np.asarray(lp), np.asarray(want_lp))  # NaNs in the same places
   assert tok.dtype == jnp.int32
+
+
+def _nucleus_numpy(x, top_p):
+  """Reference: sort each row, keep the prefix whose mass before each token is < top_p."""
+  keep = np.zeros(x.shape, bool)
+  for r, row in enumerate(x.astype(np.float64)):
+    order = np.argsort(-row, kind="stable")
+    probs = np.exp(row - row.max())
+    probs /= probs.sum()
+    before = np.cumsum(probs[order]) - probs[order]
+    keep[r] = row >= row[order][before < top_p].min()
+  return keep
+
+
+@pytest.mark.parametrize("top_p", [0.95, 0.5, 0.1, 1e-6])
+def test_nucleus_filter_equals_a_sorted_reference(top_p):
+  rng = np.random.default_rng(1)
+  x = (rng.standard_normal((6, 3000)) * np.array([[0.3], [1], [2], [4], [8], [1]])).astype(
+      np.float32)
+  x[5, :7] = x[5].max() + 2.0  # seven tied top logits: all kept, whatever top_p
+  got = np.isfinite(np.asarray(jax.jit(lambda v: sampling.filter_logits(v, top_p=top_p))(x)))
+  np.testing.assert_array_equal(got, _nucleus_numpy(x, top_p))
+  assert got[5, :7].all()
+  # After top-k the mass is over every token top-k kept, ties at the k-th logit included.
+  x[4, :40] = np.sort(x[4])[-20]
+  k = np.asarray(sampling.filter_logits(jnp.asarray(x), top_k=20))
+  got = np.isfinite(np.asarray(sampling.filter_logits(jnp.asarray(x), top_k=20, top_p=top_p)))
+  np.testing.assert_array_equal(got, _nucleus_numpy(k, top_p))
+
+
+def test_sample_step_draws_what_jax_random_categorical_draws():
+  rng = np.random.default_rng(2)
+  logits = jnp.asarray(rng.standard_normal((8, 500)).astype(np.float32) * 3)
+  keys = jax.random.split(jax.random.key(3), 8)
+  for params in (sampling.SamplingParams(4, temperature=1.0),
+                 sampling.SamplingParams(4, temperature=0.7, top_k=50, top_p=0.9)):
+    tok, lp, model_lp = jax.jit(lambda x, k: sampling.sample_step(x, k, jnp.int32(2), params))(
+        logits, keys)
+    scaled = sampling.filter_logits(logits / params.temperature, params.top_k, params.top_p)
+    step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 2)
+    want = jax.vmap(jax.random.categorical)(step_keys, scaled)
+    np.testing.assert_array_equal(np.asarray(tok), np.asarray(want))
+    pick = lambda v: np.take_along_axis(np.asarray(jax.nn.log_softmax(v)),
+                                        np.asarray(want)[:, None], 1)[:, 0]
+    np.testing.assert_allclose(np.asarray(lp), pick(scaled), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(model_lp), pick(logits), rtol=0, atol=1e-6)
+    assert tok.dtype == jnp.int32 and lp.shape == model_lp.shape == (8,)
