@@ -178,11 +178,11 @@ def test_other_parsers_on_samples(perf):
             "prefill (32x32) + 1 token: 20.0 ms; decode: 701 steps/s = 22,432 tokens/s\n"
             "roofline: 3441.2 MB weights + 939.5 MB live KV per step at 4.80 TB/s -> 1,096 "
             "steps/s max; decode reaches 64.0% of the roofline\n")
-  values, extras = perf.parse_decode_b32(decode)
+  values, extras = perf._parse_decode("decode_roofline_b32", decode)
   assert values == {"decode_roofline_b32": 0.64}
   assert extras == {"tokens_per_s": 21333.0, "decode_steps_per_s": 701.0,
                     "roofline_steps_per_s": 1096.0, "weights_mb": 3441.2}
-  assert perf.parse_decode_b1(decode.replace("64.0%", "nan%"))[0] == {
+  assert perf._parse_decode("decode_roofline_b1", decode.replace("64.0%", "nan%"))[0] == {
       "decode_roofline_b1": pytest.approx(float("nan"), nan_ok=True)}
   # llm_train_mfu, captured (tiny preset, CPU).
   mfu = ("device=cpu x1 mesh={'data': 1, 'fsdp': 1, 'tensor': 1} layout=fsdp dtype=bfloat16 "

@@ -51,8 +51,8 @@ that this process never holds GPU memory; at most 60 s), then the parts in the o
 part's timeout is ``min(its cap, time left - the minimums of the parts after it)``; a part whose
 timeout would fall below its own minimum is skipped with a printed reason, never silently; 5 s
 are kept for writing the results. Caps / minimums (s): sac 120/60, ppo 110/60, ant 110/60,
-decode b32 75/45, b1 65/40, MFU 80/50, decode b8 60/35: estimates, as no GPU was available when they were set;
-compilation is most of every part. A sub-command past its timeout is killed (its process group)
+decode b32 75/45, b1 65/40, MFU 80/50, decode b8 60/35: estimates, as no GPU was available when
+they were set; compilation is most of every part. A sub-command past its timeout is killed (its process group)
 and its names recorded as ``nan`` with the reason; the run goes on. ``--parts=a,b`` runs only
 those parts (the others are recorded as skipped). The sub-commands share a persistent
 compilation cache (``--cache_dir``; default ``jaxlab_perf/`` in the system's temporary folder),
@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import os
@@ -171,18 +172,6 @@ def _parse_decode(name: str, text: str) -> tuple[dict, dict]:
   # "decode reaches 62.3% of the roofline": the percentage, as a fraction.
   value = _find(r"decode reaches ((?:" + _NUM[1:-1] + r")%) of the roofline", text)
   return {name: value}, extras
-
-
-def parse_decode_b32(text: str) -> tuple[dict, dict]:
-  return _parse_decode("decode_roofline_b32", text)
-
-
-def parse_decode_b1(text: str) -> tuple[dict, dict]:
-  return _parse_decode("decode_roofline_b1", text)
-
-
-def parse_decode_b8(text: str) -> tuple[dict, dict]:
-  return _parse_decode("decode_roofline_b8", text)
 
 
 def parse_mfu(text: str) -> tuple[dict, dict]:
@@ -319,6 +308,13 @@ class Part:
   smoke_skip: str = ""
 
 
+def decode_part(batch: int, cap_s: float, min_s: float) -> Part:
+  """The decode roofline part at ``batch``: name ``decode_roofline_b<batch>``."""
+  name = f"decode_roofline_b{batch}"
+  return Part(name, (name,), lambda ctx: _decode_command(ctx, batch),
+              functools.partial(_parse_decode, name), cap_s=cap_s, min_s=min_s)
+
+
 PARTS = (
     Part("sac_ratio", ("sac_ratio",), sac_command, parse_sac, cap_s=120, min_s=60,
          smoke_cap_s=200, smoke_skip=f"sac_vs_brax.py's {_SLOW_SMOKE}"),
@@ -326,14 +322,11 @@ PARTS = (
          min_s=60, smoke_cap_s=200, smoke_skip=f"ppo_vs_brax.py's {_SLOW_SMOKE}"),
     Part("ppo_ant_raw_fraction", ("ppo_ant_raw_fraction",), ant_command, parse_ant, cap_s=110,
          min_s=60),
-    Part("decode_roofline_b32", ("decode_roofline_b32",),
-         lambda ctx: _decode_command(ctx, 32), parse_decode_b32, cap_s=75, min_s=45),
-    Part("decode_roofline_b1", ("decode_roofline_b1",), lambda ctx: _decode_command(ctx, 1),
-         parse_decode_b1, cap_s=65, min_s=40),
+    decode_part(32, cap_s=75, min_s=45),
+    decode_part(1, cap_s=65, min_s=40),
     Part("train_mfu_1b", ("train_mfu_1b",), mfu_command, parse_mfu, cap_s=80, min_s=50),
     # Last: issue 18 asks for batch 8 too, but no goal hangs on it, so it gets what is left.
-    Part("decode_roofline_b8", ("decode_roofline_b8",), lambda ctx: _decode_command(ctx, 8),
-         parse_decode_b8, cap_s=60, min_s=35),
+    decode_part(8, cap_s=60, min_s=35),
 )
 assert sum((p.names for p in PARTS), ()) == NAMES
 SMOKE_SKIPPED = {n: p.smoke_skip for p in PARTS if p.smoke_skip for n in p.names}
