@@ -52,11 +52,11 @@ part's timeout is ``min(its cap, time left - the minimums of the parts after it)
 timeout would fall below its own minimum is skipped with a printed reason, never silently; 5 s
 are kept for writing the results. Caps / minimums (s): sac 120/60, ppo 110/60, ant 110/60,
 decode b32 75/45, b1 65/40, MFU 80/50, decode b8 60/35: estimates, as no GPU was available when
-they were set; compilation is most of every part. A sub-command past its timeout is killed (its process group)
-and its names recorded as ``nan`` with the reason; the run goes on. ``--parts=a,b`` runs only
-those parts (the others are recorded as skipped). The sub-commands share a persistent
-compilation cache (``--cache_dir``; default ``jaxlab_perf/`` in the system's temporary folder),
-so that a second run on the same machine compiles little.
+they were set; compilation is most of every part. A sub-command past its timeout is killed
+(its process group) and its names recorded as ``nan`` with the reason; the run goes on.
+``--parts=a,b`` runs only those parts (the others are recorded as skipped). The sub-commands
+share a persistent compilation cache (``--cache_dir``; default ``jaxlab_perf/`` in the system's
+temporary folder), so that a second run on the same machine compiles little.
 
 ``--smoke`` runs the same code path at tiny CPU sizes, for tests/test_device_perf.py:
 ``JAX_PLATFORMS=cpu`` and XLA's optimisations off in the sub-commands, tiny models and batches,
