@@ -93,7 +93,9 @@ def decode_roofline(decoder: Any, batch: int, prompt_slots: int, new_tokens: int
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  decode_steps_s = (new_tokens - 1) / max(seconds - prefill_seconds, 1e-9)
+  # Timing noise can put a short generation at or under its own prefill; no speed then.
+  decode_seconds = seconds - prefill_seconds
+  decode_steps_s = (new_tokens - 1) / decode_seconds if decode_seconds > 0 else float("nan")
   cfg = decoder.config
   itemsize = jnp.dtype(cfg.dtype).itemsize
   weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(nnx.state(decoder)))
@@ -104,11 +106,17 @@ def decode_roofline(decoder: Any, batch: int, prompt_slots: int, new_tokens: int
   kv_bytes = 2 * cfg.num_layers * batch * mean_len * cfg.num_kv_heads * cfg.head_dim * itemsize
   bandwidth = hbm_bandwidth()
   roofline_steps = bandwidth / (weight_bytes + kv_bytes)
-  print(f"prefill ({batch}x{prompt_slots}) + 1 token: {prefill_seconds * 1e3:.1f} ms; decode: "
-        f"{decode_steps_s:,.0f} steps/s = {decode_steps_s * batch:,.0f} tokens/s")
-  print(f"roofline: {weight_bytes / 1e6:.1f} MB weights + {kv_bytes / 1e6:.1f} MB live KV per "
-        f"step at {bandwidth / 1e12:.2f} TB/s -> {roofline_steps:,.0f} steps/s max; "
-        f"decode reaches {decode_steps_s / roofline_steps:.1%} of the roofline")
+  prefill = f"prefill ({batch}x{prompt_slots}) + 1 token: {prefill_seconds * 1e3:.1f} ms"
+  roofline = (f"roofline: {weight_bytes / 1e6:.1f} MB weights + {kv_bytes / 1e6:.1f} MB live KV "
+              f"per step at {bandwidth / 1e12:.2f} TB/s -> {roofline_steps:,.0f} steps/s max")
+  if decode_seconds > 0:
+    print(f"{prefill}; decode: {decode_steps_s:,.0f} steps/s = {decode_steps_s * batch:,.0f} "
+          "tokens/s")
+    print(f"{roofline}; decode reaches {decode_steps_s / roofline_steps:.1%} of the roofline")
+  else:
+    print(f"{prefill}; decode: not resolved ({new_tokens} tokens took {seconds * 1e3:.1f} ms "
+          "in all, no more than the prefill and first token; raise --max_new_tokens)")
+    print(roofline)
   return roofline_steps
 
 

@@ -184,6 +184,14 @@ def test_other_parsers_on_samples(perf):
                     "roofline_steps_per_s": 1096.0, "weights_mb": 3441.2}
   assert perf._parse_decode("decode_roofline_b1", decode.replace("64.0%", "nan%"))[0] == {
       "decode_roofline_b1": pytest.approx(float("nan"), nan_ok=True)}
+  # A generation timed at or under its own prefill (noise at a few tokens): no share, no speed.
+  unresolved = ("prefill (3x67) + 1 token: 136.6 ms; decode: not resolved (4 tokens took 130.2 "
+                "ms in all, no more than the prefill and first token; raise --max_new_tokens)\n"
+                "roofline: 113.8 MB weights + 0.8 MB live KV per step at 0.01 TB/s -> 111 "
+                "steps/s max\n")
+  values, extras = perf._parse_decode("decode_roofline_b8", unresolved)
+  assert values == {"decode_roofline_b8": None} and extras["decode_steps_per_s"] is None
+  assert extras["roofline_steps_per_s"] == 111.0
   # llm_train_mfu, captured (tiny preset, CPU).
   mfu = ("device=cpu x1 mesh={'data': 1, 'fsdp': 1, 'tensor': 1} layout=fsdp dtype=bfloat16 "
          "remat=False\nparams=0.1M batch=2x32 grad_accum=1 loss=5.549\n"
