@@ -8,7 +8,8 @@
 #
 #   source benchmarks/device/site.sh && <command>
 #
-# which unpacks it into /tmp/jaxlab_site and puts that on PYTHONPATH (every subprocess inherits it).
+# which unpacks it into jaxlab_site in the temporary directory and puts that on PYTHONPATH (every
+# subprocess inherits it).
 #
 # The image (Python 3.12, jax 0.11.2, flax, optax, orbax, chex, numpy, transformers, torch, ...;
 # the list in the device tool's KINDS.md) has no MuJoCo, MJX, Playground, Brax, gymnax,
