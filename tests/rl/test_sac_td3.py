@@ -268,16 +268,27 @@ SHARDED = textwrap.dedent("""
       assert len(state.replay.data.obs.sharding.device_set) == n
       assert len(state.env_state.obs.sharding.device_set) == n
       chunk = jax.jit(jax.vmap(tr.chunk))
+      metrics, params = [], []
       for _ in range(4):
         state, m = chunk(state)
-      out[n] = (np.asarray(m["loss/critic"]),
-                jax.tree.leaves(mesh_lib.gather(state.learner.params)))
-    np.testing.assert_allclose(out[1][0], out[2][0], rtol=1e-2)
-    # Reset masks are thresholds: float-rounding differences between the two programs can flip
-    # a borderline neuron, so require agreement on almost every parameter, not all.
-    for a, b in zip(out[1][1], out[2][1]):
-      close = np.isclose(a, b, rtol=2e-2, atol=2e-3)
-      assert close.mean() > 0.95, (a.shape, close.mean())
+        metrics.append({{k: np.asarray(v) for k, v in m.items()}})
+        params.append(jax.tree.leaves(mesh_lib.gather(state.learner.params)))
+      out[n] = metrics, params
+    (m1, p1), (m2, p2) = out[1], out[2]
+    for i in range(4):
+      np.testing.assert_allclose(m1[i]["loss/critic"], m2[i]["loss/critic"], rtol=1e-2)
+    # The first resets (chunk 1) pick the same neurons, so the parameters still agree after it,
+    # and LEAST's first stops (chunk 2, made on the env shards) are the same. Later, float
+    # rounding that differs between the two programs can flip a borderline neuron or stop
+    # decision (a reset flipped in chunk 2 with jax 0.11.2, in chunk 3 with 0.10.2), after which
+    # the runs drift apart: decisions are compared up to there, the losses to the end.
+    assert m1[1]["reset/neurons/critic"].min() > 0 and m1[2]["least/stops"].min() > 0
+    for key in ("reset/neurons/actor", "reset/neurons/critic"):
+      np.testing.assert_array_equal(m1[1][key], m2[1][key], err_msg=key)
+    for i in range(3):
+      np.testing.assert_array_equal(m1[i]["least/stops"], m2[i]["least/stops"])
+    for a, b in zip(p1[1], p2[1]):
+      np.testing.assert_allclose(a, b, rtol=2e-2, atol=2e-3)
     print("SHARDED_OK")
 """)
 
