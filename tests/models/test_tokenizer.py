@@ -46,11 +46,16 @@ def test_plain_fast_tokenizer_loads_as_autotokenizer_would_without_torch(tmp_pat
     return (tok(texts[0])["input_ids"], tok.all_special_ids, tok.pad_token_id,
             tok.apply_chat_template(messages, add_generation_prompt=True))
   assert encoded(ours) == encoded(auto)
-  code = ("import sys; from jaxlab.models import tokenizer as t; t.load_tokenizer(sys.argv[1]); "
-          "print('torch' in sys.modules)")
-  out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                       text=True, check=True)
-  assert out.stdout.strip() == "False", out.stderr[-2000:]
+  def imports_torch(code):
+    script = f"import sys; {code}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                         text=True, check=True)
+    return out.stdout.strip() == "True"
+  # Only where the fast tokenizer's own module does not import torch (transformers 5.2x does
+  # not; 5.17, on the GPU machines, imports it through its GGUF helpers).
+  if not imports_torch("import transformers.tokenization_utils_tokenizers"):
+    assert not imports_torch("from jaxlab.models import tokenizer as t; "
+                             "t.load_tokenizer(sys.argv[1])")
 
   with open(tmp_path / "tokenizer_config.json") as f:
     config = json.load(f)
