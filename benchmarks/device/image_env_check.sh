@@ -6,10 +6,11 @@
 #
 #   PYTHON312=/path/to/python3.12 bash benchmarks/device/image_env_check.sh
 #
-# The environment is made once in .image_env/ (git-ignored; ~2 min), the archive is packed if
+# The environment is made once in .image_env/ (git-ignored), the archive is packed if
 # missing, then one line per command: its name, exit status and seconds; each command's output
-# is in runs/image_env_check/<name>.log. Measured 2026-12-06 on the 2-core CPU (under load from a
-# test run): every command exit 0 in 35-445 s, ~23 min in all.
+# is in runs/image_env_check/<name>.log; the exit status is 0 only if every command's was.
+# Measured 2026-12-06 on the 2-core CPU, a test run sharing it: the environment ~3 min, then
+# every command exit 0 in 28-418 s (the groundcua pipeline the longest), ~23 min in all.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON312=${PYTHON312:-python3.12}
