@@ -45,7 +45,19 @@ run() {
   [ "$rc" = 0 ] || failed=1
   echo "$name exit=$rc $(( $(date +%s) - t0 ))s"
 }
-run perf python benchmarks/device/perf.py --out="$SCRATCH/perf" --smoke
+# perf.py exits 0 whatever its parts did (a failed part is a NaN in its report): read its
+# perf.json and fail unless every part it ran ended "ok".
+perf_smoke() {
+  python benchmarks/device/perf.py --out="$SCRATCH/perf" --smoke || return
+  python - "$SCRATCH/perf/perf.json" <<'PY'
+import json, sys
+parts = json.load(open(sys.argv[1]))["parts"]
+bad = {n: p["status"] for n, p in parts.items() if p["status"] not in ("ok", "skipped")}
+if bad:
+  sys.exit(f"perf.py parts not ok: {bad}")
+PY
+}
+run perf perf_smoke
 # The GPU sizes of perf.py also run brax's SAC and PPO (left out at smoke size): tiny here.
 run sac_vs_brax python benchmarks/sac_vs_brax.py --env=CartpoleBalance --total_steps=96 \
   --num_envs=4 --batch_size=16 --grad_updates_per_step=1 --min_replay_size=32 \
