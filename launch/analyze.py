@@ -52,6 +52,16 @@ default is the run's first held-out file, ``config.data.eval_files[0]``); every 
 ``--core_order=1,0`` analyses the model with its core blocks swapped (``--core_order=0`` with
 block 1 deleted), in every iteration; an index the model does not have is one error line.
 
+``--kind=eval_runs`` pools ``launch.eval`` results over training seeds: each ``--workdir`` is
+an evaluation folder ``<training run>/<name>`` holding ``results.json``; runs sharing ``<name>``
+(e.g. ``direct``) form one arm, the seed is the training run's, and the table gives every
+headline aggregate (e.g. ``total_accuracy/macro_language``) as a mean with its 95% Student-t
+interval over seeds (``results.json``'s own intervals are over items):
+
+    python -m launch.analyze --kind=eval_runs \
+        --workdir='runs/kscope_1500_s*/direct,runs/kscope_1500_s*/cot' \
+        --keys=total_accuracy/macro_language --export=x.csv
+
 ``--kind=groundcua_study`` scores GroundCUA runs' held-out completions (``jaxlab/grounding/
 study.py``): one row per run with accuracy and mean reward overall, by element size and by
 instruction kind; ``--data=<its --export CSV> --paired=<SFT arm>`` then gives RL minus SFT:
@@ -116,12 +126,15 @@ PRESETS = {
 }
 _PRESET = flags.DEFINE_enum("preset", "returns", list(PRESETS),
                             "Key set used when --keys is not given.")
-_KIND = flags.DEFINE_enum("kind", "runs", ["runs", "looped", "looped_study", "groundcua_study"],
+_KIND = flags.DEFINE_enum("kind", "runs", ["runs", "looped", "looped_study", "groundcua_study",
+                                            "eval_runs"],
                           "runs: compare training runs; looped: the mechanistic analysis of one "
                           "looped model; looped_study: the looped study's criteria per run, from "
                           "runs analysed with --kind=looped (docs/reproductions/looped.md); "
                           "groundcua_study: held-out accuracy and reward per run, overall, by "
-                          "element size and instruction kind (docs/reproductions/groundcua.md).")
+                          "element size and instruction kind (docs/reproductions/groundcua.md); "
+                          "eval_runs: launch.eval results per training seed, intervals over "
+                          "seeds (docs/reproductions/kaleidoscope.md).")
 _TASKS = flags.DEFINE_string("tasks", None, "groundcua_study: the held-out tasks.jsonl the runs' "
                              "completions answer.")
 _ANALYSIS_DIR = flags.DEFINE_string("analysis_dir", "analysis", "looped_study: the folder of "
@@ -491,8 +504,31 @@ def analyze_groundcua_study() -> None:
   write_tables(rows, study.COLUMNS)
 
 
+def analyze_eval_runs() -> None:
+  """``--kind=eval_runs``: :func:`jaxlab.evals.benchmark.seed_rows` of the evaluation
+  workdirs ``--workdir`` (each ``<training run>/<name>`` with a ``results.json``), one arm per
+  ``<name>``, intervals over the training runs' seeds; ``--keys`` picks columns."""
+  from jaxlab.evals import benchmark  # pylint: disable=import-outside-toplevel
+  workdirs = globbed_workdirs()
+  if not workdirs:
+    fail(f"--workdir={','.join(_WORKDIR.value or [])}: no evaluation directories")
+  try:
+    columns, rows = benchmark.seed_rows(workdirs)
+  except JaxlabError as err:
+    fail(str(err))
+  if flags.FLAGS["keys"].present:
+    unknown = [k for k in _KEYS.value if k not in columns]
+    if unknown:
+      fail(f"--keys: no column {', '.join(unknown)}; the columns are {', '.join(columns)}")
+    columns = list(_KEYS.value)
+  write_tables(rows, columns)
+
+
 def main(argv):
   del argv
+  if _KIND.value == "eval_runs":
+    analyze_eval_runs()
+    return
   if _KIND.value == "groundcua_study":
     analyze_groundcua_study()
     return

@@ -22,10 +22,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from typing import Any, Callable, Mapping, Sequence
 
 from jaxlab.core import files
-from jaxlab.core.errors import ConfigError
+from jaxlab.core.errors import ConfigError, DataError
 from jaxlab.evals import generation, mcq
 
 RUN_FILE = "run.json"
@@ -171,3 +172,46 @@ def results_table(results: Mapping[str, Any], by: str = "language") -> str:
       lines.append(f"| **{agg}** | {n} | " + " | ".join(
           _with_ci(head[f"{k},{agg}"], head.get(f"{k}_ci,{agg}")) for k in mcq.METRICS) + " |")
   return "\n".join(lines)
+
+
+def seed_rows(workdirs: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
+  """Per-seed rows of evaluations, for ``jaxlab.core.stats`` (``launch.analyze
+  --kind=eval_runs``): one row per evaluation workdir ``<run>/<name>`` holding a
+  ``results.json``; ``arm`` is ``<name>`` (e.g. the regime, ``direct``), ``run`` is ``<run>``
+  (the training run whose model it scored), ``seed`` that run's ``config.json`` seed, else its
+  ``_s<N>`` suffix, else empty; one column per headline aggregate ``<metric>/<aggregate>``
+  (e.g. ``total_accuracy/macro_language``). Intervals over seeds then come from these rows,
+  where ``results.json``'s own intervals are over items.
+
+  Raises:
+    DataError: a workdir without a readable ``results.json``, or two that report different
+      aggregates (one line naming the file).
+  """
+  columns: list[str] = []
+  rows = []
+  for w in workdirs:
+    path = os.path.join(w, "results.json")
+    try:
+      with open(path) as f:
+        results = json.load(f)
+      heads = results["results"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+      raise DataError(f"{path}: not a benchmark results file ({err})") from None
+    values = {k.replace(",", "/"): v for head in heads.values() for k, v in head.items()
+              if "," in k and "_ci," not in k}
+    if not columns:
+      columns = list(values)
+    elif sorted(values) != sorted(columns):
+      raise DataError(f"{path}: reports {', '.join(sorted(values))}; the first evaluation "
+                      f"({workdirs[0]}) reports {', '.join(sorted(columns))}")
+    run_dir = os.path.dirname(os.path.normpath(w))
+    run = os.path.basename(run_dir)
+    if os.path.isfile(os.path.join(run_dir, "config.json")):
+      seed = files.read_run_config(run_dir).get("seed", "")
+    else:
+      match = re.search(r"_s(\d+)$", run)
+      seed = int(match.group(1)) if match else ""
+    rows.append(dict(arm=os.path.basename(os.path.normpath(w)), run=run, seed=seed,
+                     **{k: float("nan") if values[k] is None else float(values[k])
+                        for k in columns}))
+  return columns, rows
