@@ -29,9 +29,11 @@ exported model's ``preprocessor_config.json``).
 Chance is 0.25. Measured (2-core CPU, load average ~2, 1500 steps in 19-20 min, macro total
 accuracy on the 360 held-out items, direct / CoT; docs/reproductions/kaleidoscope.md):
 seed 0 0.500 [0.444, 0.547] / the same, seed 1 0.747 [0.700, 0.789] / the same (95% bootstrap
-intervals over items), every criterion met for both seeds. Neither
-learned all four colours: seed 0 answers every red item right and "green" for the other
-three, seed 1 tells red, yellow and {green, blue} apart. A first version of the exam (four
+intervals over items); seeds 2-4 (three side by side, 45 min each) 0.750, 1.000, 1.000 in both
+regimes; every criterion met for every seed; over the five seeds 0.80 +- 0.26 (95% Student-t:
+``python -m launch.analyze --data=docs/reproductions/data/kaleidoscope/image_seeds.csv``).
+Seeds 3 and 4 learned all four colours; seed 0 answers "green" for green, blue and yellow,
+seeds 1 and 2 "blue" for green and blue. A first version of the exam (four
 of six colour words shuffled per item) stayed at 0.250 after 1500 steps, every answer A.
 """
 
