@@ -443,6 +443,17 @@ def write_tables(seed_rows: list[dict], columns: list[str]) -> None:
   print(table)
 
 
+def picked_columns(columns: list[str]) -> list[str]:
+  """``--keys`` when given (each must be one of ``columns``, else one error line), else
+  ``columns``."""
+  if not flags.FLAGS["keys"].present:
+    return columns
+  unknown = [k for k in _KEYS.value if k not in columns]
+  if unknown:
+    fail(f"--keys: no column {', '.join(unknown)}; the columns are {', '.join(columns)}")
+  return list(_KEYS.value)
+
+
 def globbed_workdirs() -> list[str]:
   """The ``--workdir`` entries, globs expanded, directories only."""
   workdirs = []
@@ -478,12 +489,8 @@ def analyze_looped_study() -> None:
   except (OSError, ValueError, KeyError) as err:
     fail(str(err))
   columns = study.columns(rows)
-  if flags.FLAGS["keys"].present:  # a subset, e.g. the stage columns the feed-forward has
-    unknown = [k for k in _KEYS.value if k not in columns]
-    if unknown:
-      fail(f"--keys: no column {', '.join(unknown)}; the columns are {', '.join(columns)}")
-    columns = list(_KEYS.value)
-  write_tables(rows, columns)
+  # --keys: a subset, e.g. the stage columns the feed-forward has
+  write_tables(rows, picked_columns(columns))
   from jaxlab.core import plotting  # pylint: disable=import-outside-toplevel
   written = plotting.plot_runs(study.curve_records(arms, _ANALYSIS_DIR.value), study.CURVES,
                                _OUT.value, x_key="iteration")
@@ -516,12 +523,7 @@ def analyze_eval_runs() -> None:
     columns, rows = benchmark.seed_rows(workdirs)
   except JaxlabError as err:
     fail(str(err))
-  if flags.FLAGS["keys"].present:
-    unknown = [k for k in _KEYS.value if k not in columns]
-    if unknown:
-      fail(f"--keys: no column {', '.join(unknown)}; the columns are {', '.join(columns)}")
-    columns = list(_KEYS.value)
-  write_tables(rows, columns)
+  write_tables(rows, picked_columns(columns))
 
 
 def main(argv):
