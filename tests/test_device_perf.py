@@ -25,6 +25,9 @@ import time
 
 import pytest
 
+# It times programs: they are compiled as a user's are (tests/conftest.py).
+pytestmark = pytest.mark.optimized
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ("sac_ratio", "ppo_ratio", "ppo_raw_fraction", "ppo_ant_raw_fraction",
          "decode_roofline_b32", "decode_roofline_b1", "train_mfu_1b", "decode_roofline_b8")

@@ -19,6 +19,10 @@ import re
 
 import pytest
 
+# The smoke presets turn optimisations off themselves and check that they are on again
+# afterwards (tests/conftest.py).
+pytestmark = pytest.mark.optimized
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDIES = ("sigreg", "stable_gradients", "grama", "least", "asyppo")
 VERDICT = re.compile(r"^verdict=(reproduced|partly|contradicted|inconclusive) (\S+) \S.*$")

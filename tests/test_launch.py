@@ -12,6 +12,10 @@ import time
 import numpy as np
 import pytest
 
+# Its module fixtures' runs reach learning thresholds and are compared with runs of other
+# tests: the whole file compiles optimised (tests/conftest.py).
+pytestmark = pytest.mark.optimized
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/ppo/cartpole_gymnax.py"
 # 200 updates of 2048 env steps, a checkpoint every 20: long enough to be killed mid-run.

@@ -76,6 +76,7 @@ def _records(workdir):
             for line in f]
 
 
+@pytest.mark.optimized  # a learning threshold (tests/conftest.py)
 def test_rloo_raises_the_sampled_reward(tmp_path):
   """60 on-policy RLOO steps with k1-in-reward (R1) from the committed reference: the sampled
   reward of the last 20 steps beats the first 10 by >= 0.15 (measured +0.23: 0.43 -> 0.66),

@@ -63,6 +63,7 @@ def _deterministic(workdir):
             for line in f]
 
 
+@pytest.mark.optimized  # a learning threshold (tests/conftest.py)
 def test_learns_held_out_chain_sum(compact_data, tmp_path):
   """800 steps of a 0.1M-parameter decoder: >= 80% exact answers on 200 held-out problems
   (measured 0.90-0.96 over seeds 0-2); an untrained model gets ~0%."""

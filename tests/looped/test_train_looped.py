@@ -73,6 +73,7 @@ def _records(workdir):
             for line in f]
 
 
+@pytest.mark.optimized  # a learning threshold (tests/conftest.py)
 def test_sampled_recurrence_run_learns_and_resumes_exactly(data, tmp_path):
   """Huginn's sampled trip count + truncated backprop + a random s_0 per step: the loss falls
   over 12 steps, and stopping at step 8 (checkpoint 8) then resuming gives the same metrics and

@@ -8,6 +8,7 @@ import textwrap
 import chex
 import jax
 import numpy as np
+import pytest
 
 from jaxlab.core import config as config_lib
 from jaxlab.envs.from_config import make_from_config
@@ -23,6 +24,7 @@ def _config(**overrides):
   return c
 
 
+@pytest.mark.optimized  # a learning threshold (tests/conftest.py)
 def test_ppo_learns_gymnax_cartpole():
   """Like brax's train_test: a short run must clear a stated return (max is 500)."""
   c = _config(total_env_steps=100_000)

@@ -25,6 +25,7 @@ def _config(name="cartpole", **overrides):
   return c
 
 
+@pytest.mark.optimized  # a learning threshold (tests/conftest.py)
 def test_pqn_learns_gymnax_cartpole():
   """configs/pqn/cartpole.py as is (300k env steps; ~25 s on 2 cores): the greedy policy must
   score >= 450 of 500. Measured: 500 on seeds 0, and on 3 of 3 other seeds."""

@@ -45,6 +45,7 @@ def _random_batch(trainer, key, size=32):
       truncated=jnp.zeros((size,), bool), next_obs=jax.random.normal(kn, (size,) + obs_shape))
 
 
+@pytest.mark.optimized  # a learning threshold (tests/conftest.py)
 @pytest.mark.parametrize("algo", ["sac", "td3"])
 def test_learns_pendulum(algo):
   """The whole configs/<algo>/pendulum.py run (12k env steps): a random policy scores about

@@ -198,6 +198,7 @@ def test_reset_arms_in_one_program(digits):
                                          "optimizer.name": "kron"}))
 
 
+@pytest.mark.optimized  # a learning threshold (tests/conftest.py)
 def test_learns_and_recovers_after_a_shift(digits):
   """Phase 0 (8 epochs): test accuracy > 0.85. Right after the shift the training accuracy
   collapses (the old mapping is wrong for ~90% of the classes); by the end of phase 1 the test
