@@ -28,7 +28,7 @@ gymnax CartPole PPO missed its return threshold, and learning tests ran slower: 
 ``JAXLAB_TEST_XLA_OPTIMIZATIONS=1`` compiles every test optimised.
 
 jax's in-memory caches do not key on the flag, so they are cleared whenever it changes between
-two tests (a module-scoped fixture is built under the flag of the first test that asks for it:
+two tests (``jaxlab.core.compilation.set_unoptimised``; a module-scoped fixture is built under the flag of the first test that asks for it:
 a file whose tests compare against such a fixture's run is marked as a whole).
 """
 
@@ -80,10 +80,8 @@ def pytest_runtest_setup(item):
   """Sets the optimisation flag for this test before its fixtures are built."""
   unoptimised = not _OPTIMIZE_ALL and item.get_closest_marker("optimized") is None
   os.environ[_UNOPTIMISED] = "1" if unoptimised else "0"  # for the subprocesses it starts
-  import jax  # pylint: disable=import-outside-toplevel
-  if jax.config.read("jax_disable_most_optimizations") != unoptimised:
-    jax.config.update("jax_disable_most_optimizations", unoptimised)
-    jax.clear_caches()
+  from jaxlab.core import compilation  # pylint: disable=import-outside-toplevel
+  compilation.set_unoptimised(unoptimised)
 
 
 def pytest_unconfigure(config):  # pylint: disable=unused-argument

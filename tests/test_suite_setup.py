@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from jaxlab.core import compilation
+
 ALL_OPTIMISED = os.environ.get("JAXLAB_TEST_XLA_OPTIMIZATIONS", "") == "1"
 
 
@@ -18,7 +20,7 @@ def test_an_unmarked_test_compiles_unoptimised():
 
 
 @pytest.mark.optimized
-def test_a_marked_test_compiles_optimised_with_fresh_caches():
+def test_a_marked_test_compiles_optimised():
   assert jax.config.read("jax_disable_most_optimizations") is False
   assert os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "0"
 
@@ -31,18 +33,13 @@ def test_a_change_of_setting_drops_programs_compiled_under_the_other():
   f = jax.jit(_double)
   f(jnp.ones(3))
   assert f._cache_size() == 1  # pylint: disable=protected-access
-  if ALL_OPTIMISED:
-    return
-  # what the conftest hook does before the next marked test
-  item = type("Item", (), {"get_closest_marker": staticmethod(lambda name: object())})()
-  import conftest  # pylint: disable=import-outside-toplevel
-  assert conftest.__file__ == os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                           "conftest.py")
-  conftest.pytest_runtest_setup(item)
+  current = jax.config.read("jax_disable_most_optimizations")
+  assert compilation.set_unoptimised(current) is current  # no change: programs kept
+  assert f._cache_size() == 1  # pylint: disable=protected-access
   try:
-    assert jax.config.read("jax_disable_most_optimizations") is False
+    assert compilation.set_unoptimised(not current) is current
+    assert jax.config.read("jax_disable_most_optimizations") is (not current)
     assert f._cache_size() == 0  # pylint: disable=protected-access
   finally:  # back to this test's own setting
-    conftest.pytest_runtest_setup(type("Item", (), {
-        "get_closest_marker": staticmethod(lambda name: None)})())
-  assert jax.config.read("jax_disable_most_optimizations") is True
+    compilation.set_unoptimised(current)
+  assert jax.config.read("jax_disable_most_optimizations") is current

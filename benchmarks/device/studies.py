@@ -708,18 +708,14 @@ def run_study(name: str, *, smoke: bool, out: str, budget_s: float, workdir: str
 @contextlib.contextmanager
 def unoptimised_compilation():
   """Programs compiled inside compile with ``jax_disable_most_optimizations``; on leaving, the
-  flag is restored and jax's in-memory caches are cleared. Those caches do not key on the flag,
-  so without the clearing a function compiled inside would keep its unoptimised program for the
-  rest of the process (seen: after the smoke presets, a test process drew initial weights that
-  differed in the last bits from the same draw in a fresh process)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  before = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
+  flag is restored, dropping the programs compiled inside from jax's in-memory caches if it
+  changes (``jaxlab.core.compilation.set_unoptimised``)."""
+  from jaxlab.core import compilation  # pylint: disable=import-outside-toplevel
+  before = compilation.set_unoptimised(True)
   try:
     yield
   finally:
-    jax.config.update("jax_disable_most_optimizations", before)
-    jax.clear_caches()
+    compilation.set_unoptimised(before)
 
 
 def _run_study(name: str, *, smoke: bool, out: str, budget_s: float, workdir: str) -> dict:
