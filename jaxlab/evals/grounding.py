@@ -12,8 +12,10 @@ texts (e.g. a checkpoint's own prompt) with ``--texts=FILE``, a JSON object with
 (:mod:`jaxlab.grounding.answer`, read with its evaluation fallback).
 
 Scoring (:func:`score_items`, spec §2.4): an item is correct iff the parsed point lies in the
-target region: closed box; polygon by ray casting (boundary inside); a refusal target needs both
-coordinates negative; an empty target needs no point. An unparseable answer is a miss. Reported,
+target region: closed box; polygon by the reference scorer's ray casting
+(:func:`jaxlab.grounding.geometry.in_polygon`, which counts some boundary points in and some
+out); a refusal target needs both coordinates negative; an empty target needs no point. An
+unparseable answer is a miss. Reported,
 per breakdown group and over all items (micro), with 95% percentile bootstrap intervals
 (:func:`jaxlab.core.stats.bootstrap_interval`), under the metric names the other harnesses use:
 
@@ -21,8 +23,10 @@ per breakdown group and over all items (micro), with 95% percentile bootstrap in
   * ``valid_accuracy``: correct / items whose answer held a point;
   * ``format_error_rate``: items whose answer held no point / all items.
 
-MMBench-GUI also reports its own headline, the mean of the basic and advanced accuracies
-(``total_accuracy,macro_grounding_type``).
+For MMBench-GUI the micro ``total_accuracy`` is the number the GroundCUA paper reports (its
+own evaluator's); the mean of the basic and advanced accuracies
+(``total_accuracy,macro_grounding_type``) is reported beside it, as MMBench-GUI's own
+leaderboard averages them: compare each with its own kind.
 
 The resized frame is the one the model directory's ``preprocessor_config.json`` gives
 (``min_pixels`` / ``max_pixels``): the model sees exactly that image, so its points are in that

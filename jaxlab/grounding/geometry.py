@@ -1,6 +1,7 @@
 """Is a point inside a region: closed boxes, polygons (ray casting) and refusals (spec §2.4).
 
-Boundaries count as inside, as in the benchmarks' scorers.
+Box boundaries count as inside; polygon boundaries as the reference scorer's ray casting
+counts them (:func:`in_polygon`).
 """
 
 from __future__ import annotations
@@ -17,31 +18,27 @@ def in_box(point: Sequence[float] | None, box: Sequence[float]) -> bool:
   return x1 <= x <= x2 and y1 <= y <= y2
 
 
-def _on_segment(x: float, y: float, a: Sequence[float], b: Sequence[float]) -> bool:
-  (ax, ay), (bx, by) = a, b
-  cross = (bx - ax) * (y - ay) - (by - ay) * (x - ax)
-  if abs(cross) > 1e-9 * max(1.0, abs(bx - ax) + abs(by - ay)):
-    return False
-  return min(ax, bx) <= x <= max(ax, bx) and min(ay, by) <= y <= max(ay, by)
-
-
 def in_polygon(point: Sequence[float] | None, vertices: Sequence[Sequence[float]]) -> bool:
-  """``point`` inside the polygon or on its boundary (even-odd ray casting)."""
+  """``point`` inside the polygon by the reference scorer's ray casting (GroundCUA's
+  ``eval/prompts.py``): count the edges that a ray from the point towards +x meets, each edge
+  spanning the half-open height range ``(lower, upper]`` and met where its crossing is at or
+  right of the point; an odd count is inside.
+
+  Boundary points follow from that rule, not from a closed region: on an axis-aligned
+  rectangle (y pointing down) the right and bottom edges count as inside, the left and top
+  edges as outside. The benchmark's own numbers were computed this way.
+  """
   if point is None or len(vertices) < 3:
     return False
   x, y = float(point[0]), float(point[1])
   n = len(vertices)
-  inside = False
+  crossings = 0
   for i in range(n):
-    a, b = vertices[i], vertices[(i + 1) % n]
-    if _on_segment(x, y, a, b):
-      return True
-    (ax, ay), (bx, by) = a, b
-    if (ay > y) != (by > y):
-      x_cross = ax + (y - ay) * (bx - ax) / (by - ay)
-      if x < x_cross:
-        inside = not inside
-  return inside
+    (ax, ay), (bx, by) = vertices[i], vertices[(i + 1) % n]
+    if min(ay, by) < y <= max(ay, by):  # never true for a horizontal edge
+      if x <= (y - ay) * (bx - ax) / (by - ay) + ax:
+        crossings += 1
+  return crossings % 2 == 1
 
 
 def is_refusal(point: Sequence[float] | None) -> bool:

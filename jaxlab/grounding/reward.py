@@ -11,8 +11,10 @@ the predicted point, the ground-truth box ``[x1, y1, x2, y2]`` and the image siz
 * ``n`` maps to a level with the thresholds (0.1, 0.5) mirrored around 0:
   ``n >= 0.5 -> +1``, ``[0.1, 0.5) -> +0.5``, ``[0, 0.1) -> +0.1``, ``[-0.1, 0) -> -0.1``,
   ``[-0.5, -0.1) -> -0.5``, ``< -0.5 -> -1``.
-* An answer without a readable point is scored as the point ``(0, 0)`` (so a format failure
-  is *not* always -1); any error while scoring gives -1.
+* An answer without a readable point (no closed call block, JSON that does not decode, a
+  coordinate that is not two integers) is scored as the point ``(0, 0)``, so a format
+  failure is *not* always -1; a call whose JSON is not an object, or whose ``arguments`` is
+  not one, and any error while scoring give -1 (where the paper's reward raises).
 * The format check and a strict-interior hit ("accuracy") are computed for logging only.
 
 As an ``llm_rl`` reward (``config.reward.fn = "jaxlab.grounding.reward:groundcua_reward"``)
@@ -131,8 +133,8 @@ def score_completion(completion: Any, box: Sequence[float],
                      image_size: Sequence[float]) -> Scored:
   """Parses a completion (the reward's reading, no fallback) and scores it; never raises."""
   parsed = answer.parse(completion)
-  return Scored(score(parsed.point, box, image_size), parsed.point, parsed.well_formed,
-                strict_hit(parsed.point, box))
+  reward = FLOOR if parsed.error else score(parsed.point, box, image_size)
+  return Scored(reward, parsed.point, parsed.well_formed, strict_hit(parsed.point, box))
 
 
 # -- the llm_rl reward ------------------------------------------------------------------------

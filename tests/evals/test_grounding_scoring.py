@@ -151,12 +151,16 @@ def _correct(region, prediction):
                                num_bootstrap=10)["per_item"][0]["correct"]
 
 
-def test_polygons_by_ray_casting_with_the_boundary_inside():
+def test_polygons_by_the_reference_ray_casting():
   ell = gf.polygon([(0, 0), (40, 0), (40, 10), (10, 10), (10, 40), (0, 40)])  # concave L
   assert _correct(ell, (5, 30)) and _correct(ell, (30, 5))
   assert not _correct(ell, (30, 30))  # in the hull, outside the L
-  assert _correct(ell, (10, 25)) and _correct(ell, (40, 5)) and _correct(ell, (0, 0))
+  # Right-hand edges count, left-hand and top ones do not (the reference scorer's rule).
+  assert _correct(ell, (10, 25)) and _correct(ell, (40, 5)) and _correct(ell, (5, 40))
+  assert not _correct(ell, (0, 0)) and not _correct(ell, (0, 20)) and not _correct(ell, (20, 0))
   assert not _correct(ell, (41, 5)) and not _correct(ell, None)
+  # Decimal points in the answer are truncated as the reference evaluator's int() does.
+  assert _correct(ell, answer.format_answer(5, 30).replace("[5, 30]", "[5.9, 30.9]"))
   committed = {it.instruction: it for it in gf.read("osworld_g", os.path.join(ROOT, "osworld_g"))}
   tri = committed["click the triangle"]  # (20, 20), (80, 30), (40, 90) in 256x160 -> 252x168
   sx, sy = 252 / 256, 168 / 160

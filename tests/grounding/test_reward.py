@@ -48,6 +48,18 @@ def test_format_failure_scores_the_origin_not_minus_one():
   assert reward.score_completion(bad, BOX, IMAGE).reward == -0.5
 
 
+def test_unclosed_call_and_calls_the_paper_reward_fails_on():
+  """A call cut off before ``</tool_call>`` is a format failure (-0.5 here, not the +1 of
+  its point); JSON that is not an object makes the paper's reward fail: -1."""
+  centre = '<tool_call>{"name": "computer_use", "arguments": {"action": "left_click", ' \
+           '"coordinate": [150, 70]}}'
+  assert reward.score_completion(centre + "</tool_call>", BOX, IMAGE).reward == 1.0
+  assert reward.score_completion(centre, BOX, IMAGE).reward == -0.5
+  for block in ("[150, 70]", '{"arguments": [150, 70]}'):
+    s = reward.score_completion(f"<tool_call>{block}</tool_call>", BOX, IMAGE)
+    assert (s.reward, s.point, s.well_formed) == (-1.0, None, False), block
+
+
 def _independent_n(p, box, size):
   """n by brute force: corners and the clamped point written out from the definition."""
   x1, y1, x2, y2 = box
