@@ -4,7 +4,7 @@
     python -m launch.eval --workdir=runs/sft_tiny                     # LLM: held-out accuracy
     python -m launch.eval --workdir=runs/x --evaluators=jax_env --episodes=20
     python -m launch.eval --benchmark=kaleidoscope --model=DIR --data=DIR --workdir=OUT \
-        [--images=DIR|data.zip] [--regime=direct|cot] [--languages=es,ru] [--text_only]
+        [--images=DIR|data.zip] [--regime=direct|cot] [--languages=es,ru] [--text_only|--multimodal_only]
     python -m launch.eval --benchmark=screenspot_pro --model=DIR --data=DIR [--workdir=OUT]
         (also screenspot_v2, osworld_g, ui_vision, mmbench_gui: each reads its release layout)
 
@@ -48,6 +48,9 @@ _IMAGES = flags.DEFINE_string("images", "", "Benchmark: image folder or the rele
 _REGIME = flags.DEFINE_string("regime", "direct", "Benchmark: prompting regime.")
 _LANGUAGES = flags.DEFINE_list("languages", [], "Benchmark: language codes (default: all).")
 _TEXT_ONLY = flags.DEFINE_bool("text_only", False, "Benchmark: only items without images.")
+_MULTIMODAL_ONLY = flags.DEFINE_bool(
+    "multimodal_only", False, "Benchmark: only items with images (Kaleidoscope's headline is "
+    "the macro over languages of these).")
 _LIMIT = flags.DEFINE_integer("limit", 0, "Benchmark: items per language (Kaleidoscope) or in all "
                                  "(grounding benchmarks); 0: all.")
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Benchmark: prompts per sampler call.")
@@ -75,7 +78,7 @@ def _benchmark() -> None:
     args = evals.BenchmarkArgs(
         model=_MODEL.value, data=_DATA.value, workdir=workdir, images=_IMAGES.value,
         regime=_REGIME.value, languages=tuple(_LANGUAGES.value), text_only=_TEXT_ONLY.value,
-        limit=_LIMIT.value, batch_size=_BATCH.value, max_new_tokens=_MAX_NEW.value,
+        multimodal_only=_MULTIMODAL_ONLY.value, limit=_LIMIT.value, batch_size=_BATCH.value, max_new_tokens=_MAX_NEW.value,
         temperature=_TEMPERATURE.value, top_p=_TOP_P.value, seed=_SEED.value,
         texts=_TEXTS.value)
     results = evals.get_benchmark(_BENCHMARK.value)(args)

@@ -74,6 +74,8 @@ class BenchmarkArgs:
     regime: the prompting regime (benchmark-specific names).
     languages: restrict to these language codes (empty: all).
     text_only: score only the items without images (for text-only models).
+    multimodal_only: score only the items with images (Kaleidoscope's headline: total
+      accuracy macro over languages on the multimodal items).
     limit: Kaleidoscope: at most this many items per language; grounding benchmarks: the
       first this many items (0: all).
     batch_size: prompts per sampler call (outputs do not depend on it).
@@ -88,6 +90,7 @@ class BenchmarkArgs:
   regime: str = "direct"
   languages: tuple[str, ...] = ()
   text_only: bool = False
+  multimodal_only: bool = False
   limit: int = 0
   batch_size: int = 16
   max_new_tokens: int = 1024

@@ -415,8 +415,9 @@ def _check_args(name: str, args: Any) -> None:
     raise ConfigError(f"--regime={args.regime}: {name} has one prompting regime ('direct')")
   if args.languages:
     raise ConfigError(f"--languages does not apply to {name}")
-  if args.text_only:
-    raise ConfigError(f"--text_only does not apply to {name}: every item is a screenshot")
+  for flag in ("text_only", "multimodal_only"):
+    if getattr(args, flag):
+      raise ConfigError(f"--{flag} does not apply to {name}: every item is a screenshot")
 
 
 def evaluate(name: str, args: Any, *, num_overlays: int = 4) -> dict[str, Any]:

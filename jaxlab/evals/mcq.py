@@ -34,7 +34,9 @@ Where we differ from the reference code (spec §3.3) and why:
   part is a valid letter, as in the reference; the parts are normalised first, so look-alike
   letters count too.
 * ``leading_letter`` (direct regime only) reads ``"B."``, ``"B)"`` or ``"B. <option text>"``
-  at the start of the output, but not ``"A. B"``: an output naming two letters is invalid.
+  at the start of the output, but not when the rest names another option letter (``"A. B"``,
+  ``"(B) and (C)"``, ``"A. Paris B. London"``, and also ``"B. Vitamin C"``): an output naming
+  two letters is invalid.
 * CoT rules accept non-Latin option letters everywhere the reference accepts Latin ones.
   Prose rules (phrases, bold, brackets, line starts) read Latin, Cyrillic and Greek letters
   in upper case only: ``"the answer is a prime"`` names no option, and Russian/Ukrainian
@@ -305,6 +307,7 @@ def _json_choice(text: str, ctx: Context) -> str | None:
 
 
 _LEADING = re.compile(rf"^\s*[(\[]?{_ANY_CASE}\s*[.)\]:]")
+_UPPER_RE = re.compile(_UPPER)
 
 
 def _leading_letter(text: str, ctx: Context) -> str | None:
@@ -313,7 +316,12 @@ def _leading_letter(text: str, ctx: Context) -> str | None:
   if m is None:
     return None
   rest = s[m.end():]
-  if _index(rest, ctx) is not None or _LEADING.match(rest):  # "A. B", "A) B)": two letters
+  # An output naming a second option is no answer: "A. B", "(B) and (C)", "B. C or D",
+  # "A. Paris B. London". So is option text holding a standalone capital that is an
+  # option letter ("B. Vitamin C"): the reference reads all of these as format errors.
+  if _index(rest, ctx) is not None or _LEADING.match(rest):
+    return None
+  if any(_index(c.group("x"), ctx) is not None for c in _UPPER_RE.finditer(rest)):
     return None
   return m.group("x")
 

@@ -5,6 +5,7 @@ extraction to results.json; a tiny random decoder runs the real sampler path for
 determinism; one subprocess runs ``launch.eval --benchmark=kaleidoscope``.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -89,10 +90,29 @@ def test_scripted_outputs_give_hand_computed_metrics(model_dir, tmp_path, monkey
 def test_image_items_need_a_vlm_or_text_only(model_dir, tmp_path):
   with pytest.raises(ConfigError, match="--text_only"):
     kaleidoscope.evaluate(_args(model_dir, tmp_path, text_only=False))
+  with pytest.raises(ConfigError, match="--multimodal_only needs a vision-language model"):
+    kaleidoscope.evaluate(_args(model_dir, tmp_path, text_only=False, multimodal_only=True))
+  with pytest.raises(ConfigError, match="pass one"):
+    kaleidoscope.evaluate(_args(model_dir, tmp_path, multimodal_only=True))
   with pytest.raises(ConfigError, match="unknown language"):
     kaleidoscope.evaluate(_args(model_dir, tmp_path, languages=("xx",)))
   with pytest.raises(ConfigError, match="regime"):
     kaleidoscope.evaluate(_args(model_dir, tmp_path, regime="fewshot"))
+
+
+def test_multimodal_only_selects_the_headline_items():
+  """The paper's headline set: the items with images, the per-language limit after it."""
+  with kaleidoscope.load(PARQUET, images=IMAGES) as ds:
+    items = ds.items
+  args = evals.BenchmarkArgs(model="m", data=PARQUET, workdir="w", multimodal_only=True,
+                             limit=2)
+  got = kaleidoscope._select(items, args, kaleidoscope.VLM_FAMILY)  # pylint: disable=protected-access
+  assert got and all(it.is_multimodal for it in got)
+  want = kaleidoscope.first_per_language([it for it in items if it.is_multimodal], 2)
+  assert [it.key for it in got] == [it.key for it in want]
+  every = kaleidoscope._select(items, dataclasses.replace(args, multimodal_only=False, limit=0),  # pylint: disable=protected-access
+                               kaleidoscope.VLM_FAMILY)
+  assert len(every) == len(items) > sum(it.is_multimodal for it in items)
 
 
 def test_greedy_results_survive_interruption_and_batch_size(model_dir, tmp_path):

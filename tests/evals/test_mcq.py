@@ -135,8 +135,11 @@ def test_leading_letter():
   assert [rule(r, t, lang) for t, lang in [
       ("B. Paris", "fr"), ("C) 42", "en"), ("Б. Москва", "ru"), ("ب. القاهرة", "ar"),
       ("(D) none of these", "en")]] == ["B", "C", "B", "B", "D"]
-  for two in ["A. B", "A) B)", "A. B. C"]:
+  for two in ["A. B", "A) B)", "A. B. C", "(B) and (C)", "B. C or D", "B. C D",
+              "A. Paris B. London", "B. Vitamin C"]:
     assert direct(two).choice is None, two
+  assert direct("B. the answer is in section E").choice == 1  # E is no option of 4
+  assert direct("(D) none of these").choice == 3
 
 
 def test_answer_tags():
