@@ -119,8 +119,9 @@ def classify_tokens(h: np.ndarray, threshold: float = 1e-2, window: int | None =
                     max_period: int = 4) -> dict[str, np.ndarray]:
   """Labels every token fixed / periodic / drifting with the spec's heuristic thresholds.
 
-  * fixed: every slot's relative step stays below ``threshold`` over the last ``window``
-    iterations, ``max_{l, t >= I-1-window} delta[t, l] < threshold``.
+  * fixed: every slot's relative step stays below ``threshold`` from iteration ``I - window``
+    on, spec §1.5's ``max_l max_{t >= T-w} delta[t, l] < threshold`` with iterations counted
+    from 1: the last ``window + 1`` steps (all of them when there are fewer).
   * periodic with period ``p`` (2..``max_period``): not fixed, and the final states of every
     slot come back after ``p`` iterations, ``max_l |H[I-1,l] - H[I-1-p,l]| / |H[I-1,l]| <
     threshold``; the smallest such ``p`` is its period. This is a cycle of the *iteration
@@ -130,7 +131,7 @@ def classify_tokens(h: np.ndarray, threshold: float = 1e-2, window: int | None =
   Args:
     h: ``[I, J, ..., D]`` core states (at least 2 iterations).
     threshold: the relative tolerance (the spec suggests 1e-2; sweep 1e-3..1e-1).
-    window: iterations looked at for "fixed" (default ``max(1, I // 4)``).
+    window: the spec's ``w`` for "fixed" (default ``max(1, I // 4)``): ``w + 1`` steps.
     max_period: the longest iteration-map period tested.
 
   Returns:
@@ -145,7 +146,7 @@ def classify_tokens(h: np.ndarray, threshold: float = 1e-2, window: int | None =
   n_iter = h.shape[0]
   window = max(1, n_iter // 4) if window is None else max(1, min(window, n_iter - 1))
   d = relative_deltas(h)  # [I-1, J, ...]
-  final_step = d[-window:].max(axis=(0, 1))
+  final_step = d[-(window + 1):].max(axis=(0, 1))
   label = np.full(final_step.shape, DRIFTING, np.int64)
   period = np.zeros(final_step.shape, np.int64)
   gaps = periodic_gaps(h, max_period)  # [P, ...]

@@ -82,6 +82,18 @@ def test_classifier_labels_fixed_periodic_drifting():
   assert dist["separation"][0] > 1e3
 
 
+def test_fixed_window_is_the_specs_t_at_least_T_minus_w():
+  """Spec §1.5: fixed iff max over t >= T - w (iterations 1..T) of delta[t] < tau. With
+  T = 8 and w = 2 that is delta[6], delta[7], delta[8]: one jump at t = 6 (the state moves
+  between iterations 5 and 6) makes the token not fixed; a jump at t = 5 does not."""
+  d = 4
+  for jump_at, fixed in ((6, False), (5, True), (8, False)):
+    h = np.ones((8, 1, 1, d))
+    h[jump_at - 1:] += 1.0  # iterations jump_at..8 (1-based) moved: delta[jump_at] is large
+    out = convergence.classify_tokens(h, threshold=1e-2, window=2, max_period=2)
+    assert (out["label"][0] == convergence.FIXED) == fixed, jump_at
+
+
 def test_matrix_entropy_of_known_spectra():
   rng = np.random.default_rng(0)
   q = np.linalg.qr(rng.standard_normal((16, 16)))[0]

@@ -125,14 +125,19 @@ def test_huginn_logits_match_numpy_reference(tmp_path, tied):
   positions = jnp.tile(jnp.arange(tokens.shape[1]), (tokens.shape[0], 1))
   # The random initial state is ours (jax PRNG); the reference starts from the same draw.
   s0 = np.asarray(model.initial_state(jnp.zeros(tokens.shape + (32,)), positions, key))
-  bound = 3 * cfg["init_values"]["std"] * cfg["init_values"]["embed_scale"]
-  assert 0 < np.abs(s0).max() <= bound * (1 + 1e-6)
+  sigma = cfg["init_values"]["std"] * cfg["init_values"]["embed_scale"]
+  assert 0 < np.abs(s0).max() <= 3 * sigma * (1 + 1e-6)
+  # Huginn's draw: a normal truncated at +-3 sigma, whose std is 0.9866 sigma (576 draws here:
+  # the estimate is within ~3%; a missing embed_scale factor would be off by far more).
+  assert np.std(s0) == pytest.approx(0.9866 * sigma, rel=0.15)
   for steps in ((None, 5) if tied else (None,)):
     got = np.asarray(modeling.forward(model, tokens, key=key, num_iterations=steps))
     assert got.dtype == np.float32
     for b in range(tokens.shape[0]):
       want = ref.huginn_logits(w, cfg, tokens[b], s0[b], steps or cfg["mean_recurrence"])
-      np.testing.assert_allclose(got[b], want, rtol=1e-5, atol=1e-5, err_msg=f"steps={steps}")
+      # float32 through up to 5 recurrences: ~1e-5 of rounding, seen to differ with XLA's
+      # optimisation level; an equation error moves logits by far more.
+      np.testing.assert_allclose(got[b], want, rtol=1e-5, atol=5e-5, err_msg=f"steps={steps}")
 
 
 def test_ouro_logits_and_exit_gate_match_numpy_reference(tmp_path):
