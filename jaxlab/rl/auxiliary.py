@@ -8,7 +8,10 @@ passes them here with a fresh key per minibatch, and adds the returned term to i
     c.aux = auxiliary.default_config()        # in the trainer's default_config()
     auxiliary.check_config(c)                 # in its check_config()
     term, metrics = auxiliary.sigreg_term({"q": z}, key, c.aux.sigreg)
-    loss = td_loss + term                     # term is already weighted; 0 when weight == 0
+    loss = rl_loss + term                     # term is already weighted; 0 when weight == 0
+
+``λ`` is relative to the paper's own loss: a trainer whose RL loss is a multiple of the
+paper's (PQN's ½ MSE against the reference's MSE) scales the term the same way.
 """
 
 from __future__ import annotations
@@ -49,6 +52,13 @@ def check_config(c: ml_collections.ConfigDict) -> None:
             f"'config.aux.sigreg.weight'={s.weight} regularises the trunk output, but "
             f"'config.network.kind'='none' builds no trunk; choose plain/residual/multiskip or "
             f"set the weight to 0")
+    # Spec §1.4: in RL, Z is the trunk's output layer before any activation. Without an
+    # output layer the representation is the last hidden layer after its activation (ReLU
+    # features cannot be an isotropic Gaussian), or a residual stream.
+    require(s.get("after_activation", False) or c.network.get("trunk_out", 0) > 0,
+            f"'config.aux.sigreg.weight'={s.weight} regularises the trunk's output layer "
+            f"(before the activation, spec §1.4), but 'config.network.trunk_out'=0 gives none; "
+            f"set it (the paper: 512) or the weight to 0")
 
 
 def sigreg_term(representations: Mapping[str, jax.Array], key: jax.Array,

@@ -230,7 +230,12 @@ class PQN:
                                    traj.done, c.gamma, c.q_lambda)
 
   def _loss(self, params, batch, key):
-    """``losses.q_learning_loss``: ½ mean (Q(s, a) − G)² [+ λ_SIG · SIGReg(trunk output)].
+    """``losses.q_learning_loss``: ½ mean (Q(s, a) − G)² [+ ½ λ_SIG · SIGReg(trunk output)].
+
+    The paper's code weighs SIGReg against the full mean squared TD error, ``MSE + λ L_SIG``;
+    ours is half of it (PureJaxRL's PQN), so SIGReg enters at ``½ λ``: the loss is
+    ``½ (MSE + λ L_SIG)``, the reference's gradient at half its size, and a given λ means what
+    it means in the paper (before 2026-12-07 it weighed twice as much).
 
     batch: dict of flat [M] arrays: obs [M, *obs_shape], action, target.
     """
@@ -243,7 +248,7 @@ class PQN:
     if sigreg_on:
       # The same forward pass feeds the TD loss and SIGReg (spec §1.4 "PQN").
       term, aux_metrics = auxiliary.sigreg_term({"q": features["representation"]}, key, sig)
-      loss = loss + term
+      loss = loss + 0.5 * term
       metrics.update(aux_metrics)
     return loss, metrics
 

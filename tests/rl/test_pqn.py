@@ -95,11 +95,36 @@ def test_bad_config_is_one_line(key, value, match):
   assert "\n" not in str(err.value)
 
 
-def test_sigreg_without_trunk_and_continuous_envs_are_refused():
+def test_sigreg_weighs_against_the_full_mse_as_the_papers_code():
+  """The reference's loss is MSE + λ L_SIG; ours is ½ MSE, so the term enters at ½ λ: the
+  loss rises by exactly ½ λ L_SIG, with the TD part unchanged."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  c0, c1 = _config(), _config()
+  for c in (c0, c1):
+    c.network.trunk_out = 8
+  c1.aux.sigreg.weight = 0.4
+  env = make_from_config(c0.env)
+  t0, t1 = pqn.make_train(c0, env), pqn.make_train(c1, env)
+  params = t0.init(jax.random.key(0)).params
+  n = 64
+  batch = {"obs": jax.random.normal(jax.random.key(1), (n, 4)),
+           "action": jnp.arange(n) % 2, "target": jax.random.normal(jax.random.key(2), (n,))}
+  l0, m0 = t0._loss(params, batch, jax.random.key(3))  # pylint: disable=protected-access
+  l1, m1 = t1._loss(params, batch, jax.random.key(3))  # pylint: disable=protected-access
+  assert m1["loss/td"] == m0["loss/td"] and m1["loss/sigreg"] > 0
+  np.testing.assert_allclose(l1 - l0, 0.5 * 0.4 * m1["loss/sigreg"], rtol=1e-5)
+
+
+def test_sigreg_without_trunk_or_output_layer_and_continuous_envs_are_refused():
   c = _config()
   c.network.kind = "none"
   c.aux.sigreg.weight = 1.0
   with pytest.raises(ConfigError, match="builds no trunk"):
+    loop.validate(pqn.TRAINER, c)
+  c = _config()
+  c.network.trunk_out = 0  # the representation would be ReLU features
+  c.aux.sigreg.weight = 1.0
+  with pytest.raises(ConfigError, match="'config.network.trunk_out'=0 gives none"):
     loop.validate(pqn.TRAINER, c)
   c = _config()
   c.env.name = "gymnax/Pendulum-v1"
