@@ -111,6 +111,12 @@ def _select_flat(scores: jax.Array, valid: jax.Array, fraction: float, which: st
   ranks = _ranks(scores, valid)
   n_valid = jnp.sum(valid)
   n = num_selected(n_valid, fraction)
+  # Equal scores on every valid token (critics that start identical: σ = 0 everywhere at the
+  # first step) rank nothing, so a partial selection takes none; ties broken by position
+  # would mask whichever rows come first.
+  spread = (jnp.max(jnp.where(valid, scores, -jnp.inf))
+            > jnp.min(jnp.where(valid, scores, jnp.inf)))
+  n = jnp.where(spread | (n == n_valid), n, 0)
   if which == "lowest":
     chosen = ranks < n
   else:
@@ -120,7 +126,9 @@ def _select_flat(scores: jax.Array, valid: jax.Array, fraction: float, which: st
 
 def select_extreme(scores: jax.Array, valid: jax.Array, fraction: float, which: str,
                    scope: str = "batch") -> jax.Array:
-  """Exactly ``⌊fraction · N⌋`` valid tokens with the lowest (or highest) scores.
+  """Exactly ``⌊fraction · N⌋`` valid tokens with the lowest (or highest) scores; none when
+  every valid token has the same score and the fraction leaves some out (no ranking to act
+  on: identical critics, σ = 0).
 
   Args:
     scores: ``[B, T]`` (σ).

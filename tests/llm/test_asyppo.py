@@ -55,8 +55,10 @@ def test_masks_touch_exactly_k_and_h_of_valid_tokens(scope, ties):
       rows = [slice(None)] if scope == "batch" else [i for i in range(v.shape[0])]
       for r in rows:
         n = int(v[r].sum())
-        assert drop_a[r].sum() == int(np.floor(k * n + 1e-9)), (seed, k, r)
-        assert drop_h[r].sum() == int(np.floor(h * n + 1e-9)), (seed, h, r)
+        flat = n > 0 and s[r][v[r]].max() == s[r][v[r]].min()  # nothing to rank by
+        for f, drop in ((k, drop_a), (h, drop_h)):
+          want = int(np.floor(f * n + 1e-9))
+          assert drop[r].sum() == (0 if flat and want < n else want), (seed, f, r)
         # Lowest σ dropped from the PG term, highest σ from the entropy term.
         if drop_a[r].any() and (v[r] & keep_a[r]).any():
           assert s[r][drop_a[r]].max() <= s[r][v[r] & keep_a[r]].min()
@@ -64,20 +66,35 @@ def test_masks_touch_exactly_k_and_h_of_valid_tokens(scope, ties):
           assert s[r][drop_h[r]].min() >= s[r][v[r] & keep_h[r]].max()
         if int(np.floor(k * n + 1e-9)) + int(np.floor(h * n + 1e-9)) <= n:
           assert not np.any(drop_a[r] & drop_h[r])  # disjoint, even under ties
-      if scope == "batch":
+      if scope == "batch" and s[v].max() > s[v].min():
         np.testing.assert_allclose(float(metrics["asyppo/adv_masked_frac"]),
                                    np.floor(k * v.sum() + 1e-9) / v.sum(), rtol=1e-6)
 
 
 def test_selection_ignores_padding_values_and_breaks_ties_by_position():
-  sigma = jnp.array([[0.5, 0.5, 0.5, -100.0], [0.5, 0.5, jnp.nan, jnp.inf]])
-  valid = jnp.array([[True, True, True, False], [True, True, False, False]])
+  sigma = jnp.array([[0.5, 0.5, 0.5, -100.0], [0.5, 0.5, jnp.nan, jnp.inf], [0.7, 0, 0, 0]])
+  valid = jnp.array([[True, True, True, False], [True, True, False, False],
+                     [True, False, False, False]])
   low = np.asarray(asyppo.select_extreme(sigma, valid, 0.4, "lowest"))
   high = np.asarray(asyppo.select_extreme(sigma, valid, 0.4, "highest"))
-  np.testing.assert_array_equal(low, [[1, 1, 0, 0], [0, 0, 0, 0]])  # ⌊0.4·5⌋ = 2, earliest
-  np.testing.assert_array_equal(high, [[0, 0, 0, 0], [1, 1, 0, 0]])  # latest
+  # ⌊0.4·6⌋ = 2 among five tied 0.5s and one 0.7: the earliest 0.5s; the 0.7 and the latest.
+  np.testing.assert_array_equal(low, [[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+  np.testing.assert_array_equal(high, [[0, 0, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0]])
   with pytest.raises(ConfigError):
     asyppo.advantage_mask(sigma, valid, 20)  # a percentage, not a fraction
+
+
+def test_identical_critics_mask_nothing():
+  """At the first step critics that start from one checkpoint agree exactly (σ = 0): the masks
+  then have nothing to rank by and keep every valid token (a fraction of 1 still takes all)."""
+  values = jnp.zeros((2, 3, 5))
+  valid = jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], bool)
+  for scope in ("batch", "sequence"):
+    keep_a, keep_h, _, _ = asyppo.uncertainty_masks(values, valid, 0.2, 0.2, scope)
+    np.testing.assert_array_equal(keep_a, valid)
+    np.testing.assert_array_equal(keep_h, valid)
+  all_low = asyppo.select_extreme(values[0], valid, 1.0, "lowest")
+  np.testing.assert_array_equal(all_low, valid)
 
 
 @pytest.mark.parametrize("P,G,M", [(3, 8, 2), (4, 6, 3), (1, 4, 4), (2, 4, 1)])
