@@ -370,3 +370,18 @@ def test_default_config_file_is_valid():
   c = config_lib.load_file(os.path.join(REPO, "configs", "rsa", "default.py"))
   rsa.validate(c)
   assert (c.population, c.k, c.steps) == (16, 4, 10)  # spec §3.3
+
+
+def test_default_templates_refine_with_one_candidate_and_aggregate_with_several():
+  """Spec §3.2: K = 1 uses the self-refinement prompt with its single block, K > 1 the
+  aggregation prompt with numbered, stripped candidates in the given order."""
+  p = rsa.Prompts()
+  row = {"question": "Spell 'cat' backward."}
+  one = p.aggregation(row, ["  tac  "])
+  assert one.startswith("Here is a problem and one earlier attempt")
+  assert "[Attempt]\ntac" in one and "[Attempt 1]" not in one
+  assert "Spell 'cat' backward." in one and "inside <answer></answer> tags" in one
+  two = p.aggregation(row, [" tac\n", "atc"])
+  assert two.startswith("Here is a problem followed by 2 attempted solutions")
+  assert two.index("[Attempt 1]\ntac") < two.index("[Attempt 2]\natc")
+  assert "one earlier attempt" not in two
