@@ -48,7 +48,9 @@ class SamplingParams:
     max_new_tokens: tokens to generate per row (the output width).
     temperature: 0 for greedy (argmax), else logits are divided by it.
     top_k: keep only the k most likely tokens (0: off).
-    top_p: keep the smallest set of most likely tokens whose mass reaches p (1.0: off).
+    top_p: keep the most likely tokens down to the first whose cumulative mass exceeds p, and
+      every token tied with it (1.0: off); transformers' set, except that it keeps only as
+      many of a tie as it needs, in the order its sort leaves them.
     stop_tokens: ids that end a row (the stop token is included in the row's length).
     pad_id: written after a row has stopped.
   """
@@ -100,13 +102,16 @@ class SampleOutput:
 
 
 def filter_logits(logits_bv: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
-  """Sets logits outside the top-k, then outside the top-p nucleus, to -inf (as transformers).
+  """Sets logits outside the top-k, then outside the top-p nucleus, to -inf, in transformers'
+  order (temperature before this, then top-k, then top-p).
 
-  Ties with the last kept logit are kept. The top token always survives. The nucleus keeps
-  the logits down to the smallest one whose strictly larger logits hold less than ``top_p`` of
-  the softmax mass (:func:`_nucleus_cutoff`); after top-k that mass is over every token top-k
-  kept, ties at the k-th logit included, as transformers' top-p (which sorts the filtered
-  vocabulary).
+  The top token always survives. The nucleus keeps the logits down to the smallest one whose
+  strictly larger logits hold less than ``top_p`` of the softmax mass (:func:`_nucleus_cutoff`);
+  after top-k that mass is over every token top-k kept, ties at the k-th logit included, as in
+  transformers. Ties with the last kept logit are all kept, at top-k (as transformers) and at
+  top-p (where transformers keeps only as many of the tied tokens as it needs, chosen by its
+  sort's order): the kept set does not depend on the vocabulary's order. Float32 logits of a
+  real model rarely tie exactly.
   """
   neg = jnp.array(-jnp.inf, logits_bv.dtype)
   if top_k and top_k < logits_bv.shape[-1]:
@@ -131,8 +136,10 @@ def _nucleus_cutoff(logits_bv: jax.Array, top_p: float) -> jax.Array:
   Found by bisection over the logits' order keys (32 masked sums over the row) instead of a
   sort of the vocabulary: XLA's sort of [8, 32000] took ~50 ms per decode step on the 2-core
   CPU. The mass above a threshold only changes at a logit, so the smallest threshold that
-  qualifies is itself a logit's key. Masses are summed in another order than a sorted cumsum,
-  so a logit whose mass above sits within float32 rounding of ``top_p`` may fall the other way.
+  qualifies is itself a logit's key. The test is transformers' own form, the mass at or below
+  the threshold against ``1 - top_p`` (the small tail is summed, not the large head, which
+  float32 cannot resolve for ``top_p`` near 1); masses are summed in another order than a
+  sorted cumsum, so a logit within float32 rounding of the boundary may fall the other way.
   """
   probs = jax.nn.softmax(logits_bv.astype(jnp.float32), axis=-1)
   keys_bv = _order_key(logits_bv)
@@ -142,8 +149,9 @@ def _nucleus_cutoff(logits_bv: jax.Array, top_p: float) -> jax.Array:
   def body(_, bounds):
     lo, hi = bounds
     mid = lo + (hi - lo) // 2
-    above = jnp.sum(jnp.where(keys_bv > mid[:, None], probs, 0.0), axis=-1)
-    ok = above < top_p
+    # mass above mid < top_p, written as the tail: mass at or below mid > 1 - top_p.
+    below = jnp.sum(jnp.where(keys_bv <= mid[:, None], probs, 0.0), axis=-1)
+    ok = below > 1.0 - top_p
     return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
 
   _, hi = jax.lax.fori_loop(0, 32, body, (lo, hi))  # hi - lo < 2^32 halves to 1

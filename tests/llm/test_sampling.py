@@ -160,6 +160,33 @@ def test_greedy_pick_equals_argmax_and_log_softmax_bit_for_bit():
   assert tok.dtype == jnp.int32
 
 
+@pytest.mark.parametrize("top_p", [0.999, 0.95, 0.5, 0.05])
+def test_filters_equal_transformers_warpers_without_ties(top_p):
+  """Temperature, top-k and top-p as transformers chains its warpers, on float32 logits with
+  no exact ties (with ties ours keeps every tied token; see filter_logits), p near 1 included,
+  where the head's mass cannot be resolved in float32 and the tail's can."""
+  torch = pytest.importorskip("torch")
+  from transformers.generation import logits_process as lp  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(7)
+  rows = []
+  for scale in (0.5, 1, 2, 3, 4, 8):  # a Qwen-sized vocabulary
+    row = np.unique((rng.standard_normal(160_000) * scale).astype(np.float32))[:151_936]
+    rows.append(rng.permutation(row))
+  x = np.stack(rows)
+  for temperature, top_k in ((1.0, 0), (0.7, 0), (1.3, 50)):
+    chain = [lp.TemperatureLogitsWarper(temperature)]
+    if top_k:
+      chain.append(lp.TopKLogitsWarper(top_k))
+    chain.append(lp.TopPLogitsWarper(top_p))
+    ref = torch.from_numpy(x.copy())
+    for warper in chain:
+      ref = warper(None, ref)
+    want = np.isfinite(ref.numpy())
+    got = np.isfinite(np.asarray(jax.jit(
+        lambda v, t=temperature, k=top_k: sampling.filter_logits(v / t, top_k=k, top_p=top_p))(x)))
+    np.testing.assert_array_equal(got, want, err_msg=f"T={temperature} k={top_k}")
+
+
 def _nucleus_numpy(x, top_p):
   """Reference: sort each row, keep the prefix whose mass before each token is < top_p."""
   keep = np.zeros(x.shape, bool)
