@@ -41,3 +41,36 @@ def test_truncation_bootstraps_but_termination_does_not():
   done = jnp.asarray([[True, True]])
   adv, _ = gae(r, v, nv, term, done, 0.5, 0.95)
   np.testing.assert_allclose(adv, [[6.0, 1.0]])
+
+
+def _lambda_return(r, v_boot, t, end, gamma, lam):
+  """G^λ_t from its definition: the (1 - λ) λ^(n-1)-weighted average of n-step returns, the
+  weight of every n past the episode's last step ``end`` falling on the longest return."""
+  n_max = end - t + 1
+  def n_step(n):
+    disc = sum(gamma**i * r[t + i] for i in range(n))
+    return disc + gamma**n * v_boot[t + n - 1]
+  weights = [(1 - lam) * lam**(n - 1) for n in range(1, n_max)] + [lam**(n_max - 1)]
+  return sum(w * n_step(n) for w, n in zip(weights, range(1, n_max + 1)))
+
+
+def test_advantage_is_the_lambda_return_minus_the_value():
+  """An independent definition: A_t = G^λ_t - V(s_t), with n-step returns that bootstrap from
+  the value of the state reached (zero when it is terminal) and stop at the episode's end."""
+  rng = np.random.default_rng(3)
+  T = 9
+  r = rng.normal(size=T)
+  v = rng.normal(size=T + 1)  # V(s_0..s_T); s_{t+1} is what step t reached
+  term = np.zeros(T, bool)
+  trunc = np.zeros(T, bool)
+  term[3], trunc[6] = True, True  # episodes: steps 0-3 (terminal), 4-6 (cut), 7-8 (rollout end)
+  done = term | trunc
+  nv = v[1:].copy()
+  nv[3], nv[6] = 5.0, -2.0  # the reached states' values (not the next episode's first state)
+  v_boot = np.where(term, 0.0, nv)
+  gamma, lam = 0.9, 0.8
+  adv, target = gae(*(jnp.asarray(a[:, None]) for a in (r, v[:T], nv, term, done)), gamma, lam)
+  ends = [3, 3, 3, 3, 6, 6, 6, 8, 8]
+  want = np.array([_lambda_return(r, v_boot, t, ends[t], gamma, lam) - v[t] for t in range(T)])
+  np.testing.assert_allclose(np.asarray(adv)[:, 0], want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(target)[:, 0], want + v[:T], rtol=1e-5, atol=1e-5)

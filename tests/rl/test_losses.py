@@ -182,10 +182,10 @@ def test_q_learning_loss_regresses_the_taken_action():
 
 
 # Three transitions, γ = 0.9, reward scale 2. Row 1 terminated; row 2 truncated (a time limit:
-# the collector stores it with terminated = False and next_obs = the state reached).
+# the collector stores it with terminated = False and next_obs = the state reached, so the
+# target sees only terminated, and a truncated row is a live one).
 REWARD = f32([1.0, 2.0, 0.5])
 TERMINATED = jnp.array([False, True, False])
-TRUNCATED = jnp.array([False, False, True])
 NEXT_Q = f32([[3.0, 1.0, -1.0], [2.0, 5.0, 0.0]])  # [2, B]; min over twins [2, 1, -1]
 NEXT_LOGP = f32([-1.0, 0.5, 2.0])
 
@@ -198,7 +198,8 @@ def test_sac_target_soft_value_termination_and_truncation():
   chex.assert_shape(y, (3,))
   chex.assert_type(y, jnp.float32)
   np.testing.assert_allclose(y, [3.98, 4.0, -0.26], rtol=1e-5)
-  assert bool(TRUNCATED[2]) and float(y[2]) != 2 * float(REWARD[2])  # truncation bootstraps
+  # The truncated row bootstraps: its target is not the bare scaled reward 2 * 0.5.
+  assert float(y[2]) != 2 * float(REWARD[2])
   # The entropy term is α log π: at α = 1 it is [-1, 0.5, 2] instead of 0.2 times that, so
   # the live rows move by -0.9 · 0.8 · log π = [0.72, -, -1.44]; the terminated row does not.
   y1 = losses.sac_target(REWARD, TERMINATED, NEXT_Q, NEXT_LOGP, f32(1.0), gamma=0.9,
