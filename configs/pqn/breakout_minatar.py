@@ -17,10 +17,11 @@ per second (about 6,000 with this config; benchmarks/pqn_sigreg_overhead.py), so
 total_env_steps there.
 Expected: not measured at 10M steps. At 532k env steps (``--config.total_env_steps=500000``),
 5 seeds vmapped (``--config.num_seeds=5``, ~7 min on a quiet 2-core CPU), mean ± 95%
-Student-t interval over seeds: greedy eval return 19.6 ± 2.8 without SIGReg and 16.8 ± 6.9 with
-λ = 0.2 (paired difference −2.8 ± 6.3: not distinguishable); effective rank of the 128-d
-representation 57.3 ± 2.7 vs 64.2 ± 4.7 (paired +7.0 ± 5.8); dormant ratio (τ = 0) 0 in both
-(docs/reproductions/sigreg.md).
+Student-t interval over seeds (2026-12-07, λ weighted as in the paper's code): greedy eval
+return 19.6 ± 2.8 without SIGReg, 17.8 ± 5.0 with λ = 0.2 and 15.5 ± 4.1 with λ = 1 (paired
+differences −1.8 ± 6.3 and −4.1 ± 4.8: not distinguishable); effective rank of the 128-d
+representation 57.3 ± 2.7 vs 60.5 ± 4.3 (λ = 0.2, paired +3.2 ± 6.1) and 61.8 ± 1.2 (λ = 1,
+paired +4.5 ± 1.9); dormant ratio (τ = 0) 0 in every arm (docs/reproductions/sigreg.md).
 """
 
 from jaxlab.rl import pqn
