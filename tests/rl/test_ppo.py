@@ -13,6 +13,7 @@ import pytest
 from jaxlab.core import config as config_lib
 from jaxlab.envs.from_config import make_from_config
 from jaxlab.rl import ppo
+from jaxlab.rl.gae import gae
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -63,9 +64,23 @@ def test_truncated_steps_bootstrap_from_final_obs():
   state = trainer.init(jax.random.PRNGKey(0))
   _, traj = jax.jit(trainer._rollout)(state)  # pylint: disable=protected-access
   done = np.asarray(traj.done)
-  assert done[4::5].all()
+  assert done[4::5].all() and not np.asarray(traj.terminated).any()
   # final_obs of a truncated step is the reached state, not the reset one.
   assert not np.allclose(np.asarray(traj.final_obs)[4], np.asarray(traj.obs)[5])
+  # The advantages bootstrap from V(final_obs) there: the same GAE with V(obs[t + 1]) in its
+  # place (the next episode's first state) gives other values on the truncated rows.
+  adv, targets, values = jax.jit(trainer._advantages)(state, traj)  # pylint: disable=protected-access
+  value = lambda o: np.asarray(trainer.value(state.params, state.obs_stats, o))
+  v_final = value(traj.final_obs)
+  want, _ = gae(traj.reward * c.reward_scaling, values, v_final, traj.terminated, traj.done,
+                c.gamma, c.gae_lambda)
+  np.testing.assert_allclose(adv, want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(targets, np.asarray(want) + np.asarray(values), rtol=1e-5,
+                             atol=1e-6)
+  v_reset = np.concatenate([value(traj.obs)[1:], v_final[-1:]])
+  wrong, _ = gae(traj.reward * c.reward_scaling, values, v_reset, traj.terminated, traj.done,
+                 c.gamma, c.gae_lambda)
+  assert not np.allclose(np.asarray(wrong)[4::5], np.asarray(adv)[4::5], atol=1e-4)
 
 
 SHARDED = textwrap.dedent("""
