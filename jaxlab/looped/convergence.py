@@ -115,6 +115,24 @@ def periodic_gaps(h: np.ndarray, max_period: int, eps: float = _EPS) -> np.ndarr
   return np.stack(rows)
 
 
+def settled_share(delta: np.ndarray, iteration: int, valid: np.ndarray,
+                  threshold: float = 1e-2) -> float:
+  """Share of valid tokens whose every slot moved by less than ``threshold`` (relative) into
+  ``iteration`` (counted from 1, as spec §1.7's "by t = 2 r-bar"): ``max_l delta[t, l] <
+  threshold``.
+
+  Args:
+    delta: ``[I-1, J, B, T]`` from :func:`relative_deltas` (entry ``k`` is iteration ``k + 2``).
+    iteration: ``2 .. I``.
+    valid: ``[B, T]`` bool, the real tokens.
+  """
+  delta = np.asarray(delta)
+  if not 2 <= iteration <= delta.shape[0] + 1:
+    raise ValueError(f"settled_share: iteration {iteration} is outside 2..{delta.shape[0] + 1}")
+  moved = delta[iteration - 2].max(axis=0)  # the worst slot, [B, T]
+  return float(np.mean(moved[np.asarray(valid, bool)] < threshold))
+
+
 def classify_tokens(h: np.ndarray, threshold: float = 1e-2, window: int | None = None,
                     max_period: int = 4) -> dict[str, np.ndarray]:
   """Labels every token fixed / periodic / drifting with the spec's heuristic thresholds.

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from jaxlab.core import files
-from jaxlab.looped import stages
+from jaxlab.looped import convergence, stages
 
 THRESHOLD = 1e-2  # the fixed-point tolerance of spec §1.7 criterion 1
 
@@ -85,8 +85,6 @@ def looped_row(workdir: str, analysis: str = "analysis") -> dict[str, float]:
     raise ValueError(f"{out_dir}: analysed at trip counts {iterations}; the study needs "
                      f"r-bar={rbar} and a largest one >= 2 r-bar={2 * rbar}")
   mask = np.asarray(arrays["mask"], bool)
-  delta = np.asarray(arrays[f"I{top}/delta"])        # [I-1, J, B, T]; entry t: iteration t+2
-  moved = delta[2 * rbar - 2].max(axis=0)             # worst slot, [B, T]
   per = metrics["per_iteration"]
   m_top, m_rbar = per[str(top)], per[str(rbar)]
   if "state_norm_median" not in m_top:
@@ -99,7 +97,8 @@ def looped_row(workdir: str, analysis: str = "analysis") -> dict[str, float]:
   return dict(
       **groups,
       eval_accuracy=_accuracy(workdir),
-      fixed_share_at_2rbar=float(np.mean(moved[mask] < THRESHOLD)),
+      fixed_share_at_2rbar=convergence.settled_share(arrays[f"I{top}/delta"], 2 * rbar, mask,
+                                                     THRESHOLD),
       min_slot_distance=_num(m_top.get("min_slot_distance_median")),
       pca_retrace=_num(metrics["pca"].get("retrace")),
       tv_delta_corr=_num(m_top.get("tv_delta_log_corr")),

@@ -187,3 +187,30 @@ def test_jacobian_spectral_radius_of_known_map(case):
   assert want == pytest.approx(np.abs(np.linalg.eigvals(a)).max(), rel=1e-9)
   nrm = jacobian.spectral_norm(f, x0, jax.random.key(1), iters=200)
   assert float(nrm) == pytest.approx(np.linalg.norm(a, 2), rel=1e-2)
+
+
+def test_settled_share_reads_the_step_into_the_named_iteration():
+  """delta entry k compares iterations k + 1 and k + 2 (counted from 1): "settled by t = 4"
+  reads entry 2, over the worst slot, on valid tokens only."""
+  delta = np.full((5, 2, 1, 3), 1.0)  # [I-1 = 5, J = 2, B = 1, T = 3]
+  delta[2, :, 0, 0] = 1e-3            # token 0 settled into iteration 4 in both slots
+  delta[2, 0, 0, 1] = 1e-3            # token 1 only in slot 0
+  delta[2, :, 0, 2] = 1e-3            # token 2 settled, but padding
+  valid = np.array([[True, True, False]])
+  assert convergence.settled_share(delta, 4, valid) == 0.5
+  assert convergence.settled_share(delta, 3, valid) == 0.0
+  with pytest.raises(ValueError, match="outside 2..6"):
+    convergence.settled_share(delta, 7, valid)
+
+
+def test_analysis_check_one_reads_t_equal_two_rbar_when_reached():
+  from jaxlab.looped import analyze  # pylint: disable=import-outside-toplevel
+  per = {"8": {"classes": {"all": {"fixed": 1.0}}, "min_slot_distance_median": 0.3,
+               "stage_periodicity_error": {"matrix_entropy": 0.0, "bos_norm": 0.0}}}
+  metrics = {"per_iteration": per, "pca": {},
+             "fixed_share_at_2rbar": {"iteration": 8, "threshold": 1e-2, "value": 0.9}}
+  check = analyze._checks(metrics, 8)["fixed_point_share"]  # pylint: disable=protected-access
+  assert (check["value"], check["passed"], check["at"]) == (0.9, False, "t = 2 r-bar = 8")
+  del metrics["fixed_share_at_2rbar"]
+  check = analyze._checks(metrics, 8)["fixed_point_share"]  # pylint: disable=protected-access
+  assert check["value"] == 1.0 and check["passed"] and "classifier" in check["at"]
