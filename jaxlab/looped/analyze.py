@@ -269,6 +269,7 @@ def _checks(metrics, top):
   elif "classes" in m:
     check("fixed_point_share", m["classes"]["all"]["fixed"], FIXED_SHARE, True,
           at=f"classifier at I = {top} (the analysis did not reach t = 2 r-bar)")
+  if "classes" in m:
     check("min_slot_distance", m["min_slot_distance_median"], MIN_DISTANCE, True)
   if "retrace" in metrics["pca"]:
     check("pca_retrace", metrics["pca"]["retrace"], RETRACE, False)

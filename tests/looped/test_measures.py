@@ -209,8 +209,12 @@ def test_analysis_check_one_reads_t_equal_two_rbar_when_reached():
                "stage_periodicity_error": {"matrix_entropy": 0.0, "bos_norm": 0.0}}}
   metrics = {"per_iteration": per, "pca": {},
              "fixed_share_at_2rbar": {"iteration": 8, "threshold": 1e-2, "value": 0.9}}
-  check = analyze._checks(metrics, 8)["fixed_point_share"]  # pylint: disable=protected-access
+  checks = analyze._checks(metrics, 8)  # pylint: disable=protected-access
+  check = checks["fixed_point_share"]
   assert (check["value"], check["passed"], check["at"]) == (0.9, False, "t = 2 r-bar = 8")
+  assert checks["min_slot_distance"]["value"] == 0.3  # the other checks stay
   del metrics["fixed_share_at_2rbar"]
-  check = analyze._checks(metrics, 8)["fixed_point_share"]  # pylint: disable=protected-access
+  checks = analyze._checks(metrics, 8)  # pylint: disable=protected-access
+  check = checks["fixed_point_share"]
   assert check["value"] == 1.0 and check["passed"] and "classifier" in check["at"]
+  assert checks["min_slot_distance"]["value"] == 0.3
