@@ -71,15 +71,16 @@ def _first_block(text: str, closed: bool) -> str | None:
 
 
 _NOT_JSON = object()
+_TOO_DEEP = object()  # not an object: read as JSON of the wrong shape (the reference raises)
 
 
 def _load(block: str) -> Any:
-  """The block's JSON value, :data:`_NOT_JSON` when it does not decode, or the exception
-  class for a value too deep to decode (the reference code does not catch that one)."""
+  """The block's JSON value, :data:`_NOT_JSON` when it does not decode, :data:`_TOO_DEEP`
+  when it nests too deep to decode (the reference code does not catch that error)."""
   try:
     return json.loads(block.strip())
   except RecursionError:
-    return RecursionError
+    return _TOO_DEEP
   except ValueError:
     return _NOT_JSON
 
@@ -118,7 +119,7 @@ def _reward_reading(text: str) -> Parsed:
   if call is _NOT_JSON:
     return Parsed(None, False)
   args = _arguments(call)
-  if call is RecursionError or args is None:
+  if args is None:
     return Parsed(None, False, error=True)
   point = _int_pair(args.get("coordinate"))
   well_formed = (point is not None and text.count(OPEN) == 1 and text.count(CLOSE) == 1
@@ -134,8 +135,8 @@ def _evaluation_point(text: str) -> tuple[int, int] | None:
   if call is _NOT_JSON:
     digits = _DIGITS.findall(block)
     return (int(digits[0]), int(digits[1])) if len(digits) == 2 else None
-  args = _arguments(call) if call is not RecursionError else None
-  return None if not args else _truncated_pair(args.get("coordinate"))
+  args = _arguments(call)
+  return None if args is None else _truncated_pair(args.get("coordinate"))
 
 
 def parse(text: Any, *, fallback: bool = False) -> Parsed:

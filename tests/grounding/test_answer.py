@@ -87,3 +87,7 @@ def test_never_raises_on_hostile_text():
   deep = "<tool_call>" + "[" * 100_000 + "</tool_call>"
   assert answer.parse(deep).point is None
   assert answer.parse("<tool_call>\x00\ud800</tool_call>").point is None
+  # JSON nested too deep to decode: the paper's reward raises there (-1), its evaluator misses.
+  nested = "<tool_call>" + "[" * 100_000 + "]" * 100_000 + "</tool_call>"
+  assert answer.parse(nested) == answer.Parsed(None, False, error=True)
+  assert answer.parse(nested, fallback=True) == answer.Parsed(None, False)
