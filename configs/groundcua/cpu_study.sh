@@ -6,14 +6,16 @@
 #
 #   bash configs/groundcua/cpu_study.sh                 # seeds 0 1 2
 #   SEEDS="1 2" bash configs/groundcua/cpu_study.sh     # some seeds
+#   OUT=docs/reproductions/data/groundcua/rerun KEPT=docs/reproductions/data/groundcua/kept \
+#     SEEDS="0 1 2 3 4" bash configs/groundcua/cpu_study.sh   # RL again from the kept SFT runs
 #
 # Every step resumes: a training run continues from its newest checkpoint (a finished one is
 # scored and exported once more), so the same command picks up after an interruption. Each
 # finished seed's rows are merged into the committed $OUT/study.csv at once (launch.analyze
 # --data=A,B --export), and a seed whose rows are already there is skipped, so the seeds can be
 # run in different sessions or on different machines (runs/ is not kept between them). A
-# finished SFT run is kept under $OUT/kept/ (its exported model and held-out completions,
-# without checkpoints, written by this script; commit it), and a kept run is copied into runs/
+# finished SFT run is kept under $KEPT/ (default $OUT/kept/: its exported model and held-out
+# completions, without checkpoints, written by this script; commit it), and a kept run is copied into runs/
 # and used as it is, so a seed whose SFT finished in one session can do its RL in the next. Time on
 # the 2-core CPU with nothing else running: ~2.5 h of SFT (seed 0: 2 h 26 min) and ~25 min of
 # RL per seed (config docstrings).
@@ -21,6 +23,7 @@ set -euo pipefail
 SEEDS=${SEEDS:-"0 1 2"}
 DATA=runs/groundcua_data
 OUT=${OUT:-docs/reproductions/data/groundcua}
+KEPT=${KEPT:-$OUT/kept}  # finished SFT runs: read from here if present, else trained and kept here
 N=200  # every held-out instruction (40 screens x 5), the same rows for SFT and RL
 
 if [ ! -f "$DATA/heldout/tasks.jsonl" ]; then
@@ -43,7 +46,7 @@ for s in $SEEDS; do
     echo "seed $s: its rows are already in $OUT/study.csv; skipped"
     continue
   fi
-  kept="$OUT/kept/groundcua_sft_s$s"
+  kept="$KEPT/groundcua_sft_s$s"
   if [ -d "$kept" ] && [ ! -d "$sft/checkpoints" ]; then
     if [ "$(data_digest)" != "$(cat "$kept/data_sha256.txt")" ]; then
       echo "error: $DATA differs from the data $kept was trained on ($kept/data_sha256.txt);" \
