@@ -99,6 +99,17 @@ def _fmt_duration(seconds: float) -> str:
   return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+def _fmt_rate(rate: float, unit: str) -> str:
+  """``1,234/s`` and ``2.5/s`` for fast work, ``4.2 s per step`` below one unit a second."""
+  if not (math.isfinite(rate) and rate > 0):
+    return "?/s"
+  if rate >= 100:
+    return f"{rate:,.0f}/s"
+  if rate >= 1:
+    return f"{rate:.3g}/s"
+  return f"{1 / rate:.3g} s per {unit[:-1] if unit.endswith('s') else unit}"
+
+
 class Progress:
   """A one-line console progress bar: done/total, rate, ETA and a few named metrics.
 
@@ -128,7 +139,7 @@ class Progress:
     eta = (self.total - done) / self.rate if self.rate and self.rate > 0 else float("nan")
     bar = "#" * int(frac * 20)
     shown = " ".join(f"{k}={scalar(v):.4g}" for k, v in (metrics or {}).items())
-    line = (f"[{bar:<20}] {done:,}/{self.total:,} {self.unit} {self.rate:,.0f}/s "
+    line = (f"[{bar:<20}] {done:,}/{self.total:,} {self.unit} {_fmt_rate(self.rate, self.unit)} "
             f"elapsed {_fmt_duration(elapsed)} eta {_fmt_duration(eta)} {shown}")
     if self.tty:
       self.stream.write("\r" + line[:200].ljust(120))

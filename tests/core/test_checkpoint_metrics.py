@@ -88,3 +88,11 @@ def test_progress_plain_stream():
   bar.update(50, {"ret": [1.0, 3.0]}, force=True)
   line = buf.getvalue()
   assert "50/100" in line and "ret=2" in line and "eta" in line
+
+
+def test_progress_rate_is_readable_below_one_unit_a_second():
+  # A slow trainer (seconds per step) used to print "0/s".
+  assert metrics_lib._fmt_rate(0.25, "steps") == "4 s per step"
+  assert metrics_lib._fmt_rate(2.5, "items") == "2.5/s"
+  assert metrics_lib._fmt_rate(31_800.4, "env-steps") == "31,800/s"
+  assert metrics_lib._fmt_rate(float("nan"), "steps") == "?/s"
