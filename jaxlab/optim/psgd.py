@@ -26,10 +26,16 @@ axis i. P is fitted so that it whitens the gradient, ``P E[g g^T] P ≈ I``, by 
   the first steps, while P is still far from fitted), then scaled by the learning rate.
 
 The preconditioner is refitted on a schedule that is 1 for the first ``flat_start`` steps and
-then decays as ``exp(-decay (t - flat_start))`` to a floor of 0.03 (spec §2.3). The reference
-PyTorch code draws a Bernoulli with that probability each step; we accumulate the probability
-and refit whenever the sum passes 1, which gives the same rate without randomness, so runs are
-reproducible and vmapped seeds refit on the same steps.
+then decays as ``exp(-decay (t - flat_start))`` to a floor of 0.03 (spec §2.3). As kron_torch
+(0.2.9 to 0.3.3) does it, without randomness: a counter of steps since the last refit, and a
+refit when it reaches 1 / probability, so vmapped seeds refit on the same steps.
+
+Checked against kron_torch 0.3.3 with the same probe vectors (tests/optim/test_kron_reference.py):
+the spectral-norm bound, the factor kinds and four refits of the preconditioner agree to float32
+rounding. Kept different: kron_torch rescales the factors to a common size on ~1% of refits
+drawn at random, we after every refit (P is the same either way); and kron_torch 0.3.1+ first
+reshapes a tensor of more than two axes into a matrix (``merge_dims``), where we keep one factor
+per axis as its releases up to 0.3.0 did (the Stable-Gradients code does not pin a release).
 """
 
 from __future__ import annotations
@@ -74,13 +80,13 @@ class KronState(NamedTuple):
     mu: momentum, shaped like the parameters (None when b1 == 0).
     qs: per parameter leaf, a tuple with one factor per axis: [d, d] upper triangular or [d]
       diagonal (scalars are treated as shape (1,)).
-    credit: () float32, the accumulated refit probability (see the module docstring).
+    since_refit: () float32, steps since the preconditioner was last refitted.
     key: PRNG key for the probe vectors v.
   """
   count: jax.Array
   mu: Any
   qs: Any
-  credit: jax.Array
+  since_refit: jax.Array
   key: jax.Array
 
 
@@ -102,7 +108,8 @@ def factor_kinds(shape: tuple[int, ...], *, max_size_triangular: int = 8192,
   if memory_save_mode == "all_diag":
     kinds = ["diag"] * len(shape)
   elif memory_save_mode == "one_diag":
-    kinds[int(np.argmax(shape))] = "diag"
+    # The largest axis; of equal largest axes the last, as kron_torch picks it.
+    kinds[len(shape) - 1 - int(np.argmax(shape[::-1]))] = "diag"
   return tuple(kinds)
 
 
@@ -166,15 +173,19 @@ def _gram(x: jax.Array, axis: int, diagonal: bool) -> jax.Array:
 
 
 def _spectral_norm_lower_bound(m: jax.Array) -> jax.Array:
-  """A cheap lower bound on ‖M‖_2 for a symmetric PSD M: one power step from its largest column.
+  """A cheap lower bound on ‖M‖_2 for a symmetric PSD M: two power steps from its largest column.
 
-  For PSD M and any column c = M e_j, ‖M c‖ / ‖c‖ ≥ ‖c‖ (Cauchy–Schwarz on e_j^T M^2 e_j), so the
-  bound is at least the largest column norm, itself ≥ ‖M‖_2 / sqrt(d).
+  As kron_torch's ``_lb`` (every release): with c the column of largest norm, x = M^T c / ‖M^T c‖
+  and the bound ‖M x‖ (= ‖M² c‖ / ‖M c‖ for symmetric M). For PSD M each power step can only
+  raise the ratio, so the bound is >= ‖M c‖ / ‖c‖ >= ‖c‖ >= ‖M‖_2 / sqrt(d). M is divided by its
+  largest entry first, so squares of large entries cannot overflow float32.
   """
-  norms = jnp.linalg.norm(m, axis=0)
-  c = m[:, jnp.argmax(norms)]
-  nc = jnp.linalg.norm(c)
-  return jnp.where(nc > 0, jnp.linalg.norm(m @ c) / jnp.maximum(nc, 1e-30), 0.0)
+  max_abs = jnp.max(jnp.abs(m))
+  a = m / jnp.maximum(max_abs, 1e-30)
+  c = a[:, jnp.argmax(jnp.sum(a * a, axis=0))]
+  x = a.T @ c
+  x = x / jnp.maximum(jnp.linalg.norm(x), 1e-30)
+  return jnp.where(max_abs > 0, max_abs * jnp.linalg.norm(a @ x), 0.0)
 
 
 def _refit(qs, g, v, lr):
@@ -242,7 +253,7 @@ def scale_by_kron(b1: float = 0.9,
     qs = [_init_factors(p.shape, kinds_of(p.shape), preconditioner_init_scale) for p in leaves]
     mu = jax.tree.map(jnp.zeros_like, params) if b1 > 0 else None
     return KronState(count=jnp.zeros((), jnp.int32), mu=mu, qs=treedef.unflatten(qs),
-                     credit=jnp.zeros((), jnp.float32), key=jax.random.key_data(
+                     since_refit=jnp.zeros((), jnp.float32), key=jax.random.key_data(
                          jax.random.key(seed)))
 
   def update_fn(updates, state, params=None):
@@ -261,9 +272,9 @@ def scale_by_kron(b1: float = 0.9,
     as_tensor = lambda x: x.reshape(x.shape or (1,)).astype(jnp.float32)
     fit_in = [as_tensor(x) for x in (m_leaves if momentum_into_precond_update else leaves)]
 
-    credit = state.credit + prob(state.count)
-    do_refit = credit >= 1.0
-    credit = jnp.where(do_refit, credit - 1.0, credit)
+    since_refit = state.since_refit + 1.0
+    do_refit = since_refit >= 1.0 / prob(state.count)
+    since_refit = jnp.where(do_refit, 0.0, since_refit)
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.count)
 
     def refit(qs):
@@ -283,7 +294,7 @@ def scale_by_kron(b1: float = 0.9,
         rms = jnp.sqrt(jnp.mean(d * d))
         d = d / jnp.maximum(1.0, rms / clip_update_rms)
       directions.append(d.reshape(shape).astype(g.dtype))
-    new_state = KronState(count=count, mu=mu, qs=treedef.unflatten(qs), credit=credit,
+    new_state = KronState(count=count, mu=mu, qs=treedef.unflatten(qs), since_refit=since_refit,
                           key=state.key)
     return treedef.unflatten(directions), new_state
 

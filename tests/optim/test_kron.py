@@ -113,17 +113,20 @@ def test_refit_schedule_and_accumulator():
   np.testing.assert_allclose(sched(500), 1.0)
   np.testing.assert_allclose(sched(500 + np.log(2) / 0.001), 0.5, rtol=1e-4)
   np.testing.assert_allclose(sched(100_000), 0.03)
-  # A constant probability 1/4 refits on exactly every 4th step.
+  # A constant probability p refits when the steps since the last refit reach 1 / p, as
+  # kron_torch's counter: every 4th step for p = 1/4 and also for p = 0.3 (an accumulated
+  # probability would refit at steps 4, 7, 10 there).
   params = {"w": jnp.zeros((3, 2))}
-  tx = psgd.scale_by_kron(preconditioner_update_probability=0.25)
-  state = tx.init(params)
-  refits = []
-  for i in range(8):
-    g = {"w": jax.random.normal(jax.random.key(i), (3, 2))}
-    _, new = tx.update(g, state)
-    refits.append(not np.allclose(new.qs["w"][0], state.qs["w"][0]))
-    state = new
-  assert refits == [False, False, False, True] * 2
+  for p in (0.25, 0.3):
+    tx = psgd.scale_by_kron(preconditioner_update_probability=p)
+    state = tx.init(params)
+    refits = []
+    for i in range(8):
+      g = {"w": jax.random.normal(jax.random.key(i), (3, 2))}
+      _, new = tx.update(g, state)
+      refits.append(not np.allclose(new.qs["w"][0], state.qs["w"][0]))
+      state = new
+    assert refits == [False, False, False, True] * 2, p
 
 
 def test_jit_and_vmap_over_seeds():
