@@ -308,6 +308,8 @@ def kron(learning_rate: float | optax.Schedule = 1e-3, b1: float = 0.9,
 
   ``scale_by_kron -> [add_decayed_weights] -> scale_by_learning_rate``, the order of the PSGD
   libraries (the decay is not preconditioned). ``kwargs`` go to :func:`scale_by_kron`.
+  kron_torch decays only tensors of two or more axes: ``weight_decay_mask`` (in configs
+  ``optimizer.decay_mask="matrices"``) does the same; without it every leaf decays.
   Spec §2.3: the Stable-Gradients runs use the default lr of the base algorithm divided by 3
   (``jaxlab.optim.make_optimizer`` applies that rule).
   """
