@@ -198,6 +198,7 @@ class NonStationarySupervised:
     total = config.epochs * self.steps_per_epoch
     self.num_updates = -(-total // config.log_every) * config.log_every
     self.steps_per_update = config.batch_size
+    self.unit_name = "samples"  # on the progress bar
     self.num_classes = dataset.num_classes
     self.x_train, self.y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
     self.x_test, self.y_test = jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test)
