@@ -13,12 +13,13 @@ Kron, lr rule /3), and the arms that separate skips from LayerNorm at the same d
 without the multi-skip's global skip, without / with LN) and ``multiskip5_noln``. Everything else is configs/sigreg/ns_digits.py without SIGReg: sklearn's digits,
 labels re-permuted every 10 epochs, 60 epochs, Adam lr 1e-3, batch 128, 2 seeds vmapped
 (the documented results use ``--config.num_seeds=5``).
-Time with 5 seeds on a busy 2-core CPU: 53-130 s per Adam variant, 462-1,050 s for
-``plain12_kron`` (vmapped seeds pay Kron's preconditioner refit every step).
+Time with 5 seeds on a busy 2-core CPU: 43-130 s per Adam variant, 462-1,050 s for
+``plain12_kron`` (vmapped seeds pay Kron's preconditioner refit every step). All seven variants
+of the page's table and its CSVs: ``bash configs/stable_gradients/digits_study.sh``.
 Expected (spec §2.1): deeper plain MLPs recover less after each shift, with smaller gradient norms
-in the early layers; multi-skip + LN and Kron keep both. Measured (5 seeds, 2026-12-03, mean ± 95% Student-t
+in the early layers; multi-skip + LN and Kron keep both. Measured (5 seeds, 2026-12-07, mean ± 95% Student-t
 interval): accuracy at the final epoch 0.9799 ± 0.0063 / 0.936 ± 0.044 / 0.76 ± 0.26 for plain
-4 / 8 / 12 layers, 0.9822 ± 0.0052 for multi-skip k = 5 and 0.9737 ± 0.0100 for plain 12 + Kron; the first layer's gradient norm grows with depth here instead of shrinking.
+4 / 8 / 12 layers, 0.9810 ± 0.0075 for multi-skip k = 5 and 0.968 ± 0.017 for plain 12 + Kron; the first layer's gradient norm grows with depth here instead of shrinking.
 Skips x LayerNorm at 12 layers (5 seeds, 2026-12-05), mean accuracy over all epochs: plain 0.710
 ± 0.048, plain + LN 0.932 ± 0.015, residual 0.9156 ± 0.0056, residual + LN 0.9251 ± 0.0085,
 multi-skip 0.79 ± 0.11, multi-skip + LN 0.8991 ± 0.0097.
