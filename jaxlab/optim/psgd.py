@@ -31,9 +31,12 @@ then decays as ``exp(-decay (t - flat_start))`` to a floor of 0.03 (spec §2.3).
 refit when it reaches 1 / probability, so vmapped seeds refit on the same steps.
 
 Checked against kron_torch 0.3.3 with the same probe vectors (tests/optim/test_kron_reference.py):
-the spectral-norm bound, the factor kinds and four refits of the preconditioner agree to float32
-rounding. Kept different: kron_torch rescales the factors to a common size on ~1% of refits
-drawn at random, we after every refit (P is the same either way); and kron_torch 0.3.1+ first
+the spectral-norm bound, the factor kinds, four refits of the preconditioner and eight whole
+optimizer steps agree to float32 rounding. Kept different: kron_torch adds the fit's damping
+noise to the momentum in place, so on refit steps its update carries that noise too (relative
+size sqrt(eps) ~ 3e-4), where ours uses it in the fit only; kron_torch rescales the factors to a
+common size on ~1% of refits drawn at random, we after every refit (P is the same either way);
+and kron_torch 0.3.1+ first
 reshapes a tensor of more than two axes into a matrix (``merge_dims``), where we keep one factor
 per axis as its releases up to 0.3.0 did (the Stable-Gradients code does not pin a release).
 """
