@@ -13,7 +13,10 @@ For each seed, both trainers run the same schedule: ``num_envs`` envs, ``unroll_
 per unroll, ``batch_size * num_minibatches`` sequences per update (brax's layout; jaxlab's
 ``unrolls_per_update`` is derived from it), ``num_epochs`` passes, the same learning rate,
 entropy cost, discount, reward scaling, clipping and observation normalisation, and
-``num_evals`` evaluations on ``num_eval_envs`` envs.
+``num_evals`` evaluations on ``num_eval_envs`` envs. Two differences of algorithm remain (README):
+brax recomputes advantages with the current critic in every minibatch step, and its policy
+advantage is the one-step TD error of its λ-return targets rather than GAE(λ) (the value
+targets agree; tests/rl/test_gae.py checks both against brax's ``compute_gae``).
 
 Throughput is measured the same way for both (brax's own ``training/sps`` is not used): env
 steps between two consecutive evaluations divided by the wall time between them, after the

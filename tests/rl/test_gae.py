@@ -74,3 +74,34 @@ def test_advantage_is_the_lambda_return_minus_the_value():
   want = np.array([_lambda_return(r, v_boot, t, ends[t], gamma, lam) - v[t] for t in range(T)])
   np.testing.assert_allclose(np.asarray(adv)[:, 0], want, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(np.asarray(target)[:, 0], want + v[:T], rtol=1e-5, atol=1e-5)
+
+
+def test_value_targets_equal_brax_and_its_policy_advantage_is_not_gae():
+  """Against brax.training's own ``compute_gae`` (the peer of benchmarks/ppo_vs_brax.py), on
+  rollouts without truncation (brax drops truncated steps; ours bootstraps them, tested above):
+  the value targets are the same λ-returns, but brax's policy advantage is the one-step TD error
+  of those targets, ``r_t + γ (1 - d_t) v^λ_{t+1} - V(s_t)``, i.e. δ_t + Σ_k γ^k λ^(k-1) δ_{t+k},
+  which equals GAE(λ) only at λ = 1."""
+  from brax.training.agents.ppo import losses as brax_losses  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  T, B, gamma = 9, 6, 0.97
+  r, v = rng.normal(size=(T, B)), rng.normal(size=(T, B))
+  bootstrap = rng.normal(size=B)
+  term = (rng.random((T, B)) < 0.15).astype(np.float64)
+  nv = np.concatenate([v[1:], bootstrap[None]])
+  for lam in (0.95, 1.0):
+    adv, target = gae(*(jnp.asarray(x, jnp.float32) for x in (r, v, nv)), jnp.asarray(term > 0),
+                      jnp.asarray(term > 0), gamma, lam)
+    vs, brax_adv = brax_losses.compute_gae(
+        truncation=jnp.zeros((T, B), jnp.float32), termination=jnp.asarray(term, jnp.float32),
+        rewards=jnp.asarray(r, jnp.float32), values=jnp.asarray(v, jnp.float32),
+        bootstrap_value=jnp.asarray(bootstrap, jnp.float32), lambda_=lam, discount=gamma)
+    np.testing.assert_allclose(target, vs, rtol=1e-5, atol=1e-5)
+    vs_next = np.concatenate([np.asarray(vs)[1:], bootstrap[None]])
+    np.testing.assert_allclose(brax_adv, r + gamma * (1 - term) * vs_next - v, rtol=1e-5,
+                               atol=1e-5)
+    gap = np.abs(np.asarray(adv) - np.asarray(brax_adv)).max()
+    if lam == 1.0:
+      assert gap < 1e-5
+    else:
+      assert gap > 1e-2
