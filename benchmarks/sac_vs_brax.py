@@ -13,7 +13,12 @@ observation normalisation the same; twin critics 256x256 with LayerNorm (brax's
 ``q_network_layer_norm=True``, jaxlab's ``network.critic="layernorm"``), actor 256x256 ReLU;
 the same replay capacity. Warm-up differs in kind, not length: brax fills ``min_replay_size``
 transitions with its initial policy, jaxlab takes uniform random actions for as many env
-steps (``learning_starts``); neither takes gradient steps then.
+steps (``learning_starts``); neither takes gradient steps then. The losses differ in three
+places that cost the same arithmetic (read in brax 0.14.2's ``sac/losses.py``, 2026-12-07):
+brax's target entropy is -0.5 x action size (ours -action size, the SAC paper's), its
+temperature loss is α·(-log π - H̄) (ours log α·(...), the same sign, a gradient smaller by α),
+and it drops truncated transitions from the critic loss (ours bootstraps them from the state
+reached). So the printed returns compare two SAC variants, not one SAC's two implementations.
 
 Throughput (env-steps/s and grad-steps/s) is *training time only, compilation excluded*: for
 jaxlab, the summed wall time of the compiled training chunks after the first one (which holds
