@@ -36,9 +36,9 @@ optimizer steps agree to float32 rounding. Kept different: kron_torch adds the f
 noise to the momentum in place, so on refit steps its update carries that noise too (relative
 size sqrt(eps) ~ 3e-4), where ours uses it in the fit only; kron_torch rescales the factors to a
 common size on ~1% of refits drawn at random, we after every refit (P is the same either way);
-and kron_torch 0.3.1+ first
-reshapes a tensor of more than two axes into a matrix (``merge_dims``), where we keep one factor
-per axis as its releases up to 0.3.0 did (the Stable-Gradients code does not pin a release).
+and kron_torch 0.3.1+ first reshapes a tensor of more than two axes into a matrix
+(``merge_dims``), where we keep one factor per axis as its releases up to 0.3.0 did (the
+Stable-Gradients code does not pin a release).
 """
 
 from __future__ import annotations
@@ -208,6 +208,18 @@ def _refit(qs, g, v, lr):
   return tuple(_balance(new))
 
 
+def _probes(key_data: jax.Array, count: jax.Array, shapes) -> list[jax.Array]:
+  """The probe vectors v of a refit at step ``count`` (0-based), one per tensor shape."""
+  key = jax.random.fold_in(jax.random.wrap_key_data(key_data), count)
+  return [jax.random.normal(k, shape, jnp.float32)
+          for k, shape in zip(jax.random.split(key, len(shapes)), shapes)]
+
+
+def _refit_damped(qs, g, v, lr):
+  """:func:`_refit` on ``g`` plus ``_DAMPING`` times its mean magnitude times the probe v."""
+  return _refit(qs, g + _DAMPING * jnp.mean(jnp.abs(g)) * v, v, lr)
+
+
 def _balance(qs):
   """Rescales the factors to equal max-abs (their product, hence P, is unchanged); without it
   one factor can drift large and another small over many multiplicative updates."""
@@ -278,16 +290,10 @@ def scale_by_kron(b1: float = 0.9,
     since_refit = state.since_refit + 1.0
     do_refit = since_refit >= 1.0 / prob(state.count)
     since_refit = jnp.where(do_refit, 0.0, since_refit)
-    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.count)
 
     def refit(qs):
-      keys = jax.random.split(key, len(qs))
-      out = []
-      for k, q, g in zip(keys, qs, fit_in):
-        v = jax.random.normal(k, g.shape, jnp.float32)
-        g = g + _DAMPING * jnp.mean(jnp.abs(g)) * v
-        out.append(_refit(q, g, v, preconditioner_lr))
-      return out
+      probes = _probes(state.key, state.count, [g.shape for g in fit_in])
+      return [_refit_damped(q, g, v, preconditioner_lr) for q, g, v in zip(qs, fit_in, probes)]
 
     qs = jax.lax.cond(do_refit, refit, lambda qs: list(qs), list(qs))
     directions = []

@@ -4,7 +4,6 @@ preconditioners P = Q^T Q both reach) and whole ``Kron.step`` calls, whose probe
 replaced by the probes ours draws at that step (its balancing coin does not change P).
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -72,8 +71,7 @@ def test_preconditioner_fit_matches_kron_torch(shape, memory_save_mode):
     v = torch.randn_like(torch.tensor(g))
     torch.manual_seed(k)  # the update draws the same probe
     update(q_ref, exprs, torch.tensor(g), lr, tiny)
-    gv, vv = jnp.asarray(g), jnp.asarray(v.numpy())
-    ours = psgd._refit(ours, gv + psgd._DAMPING * jnp.mean(jnp.abs(gv)) * vv, vv, 0.1)
+    ours = psgd._refit_damped(ours, jnp.asarray(g), jnp.asarray(v.numpy()), 0.1)
 
   x = rng.normal(size=shape).astype(np.float32)
   want = torch.einsum(exprs[-1], *q_ref, *q_ref, torch.tensor(x)).numpy()
@@ -100,11 +98,9 @@ def test_optimizer_steps_match_kron_torch(monkeypatch, prob):
   state = tx.init(params)
   probes = []
   for g in grads:
-    kron_state = state[0]
     # The probes scale_by_kron draws at this step, one per leaf in flattening order.
-    key = jax.random.fold_in(jax.random.wrap_key_data(kron_state.key), kron_state.count)
-    probes.append([np.asarray(jax.random.normal(k, shapes[n], jnp.float32))
-                   for k, n in zip(jax.random.split(key, len(names)), names)])
+    probes.append([np.asarray(v) for v in psgd._probes(state[0].key, state[0].count,
+                                                       [shapes[n] for n in names])])
     updates, state = tx.update({k: jnp.asarray(v) for k, v in g.items()}, state, params)
     params = optax.apply_updates(params, updates)
 
