@@ -96,7 +96,7 @@ class ChunkedRun:
     self.algo, self.config, self.mesh = algo, config, mesh
     self.total_steps = algo.num_updates
     self.units_per_step = algo.steps_per_update
-    self.unit_name = getattr(algo, "unit_name", "env steps")
+    self.unit_name = getattr(algo, "unit_name", None)  # the loop's default when None
     self.progress_keys = dict(progress_keys if progress_keys is not None else {
         "train/episode_return": "train/episode_return",
         "eval/episode_return": "eval/episode_return"})

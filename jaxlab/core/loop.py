@@ -72,7 +72,7 @@ class Run(Protocol):
       these.
     units_per_step: env steps (or samples) per step; the loop then logs ``env_steps`` and the
       progress bar counts them. None: the bar counts steps. An optional ``unit_name``
-      attribute names them on the bar ("env steps" unless set, e.g. "samples").
+      attribute names them on the bar ("env steps" when absent or None, e.g. "samples").
     progress_keys: ``{label: metric}`` shown on the progress line (latest finite value).
     plot_keys: metrics drawn in ``workdir/plots`` at the end.
     target: ``(metric, value)``: the summary records the first step where the metric reaches
@@ -398,7 +398,7 @@ def run(trainer: Trainer, config: ml_collections.ConfigDict, workdir: str, mesh:
     writer.truncate(start)
   units = r.units_per_step or 1
   bar = (Progress(total * units, start=start * units,
-                  unit=(getattr(r, "unit_name", "env steps") if r.units_per_step
+                  unit=((getattr(r, "unit_name", None) or "env steps") if r.units_per_step
                         else "steps"))
          if progress and primary else None)
   elapsed = float(record.get("elapsed", 0.0))
