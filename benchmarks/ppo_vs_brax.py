@@ -4,6 +4,8 @@
     python benchmarks/ppo_vs_brax.py --seeds=3 --out=runs/bench_ppo.json
     python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=5 --no-phases \
         --seed_csv=benchmarks/data/ppo_quality_tuned_cpu.csv   # learning quality
+    python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=10 --no-phases \
+        --advantages=gae,lambda_td --seed_csv=runs/ppo_advantage.csv  # + ours with brax's advantage
 
 ``--preset=tuned_cpu`` is Playground's tuned brax config for the DM Control suite scaled to
 this CPU (``PRESETS``); with it, 5 seeds gave final returns ours 448 ± 69, brax 440 ± 140,
@@ -17,6 +19,8 @@ entropy cost, discount, reward scaling, clipping and observation normalisation, 
 brax recomputes advantages with the current critic in every minibatch step, and its policy
 advantage is the one-step TD error of its λ-return targets rather than GAE(λ) (the value
 targets agree; tests/rl/test_gae.py checks both against brax's ``compute_gae``).
+``--advantages=gae,lambda_td`` adds an arm of ours with brax's advantage
+(``config.advantage_estimator="lambda_td"``), so the second difference can be ablated.
 
 Throughput is measured the same way for both (brax's own ``training/sps`` is not used): env
 steps between two consecutive evaluations divided by the wall time between them, after the
@@ -117,6 +121,10 @@ def parse_args(argv=None):
   p.add_argument("--target", type=float, default=900.0)
   p.add_argument("--seeds", type=int, default=1)
   p.add_argument("--only", choices=["both", "ours", "brax"], default="both")
+  p.add_argument("--advantages", default="gae",
+                 help="comma-separated advantage estimators of ours (ppo.ADVANTAGE_ESTIMATORS), "
+                      "one arm each: 'gae' is arm 'ours', 'lambda_td' (brax's) arm "
+                      "'ours_lambda_td'")
   p.add_argument("--phases", action=argparse.BooleanOptionalAction, default=True,
                  help="print the per-phase breakdown of one update of ours")
   p.add_argument("--repeats", type=int, default=3,
@@ -128,18 +136,29 @@ def parse_args(argv=None):
   preset = p.parse_known_args(argv)[0].preset
   if preset:
     p.set_defaults(**PRESETS[preset])
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  args.advantages = args.advantages.split(",")
+  for estimator in args.advantages:
+    if estimator not in ppo.ADVANTAGE_ESTIMATORS:
+      p.error(f"--advantages: {estimator!r} is not one of {list(ppo.ADVANTAGE_ESTIMATORS)}")
+  return args
+
+
+def ours_arm(estimator):
+  """Arm name of ours with this advantage estimator: ``ours`` (GAE) or ``ours_<estimator>``."""
+  return "ours" if estimator == "gae" else f"ours_{estimator}"
 
 
 SEED_COLUMNS = ("final_return", "sps", "wall_s")
 
 
 def seed_rows(rows):
-  """Per-seed CSV rows (``stats.write_seed_rows``): arm ``ours`` / ``brax``, run
-  ``<arm>_s<seed>``, the final evaluation return, env-steps/s and wall time."""
+  """Per-seed CSV rows (``stats.write_seed_rows``): arm ``ours`` / ``ours_<estimator>`` /
+  ``brax``, run ``<arm>_s<seed>``, the final evaluation return, env-steps/s and wall time."""
+  arms = list(dict.fromkeys(k for r in rows for k in r if k != "seed"))
   return [{"arm": name, "run": f"{name}_s{r['seed']}", "seed": r["seed"],
            **{k: r[name][k] for k in SEED_COLUMNS}}
-          for name in ("ours", "brax") for r in rows if name in r]
+          for name in arms for r in rows if name in r]
 
 
 def _throughput(points):
@@ -157,9 +176,10 @@ def _time_to_target(points, target):
   return float("nan"), float("nan")
 
 
-def ours_config(args, seed):
+def ours_config(args, seed, estimator="gae"):
   """jaxlab's PPO config for brax's schedule; total steps rounded to whole evaluations."""
   c = ppo.default_config()
+  c.advantage_estimator = estimator
   c.env.name = f"playground/{args.env}"
   c.env.impl = args.impl
   c.env.episode_length = args.episode_length
@@ -189,8 +209,8 @@ def ours_config(args, seed):
   return c, updates_per_eval
 
 
-def run_ours(args, seed):
-  c, updates_per_eval = ours_config(args, seed)
+def run_ours(args, seed, estimator="gae"):
+  c, updates_per_eval = ours_config(args, seed, estimator)
   steps_per_update = ppo.steps_per_update(c)
   env = make_from_config(c.env)
   trainer = ppo.make_train(c, env)
@@ -315,8 +335,9 @@ def main(argv=None):
   rows = []
   for seed in range(args.seeds):
     row = {"seed": seed}
-    for name, fn in (("ours", run_ours), ("brax", run_brax)):
-      if args.only not in ("both", name):
+    arms = [(ours_arm(e), "ours", lambda a, s, e=e: run_ours(a, s, e)) for e in args.advantages]
+    for name, trainer, fn in arms + [("brax", "brax", run_brax)]:
+      if args.only not in ("both", trainer):
         continue
       points = fn(args, seed)
       t_target, s_target = _time_to_target(points, args.target)
@@ -328,8 +349,11 @@ def main(argv=None):
             f"{row[name]['final_return']:7.1f}  wall {row[name]['wall_s']:6.1f}s  "
             f"to {args.target:g}: {t_target:6.1f}s", flush=True)
     rows.append(row)
+    if args.seed_csv:  # after every seed, so an interrupted study keeps the seeds it finished
+      os.makedirs(os.path.dirname(os.path.abspath(args.seed_csv)), exist_ok=True)
+      stats.write_seed_rows(args.seed_csv, seed_rows(rows), SEED_COLUMNS)
   summary = {}
-  for name in ("ours", "brax"):
+  for name in [ours_arm(e) for e in args.advantages] + ["brax"]:
     runs = [r[name] for r in rows if name in r]
     if runs:
       summary[name] = {k: float(np.mean([r[k] for r in runs]))
@@ -345,7 +369,7 @@ def main(argv=None):
           f"({args.num_envs} envs x {args.unroll_length} steps, random actions, best of "
           f"{args.repeats})")
     for name in summary:  # ours: "ppo/raw fraction=", brax: "brax/raw fraction="
-      label = "ppo" if name == "ours" else name
+      label = "ppo" + name[len("ours"):] if name.startswith("ours") else name
       print(f"{label}/raw fraction={summary[name]['sps'] / raw['sps']:.3f}")
   if args.phases and "ours" in summary:
     phases = phase_breakdown(args)
@@ -355,13 +379,13 @@ def main(argv=None):
     with open(args.out, "w") as f:
       json.dump({"args": vars(args), "rows": rows, "summary": summary, "raw": raw,
                  "phases": phases}, f, indent=1)
-  if args.seed_csv:
-    os.makedirs(os.path.dirname(os.path.abspath(args.seed_csv)), exist_ok=True)
-    stats.write_seed_rows(args.seed_csv, seed_rows(rows), SEED_COLUMNS)
+  arms = list(summary)
+  for i, a in enumerate(arms):
+    for b in arms[i + 1:]:
+      diffs = [r[a]["final_return"] - r[b]["final_return"] for r in rows]
+      print(f"final return {a} - {b}, seed by seed: "
+            f"{stats.format_ci(*stats.mean_ci(diffs))} (mean ± 95% t-interval, {len(diffs)} seeds)")
   if "ours" in summary and "brax" in summary:
-    diffs = [r["ours"]["final_return"] - r["brax"]["final_return"] for r in rows]
-    print("final return ours - brax, seed by seed: "
-          f"{stats.format_ci(*stats.mean_ci(diffs))} (mean ± 95% t-interval, {len(diffs)} seeds)")
     print(f"ratio={summary['ours']['sps'] / summary['brax']['sps']:.3f}")
 
 

@@ -35,3 +35,26 @@ def test_seed_rows_round_trip_and_pair_by_seed(tmp_path):
                                                   ("brax", "brax_s0"), ("brax", "brax_s1")]
   diffs = stats.paired_differences(back, ["final_return"], "brax")
   assert [d["final_return"] for d in diffs] == [50.0, -100.0]
+
+
+def test_advantage_arms_are_named_and_checked(tmp_path, capsys):
+  args = ppo_vs_brax.parse_args(["--advantages=gae,lambda_td"])
+  assert [ppo_vs_brax.ours_arm(e) for e in args.advantages] == ["ours", "ours_lambda_td"]
+  assert ppo_vs_brax.ours_config(args, 0, "lambda_td")[0].advantage_estimator == "lambda_td"
+  try:
+    ppo_vs_brax.parse_args(["--advantages=gae,brax"])
+    raise AssertionError("an unknown estimator was accepted")
+  except SystemExit as e:
+    assert e.code == 2
+  assert "--advantages: 'brax' is not one of" in capsys.readouterr().err
+  run = lambda ret: {"final_return": ret, "sps": 1000.0, "wall_s": 60.0}  # noqa: E731
+  rows = [{"seed": s, "ours": run(1.0 + s), "ours_lambda_td": run(2.0 + s), "brax": run(3.0)}
+          for s in (0, 1)]
+  path = os.path.join(tmp_path, "seeds.csv")
+  stats.write_seed_rows(path, ppo_vs_brax.seed_rows(rows), ppo_vs_brax.SEED_COLUMNS)
+  _, back = stats.read_seed_rows(path)
+  assert [r["arm"] for r in back] == ["ours"] * 2 + ["ours_lambda_td"] * 2 + ["brax"] * 2
+  diffs = stats.paired_differences(back, ["final_return"], "ours")
+  assert [(d["arm"], d["final_return"]) for d in diffs] == [
+      ("ours_lambda_td − ours", 1.0), ("ours_lambda_td − ours", 1.0), ("brax − ours", 2.0),
+      ("brax − ours", 1.0)]

@@ -33,14 +33,14 @@ from jaxlab.core import loop
 from jaxlab.core import mesh as mesh_lib
 from jaxlab.core import running_stats
 from jaxlab.core.chunked import train_whole
-from jaxlab.core.config import require
+from jaxlab.core.config import require, require_choice
 from jaxlab.envs.base import Env, EnvState
 from jaxlab.envs.evaluation import first_episode_returns
 from jaxlab.rl import auxiliary
 from jaxlab.rl import env_trainer
 from jaxlab.rl import losses
 from jaxlab.rl import networks
-from jaxlab.rl.gae import gae
+from jaxlab.rl.gae import gae, lambda_td_advantages
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -67,6 +67,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer = optim.default_config("adam", eps=1e-5)  # name: adam | adamw | radam | kron
   c.gamma = 0.99
   c.gae_lambda = 0.95
+  # "gae": GAE(λ) (PPO's paper, PureJaxRL); "lambda_td": brax.training's PPO advantage, the
+  # one-step TD error of the λ-return targets (the same value targets either way).
+  c.advantage_estimator = "gae"
   c.clip_eps = 0.2
   c.value_clip_eps = 0.0  # 0 disables value clipping
   c.vf_coef = 0.5
@@ -81,6 +84,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.aux = auxiliary.default_config()  # SIGReg on each trunk output (spec rl.md §1.4); off
   c.target_return = None  # optional: the run reports when eval return first reaches it
   return c
+
+
+ADVANTAGE_ESTIMATORS = ("gae", "lambda_td")
 
 
 def check_config(c: ml_collections.ConfigDict) -> None:
@@ -99,6 +105,7 @@ def check_config(c: ml_collections.ConfigDict) -> None:
           f"'config.total_env_steps'={c.total_env_steps} is less than one update "
           f"({steps_per_update(c)} env steps)")
   require(c.gamma <= 1.0 and c.gamma > 0, f"'config.gamma' must be in (0, 1], got {c.gamma}")
+  require_choice(c, "advantage_estimator", ADVANTAGE_ESTIMATORS)
 
 
 def steps_per_update(c: ml_collections.ConfigDict) -> int:
@@ -227,7 +234,8 @@ class PPO:
     return state.replace(env_state=env_state, key=key), traj
 
   def _advantages(self, state: TrainState, traj: Transition):
-    """GAE over one unroll; bootstraps from V(final_obs) on truncation.
+    """GAE over one unroll (``config.advantage_estimator``); bootstraps from V(final_obs) on
+    truncation.
 
     ``final_obs[t]`` is ``obs[t + 1]`` unless an episode ended at step ``t`` (with the default
     wrappers), so one forward pass over ``obs`` and the last ``final_obs`` ([T + 1, N]) gives
@@ -246,6 +254,9 @@ class PPO:
     rewards = traj.reward * c.reward_scaling
     adv, targets = gae(rewards, values, next_values, traj.terminated, traj.done,
                        c.gamma, c.gae_lambda)
+    if c.advantage_estimator == "lambda_td":
+      adv = lambda_td_advantages(rewards, values, next_values, traj.terminated, traj.done,
+                                 targets, c.gamma)
     return adv, targets, values
 
   def _loss(self, params, stats, batch, key):

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlab.rl.gae import gae
+from jaxlab.rl.gae import gae, lambda_td_advantages
 
 
 def _reference(r, v, nv, term, done, gamma, lam):
@@ -100,8 +100,37 @@ def test_value_targets_equal_brax_and_its_policy_advantage_is_not_gae():
     vs_next = np.concatenate([np.asarray(vs)[1:], bootstrap[None]])
     np.testing.assert_allclose(brax_adv, r + gamma * (1 - term) * vs_next - v, rtol=1e-5,
                                atol=1e-5)
+    ours_lambda_td = lambda_td_advantages(
+        *(jnp.asarray(x, jnp.float32) for x in (r, v, nv)), jnp.asarray(term > 0),
+        jnp.asarray(term > 0), target, gamma)
+    np.testing.assert_allclose(ours_lambda_td, brax_adv, rtol=1e-5, atol=1e-5)
     gap = np.abs(np.asarray(adv) - np.asarray(brax_adv)).max()
     if lam == 1.0:
       assert gap < 1e-5
     else:
       assert gap > 1e-2
+
+
+def test_lambda_td_advantage_in_td_errors_and_at_episode_ends():
+  """``lambda_td_advantages`` = δ_t + Σ_k γ^k λ^(k-1) δ_{t+k} within an episode (a sum written
+  from its definition, independent of the recursion), and at a truncated step the bootstrap
+  r + γ V(final_obs) - V, at a terminated one r - V: the sum stops at the episode's end."""
+  rng = np.random.default_rng(5)
+  T = 8
+  r, v = rng.normal(size=T), rng.normal(size=T)
+  term, trunc = np.zeros(T, bool), np.zeros(T, bool)
+  term[2], trunc[5] = True, True  # episodes: steps 0-2 (terminal), 3-5 (cut), 6-7 (rollout end)
+  done = term | trunc
+  nv = np.concatenate([v[1:], [0.7]])
+  nv[2], nv[5] = 4.0, -3.0  # the reached states' values
+  gamma, lam = 0.9, 0.7
+  delta = r + gamma * (1 - term) * nv - v
+  ends = [2, 2, 2, 5, 5, 5, 7, 7]
+  want = np.array([delta[t] + sum(gamma**k * lam**(k - 1) * delta[t + k]
+                                  for k in range(1, ends[t] - t + 1)) for t in range(T)])
+  col = lambda a: jnp.asarray(a[:, None])
+  _, targets = gae(col(r), col(v), col(nv), col(term), col(done), gamma, lam)
+  got = lambda_td_advantages(col(r), col(v), col(nv), col(term), col(done), targets, gamma)
+  np.testing.assert_allclose(np.asarray(got)[:, 0], want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got[2, 0], r[2] - v[2], rtol=1e-6)
+  np.testing.assert_allclose(got[5, 0], r[5] + gamma * -3.0 - v[5], rtol=1e-6)

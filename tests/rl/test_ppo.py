@@ -13,7 +13,7 @@ import pytest
 from jaxlab.core import config as config_lib
 from jaxlab.envs.from_config import make_from_config
 from jaxlab.rl import ppo
-from jaxlab.rl.gae import gae
+from jaxlab.rl.gae import gae, lambda_td_advantages
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -81,6 +81,20 @@ def test_truncated_steps_bootstrap_from_final_obs():
   wrong, _ = gae(traj.reward * c.reward_scaling, values, v_reset, traj.terminated, traj.done,
                  c.gamma, c.gae_lambda)
   assert not np.allclose(np.asarray(wrong)[4::5], np.asarray(adv)[4::5], atol=1e-4)
+  # brax's estimator (config.advantage_estimator="lambda_td"): the same value targets, its
+  # advantages from them and the same bootstrap.
+  c.advantage_estimator = "lambda_td"
+  ppo.check_config(c)
+  trainer = ppo.make_train(c, make_from_config(c.env))
+  adv_td, targets_td, _ = jax.jit(trainer._advantages)(state, traj)  # pylint: disable=protected-access
+  np.testing.assert_allclose(targets_td, targets, rtol=1e-6, atol=1e-6)
+  want_td = lambda_td_advantages(traj.reward * c.reward_scaling, values, v_final,
+                                 traj.terminated, traj.done, targets, c.gamma)
+  np.testing.assert_allclose(adv_td, want_td, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(adv_td, adv, atol=1e-3)
+  c.advantage_estimator = "brax"
+  with pytest.raises(config_lib.ConfigError, match="'config.advantage_estimator'='brax'"):
+    ppo.check_config(c)
 
 
 SHARDED = textwrap.dedent("""
