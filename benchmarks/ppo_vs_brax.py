@@ -84,13 +84,19 @@ from jaxlab.envs.from_config import make_from_config  # pylint: disable=g-import
 from jaxlab.rl import ppo  # pylint: disable=g-import-not-at-top
 
 
-# Playground's tuned brax PPO config for the DM Control suite
+# "tuned": Playground's tuned brax PPO config for the DM Control suite
 # (mujoco_playground/config/dm_control_suite_params.py: 2048 envs, 30-step unrolls, 32
 # minibatches of 1,024 sequences, 16 epochs, discount 0.995, reward scale 10, lr 1e-3, entropy
-# 1e-2), with envs and minibatch size divided by 8 for a 2-core CPU. Each update still gathers
-# 16 unrolls per env and runs 16 x 32 SGD steps; 737,280 steps are 6 updates, as the H200 run's
-# 5.9M steps were at full size (README). An explicit flag overrides a preset value.
+# 1e-2; brax's default clipping 0.3) for 6 updates, 5.9M steps, as the H200 run in the README.
+# "tuned_cpu": the same with envs and minibatch size divided by 8 for a 2-core CPU. Each update
+# still gathers 16 unrolls per env and runs 16 x 32 SGD steps; 737,280 steps are 6 updates.
+# tests/test_ppo_vs_brax_args.py checks both against Playground's own config. An explicit flag
+# overrides a preset value.
 PRESETS = {
+    "tuned": dict(num_envs=2048, unroll_length=30, batch_size=1024, num_minibatches=32,
+                  num_epochs=16, learning_rate=1e-3, entropy_cost=1e-2, discounting=0.995,
+                  reward_scaling=10.0, clipping_epsilon=0.3, total_steps=5_898_240,
+                  num_evals=7, num_eval_envs=128),
     "tuned_cpu": dict(num_envs=256, unroll_length=30, batch_size=128, num_minibatches=32,
                       num_epochs=16, learning_rate=1e-3, entropy_cost=1e-2, discounting=0.995,
                       reward_scaling=10.0, clipping_epsilon=0.3, total_steps=737_280,

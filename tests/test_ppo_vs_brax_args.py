@@ -3,6 +3,7 @@ tuned brax config scaled to a CPU (same epochs, minibatch count and unrolls per 
 gives both trainers 6 updates, an explicit flag overrides it, and per-seed rows are what
 ``launch.analyze --data --paired=brax`` reads."""
 
+import inspect
 import os
 
 from benchmarks import ppo_vs_brax
@@ -21,6 +22,31 @@ def test_tuned_cpu_preset_keeps_the_tuned_update_shape():
   # An explicit flag wins over the preset; no preset keeps the quickstart defaults.
   assert ppo_vs_brax.parse_args(["--preset=tuned_cpu", "--num_envs=128"]).num_envs == 128
   assert ppo_vs_brax.parse_args([]).num_epochs == 4
+
+
+def test_presets_are_playgrounds_tuned_config():
+  """``tuned`` is Playground's tuned brax PPO config for CartpoleBalance (6 updates of it);
+  ``tuned_cpu`` the same with envs and minibatch size divided by 8."""
+  from mujoco_playground.config import dm_control_suite_params  # pylint: disable=g-import-not-at-top
+  want = dm_control_suite_params.brax_ppo_config("CartpoleBalance")
+  full = ppo_vs_brax.parse_args(["--preset=tuned"])
+  cpu = ppo_vs_brax.parse_args(["--preset=tuned_cpu"])
+  names = {"num_envs": "num_envs", "unroll_length": "unroll_length",
+           "batch_size": "batch_size", "num_minibatches": "num_minibatches",
+           "num_epochs": "num_updates_per_batch", "learning_rate": "learning_rate",
+           "entropy_cost": "entropy_cost", "discounting": "discounting",
+           "reward_scaling": "reward_scaling", "episode_length": "episode_length"}
+  for ours, theirs in names.items():
+    assert getattr(full, ours) == want[theirs], ours
+    scale = 8 if ours in ("num_envs", "batch_size") else 1
+    assert getattr(cpu, ours) * scale == want[theirs], ours
+  # Playground leaves the clipping to brax's default.
+  from brax.training.agents.ppo import train as brax_ppo  # pylint: disable=g-import-not-at-top
+  assert "clipping_epsilon" not in want
+  clip = inspect.signature(brax_ppo.train).parameters["clipping_epsilon"].default
+  assert full.clipping_epsilon == cpu.clipping_epsilon == clip
+  c, _ = ppo_vs_brax.ours_config(full, seed=0)
+  assert c.total_env_steps == 5_898_240 == 6 * ppo.steps_per_update(c)
 
 
 def test_seed_rows_round_trip_and_pair_by_seed(tmp_path):
