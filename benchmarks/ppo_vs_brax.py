@@ -5,7 +5,8 @@
     python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=5 --no-phases \
         --seed_csv=benchmarks/data/ppo_quality_tuned_cpu.csv   # learning quality
     python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=10 --no-phases \
-        --advantages=gae,lambda_td --seed_csv=runs/ppo_advantage.csv  # + ours with brax's advantage
+        --advantages=gae,lambda_td --seed_csv=runs/ppo_advantage.csv \
+        --curves_csv=runs/ppo_advantage_curves.csv   # + ours with brax's advantage
 
 ``--preset=tuned_cpu`` is Playground's tuned brax config for the DM Control suite scaled to
 this CPU (``PRESETS``); with it, 5 seeds gave final returns ours 448 ± 69, brax 440 ± 140,
@@ -142,6 +143,9 @@ def parse_args(argv=None):
   p.add_argument("--seed_csv", default=None,
                  help="write one row per (trainer, seed) as CSV here (arms ours / brax; "
                       "`python -m launch.analyze --data=FILE --paired=brax` tables it)")
+  p.add_argument("--curves_csv", default=None,
+                 help="write every evaluation of every (trainer, seed) as CSV here "
+                      "(columns env_steps, eval_return, wall_s)")
   preset = p.parse_known_args(argv)[0].preset
   if preset:
     p.set_defaults(**PRESETS[preset])
@@ -161,13 +165,28 @@ def ours_arm(estimator):
 SEED_COLUMNS = ("final_return", "sps", "wall_s")
 
 
-def seed_rows(rows):
-  """Per-seed CSV rows (``stats.write_seed_rows``): arm ``ours`` / ``ours_<estimator>`` /
-  ``brax``, run ``<arm>_s<seed>``, the final evaluation return, env-steps/s and wall time."""
+def _arm_runs(rows):
+  """``(key columns, result)`` of every (arm, seed) in ``rows``, arm by arm in first-seen
+  order: arm ``ours`` / ``ours_<estimator>`` / ``brax``, run ``<arm>_s<seed>``, seed."""
   arms = list(dict.fromkeys(k for r in rows for k in r if k != "seed"))
-  return [{"arm": name, "run": f"{name}_s{r['seed']}", "seed": r["seed"],
-           **{k: r[name][k] for k in SEED_COLUMNS}}
+  return [({"arm": name, "run": f"{name}_s{r['seed']}", "seed": r["seed"]}, r[name])
           for name in arms for r in rows if name in r]
+
+
+def seed_rows(rows):
+  """Per-seed CSV rows (``stats.write_seed_rows``): the final evaluation return, env-steps/s
+  and wall time of every (arm, seed)."""
+  return [{**key, **{k: result[k] for k in SEED_COLUMNS}} for key, result in _arm_runs(rows)]
+
+
+CURVE_COLUMNS = ("env_steps", "eval_return", "wall_s")
+
+
+def curve_rows(rows):
+  """Per-evaluation CSV rows (``stats.write_seed_rows``), one per (arm, seed, evaluation): env
+  steps, the evaluation return and the wall time at it."""
+  return [{**key, "env_steps": steps, "eval_return": ret, "wall_s": wall}
+          for key, result in _arm_runs(rows) for wall, steps, ret in result["curve"]]
 
 
 def _throughput(points):
@@ -358,9 +377,12 @@ def main(argv=None):
             f"{row[name]['final_return']:7.1f}  wall {row[name]['wall_s']:6.1f}s  "
             f"to {args.target:g}: {t_target:6.1f}s", flush=True)
     rows.append(row)
-    if args.seed_csv:  # after every seed, so an interrupted study keeps the seeds it finished
-      os.makedirs(os.path.dirname(os.path.abspath(args.seed_csv)), exist_ok=True)
-      stats.write_seed_rows(args.seed_csv, seed_rows(rows), SEED_COLUMNS)
+    # After every seed, so an interrupted study keeps the seeds it finished.
+    for path, table, columns in ((args.seed_csv, seed_rows, SEED_COLUMNS),
+                                 (args.curves_csv, curve_rows, CURVE_COLUMNS)):
+      if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        stats.write_seed_rows(path, table(rows), columns)
   summary = {}
   for name in [ours_arm(e) for e in args.advantages] + ["brax"]:
     runs = [r[name] for r in rows if name in r]

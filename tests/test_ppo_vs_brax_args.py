@@ -84,3 +84,16 @@ def test_advantage_arms_are_named_and_checked(tmp_path, capsys):
   assert [(d["arm"], d["final_return"]) for d in diffs] == [
       ("ours_lambda_td − ours", 1.0), ("ours_lambda_td − ours", 1.0), ("brax − ours", 2.0),
       ("brax − ours", 1.0)]
+
+
+def test_curve_rows_hold_every_evaluation(tmp_path):
+  curve = lambda ret: [(10.0, 0, 1.0), (20.0, 100, ret)]  # noqa: E731
+  run = lambda ret: {"final_return": ret, "sps": 1.0, "wall_s": 20.0, "curve": curve(ret)}  # noqa: E731
+  rows = [{"seed": s, "ours": run(5.0 + s), "brax": run(7.0)} for s in (0, 1)]
+  path = os.path.join(tmp_path, "curves.csv")
+  stats.write_seed_rows(path, ppo_vs_brax.curve_rows(rows), ppo_vs_brax.CURVE_COLUMNS)
+  columns, back = stats.read_seed_rows(path)
+  assert columns == list(ppo_vs_brax.CURVE_COLUMNS)
+  assert [(r["run"], r["env_steps"], r["eval_return"]) for r in back] == [
+      ("ours_s0", 0, 1.0), ("ours_s0", 100, 5.0), ("ours_s1", 0, 1.0), ("ours_s1", 100, 6.0),
+      ("brax_s0", 0, 1.0), ("brax_s0", 100, 7.0), ("brax_s1", 0, 1.0), ("brax_s1", 100, 7.0)]
