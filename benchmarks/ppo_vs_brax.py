@@ -65,6 +65,7 @@ over obs plus the last final_obs instead of two full passes, bit-identical resul
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -360,13 +361,14 @@ def main(argv=None):
   # number of env steps by rounding first.
   args.total_steps = ours_config(args, 0)[0].total_env_steps
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  jax {jax.__version__}")
+  # (arm name, function of (args, seed)) of every arm --only keeps, in the order they run.
+  arms = ([(ours_arm(e), functools.partial(run_ours, estimator=e)) for e in args.advantages]
+          if args.only in ("both", "ours") else [])
+  arms += [("brax", run_brax)] if args.only in ("both", "brax") else []
   rows = []
   for seed in range(args.seeds):
     row = {"seed": seed}
-    arms = [(ours_arm(e), "ours", lambda a, s, e=e: run_ours(a, s, e)) for e in args.advantages]
-    for name, trainer, fn in arms + [("brax", "brax", run_brax)]:
-      if args.only not in ("both", trainer):
-        continue
+    for name, fn in arms:
       points = fn(args, seed)
       t_target, s_target = _time_to_target(points, args.target)
       row[name] = {"sps": _throughput(points), "final_return": points[-1][2],
@@ -384,7 +386,7 @@ def main(argv=None):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         stats.write_seed_rows(path, table(rows), columns)
   summary = {}
-  for name in [ours_arm(e) for e in args.advantages] + ["brax"]:
+  for name, _ in arms:
     runs = [r[name] for r in rows if name in r]
     if runs:
       summary[name] = {k: float(np.mean([r[k] for r in runs]))
@@ -410,9 +412,9 @@ def main(argv=None):
     with open(args.out, "w") as f:
       json.dump({"args": vars(args), "rows": rows, "summary": summary, "raw": raw,
                  "phases": phases}, f, indent=1)
-  arms = list(summary)
-  for i, a in enumerate(arms):
-    for b in arms[i + 1:]:
+  names = list(summary)
+  for i, a in enumerate(names):
+    for b in names[i + 1:]:
       diffs = [r[a]["final_return"] - r[b]["final_return"] for r in rows]
       print(f"final return {a} - {b}, seed by seed: "
             f"{stats.format_ci(*stats.mean_ci(diffs))} (mean ± 95% t-interval, {len(diffs)} seeds)")
