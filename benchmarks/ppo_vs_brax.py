@@ -86,7 +86,7 @@ if not hasattr(jax, "device_put_replicated"):
 from benchmarks.timing import random_unroll, time_best_wall_and_cpu
 from jaxlab.core import stats  # pylint: disable=g-import-not-at-top
 from jaxlab.envs.from_config import make_from_config  # pylint: disable=g-import-not-at-top
-from jaxlab.rl import ppo  # pylint: disable=g-import-not-at-top
+from jaxlab.rl import networks, ppo  # pylint: disable=g-import-not-at-top
 
 
 # "tuned": Playground's tuned brax PPO config for the DM Control suite
@@ -136,6 +136,10 @@ def parse_args(argv=None):
                  help="comma-separated advantage estimators of ours (ppo.ADVANTAGE_ESTIMATORS), "
                       "one arm each: 'gae' is arm 'ours', 'lambda_td' (brax's) arm "
                       "'ours_lambda_td'")
+  p.add_argument("--inits", default="orthogonal",
+                 help="comma-separated network initialisers of ours (config.network.init: "
+                      "'orthogonal', ours, or 'lecun_uniform', brax's), one arm per "
+                      "(estimator, init): 'lecun_uniform' adds '_lecun_uniform' to the name")
   p.add_argument("--phases", action=argparse.BooleanOptionalAction, default=True,
                  help="print the per-phase breakdown of one update of ours")
   p.add_argument("--repeats", type=int, default=3,
@@ -155,12 +159,18 @@ def parse_args(argv=None):
   for estimator in args.advantages:
     if estimator not in ppo.ADVANTAGE_ESTIMATORS:
       p.error(f"--advantages: {estimator!r} is not one of {list(ppo.ADVANTAGE_ESTIMATORS)}")
+  args.inits = args.inits.split(",")
+  for init in args.inits:
+    if init not in networks.INITS:
+      p.error(f"--inits: {init!r} is not one of {list(networks.INITS)}")
   return args
 
 
-def ours_arm(estimator):
-  """Arm name of ours with this advantage estimator: ``ours`` (GAE) or ``ours_<estimator>``."""
-  return "ours" if estimator == "gae" else f"ours_{estimator}"
+def ours_arm(estimator, init="orthogonal"):
+  """Arm name of ours with this advantage estimator and initialiser: ``ours`` (GAE, orthogonal),
+  plus ``_<estimator>`` for another estimator and ``_<init>`` for another initialiser."""
+  return ("ours" + ("" if estimator == "gae" else f"_{estimator}")
+          + ("" if init == "orthogonal" else f"_{init}"))
 
 
 SEED_COLUMNS = ("final_return", "sps", "wall_s")
@@ -168,7 +178,7 @@ SEED_COLUMNS = ("final_return", "sps", "wall_s")
 
 def _arm_runs(rows):
   """``(key columns, result)`` of every (arm, seed) in ``rows``, arm by arm in first-seen
-  order: arm ``ours`` / ``ours_<estimator>`` / ``brax``, run ``<arm>_s<seed>``, seed."""
+  order: arm ``ours`` / ``ours_<estimator>_<init>`` (``ours_arm``) / ``brax``, run ``<arm>_s<seed>``, seed."""
   arms = list(dict.fromkeys(k for r in rows for k in r if k != "seed"))
   return [({"arm": name, "run": f"{name}_s{r['seed']}", "seed": r["seed"]}, r[name])
           for name in arms for r in rows if name in r]
@@ -205,10 +215,11 @@ def _time_to_target(points, target):
   return float("nan"), float("nan")
 
 
-def ours_config(args, seed, estimator="gae"):
+def ours_config(args, seed, estimator="gae", init="orthogonal"):
   """jaxlab's PPO config for brax's schedule; total steps rounded to whole evaluations."""
   c = ppo.default_config()
   c.advantage_estimator = estimator
+  c.network.init = init
   c.env.name = f"playground/{args.env}"
   c.env.impl = args.impl
   c.env.episode_length = args.episode_length
@@ -238,8 +249,8 @@ def ours_config(args, seed, estimator="gae"):
   return c, updates_per_eval
 
 
-def run_ours(args, seed, estimator="gae"):
-  c, updates_per_eval = ours_config(args, seed, estimator)
+def run_ours(args, seed, estimator="gae", init="orthogonal"):
+  c, updates_per_eval = ours_config(args, seed, estimator, init)
   steps_per_update = ppo.steps_per_update(c)
   env = make_from_config(c.env)
   trainer = ppo.make_train(c, env)
@@ -362,7 +373,8 @@ def main(argv=None):
   args.total_steps = ours_config(args, 0)[0].total_env_steps
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  jax {jax.__version__}")
   # (arm name, function of (args, seed)) of every arm --only keeps, in the order they run.
-  arms = ([(ours_arm(e), functools.partial(run_ours, estimator=e)) for e in args.advantages]
+  arms = ([(ours_arm(e, i), functools.partial(run_ours, estimator=e, init=i))
+           for e in args.advantages for i in args.inits]
           if args.only in ("both", "ours") else [])
   arms += [("brax", run_brax)] if args.only in ("both", "brax") else []
   rows = []

@@ -86,6 +86,42 @@ def test_advantage_arms_are_named_and_checked(tmp_path, capsys):
       ("brax − ours", 1.0)]
 
 
+def test_init_arms_are_named_and_checked(capsys):
+  args = ppo_vs_brax.parse_args(["--advantages=gae,lambda_td", "--inits=orthogonal,lecun_uniform"])
+  assert [ppo_vs_brax.ours_arm(e, i) for e in args.advantages for i in args.inits] == [
+      "ours", "ours_lecun_uniform", "ours_lambda_td", "ours_lambda_td_lecun_uniform"]
+  c, _ = ppo_vs_brax.ours_config(args, 0, "gae", "lecun_uniform")
+  assert (c.network.init, c.advantage_estimator) == ("lecun_uniform", "gae")
+  assert ppo_vs_brax.ours_config(args, 0)[0].network.init == "orthogonal"
+  try:
+    ppo_vs_brax.parse_args(["--inits=xavier"])
+    raise AssertionError("an unknown initialiser was accepted")
+  except SystemExit as e:
+    assert e.code == 2
+  assert "--inits: 'xavier' is not one of" in capsys.readouterr().err
+
+
+def test_braxs_default_policy_is_what_the_init_arm_copies():
+  """What ``--inits=lecun_uniform`` copies from the brax run: brax's default PPO policy (what
+  run_brax trains) is one MLP whose last LeCun-uniform layer, bias zero, emits both the mean
+  and the pre-softplus scale of each action (so the scale is state-dependent and starts near
+  softplus(0) + 0.001), with the same hidden sizes and activation as ours."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from brax.training.agents.ppo import networks as brax_networks  # pylint: disable=g-import-not-at-top
+  nets = brax_networks.make_ppo_networks(5, 1)
+  params = nets.policy_network.init(jax.random.PRNGKey(0))["params"]
+  ours = ppo.default_config().network
+  hidden = [params[f"hidden_{i}"]["kernel"].shape for i in range(len(params))]
+  assert hidden == [(5, 32)] + [(32, 32)] * 3 + [(32, 2)]  # 2 = mean and scale of 1 action
+  assert (ours.policy_width, ours.policy_depth) == (32, 4)
+  last = params[f"hidden_{len(params) - 1}"]
+  np.testing.assert_array_equal(last["bias"], 0.0)
+  assert np.abs(last["kernel"]).max() <= np.sqrt(3 / 32)
+  assert inspect.signature(brax_networks.make_ppo_networks).parameters[
+      "distribution_type"].default == "tanh_normal"
+
+
 def test_curve_rows_hold_every_evaluation(tmp_path):
   curve = lambda ret: [(10.0, 0, 1.0), (20.0, 100, ret)]  # noqa: E731
   run = lambda ret: {"final_return": ret, "sps": 1.0, "wall_s": 20.0, "curve": curve(ret)}  # noqa: E731

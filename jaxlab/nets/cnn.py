@@ -59,7 +59,8 @@ class CNN(nnx.Module):
   def __init__(self, obs_shape: Sequence[int], *, kind: str = "atari_cnn",
                use_layernorm: bool = False, activation: str = "relu",
                input_scale: float | None = None, kernel_gain: float = math.sqrt(2.0),
-               dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
+               kernel_init: str = "orthogonal", dtype: Any = None,
+               param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
     """Builds the convolutions.
 
     Args:
@@ -69,6 +70,7 @@ class CNN(nnx.Module):
       activation: elementwise activation name (see ``jaxlab.nets.ACTIVATIONS``).
       input_scale: multiplies the observation first; None: 1/255 for Atari, 1 for MinAtar.
       kernel_gain: gain of the orthogonal kernel initialiser.
+      kernel_init: "orthogonal" | "lecun_uniform" (``initializers.kernel``; no gain).
       dtype: computation dtype (None: from the inputs and parameters).
       param_dtype: parameter dtype.
       rngs: ``nnx.Rngs`` with a "params" (or default) stream.
@@ -96,7 +98,7 @@ class CNN(nnx.Module):
     self.activation = activation
     self.use_layernorm = use_layernorm
     self.input_scale = _INPUT_SCALE[kind] if input_scale is None else float(input_scale)
-    init = initializers.orthogonal(kernel_gain)
+    init = initializers.kernel(kernel_init, kernel_gain)
     convs, norms, shapes = [], [], []
     channels, height, width = obs_shape[2], obs_shape[0], obs_shape[1]
     for out, k, s in _LAYERS[kind]:

@@ -34,3 +34,31 @@ def orthogonal(scale: float = 1.0, column_axis: int = -1) -> jax.nn.initializers
     return batching.sequential(lambda k: base(k, shape, dtype, **kwargs))(key)
 
   return init
+
+
+# Kernel initialiser names a network config may choose (``kernel``).
+KERNEL_INITS = ("orthogonal", "lecun_uniform")
+
+
+def kernel(name: str, gain: float) -> jax.nn.initializers.Initializer:
+  """The kernel initialiser called ``name``.
+
+  Args:
+    name: "orthogonal": ``orthogonal(gain)`` (spec §2.2's gains: sqrt(2) for hidden layers, 0.01
+      for policy and Q heads, 1.0 for value heads). "lecun_uniform": LeCun-uniform,
+      U(±sqrt(3 / fan_in)), brax.training's default for every layer; it has no gain, ``gain`` is
+      ignored.
+    gain: the orthogonal gain.
+
+  Returns:
+    ``init(key, shape, dtype=float32) -> array``.
+
+  Raises:
+    ValueError: an unknown name.
+  """
+  if name == "orthogonal":
+    return orthogonal(gain)
+  if name == "lecun_uniform":
+    return jax.nn.initializers.lecun_uniform()  # no QR: safe under vmap as it is
+  raise ValueError(f"kernel initialiser {name!r} is not valid; expected one of "
+                   f"{', '.join(KERNEL_INITS)}")

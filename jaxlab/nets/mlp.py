@@ -167,13 +167,15 @@ class MLP(nnx.Module):
   neurons; for "input", g after its LayerNorm; for "blocks.i.fc1", the residual branch output
   ``[LN](W1 h)`` before it is added to the stream; for "out", the module output.
 
-  All Linear layers use orthogonal kernels with gain ``kernel_gain`` (sqrt(2)) and zero biases.
+  All Linear layers use orthogonal kernels with gain ``kernel_gain`` (sqrt(2)) and zero biases,
+  or the kernel initialiser named by ``kernel_init``.
   """
 
   def __init__(self, in_features: int, *, width: int, depth: int, kind: str = "plain",
                out_features: int | None = None, use_layernorm: bool = False,
                activation: str = "relu", kernel_gain: float = math.sqrt(2.0),
-               dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
+               kernel_init: str = "orthogonal", dtype: Any = None,
+               param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
     """Builds the layers.
 
     Args:
@@ -187,6 +189,7 @@ class MLP(nnx.Module):
       use_layernorm: LayerNorm after every Linear.
       activation: "relu" | "tanh" | "leaky_relu" | "silu" | "gelu".
       kernel_gain: gain of the orthogonal kernel initialiser.
+      kernel_init: "orthogonal" | "lecun_uniform" (``initializers.kernel``; no gain).
       dtype: computation dtype (None: from the inputs and parameters).
       param_dtype: parameter dtype.
       rngs: ``nnx.Rngs`` with a "params" (or default) stream.
@@ -209,7 +212,7 @@ class MLP(nnx.Module):
     self.output_size = width if out_features is None else out_features
 
     linear = functools.partial(
-      nnx.Linear, kernel_init=initializers.orthogonal(kernel_gain),
+      nnx.Linear, kernel_init=initializers.kernel(kernel_init, kernel_gain),
       bias_init=jax.nn.initializers.zeros, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def norm(n: int) -> nnx.LayerNorm | None:

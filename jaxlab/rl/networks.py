@@ -15,6 +15,11 @@ Every network is ``[encoder] -> [trunk MLP] -> head`` (spec rl.md §2.2, §6), c
   "xlarge" (``jaxlab.nets.preset``: residual blocks k, or 2k + 1 plain layers, and width W).
 * ``trunk_out``: 0, or the size of a final trunk ``Linear(W -> trunk_out) -> [LN]`` without
   activation (the paper's 512-d trunk output); heads then read it through the activation.
+* ``init`` (PPO's networks only; absent elsewhere means "orthogonal"): "orthogonal" (spec §2.2:
+  gain sqrt(2) in the trunk and encoder, 0.01 for the policy head with its Gaussian scale
+  starting at 1.0, 1.0 for the value head) or "lecun_uniform" (brax.training's PPO default:
+  every kernel LeCun-uniform, every bias zero, so a Gaussian scale starts at softplus(0) + 0.001
+  = 0.694 plus a state-dependent kernel term).
 
 The "representation" of a network is its trunk output, the penultimate feature that SIGReg
 regularises (spec §1.4) and the rank metrics measure. Keys missing from an older config take
@@ -34,10 +39,13 @@ from jaxlab import nets
 from jaxlab.core.config import require, require_choice
 from jaxlab.core.errors import ConfigError
 from jaxlab.envs.base import EnvSpec
+from jaxlab.nets import initializers
 
 # Trunk kinds accepted in config: the MLP layouts, plus "none" (no trunk).
 TRUNK_KINDS = nets.KINDS + ("none",)
 ENCODERS = ("none",) + nets.ENCODERS
+# Kernel initialisers of ``config.network.init`` (PPO).
+INITS = initializers.KERNEL_INITS
 
 
 def network_defaults() -> dict[str, Any]:
@@ -57,6 +65,8 @@ def check_config(c: ml_collections.ConfigDict, size_keys: tuple[str, ...]) -> No
   require_choice(c, "network.activation", nets.ACTIVATIONS)
   require_choice(c, "network.encoder", ENCODERS)
   require_choice(c, "network.preset", ("",) + nets.PRESETS)
+  if "init" in n:
+    require_choice(c, "network.init", INITS)
   require(n.trunk_out >= 0, f"'config.network.trunk_out' must be >= 0 (0: no output layer), got "
           f"{n.trunk_out}")
   for key in size_keys:
@@ -80,6 +90,7 @@ def build_torso(spec: EnvSpec, cfg: ml_collections.ConfigDict, *, width: int, de
     ``encoder`` and ``trunk`` and call :func:`represent`.
   """
   encoder_kind = cfg.get("encoder", "none")
+  init = kernel_init(cfg)
   if encoder_kind == "none":
     encoder = None
     size = _flat_size(spec.obs_shape)
@@ -87,7 +98,7 @@ def build_torso(spec: EnvSpec, cfg: ml_collections.ConfigDict, *, width: int, de
     try:
       encoder = nets.CNN(spec.obs_shape, kind=encoder_kind,
                          use_layernorm=cfg.get("cnn_layernorm", False),
-                         activation=cfg.activation, rngs=rngs)
+                         activation=cfg.activation, kernel_init=init, rngs=rngs)
     except ValueError as err:  # e.g. a CNN on CartPole's flat observations
       raise ConfigError(f"'config.network.encoder'={encoder_kind!r} does not fit env "
                         f"{spec.name!r}: {err}") from None
@@ -97,7 +108,7 @@ def build_torso(spec: EnvSpec, cfg: ml_collections.ConfigDict, *, width: int, de
   width, depth = trunk_size(cfg, width, depth)
   trunk = nets.MLP(size, width=width, depth=depth, kind=cfg.kind, activation=cfg.activation,
                    use_layernorm=cfg.layernorm, out_features=cfg.get("trunk_out", 0) or None,
-                   rngs=rngs)
+                   kernel_init=init, rngs=rngs)
   return encoder, trunk, trunk.output_size
 
 
@@ -110,11 +121,15 @@ class Actor(nnx.Module):
     # keep their parameter paths (and checkpoints).
     self.encoder, self.trunk, size = build_torso(spec, cfg, width=cfg.policy_width,
                                                  depth=cfg.policy_depth, rngs=rngs)
-    act = head_activation(cfg)
+    act, init = head_activation(cfg), kernel_init(cfg)
     if spec.discrete:
-      self.head = nets.CategoricalHead(size, spec.action_size, input_activation=act, rngs=rngs)
-    else:
+      self.head = nets.CategoricalHead(size, spec.action_size, input_activation=act,
+                                       kernel_init=init, rngs=rngs)
+    elif init == "orthogonal":
       self.head = nets.GaussianHead(size, spec.action_size, input_activation=act, rngs=rngs)
+    else:  # brax's: no bias under the softplus (init_scale=None)
+      self.head = nets.GaussianHead(size, spec.action_size, input_activation=act,
+                                    init_scale=None, kernel_init=init, rngs=rngs)
     self.discrete = spec.discrete
 
   def __call__(self, obs: jax.Array, return_features: bool = False):
@@ -137,7 +152,8 @@ class Critic(nnx.Module):
     self.obs_ndim = len(spec.obs_shape)
     self.encoder, self.trunk, size = build_torso(spec, cfg, width=cfg.value_width,
                                                  depth=cfg.value_depth, rngs=rngs)
-    self.head = nets.ValueHead(size, input_activation=head_activation(cfg), rngs=rngs)
+    self.head = nets.ValueHead(size, input_activation=head_activation(cfg),
+                               kernel_init=kernel_init(cfg), rngs=rngs)
 
   def __call__(self, obs: jax.Array, return_features: bool = False):
     """obs: [..., *obs_shape] -> values [...] (and features, as ``Actor``)."""
@@ -182,6 +198,11 @@ def represent(net: nnx.Module, obs: jax.Array, perturbations=None):
     features.update((f"trunk/{k}", v) for k, v in feats.items())
   features["representation"] = x
   return x, features
+
+
+def kernel_init(cfg: ml_collections.ConfigDict) -> str:
+  """The kernel initialiser's name, ``cfg.init`` ("orthogonal" where the group has no ``init``)."""
+  return cfg.get("init", "orthogonal")
 
 
 def head_activation(cfg: ml_collections.ConfigDict) -> str | None:

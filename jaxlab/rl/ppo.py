@@ -80,6 +80,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.network = ml_collections.ConfigDict(dict(
       kind="plain", activation="silu", layernorm=False,
       policy_width=32, policy_depth=4, value_width=256, value_depth=5,
+      # "orthogonal" (spec §2.2 gains) | "lecun_uniform" (brax.training's PPO networks);
+      # see jaxlab.rl.networks.
+      init="orthogonal",
       **networks.network_defaults()))  # encoder, cnn_layernorm, preset, trunk_out
   c.aux = auxiliary.default_config()  # SIGReg on each trunk output (spec rl.md §1.4); off
   c.target_return = None  # optional: the run reports when eval return first reaches it

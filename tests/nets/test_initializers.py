@@ -25,6 +25,17 @@ def test_orthogonal_matches_jax_and_vmaps():
                                  atol=1e-6)
 
 
+def test_kernel_names():
+  key = jax.random.key(3)
+  np.testing.assert_array_equal(initializers.kernel("orthogonal", 0.5)(key, (8, 4)),
+                                jax.nn.initializers.orthogonal(0.5)(key, (8, 4)))
+  w = initializers.kernel("lecun_uniform", 123.0)(key, (300, 200))  # no gain: 123 is ignored
+  np.testing.assert_array_equal(w, jax.nn.initializers.lecun_uniform()(key, (300, 200)))
+  assert np.abs(w).max() <= np.sqrt(3 / 300)
+  with pytest.raises(ValueError, match="'xavier' is not valid; expected one of orthogonal, "):
+    initializers.kernel("xavier", 1.0)
+
+
 # Several independent batched LAPACK calls at once (here: the QRs of twelve layers' orthogonal
 # inits under vmap over two seeds, then Kron's triangular solves) used to hang for good on a
 # 2-core machine (jaxlib's batched kernels wait on XLA's thread pool; see

@@ -80,12 +80,53 @@ def test_no_trunk_head_reads_the_encoder():
     ("encoder", "resnet", "'config.network.encoder'='resnet'"),
     ("kind", "dense", "'config.network.kind'='dense'"),
     ("trunk_out", -1, "'config.network.trunk_out'"),
+    ("init", "xavier", "'config.network.init'='xavier'"),
 ])
 def test_bad_network_config_is_one_line(key, value, match):
   c = _ppo_config(**{key: value})
   with pytest.raises(ConfigError, match=match) as err:
     loop.validate(ppo.TRAINER, c)
   assert "\n" not in str(err.value)
+
+
+PENDULUM = EnvSpec("test/continuous", (5,), False, 3, 1000)
+
+
+def test_lecun_uniform_init_is_braxs_layer_by_layer():
+  """network.init="lecun_uniform": every kernel U(±sqrt(3/fan_in)) with variance 1/fan_in,
+  every bias zero (the Gaussian scale's too, so it starts at softplus(0) + 0.001 plus the
+  kernel term), as brax.training's PPO networks; the default keeps spec §2.2's orthogonal init
+  and the same parameter tree."""
+  cfg = ppo.default_config().network
+  cfg.update(value_width=512)  # wide enough for a tight variance check
+  default = networks.Actor(PENDULUM, cfg, rngs=nnx.Rngs(0)), networks.Critic(PENDULUM, cfg,
+                                                                              rngs=nnx.Rngs(0))
+  cfg.init = "lecun_uniform"
+  lecun = networks.Actor(PENDULUM, cfg, rngs=nnx.Rngs(0)), networks.Critic(PENDULUM, cfg,
+                                                                           rngs=nnx.Rngs(0))
+  for old, new in zip(default, lecun):
+    assert _paths(old) == _paths(new)
+    for path, param in nnx.to_flat_state(nnx.state(new)):
+      w = np.asarray(param[...])
+      if path[-1] == "bias":
+        np.testing.assert_array_equal(w, 0.0, err_msg=str(path))
+        continue
+      fan_in = w.shape[0]
+      assert np.abs(w).max() <= np.sqrt(3.0 / fan_in) + 1e-7, path
+      if w.size >= 4096:  # variance 1/fan_in within sampling error
+        assert abs(w.var() * fan_in - 1.0) < 0.1, (path, w.var() * fan_in)
+  # The default: the Gaussian head's kernels are orthogonal with gain 0.01 (column norms 0.01)
+  # and its scale starts at 1.0; brax's spreads around log(2) + 0.001.
+  actor_old, actor_new = default[0], lecun[0]
+  np.testing.assert_allclose(np.linalg.norm(actor_old.head.loc.kernel[...], axis=0), 0.01,
+                             rtol=1e-5)
+  obs = jax.random.normal(jax.random.key(1), (2048, 5))
+  np.testing.assert_allclose(actor_old(obs).scale, 1.0, atol=0.01)
+  scale = np.asarray(actor_new(obs).scale)
+  z = np.asarray(networks.represent(actor_new, obs)[0]) @ np.asarray(
+      actor_new.head.raw_scale.kernel[...])
+  np.testing.assert_allclose(scale, np.log1p(np.exp(z)) + 1e-3, rtol=1e-5)
+  assert scale.std() > 0.01 and abs(np.median(scale) - (np.log(2.0) + 1e-3)) < 0.1
 
 
 def test_encoder_that_does_not_fit_the_env_names_the_key():
