@@ -24,7 +24,11 @@ brax recomputes advantages with the current critic in every minibatch step, and 
 advantage is the one-step TD error of its λ-return targets rather than GAE(λ) (the value
 targets agree; tests/rl/test_gae.py checks both against brax's ``compute_gae``).
 ``--advantages=gae,lambda_td`` adds an arm of ours with brax's advantage
-(``config.advantage_estimator="lambda_td"``), so the second difference can be ablated.
+(``config.advantage_estimator="lambda_td"``), so the second difference can be ablated. A third
+difference is the initialisation (ours: spec §2.2's orthogonal kernels, policy head gain 0.01,
+scale from 1.0; brax: LeCun-uniform everywhere, zero biases, scale near 0.69);
+``--inits=orthogonal,lecun_uniform`` adds an arm of ours with brax's
+(``config.network.init="lecun_uniform"``). Arms of ours run for every (estimator, init) pair.
 
 Throughput is measured the same way for both (brax's own ``training/sps`` is not used): env
 steps between two consecutive evaluations divided by the wall time between them, after the

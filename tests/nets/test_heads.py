@@ -50,6 +50,17 @@ def test_gaussian_head_initial_scale_and_bounds(state_dependent_std):
   np.testing.assert_allclose(scale, 1e-3, rtol=1e-6)
 
 
+@pytest.mark.parametrize("state_dependent_std", [True, False])
+def test_gaussian_head_zero_raw_bias(state_dependent_std):
+  """init_scale=None: brax's zero bias under the softplus, scale softplus(0) + min_scale."""
+  head = nets.GaussianHead(6, 3, state_dependent_std=state_dependent_std, init_scale=None,
+                           kernel_init="lecun_uniform", rngs=nnx.Rngs(0))
+  raw = head.raw_scale.bias if state_dependent_std else head.raw_scale
+  np.testing.assert_array_equal(raw[...], 0.0)
+  _, scale = head(jnp.zeros((2, 6)))
+  np.testing.assert_allclose(scale, np.log(2.0) + 1e-3, rtol=1e-6)
+
+
 def test_gaussian_head_state_dependence():
   x = jax.random.normal(jax.random.key(0), (5, 6))
   _, dep = nets.GaussianHead(6, 2, rngs=nnx.Rngs(0))(x)
