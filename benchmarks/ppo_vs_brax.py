@@ -7,13 +7,18 @@
     python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=10 --no-phases \
         --advantages=gae,lambda_td --seed_csv=runs/ppo_advantage.csv \
         --curves_csv=runs/ppo_advantage_curves.csv   # + ours with brax's advantage
+    python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=10 --no-phases --only=ours \
+        --inits=orthogonal,lecun_uniform --seed_csv=runs/ppo_init.csv   # + brax's init
 
 ``--preset=tuned_cpu`` is Playground's tuned brax config for the DM Control suite scaled to
 this CPU (``PRESETS``); with it, 5 seeds gave final returns ours 448 ± 69, brax 440 ± 140,
 difference seed by seed +10 ± 170 (2026-12-05, shared 2-core CPU, ~5 min per run; README), and
 10 seeds with the estimator arm (2026-12-07, quiet, 2.3-3.2 min per run): ours 435 ± 39, ours
 with brax's advantage 394 ± 55, brax 477 ± 89; ours − brax −42 ± 113, estimator arm − ours
-−41 ± 60, estimator arm − brax −83 ± 81 (README: verdicts and the curves).
+−41 ± 60, estimator arm − brax −83 ± 81 (README: verdicts and the curves); and 10 seeds of
+ours with brax's initialisation (``--only=ours --inits=orthogonal,lecun_uniform``, 2026-12-07,
+2.1-2.3 min per run): 351 ± 52, −84 ± 64 vs ours, −125 ± 89 vs brax; it starts where brax
+starts (317 ± 37 untrained, brax 312 ± 23) but does not climb as brax does.
 
 For each seed, both trainers run the same schedule: ``num_envs`` envs, ``unroll_length`` steps
 per unroll, ``batch_size * num_minibatches`` sequences per update (brax's layout; jaxlab's
