@@ -33,7 +33,10 @@ targets agree; tests/rl/test_gae.py checks both against brax's ``compute_gae``).
 difference is the initialisation (ours: spec §2.2's orthogonal kernels, policy head gain 0.01,
 scale from 1.0; brax: LeCun-uniform everywhere, zero biases, scale near 0.69);
 ``--inits=orthogonal,lecun_uniform`` adds an arm of ours with brax's
-(``config.network.init="lecun_uniform"``). Arms of ours run for every (estimator, init) pair.
+(``config.network.init="lecun_uniform"``). ``--recompute=off,on`` adds an arm of ours with
+brax's learner (``config.recompute_advantages=True``: minibatches of whole unroll sequences,
+advantages recomputed from the current critic at every SGD step), the first difference. Arms
+of ours run for every (estimator, init, recompute) combination.
 
 Throughput is measured the same way for both (brax's own ``training/sps`` is not used): env
 steps between two consecutive evaluations divided by the wall time between them, after the
@@ -149,6 +152,10 @@ def parse_args(argv=None):
                  help="comma-separated network initialisers of ours (config.network.init: "
                       "'orthogonal', ours, or 'lecun_uniform', brax's), one arm per "
                       "(estimator, init): 'lecun_uniform' adds '_lecun_uniform' to the name")
+  p.add_argument("--recompute", default="off",
+                 help="comma-separated 'off' (ours: advantages once per update) and/or 'on' "
+                      "(brax's learner, config.recompute_advantages: sequence minibatches, "
+                      "advantages recomputed at every SGD step; adds '_recompute' to the name)")
   p.add_argument("--phases", action=argparse.BooleanOptionalAction, default=True,
                  help="print the per-phase breakdown of one update of ours")
   p.add_argument("--repeats", type=int, default=3,
@@ -172,14 +179,19 @@ def parse_args(argv=None):
   for init in args.inits:
     if init not in networks.INITS:
       p.error(f"--inits: {init!r} is not one of {list(networks.INITS)}")
+  args.recompute = args.recompute.split(",")
+  for value in args.recompute:
+    if value not in ("off", "on"):
+      p.error(f"--recompute: {value!r} is not one of ['off', 'on']")
   return args
 
 
-def ours_arm(estimator, init="orthogonal"):
-  """Arm name of ours with this advantage estimator and initialiser: ``ours`` (GAE, orthogonal),
-  plus ``_<estimator>`` for another estimator and ``_<init>`` for another initialiser."""
+def ours_arm(estimator, init="orthogonal", recompute=False):
+  """Arm name of ours with this advantage estimator, initialiser and learner: ``ours`` (GAE,
+  orthogonal, advantages once per update), plus ``_<estimator>`` for another estimator,
+  ``_<init>`` for another initialiser and ``_recompute`` for brax's per-step advantages."""
   return ("ours" + ("" if estimator == "gae" else f"_{estimator}")
-          + ("" if init == "orthogonal" else f"_{init}"))
+          + ("" if init == "orthogonal" else f"_{init}") + ("_recompute" if recompute else ""))
 
 
 SEED_COLUMNS = ("final_return", "sps", "wall_s")
@@ -224,11 +236,12 @@ def _time_to_target(points, target):
   return float("nan"), float("nan")
 
 
-def ours_config(args, seed, estimator="gae", init="orthogonal"):
+def ours_config(args, seed, estimator="gae", init="orthogonal", recompute=False):
   """jaxlab's PPO config for brax's schedule; total steps rounded to whole evaluations."""
   c = ppo.default_config()
   c.advantage_estimator = estimator
   c.network.init = init
+  c.recompute_advantages = recompute
   c.env.name = f"playground/{args.env}"
   c.env.impl = args.impl
   c.env.episode_length = args.episode_length
@@ -258,8 +271,8 @@ def ours_config(args, seed, estimator="gae", init="orthogonal"):
   return c, updates_per_eval
 
 
-def run_ours(args, seed, estimator="gae", init="orthogonal"):
-  c, updates_per_eval = ours_config(args, seed, estimator, init)
+def run_ours(args, seed, estimator="gae", init="orthogonal", recompute=False):
+  c, updates_per_eval = ours_config(args, seed, estimator, init, recompute)
   steps_per_update = ppo.steps_per_update(c)
   env = make_from_config(c.env)
   trainer = ppo.make_train(c, env)
@@ -382,8 +395,9 @@ def main(argv=None):
   args.total_steps = ours_config(args, 0)[0].total_env_steps
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  jax {jax.__version__}")
   # (arm name, function of (args, seed)) of every arm --only keeps, in the order they run.
-  arms = ([(ours_arm(e, i), functools.partial(run_ours, estimator=e, init=i))
-           for e in args.advantages for i in args.inits]
+  arms = ([(ours_arm(e, i, r == "on"),
+            functools.partial(run_ours, estimator=e, init=i, recompute=r == "on"))
+           for e in args.advantages for i in args.inits for r in args.recompute]
           if args.only in ("both", "ours") else [])
   arms += [("brax", run_brax)] if args.only in ("both", "brax") else []
   rows = []

@@ -93,12 +93,24 @@ def test_init_arms_are_named_and_checked(capsys):
   c, _ = ppo_vs_brax.ours_config(args, 0, "gae", "lecun_uniform")
   assert (c.network.init, c.advantage_estimator) == ("lecun_uniform", "gae")
   assert ppo_vs_brax.ours_config(args, 0)[0].network.init == "orthogonal"
+  args = ppo_vs_brax.parse_args(["--preset=tuned_cpu", "--recompute=off,on"])
+  assert [ppo_vs_brax.ours_arm("gae", "orthogonal", r == "on") for r in args.recompute] == [
+      "ours", "ours_recompute"]
+  c, _ = ppo_vs_brax.ours_config(args, 0, recompute=True)
+  assert c.recompute_advantages and not ppo_vs_brax.ours_config(args, 0)[0].recompute_advantages
+  ppo.check_config(c)  # tuned_cpu's 4,096 sequences split into its 32 minibatches
   try:
     ppo_vs_brax.parse_args(["--inits=xavier"])
     raise AssertionError("an unknown initialiser was accepted")
   except SystemExit as e:
     assert e.code == 2
   assert "--inits: 'xavier' is not one of" in capsys.readouterr().err
+  try:
+    ppo_vs_brax.parse_args(["--recompute=yes"])
+    raise AssertionError("an unknown --recompute value was accepted")
+  except SystemExit as e:
+    assert e.code == 2
+  assert "--recompute: 'yes' is not one of" in capsys.readouterr().err
 
 
 def test_braxs_default_policy_is_what_the_init_arm_copies():

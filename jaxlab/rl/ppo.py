@@ -70,6 +70,11 @@ def default_config() -> ml_collections.ConfigDict:
   # "gae": GAE(λ) (PPO's paper, PureJaxRL); "lambda_td": brax.training's PPO advantage, the
   # one-step TD error of the λ-return targets (the same value targets either way).
   c.advantage_estimator = "gae"
+  # False: advantages and value targets once per update, from the critic that collected, and
+  # minibatches of shuffled transitions (PPO's paper, PureJaxRL). True: brax.training's
+  # learner: minibatches of whole unroll sequences (num_envs * unrolls_per_update of them),
+  # advantages and targets recomputed from the current critic at every SGD step.
+  c.recompute_advantages = False
   c.clip_eps = 0.2
   c.value_clip_eps = 0.0  # 0 disables value clipping
   c.vf_coef = 0.5
@@ -109,6 +114,11 @@ def check_config(c: ml_collections.ConfigDict) -> None:
           f"({steps_per_update(c)} env steps)")
   require(c.gamma <= 1.0 and c.gamma > 0, f"'config.gamma' must be in (0, 1], got {c.gamma}")
   require_choice(c, "advantage_estimator", ADVANTAGE_ESTIMATORS)
+  sequences = c.num_envs * c.unrolls_per_update
+  require(not c.recompute_advantages or sequences % c.num_minibatches == 0,
+          f"'config.num_minibatches'={c.num_minibatches} must divide the "
+          f"num_envs*unrolls_per_update={sequences} unroll sequences that "
+          f"'config.recompute_advantages'=True shuffles")
 
 
 def steps_per_update(c: ml_collections.ConfigDict) -> int:
@@ -237,8 +247,12 @@ class PPO:
     return state.replace(env_state=env_state, key=key), traj
 
   def _advantages(self, state: TrainState, traj: Transition):
-    """GAE over one unroll (``config.advantage_estimator``); bootstraps from V(final_obs) on
-    truncation.
+    """GAE over one unroll (``config.advantage_estimator``) under ``state``'s critic."""
+    return self._advantages_with(state.params, state.obs_stats, traj)
+
+  def _advantages_with(self, params, stats, traj: Transition):
+    """GAE over one unroll [T, N] (``config.advantage_estimator``) under ``params``' critic;
+    bootstraps from V(final_obs) on truncation. Returns (advantages, targets, values) [T, N].
 
     ``final_obs[t]`` is ``obs[t + 1]`` unless an episode ended at step ``t`` (with the default
     wrappers), so one forward pass over ``obs`` and the last ``final_obs`` ([T + 1, N]) gives
@@ -249,7 +263,7 @@ class PPO:
     differ in the last bits).
     """
     c = self.config
-    value = lambda obs: self.value(state.params, state.obs_stats, obs)
+    value = lambda obs: self.value(params, stats, obs)
     values_ext = value(jnp.concatenate([traj.obs, traj.final_obs[-1:]]))
     values = values_ext[:-1]
     same = _same_bits(traj.final_obs[:-1], traj.obs[1:]).all()
@@ -295,6 +309,11 @@ class PPO:
 
   def _update_minibatch(self, carry, batch):
     params, opt_state, stats, key = carry
+    if self.config.recompute_advantages:  # batch: a Transition of sequences [M, T, ...]
+      traj = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), batch)  # time-major [T, M, ...]
+      adv, targets, values = self._advantages_with(params, stats, traj)
+      batch = self.batch(jax.tree.map(lambda x: x[None], traj), adv[None], targets[None],
+                         values[None])
     key, k_loss = jax.random.split(key)
     (loss, metrics), grads = jax.value_and_grad(self._loss, has_aux=True)(
         params, stats, batch, k_loss)
@@ -305,7 +324,8 @@ class PPO:
     return (params, opt_state, stats, key), metrics
 
   def _update_epoch(self, carry, batch):
-    """One pass over ``batch`` (flat [U*T*N] arrays) in ``num_minibatches`` shuffled parts."""
+    """One pass over ``batch`` in ``num_minibatches`` shuffled parts: flat [U*T*N] transitions,
+    or [U*N, T] sequences with ``config.recompute_advantages``."""
     params, opt_state, stats, key = carry
     key, k_perm = jax.random.split(key)
     size = jax.tree.leaves(batch)[0].shape[0]
@@ -332,6 +352,15 @@ class PPO:
     return jax.lax.map(lambda t: self._advantages(state, t), traj)
 
   @staticmethod
+  def sequences(traj: Transition) -> Transition:
+    """The learner's batch with ``config.recompute_advantages``: ``traj`` [U, T, N, ...] as
+    U*N unroll sequences [U*N, T, ...] (advantages come later, per minibatch)."""
+    def seq(x):
+      x = jnp.swapaxes(x, 1, 2)  # [U, N, T, ...]
+      return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+    return jax.tree.map(seq, traj)
+
+  @staticmethod
   def batch(traj: Transition, adv: jax.Array, targets: jax.Array, values: jax.Array):
     """The learner's batch: dict of flat [U*T*N, ...] arrays (see ``_loss``)."""
     flat = lambda x: x.reshape((-1,) + x.shape[3:])  # [U, T, N, ...] -> [U*T*N, ...]
@@ -339,8 +368,9 @@ class PPO:
             "log_prob": flat(traj.log_prob), "advantage": flat(adv),
             "target": flat(targets), "value": flat(values)}
 
-  def learn(self, state: TrainState, batch: dict):
-    """Update phase: ``num_epochs`` epochs of ``num_minibatches`` SGD steps on ``batch``.
+  def learn(self, state: TrainState, batch):
+    """Update phase: ``num_epochs`` epochs of ``num_minibatches`` SGD steps on ``batch``
+    (``batch(...)``, or ``sequences(traj)`` with ``config.recompute_advantages``).
 
     Returns (state with new params, optimizer state and key; metrics averaged over the SGD
     steps).
@@ -373,8 +403,11 @@ class PPO:
     Returns (state, metrics) with scalar metrics for this update.
     """
     state, traj = self.collect(state)
-    adv, targets, values = self.advantages(state, traj)
-    state, metrics = self.learn(state, self.batch(traj, adv, targets, values))
+    if self.config.recompute_advantages:
+      state, metrics = self.learn(state, self.sequences(traj))
+    else:
+      adv, targets, values = self.advantages(state, traj)
+      state, metrics = self.learn(state, self.batch(traj, adv, targets, values))
     return self.finish(state, traj, metrics)
 
   def chunk(self, state: TrainState):

@@ -97,6 +97,71 @@ def test_truncated_steps_bootstrap_from_final_obs():
     ppo.check_config(c)
 
 
+def _recompute_setup(**overrides):
+  c = _config(total_env_steps=2 * 4 * 8 * 3, num_envs=4, unroll_length=8, unrolls_per_update=3,
+              log_every=1, **overrides)
+  c.eval.every = c.checkpoint.every = 0
+  trainer = ppo.make_train(c, make_from_config(c.env))
+  state = trainer.init(jax.random.PRNGKey(0))
+  state, traj = jax.jit(trainer.collect)(state)
+  return c, trainer, state, traj
+
+
+def test_recompute_with_one_minibatch_is_the_default_update():
+  """One epoch of one minibatch: the advantages come from the collecting critic either way and
+  the loss is a mean over the same transitions, so both learners take the same step."""
+  c, trainer, state, traj = _recompute_setup(num_minibatches=1, num_epochs=1)
+  adv, targets, values = trainer.advantages(state, traj)
+  default, _ = jax.jit(trainer.learn)(state, trainer.batch(traj, adv, targets, values))
+  c.recompute_advantages = True
+  ppo.check_config(c)
+  recompute = ppo.make_train(c, make_from_config(c.env))
+  new, _ = jax.jit(recompute.learn)(state, recompute.sequences(traj))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               new.params, default.params)
+
+
+def test_recompute_uses_the_current_critic_on_whole_sequences():
+  """Two epochs of two minibatches: every SGD step's advantages are GAE over whole unroll
+  sequences (traj[u, :, n]) under the critic of that step, written out here step by step."""
+  import optax  # pylint: disable=g-import-not-at-top
+  c, trainer, state, traj = _recompute_setup(num_minibatches=2, num_epochs=2,
+                                             recompute_advantages=True)
+  ppo.check_config(c)
+  got, _ = jax.jit(trainer.learn)(state, trainer.sequences(traj))
+  u, t, n = traj.reward.shape
+  # The learner's keys, as learn / _update_epoch / _update_minibatch split them.
+  _, key = jax.random.split(state.key)
+  params, opt_state = state.params, state.opt_state
+  for _ in range(2):
+    key, k_perm = jax.random.split(key)
+    perm = np.asarray(jax.random.permutation(k_perm, u * n))
+    for part in perm.reshape(2, -1):
+      # Sequence s is env s % n of unroll s // n, all T steps: [T, M] time-major.
+      seqs = jax.tree.map(lambda x: np.stack([np.asarray(x)[s // n, :, s % n] for s in part],
+                                             axis=1), traj)
+      adv, targets, values = trainer._advantages_with(params, state.obs_stats, seqs)  # pylint: disable=protected-access
+      flat = lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[2:])  # noqa: E731
+      batch = {"obs": flat(seqs.obs), "raw_action": flat(seqs.raw_action),
+               "log_prob": flat(seqs.log_prob), "advantage": flat(adv),
+               "target": flat(targets), "value": flat(values)}
+      key, k_loss = jax.random.split(key)
+      grads = jax.grad(lambda p: trainer._loss(p, state.obs_stats, batch, k_loss)[0])(params)  # pylint: disable=protected-access
+      updates, opt_state = trainer.optimizer.update(grads, opt_state, params)
+      params = optax.apply_updates(params, updates)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
+               got.params, params)
+  # And it is not the default learner (advantages fixed at collection, shuffled transitions).
+  adv, targets, values = trainer.advantages(state, traj)
+  c.recompute_advantages = False
+  default, _ = jax.jit(ppo.make_train(c, make_from_config(c.env)).learn)(
+      state, trainer.batch(traj, adv, targets, values))
+  assert not np.allclose(jax.tree.leaves(default.params)[0], jax.tree.leaves(got.params)[0])
+  c.recompute_advantages, c.num_minibatches = True, 8  # 12 sequences
+  with pytest.raises(config_lib.ConfigError, match="must divide the num_envs\\*unrolls_per_update=12"):
+    ppo.check_config(c)
+
+
 SHARDED = textwrap.dedent("""
     import os, sys, json
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
