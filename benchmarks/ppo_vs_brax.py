@@ -9,6 +9,8 @@
         --curves_csv=runs/ppo_advantage_curves.csv   # + ours with brax's advantage
     python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=10 --no-phases --only=ours \
         --inits=orthogonal,lecun_uniform --seed_csv=runs/ppo_init.csv   # + brax's init
+    python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=10 --no-phases --only=ours \
+        --recompute=off,on --seed_csv=runs/ppo_recompute.csv   # + brax's learner
 
 ``--preset=tuned_cpu`` is Playground's tuned brax config for the DM Control suite scaled to
 this CPU (``PRESETS``); with it, 5 seeds gave final returns ours 448 ± 69, brax 440 ± 140,
@@ -18,7 +20,10 @@ with brax's advantage 394 ± 55, brax 477 ± 89; ours − brax −42 ± 113, est
 −41 ± 60, estimator arm − brax −83 ± 81 (README: verdicts and the curves); and 10 seeds of
 ours with brax's initialisation (``--only=ours --inits=orthogonal,lecun_uniform``, 2026-12-07,
 2.1-2.3 min per run): 351 ± 52, −84 ± 64 vs ours, −125 ± 89 vs brax; it starts where brax
-starts (317 ± 37 untrained, brax 312 ± 23) but does not climb as brax does.
+starts (317 ± 37 untrained, brax 312 ± 23) but does not climb as brax does; and 10 seeds of
+ours with brax's learner (``--only=ours --recompute=off,on``, 2026-12-07, 2.6-3.2 min per
+run): 613 ± 138, +178 ± 146 vs ours, +136 ± 172 vs brax; it climbs (+225 ± 115 after the
+first update, ours +38 ± 75, brax +165 ± 101), at 0.77x ours' env-steps/s.
 
 For each seed, both trainers run the same schedule: ``num_envs`` envs, ``unroll_length`` steps
 per unroll, ``batch_size * num_minibatches`` sequences per update (brax's layout; jaxlab's
