@@ -176,18 +176,13 @@ def parse_args(argv=None):
   if preset:
     p.set_defaults(**PRESETS[preset])
   args = p.parse_args(argv)
-  args.advantages = args.advantages.split(",")
-  for estimator in args.advantages:
-    if estimator not in ppo.ADVANTAGE_ESTIMATORS:
-      p.error(f"--advantages: {estimator!r} is not one of {list(ppo.ADVANTAGE_ESTIMATORS)}")
-  args.inits = args.inits.split(",")
-  for init in args.inits:
-    if init not in networks.INITS:
-      p.error(f"--inits: {init!r} is not one of {list(networks.INITS)}")
-  args.recompute = args.recompute.split(",")
-  for value in args.recompute:
-    if value not in ("off", "on"):
-      p.error(f"--recompute: {value!r} is not one of ['off', 'on']")
+  # Each arm flag becomes a list; a value outside its choices is one error line, exit 2.
+  for flag, choices in (("advantages", ppo.ADVANTAGE_ESTIMATORS), ("inits", networks.INITS),
+                        ("recompute", ("off", "on"))):
+    setattr(args, flag, getattr(args, flag).split(","))
+    for value in getattr(args, flag):
+      if value not in choices:
+        p.error(f"--{flag}: {value!r} is not one of {list(choices)}")
   return args
 
 
@@ -204,7 +199,7 @@ SEED_COLUMNS = ("final_return", "sps", "wall_s")
 
 def _arm_runs(rows):
   """``(key columns, result)`` of every (arm, seed) in ``rows``, arm by arm in first-seen
-  order: arm ``ours`` / ``ours_<estimator>_<init>`` (``ours_arm``) / ``brax``, run ``<arm>_s<seed>``, seed."""
+  order: arm (``ours_arm``'s names, or ``brax``), run ``<arm>_s<seed>``, seed."""
   arms = list(dict.fromkeys(k for r in rows for k in r if k != "seed"))
   return [({"arm": name, "run": f"{name}_s{r['seed']}", "seed": r["seed"]}, r[name])
           for name in arms for r in rows if name in r]

@@ -125,11 +125,10 @@ class Actor(nnx.Module):
     if spec.discrete:
       self.head = nets.CategoricalHead(size, spec.action_size, input_activation=act,
                                        kernel_init=init, rngs=rngs)
-    elif init == "orthogonal":
-      self.head = nets.GaussianHead(size, spec.action_size, input_activation=act, rngs=rngs)
-    else:  # brax's: no bias under the softplus (init_scale=None)
+    else:  # brax's init has no bias under the softplus (init_scale=None)
       self.head = nets.GaussianHead(size, spec.action_size, input_activation=act,
-                                    init_scale=None, kernel_init=init, rngs=rngs)
+                                    init_scale=1.0 if init == "orthogonal" else None,
+                                    kernel_init=init, rngs=rngs)
     self.discrete = spec.discrete
 
   def __call__(self, obs: jax.Array, return_features: bool = False):
