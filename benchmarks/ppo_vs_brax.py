@@ -11,6 +11,8 @@
         --inits=orthogonal,lecun_uniform --seed_csv=runs/ppo_init.csv   # + brax's init
     python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=10 --no-phases --only=ours \
         --recompute=off,on --seed_csv=runs/ppo_recompute.csv   # + brax's learner
+    python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=10 --no-phases --only=ours \
+        --units=sequence --seed_csv=runs/ppo_sequences.csv   # + its minibatches alone
 
 ``--preset=tuned_cpu`` is Playground's tuned brax config for the DM Control suite scaled to
 this CPU (``PRESETS``); with it, 5 seeds gave final returns ours 448 ± 69, brax 440 ± 140,
@@ -40,8 +42,11 @@ scale from 1.0; brax: LeCun-uniform everywhere, zero biases, scale near 0.69);
 ``--inits=orthogonal,lecun_uniform`` adds an arm of ours with brax's
 (``config.network.init="lecun_uniform"``). ``--recompute=off,on`` adds an arm of ours with
 brax's learner (``config.recompute_advantages=True``: minibatches of whole unroll sequences,
-advantages recomputed from the current critic at every SGD step), the first difference. Arms
-of ours run for every (estimator, init, recompute) combination.
+advantages recomputed from the current critic at every SGD step), the first difference.
+``--units=transition,sequence`` adds, for ``--recompute=off``, an arm with half of it
+(``config.minibatch_unit="sequence"``: brax's minibatches of whole unroll sequences, with
+advantages computed once per update as ours does), named ``_sequence``. Arms of ours run for
+every (estimator, init, learner) combination.
 
 Throughput is measured the same way for both (brax's own ``training/sps`` is not used): env
 steps between two consecutive evaluations divided by the wall time between them, after the
@@ -161,6 +166,10 @@ def parse_args(argv=None):
                  help="comma-separated 'off' (ours: advantages once per update) and/or 'on' "
                       "(brax's learner, config.recompute_advantages: sequence minibatches, "
                       "advantages recomputed at every SGD step; adds '_recompute' to the name)")
+  p.add_argument("--units", default="transition",
+                 help="comma-separated minibatch units of ours' --recompute=off arms "
+                      "(config.minibatch_unit: 'transition', ours, or 'sequence', brax's "
+                      "minibatches with advantages once per update; adds '_sequence')")
   p.add_argument("--phases", action=argparse.BooleanOptionalAction, default=True,
                  help="print the per-phase breakdown of one update of ours")
   p.add_argument("--repeats", type=int, default=3,
@@ -178,7 +187,7 @@ def parse_args(argv=None):
   args = p.parse_args(argv)
   # Each arm flag becomes a list; a value outside its choices is one error line, exit 2.
   for flag, choices in (("advantages", ppo.ADVANTAGE_ESTIMATORS), ("inits", networks.INITS),
-                        ("recompute", ("off", "on"))):
+                        ("recompute", ("off", "on")), ("units", ppo.MINIBATCH_UNITS)):
     setattr(args, flag, getattr(args, flag).split(","))
     for value in getattr(args, flag):
       if value not in choices:
@@ -186,12 +195,21 @@ def parse_args(argv=None):
   return args
 
 
-def ours_arm(estimator, init="orthogonal", recompute=False):
+def learners(args):
+  """The (minibatch unit, recompute) learners of ours that ``--units`` and ``--recompute``
+  ask for: each unit with advantages once per update (``off``), then brax's (``on``)."""
+  return ([(unit, False) for unit in args.units] * ("off" in args.recompute)
+          + [("sequence", True)] * ("on" in args.recompute))
+
+
+def ours_arm(estimator, init="orthogonal", recompute=False, unit="transition"):
   """Arm name of ours with this advantage estimator, initialiser and learner: ``ours`` (GAE,
-  orthogonal, advantages once per update), plus ``_<estimator>`` for another estimator,
-  ``_<init>`` for another initialiser and ``_recompute`` for brax's per-step advantages."""
+  orthogonal, shuffled transitions, advantages once per update), plus ``_<estimator>`` for
+  another estimator, ``_<init>`` for another initialiser, ``_recompute`` for brax's learner
+  (sequences, per-step advantages) and ``_sequence`` for its sequences alone."""
+  learner = "_recompute" if recompute else ("_sequence" if unit == "sequence" else "")
   return ("ours" + ("" if estimator == "gae" else f"_{estimator}")
-          + ("" if init == "orthogonal" else f"_{init}") + ("_recompute" if recompute else ""))
+          + ("" if init == "orthogonal" else f"_{init}") + learner)
 
 
 SEED_COLUMNS = ("final_return", "sps", "wall_s")
@@ -236,12 +254,15 @@ def _time_to_target(points, target):
   return float("nan"), float("nan")
 
 
-def ours_config(args, seed, estimator="gae", init="orthogonal", recompute=False):
-  """jaxlab's PPO config for brax's schedule; total steps rounded to whole evaluations."""
+def ours_config(args, seed, estimator="gae", init="orthogonal", recompute=False,
+                unit="transition"):
+  """jaxlab's PPO config for brax's schedule; total steps rounded to whole evaluations.
+  ``recompute`` (brax's learner) implies sequence minibatches."""
   c = ppo.default_config()
   c.advantage_estimator = estimator
   c.network.init = init
   c.recompute_advantages = recompute
+  c.minibatch_unit = "sequence" if recompute else unit
   c.env.name = f"playground/{args.env}"
   c.env.impl = args.impl
   c.env.episode_length = args.episode_length
@@ -271,8 +292,9 @@ def ours_config(args, seed, estimator="gae", init="orthogonal", recompute=False)
   return c, updates_per_eval
 
 
-def run_ours(args, seed, estimator="gae", init="orthogonal", recompute=False):
-  c, updates_per_eval = ours_config(args, seed, estimator, init, recompute)
+def run_ours(args, seed, estimator="gae", init="orthogonal", recompute=False,
+             unit="transition"):
+  c, updates_per_eval = ours_config(args, seed, estimator, init, recompute, unit)
   steps_per_update = ppo.steps_per_update(c)
   env = make_from_config(c.env)
   trainer = ppo.make_train(c, env)
@@ -395,9 +417,9 @@ def main(argv=None):
   args.total_steps = ours_config(args, 0)[0].total_env_steps
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  jax {jax.__version__}")
   # (arm name, function of (args, seed)) of every arm --only keeps, in the order they run.
-  arms = ([(ours_arm(e, i, r == "on"),
-            functools.partial(run_ours, estimator=e, init=i, recompute=r == "on"))
-           for e in args.advantages for i in args.inits for r in args.recompute]
+  arms = ([(ours_arm(e, i, r, u), functools.partial(run_ours, estimator=e, init=i, recompute=r,
+                                                     unit=u))
+           for e in args.advantages for i in args.inits for u, r in learners(args)]
           if args.only in ("both", "ours") else [])
   arms += [("brax", run_brax)] if args.only in ("both", "brax") else []
   rows = []

@@ -90,17 +90,30 @@ def test_init_and_learner_arms_are_named():
   assert (c.network.init, c.advantage_estimator) == ("lecun_uniform", "gae")
   assert ppo_vs_brax.ours_config(args, 0)[0].network.init == "orthogonal"
   args = ppo_vs_brax.parse_args(["--preset=tuned_cpu", "--recompute=off,on"])
-  assert [ppo_vs_brax.ours_arm("gae", "orthogonal", r == "on") for r in args.recompute] == [
-      "ours", "ours_recompute"]
+  assert ppo_vs_brax.learners(args) == [("transition", False), ("sequence", True)]
+  assert [ppo_vs_brax.ours_arm("gae", "orthogonal", r, u)
+          for u, r in ppo_vs_brax.learners(args)] == ["ours", "ours_recompute"]
   c, _ = ppo_vs_brax.ours_config(args, 0, recompute=True)
-  assert c.recompute_advantages and not ppo_vs_brax.ours_config(args, 0)[0].recompute_advantages
+  assert (c.recompute_advantages, c.minibatch_unit) == (True, "sequence")
   ppo.check_config(c)  # tuned_cpu's 4,096 sequences split into its 32 minibatches
+  c, _ = ppo_vs_brax.ours_config(args, 0)
+  assert (c.recompute_advantages, c.minibatch_unit) == (False, "transition")
+  args = ppo_vs_brax.parse_args(["--preset=tuned_cpu", "--units=transition,sequence",
+                                 "--recompute=off,on"])
+  assert [ppo_vs_brax.ours_arm("gae", "orthogonal", r, u)
+          for u, r in ppo_vs_brax.learners(args)] == ["ours", "ours_sequence", "ours_recompute"]
+  c, _ = ppo_vs_brax.ours_config(args, 0, unit="sequence")
+  assert (c.recompute_advantages, c.minibatch_unit) == (False, "sequence")
+  ppo.check_config(c)
+  args = ppo_vs_brax.parse_args(["--units=sequence"])
+  assert ppo_vs_brax.learners(args) == [("sequence", False)]
 
 
 @pytest.mark.parametrize("flag, needle", [
     ("--advantages=gae,brax", "--advantages: 'brax' is not one of"),
     ("--inits=xavier", "--inits: 'xavier' is not one of"),
     ("--recompute=yes", "--recompute: 'yes' is not one of"),
+    ("--units=episode", "--units: 'episode' is not one of"),
 ])
 def test_bad_arm_flags_exit_2(flag, needle, capsys):
   with pytest.raises(SystemExit) as err:

@@ -70,10 +70,12 @@ def default_config() -> ml_collections.ConfigDict:
   # "gae": GAE(λ) (PPO's paper, PureJaxRL); "lambda_td": brax.training's PPO advantage, the
   # one-step TD error of the λ-return targets (the same value targets either way).
   c.advantage_estimator = "gae"
-  # False: advantages and value targets once per update, from the critic that collected, and
-  # minibatches of shuffled transitions (PPO's paper, PureJaxRL). True: brax.training's
-  # learner: minibatches of whole unroll sequences (num_envs * unrolls_per_update of them),
-  # advantages and targets recomputed from the current critic at every SGD step.
+  # What a minibatch is made of: "transition" (shuffled transitions: PPO's paper, PureJaxRL)
+  # or "sequence" (whole unroll sequences, num_envs * unrolls_per_update of them: brax.training).
+  c.minibatch_unit = "transition"
+  # False: advantages and value targets once per update, from the critic that collected. True
+  # (needs minibatch_unit="sequence"; with it, brax.training's learner): recomputed over each
+  # minibatch's sequences from the current critic at every SGD step.
   c.recompute_advantages = False
   c.clip_eps = 0.2
   c.value_clip_eps = 0.0  # 0 disables value clipping
@@ -95,6 +97,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 ADVANTAGE_ESTIMATORS = ("gae", "lambda_td")
+MINIBATCH_UNITS = ("transition", "sequence")
 
 
 def check_config(c: ml_collections.ConfigDict) -> None:
@@ -114,11 +117,15 @@ def check_config(c: ml_collections.ConfigDict) -> None:
           f"({steps_per_update(c)} env steps)")
   require(c.gamma <= 1.0 and c.gamma > 0, f"'config.gamma' must be in (0, 1], got {c.gamma}")
   require_choice(c, "advantage_estimator", ADVANTAGE_ESTIMATORS)
+  require_choice(c, "minibatch_unit", MINIBATCH_UNITS)
+  require(not c.recompute_advantages or c.minibatch_unit == "sequence",
+          "'config.recompute_advantages'=True recomputes advantages over whole unroll "
+          "sequences: set 'config.minibatch_unit'='sequence' too (brax.training's learner)")
   sequences = c.num_envs * c.unrolls_per_update
-  require(not c.recompute_advantages or sequences % c.num_minibatches == 0,
+  require(c.minibatch_unit != "sequence" or sequences % c.num_minibatches == 0,
           f"'config.num_minibatches'={c.num_minibatches} must divide the "
           f"num_envs*unrolls_per_update={sequences} unroll sequences that "
-          f"'config.recompute_advantages'=True shuffles")
+          f"'config.minibatch_unit'='sequence' shuffles")
 
 
 def steps_per_update(c: ml_collections.ConfigDict) -> int:
@@ -314,6 +321,8 @@ class PPO:
       adv, targets, values = self._advantages_with(params, stats, traj)
       batch = self.batch(jax.tree.map(lambda x: x[None], traj), adv[None], targets[None],
                          values[None])
+    elif self.config.minibatch_unit == "sequence":  # batch: a dict of sequences [M, T, ...]
+      batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batch)
     key, k_loss = jax.random.split(key)
     (loss, metrics), grads = jax.value_and_grad(self._loss, has_aux=True)(
         params, stats, batch, k_loss)
@@ -325,7 +334,7 @@ class PPO:
 
   def _update_epoch(self, carry, batch):
     """One pass over ``batch`` in ``num_minibatches`` shuffled parts: flat [U*T*N] transitions,
-    or [U*N, T] sequences with ``config.recompute_advantages``."""
+    or [U*N, T] sequences with ``config.minibatch_unit="sequence"``."""
     params, opt_state, stats, key = carry
     key, k_perm = jax.random.split(key)
     size = jax.tree.leaves(batch)[0].shape[0]
@@ -352,25 +361,30 @@ class PPO:
     return jax.lax.map(lambda t: self._advantages(state, t), traj)
 
   @staticmethod
-  def sequences(traj: Transition) -> Transition:
-    """The learner's batch with ``config.recompute_advantages``: ``traj`` [U, T, N, ...] as
-    U*N unroll sequences [U*N, T, ...] (advantages come later, per minibatch)."""
+  def sequences(traj):
+    """``traj`` [U, T, N, ...] (a Transition, or any tree of such arrays) as U*N unroll
+    sequences [U*N, T, ...]: the learner's batch with ``config.recompute_advantages``
+    (advantages come later, per minibatch)."""
     def seq(x):
       x = jnp.swapaxes(x, 1, 2)  # [U, N, T, ...]
       return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
     return jax.tree.map(seq, traj)
 
   @staticmethod
-  def batch(traj: Transition, adv: jax.Array, targets: jax.Array, values: jax.Array):
-    """The learner's batch: dict of flat [U*T*N, ...] arrays (see ``_loss``)."""
-    flat = lambda x: x.reshape((-1,) + x.shape[3:])  # [U, T, N, ...] -> [U*T*N, ...]
-    return {"obs": flat(traj.obs), "raw_action": flat(traj.raw_action),
-            "log_prob": flat(traj.log_prob), "advantage": flat(adv),
-            "target": flat(targets), "value": flat(values)}
+  def batch(traj: Transition, adv: jax.Array, targets: jax.Array, values: jax.Array,
+            unit: str = "transition"):
+    """The learner's batch (see ``_loss``): a dict of flat [U*T*N, ...] transitions, or with
+    ``unit="sequence"`` (``config.minibatch_unit``) of [U*N, T, ...] unroll sequences."""
+    fields = {"obs": traj.obs, "raw_action": traj.raw_action, "log_prob": traj.log_prob,
+              "advantage": adv, "target": targets, "value": values}  # each [U, T, N, ...]
+    if unit == "sequence":
+      return PPO.sequences(fields)
+    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[3:]), fields)
 
   def learn(self, state: TrainState, batch):
     """Update phase: ``num_epochs`` epochs of ``num_minibatches`` SGD steps on ``batch``
-    (``batch(...)``, or ``sequences(traj)`` with ``config.recompute_advantages``).
+    (``batch(..., unit=config.minibatch_unit)``, or ``sequences(traj)`` with
+    ``config.recompute_advantages``).
 
     Returns (state with new params, optimizer state and key; metrics averaged over the SGD
     steps).
@@ -407,7 +421,8 @@ class PPO:
       state, metrics = self.learn(state, self.sequences(traj))
     else:
       adv, targets, values = self.advantages(state, traj)
-      state, metrics = self.learn(state, self.batch(traj, adv, targets, values))
+      state, metrics = self.learn(state, self.batch(traj, adv, targets, values,
+                                                    self.config.minibatch_unit))
     return self.finish(state, traj, metrics)
 
   def chunk(self, state: TrainState):

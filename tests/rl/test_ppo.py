@@ -107,29 +107,40 @@ def _recompute_setup(**overrides):
   return c, trainer, state, traj
 
 
-def test_recompute_with_one_minibatch_is_the_default_update():
-  """One epoch of one minibatch: the advantages come from the collecting critic either way and
-  the loss is a mean over the same transitions, so both learners take the same step."""
+@pytest.mark.parametrize("recompute", [False, True])
+def test_sequence_learners_with_one_minibatch_are_the_default_update(recompute):
+  """One epoch of one minibatch: the advantages come from the collecting critic in every
+  learner and the loss is a mean over the same transitions, so all take the same step."""
   c, trainer, state, traj = _recompute_setup(num_minibatches=1, num_epochs=1)
   adv, targets, values = trainer.advantages(state, traj)
   default, _ = jax.jit(trainer.learn)(state, trainer.batch(traj, adv, targets, values))
-  c.recompute_advantages = True
+  c.minibatch_unit, c.recompute_advantages = "sequence", recompute
   ppo.check_config(c)
-  recompute = ppo.make_train(c, make_from_config(c.env))
-  new, _ = jax.jit(recompute.learn)(state, recompute.sequences(traj))
+  learner = ppo.make_train(c, make_from_config(c.env))
+  batch = (learner.sequences(traj) if recompute
+           else learner.batch(traj, adv, targets, values, "sequence"))
+  new, _ = jax.jit(learner.learn)(state, batch)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                new.params, default.params)
 
 
-def test_recompute_uses_the_current_critic_on_whole_sequences():
-  """Two epochs of two minibatches: every SGD step's advantages are GAE over whole unroll
-  sequences (traj[u, :, n]) under the critic of that step, written out here step by step."""
+@pytest.mark.parametrize("recompute", [False, True])
+def test_sequence_minibatches_hold_whole_sequences(recompute):
+  """Two epochs of two minibatches of whole unroll sequences (traj[u, :, n]), written out
+  here step by step: with ``recompute_advantages`` every SGD step's advantages are GAE over its
+  sequences under that step's critic, without it they are the collecting critic's, sliced."""
   import optax  # pylint: disable=g-import-not-at-top
   c, trainer, state, traj = _recompute_setup(num_minibatches=2, num_epochs=2,
-                                             recompute_advantages=True)
+                                             minibatch_unit="sequence",
+                                             recompute_advantages=recompute)
   ppo.check_config(c)
-  got, _ = jax.jit(trainer.learn)(state, trainer.sequences(traj))
+  collected = trainer.advantages(state, traj)  # [U, T, N] each, from the collecting critic
+  got, _ = jax.jit(trainer.learn)(
+      state, trainer.sequences(traj) if recompute
+      else trainer.batch(traj, *collected, "sequence"))
   u, t, n = traj.reward.shape
+  # Sequence s is env s % n of unroll s // n, all T steps: [T, M] time-major.
+  pick = lambda x, part: np.stack([np.asarray(x)[s // n, :, s % n] for s in part], axis=1)  # noqa: E731
   # The learner's keys, as learn / _update_epoch / _update_minibatch split them.
   _, key = jax.random.split(state.key)
   params, opt_state = state.params, state.opt_state
@@ -137,28 +148,44 @@ def test_recompute_uses_the_current_critic_on_whole_sequences():
     key, k_perm = jax.random.split(key)
     perm = np.asarray(jax.random.permutation(k_perm, u * n))
     for part in perm.reshape(2, -1):
-      # Sequence s is env s % n of unroll s // n, all T steps: [T, M] time-major.
-      seqs = jax.tree.map(lambda x: np.stack([np.asarray(x)[s // n, :, s % n] for s in part],
-                                             axis=1), traj)
-      adv, targets, values = trainer._advantages_with(params, state.obs_stats, seqs)  # pylint: disable=protected-access
+      seqs = jax.tree.map(lambda x, part=part: pick(x, part), traj)
+      if recompute:
+        adv, targets, values = trainer._advantages_with(params, state.obs_stats, seqs)  # pylint: disable=protected-access
+      else:
+        adv, targets, values = (pick(x, part) for x in collected)
       flat = lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[2:])  # noqa: E731
       batch = {"obs": flat(seqs.obs), "raw_action": flat(seqs.raw_action),
                "log_prob": flat(seqs.log_prob), "advantage": flat(adv),
                "target": flat(targets), "value": flat(values)}
       key, k_loss = jax.random.split(key)
-      grads = jax.grad(lambda p: trainer._loss(p, state.obs_stats, batch, k_loss)[0])(params)  # pylint: disable=protected-access
+      grads = jax.grad(lambda p, batch=batch, k=k_loss: trainer._loss(p, state.obs_stats,  # pylint: disable=protected-access
+                                                                       batch, k)[0])(params)
       updates, opt_state = trainer.optimizer.update(grads, opt_state, params)
       params = optax.apply_updates(params, updates)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
                got.params, params)
-  # And it is not the default learner (advantages fixed at collection, shuffled transitions).
-  adv, targets, values = trainer.advantages(state, traj)
-  c.recompute_advantages = False
+  # ``update`` (collect, then this learner) takes the same step.
+  updated, _ = jax.jit(trainer.update)(trainer.init(jax.random.PRNGKey(0)))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               updated.params, got.params)
+  # And it is not the default learner (shuffled transitions).
+  c.minibatch_unit, c.recompute_advantages = "transition", False
   default, _ = jax.jit(ppo.make_train(c, make_from_config(c.env)).learn)(
-      state, trainer.batch(traj, adv, targets, values))
+      state, trainer.batch(traj, *collected))
   assert not np.allclose(jax.tree.leaves(default.params)[0], jax.tree.leaves(got.params)[0])
-  c.recompute_advantages, c.num_minibatches = True, 8  # 12 sequences
+  c.minibatch_unit, c.recompute_advantages = "sequence", recompute
+  c.num_minibatches = 8  # 12 sequences
   with pytest.raises(config_lib.ConfigError, match="must divide the num_envs\\*unrolls_per_update=12"):
+    ppo.check_config(c)
+
+
+def test_recompute_needs_sequence_minibatches():
+  c = _config(recompute_advantages=True)
+  with pytest.raises(config_lib.ConfigError,
+                     match="'config.recompute_advantages'=True .* 'config.minibatch_unit'='sequence'"):
+    ppo.check_config(c)
+  c = _config(minibatch_unit="episode")
+  with pytest.raises(config_lib.ConfigError, match="'config.minibatch_unit'='episode'"):
     ppo.check_config(c)
 
 
