@@ -13,6 +13,8 @@
         --recompute=off,on --seed_csv=runs/ppo_recompute.csv   # + brax's learner
     python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=10 --no-phases --only=ours \
         --units=sequence --seed_csv=runs/ppo_sequences.csv   # + its minibatches alone
+    python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=10 --no-phases --only=ours \
+        --obs_stats=before --seed_csv=runs/ppo_stats.csv   # + brax's normaliser timing
 
 ``--preset=tuned_cpu`` is Playground's tuned brax config for the DM Control suite scaled to
 this CPU (``PRESETS``); with it, 5 seeds gave final returns ours 448 ± 69, brax 440 ± 140,
@@ -45,8 +47,11 @@ brax's learner (``config.recompute_advantages=True``: minibatches of whole unrol
 advantages recomputed from the current critic at every SGD step), the first difference.
 ``--units=transition,sequence`` adds, for ``--recompute=off``, an arm with half of it
 (``config.minibatch_unit="sequence"``: brax's minibatches of whole unroll sequences, with
-advantages computed once per update as ours does), named ``_sequence``. Arms of ours run for
-every (estimator, init, learner) combination.
+advantages computed once per update as ours does), named ``_sequence``.
+``--obs_stats=after,before`` adds an arm with brax's normaliser timing
+(``config.obs_stats_timing="before"``: an update's unrolls enter the observation statistics
+before its advantages and SGD steps, not after), named ``_stats_before``. Arms of ours run for
+every (estimator, init, learner, timing) combination.
 
 Throughput is measured the same way for both (brax's own ``training/sps`` is not used): env
 steps between two consecutive evaluations divided by the wall time between them, after the
@@ -170,6 +175,10 @@ def parse_args(argv=None):
                  help="comma-separated minibatch units of ours' --recompute=off arms "
                       "(config.minibatch_unit: 'transition', ours, or 'sequence', brax's "
                       "minibatches with advantages once per update; adds '_sequence')")
+  p.add_argument("--obs_stats", default="after",
+                 help="comma-separated observation-statistics timings of ours "
+                      "(config.obs_stats_timing: 'after' the SGD steps, ours, or 'before', "
+                      "brax's; 'before' adds '_stats_before')")
   p.add_argument("--phases", action=argparse.BooleanOptionalAction, default=True,
                  help="print the per-phase breakdown of one update of ours")
   p.add_argument("--repeats", type=int, default=3,
@@ -187,7 +196,8 @@ def parse_args(argv=None):
   args = p.parse_args(argv)
   # Each arm flag becomes a list; a value outside its choices is one error line, exit 2.
   for flag, choices in (("advantages", ppo.ADVANTAGE_ESTIMATORS), ("inits", networks.INITS),
-                        ("recompute", ("off", "on")), ("units", ppo.MINIBATCH_UNITS)):
+                        ("recompute", ("off", "on")), ("units", ppo.MINIBATCH_UNITS),
+                        ("obs_stats", ppo.OBS_STATS_TIMINGS)):
     setattr(args, flag, getattr(args, flag).split(","))
     for value in getattr(args, flag):
       if value not in choices:
@@ -202,14 +212,16 @@ def learners(args):
           + [("sequence", True)] * ("on" in args.recompute))
 
 
-def ours_arm(estimator, init="orthogonal", recompute=False, unit="transition"):
-  """Arm name of ours with this advantage estimator, initialiser and learner: ``ours`` (GAE,
-  orthogonal, shuffled transitions, advantages once per update), plus ``_<estimator>`` for
-  another estimator, ``_<init>`` for another initialiser, ``_recompute`` for brax's learner
-  (sequences, per-step advantages) and ``_sequence`` for its sequences alone."""
+def ours_arm(estimator, init="orthogonal", recompute=False, unit="transition", timing="after"):
+  """Arm name of ours with this advantage estimator, initialiser, learner and normaliser
+  timing: ``ours`` (GAE, orthogonal, shuffled transitions, advantages once per update,
+  statistics after), plus ``_<estimator>`` for another estimator, ``_<init>`` for another
+  initialiser, ``_recompute`` for brax's learner (sequences, per-step advantages),
+  ``_sequence`` for its sequences alone and ``_stats_before`` for brax's timing."""
   learner = "_recompute" if recompute else ("_sequence" if unit == "sequence" else "")
   return ("ours" + ("" if estimator == "gae" else f"_{estimator}")
-          + ("" if init == "orthogonal" else f"_{init}") + learner)
+          + ("" if init == "orthogonal" else f"_{init}") + learner
+          + ("" if timing == "after" else f"_stats_{timing}"))
 
 
 SEED_COLUMNS = ("final_return", "sps", "wall_s")
@@ -255,7 +267,7 @@ def _time_to_target(points, target):
 
 
 def ours_config(args, seed, estimator="gae", init="orthogonal", recompute=False,
-                unit="transition"):
+                unit="transition", timing="after"):
   """jaxlab's PPO config for brax's schedule; total steps rounded to whole evaluations.
   ``recompute`` (brax's learner) implies sequence minibatches."""
   c = ppo.default_config()
@@ -263,6 +275,7 @@ def ours_config(args, seed, estimator="gae", init="orthogonal", recompute=False,
   c.network.init = init
   c.recompute_advantages = recompute
   c.minibatch_unit = "sequence" if recompute else unit
+  c.obs_stats_timing = timing
   c.env.name = f"playground/{args.env}"
   c.env.impl = args.impl
   c.env.episode_length = args.episode_length
@@ -293,8 +306,8 @@ def ours_config(args, seed, estimator="gae", init="orthogonal", recompute=False,
 
 
 def run_ours(args, seed, estimator="gae", init="orthogonal", recompute=False,
-             unit="transition"):
-  c, updates_per_eval = ours_config(args, seed, estimator, init, recompute, unit)
+             unit="transition", timing="after"):
+  c, updates_per_eval = ours_config(args, seed, estimator, init, recompute, unit, timing)
   steps_per_update = ppo.steps_per_update(c)
   env = make_from_config(c.env)
   trainer = ppo.make_train(c, env)
@@ -417,9 +430,10 @@ def main(argv=None):
   args.total_steps = ours_config(args, 0)[0].total_env_steps
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  jax {jax.__version__}")
   # (arm name, function of (args, seed)) of every arm --only keeps, in the order they run.
-  arms = ([(ours_arm(e, i, r, u), functools.partial(run_ours, estimator=e, init=i, recompute=r,
-                                                     unit=u))
-           for e in args.advantages for i in args.inits for u, r in learners(args)]
+  arms = ([(ours_arm(e, i, r, u, t), functools.partial(run_ours, estimator=e, init=i,
+                                                       recompute=r, unit=u, timing=t))
+           for e in args.advantages for i in args.inits for u, r in learners(args)
+           for t in args.obs_stats]
           if args.only in ("both", "ours") else [])
   arms += [("brax", run_brax)] if args.only in ("both", "brax") else []
   rows = []

@@ -107,6 +107,13 @@ def test_init_and_learner_arms_are_named():
   ppo.check_config(c)
   args = ppo_vs_brax.parse_args(["--units=sequence"])
   assert ppo_vs_brax.learners(args) == [("sequence", False)]
+  args = ppo_vs_brax.parse_args(["--preset=tuned_cpu", "--obs_stats=after,before"])
+  assert [ppo_vs_brax.ours_arm("gae", timing=t) for t in args.obs_stats] == [
+      "ours", "ours_stats_before"]
+  c, _ = ppo_vs_brax.ours_config(args, 0, timing="before")
+  assert (c.obs_stats_timing, c.normalize_observations) == ("before", True)
+  ppo.check_config(c)
+  assert ppo_vs_brax.ours_config(args, 0)[0].obs_stats_timing == "after"
 
 
 @pytest.mark.parametrize("flag, needle", [
@@ -114,6 +121,7 @@ def test_init_and_learner_arms_are_named():
     ("--inits=xavier", "--inits: 'xavier' is not one of"),
     ("--recompute=yes", "--recompute: 'yes' is not one of"),
     ("--units=episode", "--units: 'episode' is not one of"),
+    ("--obs_stats=during", "--obs_stats: 'during' is not one of"),
 ])
 def test_bad_arm_flags_exit_2(flag, needle, capsys):
   with pytest.raises(SystemExit) as err:

@@ -84,6 +84,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.normalize_advantages = True
   c.reward_scaling = 1.0
   c.normalize_observations = True
+  # When an update's unrolls enter the observation statistics: "after" its SGD steps (the
+  # learner normalises as the behaviour policy did, so the first step's ratio is 1) or
+  # "before" its advantages and SGD steps (brax.training's PPO).
+  c.obs_stats_timing = "after"
   c.network = ml_collections.ConfigDict(dict(
       kind="plain", activation="silu", layernorm=False,
       policy_width=32, policy_depth=4, value_width=256, value_depth=5,
@@ -98,6 +102,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 ADVANTAGE_ESTIMATORS = ("gae", "lambda_td")
 MINIBATCH_UNITS = ("transition", "sequence")
+OBS_STATS_TIMINGS = ("after", "before")
 
 
 def check_config(c: ml_collections.ConfigDict) -> None:
@@ -118,6 +123,7 @@ def check_config(c: ml_collections.ConfigDict) -> None:
   require(c.gamma <= 1.0 and c.gamma > 0, f"'config.gamma' must be in (0, 1], got {c.gamma}")
   require_choice(c, "advantage_estimator", ADVANTAGE_ESTIMATORS)
   require_choice(c, "minibatch_unit", MINIBATCH_UNITS)
+  require_choice(c, "obs_stats_timing", OBS_STATS_TIMINGS)
   require(not c.recompute_advantages or c.minibatch_unit == "sequence",
           "'config.recompute_advantages'=True recomputes advantages over whole unroll "
           "sequences: set 'config.minibatch_unit'='sequence' too (brax.training's learner)")
@@ -397,19 +403,25 @@ class PPO:
     metrics = jax.tree.map(jnp.mean, metrics)
     return state.replace(params=params, opt_state=opt_state, key=key), metrics
 
+  def observe(self, state: TrainState, traj: Transition) -> TrainState:
+    """``traj``'s observations merged into the statistics (with
+    ``config.normalize_observations``)."""
+    if not self.config.normalize_observations:
+      return state
+    return state.replace(obs_stats=running_stats.update(state.obs_stats, traj.obs))
+
   def finish(self, state: TrainState, traj: Transition, metrics: dict):
-    """Merges ``traj``'s observations into the statistics, adds the episode and lr metrics and
-    counts the update. Returns (state, metrics)."""
+    """Merges ``traj``'s observations into the statistics (``config.obs_stats_timing="after"``),
+    adds the episode and lr metrics and counts the update. Returns (state, metrics)."""
     c = self.config
-    # Observation statistics change after the SGD step, so that the behaviour log-probs and
+    # By default the statistics change after the SGD steps, so that the behaviour log-probs and
     # the learner's log-probs were computed under the same normalisation.
-    obs_stats = state.obs_stats
-    if c.normalize_observations:
-      obs_stats = running_stats.update(obs_stats, traj.obs)
+    if c.obs_stats_timing == "after":
+      state = self.observe(state, traj)
     metrics["train/episodes"] = traj.done.sum()
     metrics["train/return_sum"] = jnp.where(traj.done, traj.done_return, 0.0).sum()
     metrics["lr"] = self.lr_schedule(state.update * c.num_epochs * c.num_minibatches)
-    return state.replace(obs_stats=obs_stats, update=state.update + 1), metrics
+    return state.replace(update=state.update + 1), metrics
 
   def update(self, state: TrainState):
     """Collect ``unrolls_per_update`` unrolls, then ``num_epochs`` epochs of minibatch SGD.
@@ -417,6 +429,8 @@ class PPO:
     Returns (state, metrics) with scalar metrics for this update.
     """
     state, traj = self.collect(state)
+    if self.config.obs_stats_timing == "before":
+      state = self.observe(state, traj)
     if self.config.recompute_advantages:
       state, metrics = self.learn(state, self.sequences(traj))
     else:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxlab.core import config as config_lib
+from jaxlab.core import running_stats
 from jaxlab.envs.from_config import make_from_config
 from jaxlab.rl import ppo
 from jaxlab.rl.gae import gae, lambda_td_advantages
@@ -186,6 +187,34 @@ def test_recompute_needs_sequence_minibatches():
     ppo.check_config(c)
   c = _config(minibatch_unit="episode")
   with pytest.raises(config_lib.ConfigError, match="'config.minibatch_unit'='episode'"):
+    ppo.check_config(c)
+
+
+def test_obs_stats_before_learning_is_brax_order():
+  """``obs_stats_timing="before"``: the update's unrolls enter the statistics before its
+  advantages and SGD steps (brax.training), written out here phase by phase; the statistics
+  at the end are the same as by default, the parameters are not."""
+  c = _config(total_env_steps=2 * 4 * 8 * 3, num_envs=4, unroll_length=8, unrolls_per_update=3,
+              num_minibatches=2, num_epochs=2, log_every=1, obs_stats_timing="before",
+              normalize_observations=True)
+  c.eval.every = c.checkpoint.every = 0
+  ppo.check_config(c)
+  trainer = ppo.make_train(c, make_from_config(c.env))
+  state0 = trainer.init(jax.random.PRNGKey(0))
+  got, _ = jax.jit(trainer.update)(state0)
+  collected, traj = jax.jit(trainer.collect)(state0)
+  stats = running_stats.update(collected.obs_stats, traj.obs)
+  seen = collected.replace(obs_stats=stats)
+  learned, _ = jax.jit(trainer.learn)(seen, trainer.batch(traj, *trainer.advantages(seen, traj)))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               got.params, learned.params)
+  c.obs_stats_timing = "after"
+  default, _ = jax.jit(ppo.make_train(c, make_from_config(c.env)).update)(state0)
+  jax.tree.map(np.testing.assert_array_equal, got.obs_stats, default.obs_stats)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got.obs_stats, stats)
+  assert not np.allclose(jax.tree.leaves(default.params)[0], jax.tree.leaves(got.params)[0])
+  c.obs_stats_timing = "during"
+  with pytest.raises(config_lib.ConfigError, match="'config.obs_stats_timing'='during'"):
     ppo.check_config(c)
 
 
