@@ -27,7 +27,10 @@ ours with brax's initialisation (``--only=ours --inits=orthogonal,lecun_uniform`
 starts (317 ± 37 untrained, brax 312 ± 23) but does not climb as brax does; and 10 seeds of
 ours with brax's learner (``--only=ours --recompute=off,on``, 2026-12-07, 2.6-3.2 min per
 run): 613 ± 138, +178 ± 146 vs ours, +136 ± 172 vs brax; it climbs (+225 ± 115 after the
-first update, ours +38 ± 75, brax +165 ± 101), at 0.77x ours' env-steps/s.
+first update, ours +38 ± 75, brax +165 ± 101), at 0.77x ours' env-steps/s; and 10 seeds of
+ours with sequence minibatches alone (``--only=ours --units=transition,sequence``, 2026-12-07,
+2.2-2.5 min per run): 408 ± 61, −27 ± 59 vs ours (no effect shown) and 205 ± 142 below brax's
+learner, so the per-step recompute is the half that lifts ours.
 
 For each seed, both trainers run the same schedule: ``num_envs`` envs, ``unroll_length`` steps
 per unroll, ``batch_size * num_minibatches`` sequences per update (brax's layout; jaxlab's
