@@ -15,6 +15,8 @@
         --units=sequence --seed_csv=runs/ppo_sequences.csv   # + its minibatches alone
     python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=10 --no-phases --only=ours \
         --obs_stats=before --seed_csv=runs/ppo_stats.csv   # + brax's normaliser timing
+    python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=10 --no-phases --only=ours \
+        --recompute=epoch --seed_csv=runs/ppo_epoch.csv   # + advantages once per epoch
 
 ``--preset=tuned_cpu`` is Playground's tuned brax config for the DM Control suite scaled to
 this CPU (``PRESETS``); with it, 5 seeds gave final returns ours 448 ± 69, brax 440 ± 140,
@@ -46,11 +48,14 @@ difference is the initialisation (ours: spec §2.2's orthogonal kernels, policy 
 scale from 1.0; brax: LeCun-uniform everywhere, zero biases, scale near 0.69);
 ``--inits=orthogonal,lecun_uniform`` adds an arm of ours with brax's
 (``config.network.init="lecun_uniform"``). ``--recompute=off,on`` adds an arm of ours with
-brax's learner (``config.recompute_advantages=True``: minibatches of whole unroll sequences,
-advantages recomputed from the current critic at every SGD step), the first difference.
-``--units=transition,sequence`` adds, for ``--recompute=off``, an arm with half of it
-(``config.minibatch_unit="sequence"``: brax's minibatches of whole unroll sequences, with
-advantages computed once per update as ours does), named ``_sequence``.
+brax's learner (``config.advantage_refresh="minibatch"`` with
+``config.minibatch_unit="sequence"``: minibatches of whole unroll sequences, advantages
+recomputed from the current critic at every SGD step), the first difference;
+``--recompute=epoch`` one with them recomputed over the whole batch at the start of every
+epoch instead (``config.advantage_refresh="epoch"``), named ``_epoch``.
+``--units=transition,sequence`` adds, for ``--recompute`` off and epoch, arms with brax's
+minibatches of whole unroll sequences (``config.minibatch_unit="sequence"``), named
+``_sequence``.
 ``--obs_stats=after,before`` adds an arm with brax's normaliser timing
 (``config.obs_stats_timing="before"``: an update's unrolls enter the observation statistics
 before its advantages and SGD steps, not after), named ``_stats_before``. Arms of ours run for
@@ -171,11 +176,12 @@ def parse_args(argv=None):
                       "'orthogonal', ours, or 'lecun_uniform', brax's), one arm per "
                       "(estimator, init): 'lecun_uniform' adds '_lecun_uniform' to the name")
   p.add_argument("--recompute", default="off",
-                 help="comma-separated 'off' (ours: advantages once per update) and/or 'on' "
-                      "(brax's learner, config.recompute_advantages: sequence minibatches, "
-                      "advantages recomputed at every SGD step; adds '_recompute' to the name)")
+                 help="comma-separated 'off' (ours: advantages once per update), 'epoch' "
+                      "(recomputed at every epoch, config.advantage_refresh='epoch'; adds "
+                      "'_epoch') and/or 'on' (brax's learner, sequence minibatches, advantages "
+                      "recomputed at every SGD step; adds '_recompute' to the name)")
   p.add_argument("--units", default="transition",
-                 help="comma-separated minibatch units of ours' --recompute=off arms "
+                 help="comma-separated minibatch units of ours' --recompute=off/epoch arms "
                       "(config.minibatch_unit: 'transition', ours, or 'sequence', brax's "
                       "minibatches with advantages once per update; adds '_sequence')")
   p.add_argument("--obs_stats", default="after",
@@ -199,7 +205,7 @@ def parse_args(argv=None):
   args = p.parse_args(argv)
   # Each arm flag becomes a list; a value outside its choices is one error line, exit 2.
   for flag, choices in (("advantages", ppo.ADVANTAGE_ESTIMATORS), ("inits", networks.INITS),
-                        ("recompute", ("off", "on")), ("units", ppo.MINIBATCH_UNITS),
+                        ("recompute", tuple(RECOMPUTE)), ("units", ppo.MINIBATCH_UNITS),
                         ("obs_stats", ppo.OBS_STATS_TIMINGS)):
     setattr(args, flag, getattr(args, flag).split(","))
     for value in getattr(args, flag):
@@ -208,20 +214,27 @@ def parse_args(argv=None):
   return args
 
 
+# --recompute's values: config.advantage_refresh of each ("on" is brax's learner).
+RECOMPUTE = {"off": "update", "epoch": "epoch", "on": "minibatch"}
+
+
 def learners(args):
-  """The (minibatch unit, recompute) learners of ours that ``--units`` and ``--recompute``
-  ask for: each unit with advantages once per update (``off``), then brax's (``on``)."""
-  return ([(unit, False) for unit in args.units] * ("off" in args.recompute)
-          + [("sequence", True)] * ("on" in args.recompute))
+  """The (minibatch unit, advantage refresh) learners of ours that ``--units`` and
+  ``--recompute`` ask for: each unit with ``off`` and ``epoch``, and brax's (``on``)."""
+  return [(unit, RECOMPUTE[r]) for r in args.recompute
+          for unit in (("sequence",) if r == "on" else args.units)]
 
 
-def ours_arm(estimator, init="orthogonal", recompute=False, unit="transition", timing="after"):
+def ours_arm(estimator, init="orthogonal", refresh="update", unit="transition",
+             timing="after"):
   """Arm name of ours with this advantage estimator, initialiser, learner and normaliser
   timing: ``ours`` (GAE, orthogonal, shuffled transitions, advantages once per update,
   statistics after), plus ``_<estimator>`` for another estimator, ``_<init>`` for another
-  initialiser, ``_recompute`` for brax's learner (sequences, per-step advantages),
-  ``_sequence`` for its sequences alone and ``_stats_before`` for brax's timing."""
-  learner = "_recompute" if recompute else ("_sequence" if unit == "sequence" else "")
+  initialiser, ``_recompute`` for brax's learner (sequences, per-step advantages), ``_epoch``
+  for advantages once per epoch, ``_sequence`` for sequence minibatches otherwise and
+  ``_stats_before`` for brax's timing."""
+  learner = ("_recompute" if refresh == "minibatch" else
+             ("_epoch" if refresh == "epoch" else "") + ("_sequence" if unit == "sequence" else ""))
   return ("ours" + ("" if estimator == "gae" else f"_{estimator}")
           + ("" if init == "orthogonal" else f"_{init}") + learner
           + ("" if timing == "after" else f"_stats_{timing}"))
@@ -269,15 +282,15 @@ def _time_to_target(points, target):
   return float("nan"), float("nan")
 
 
-def ours_config(args, seed, estimator="gae", init="orthogonal", recompute=False,
+def ours_config(args, seed, estimator="gae", init="orthogonal", refresh="update",
                 unit="transition", timing="after"):
   """jaxlab's PPO config for brax's schedule; total steps rounded to whole evaluations.
-  ``recompute`` (brax's learner) implies sequence minibatches."""
+  ``refresh="minibatch"`` (brax's learner) implies sequence minibatches."""
   c = ppo.default_config()
   c.advantage_estimator = estimator
   c.network.init = init
-  c.recompute_advantages = recompute
-  c.minibatch_unit = "sequence" if recompute else unit
+  c.advantage_refresh = refresh
+  c.minibatch_unit = "sequence" if refresh == "minibatch" else unit
   c.obs_stats_timing = timing
   c.env.name = f"playground/{args.env}"
   c.env.impl = args.impl
@@ -308,9 +321,9 @@ def ours_config(args, seed, estimator="gae", init="orthogonal", recompute=False,
   return c, updates_per_eval
 
 
-def run_ours(args, seed, estimator="gae", init="orthogonal", recompute=False,
+def run_ours(args, seed, estimator="gae", init="orthogonal", refresh="update",
              unit="transition", timing="after"):
-  c, updates_per_eval = ours_config(args, seed, estimator, init, recompute, unit, timing)
+  c, updates_per_eval = ours_config(args, seed, estimator, init, refresh, unit, timing)
   steps_per_update = ppo.steps_per_update(c)
   env = make_from_config(c.env)
   trainer = ppo.make_train(c, env)
@@ -434,7 +447,7 @@ def main(argv=None):
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  jax {jax.__version__}")
   # (arm name, function of (args, seed)) of every arm --only keeps, in the order they run.
   arms = ([(ours_arm(e, i, r, u, t), functools.partial(run_ours, estimator=e, init=i,
-                                                       recompute=r, unit=u, timing=t))
+                                                       refresh=r, unit=u, timing=t))
            for e in args.advantages for i in args.inits for u, r in learners(args)
            for t in args.obs_stats]
           if args.only in ("both", "ours") else [])

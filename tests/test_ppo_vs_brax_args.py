@@ -90,23 +90,25 @@ def test_init_and_learner_arms_are_named():
   assert (c.network.init, c.advantage_estimator) == ("lecun_uniform", "gae")
   assert ppo_vs_brax.ours_config(args, 0)[0].network.init == "orthogonal"
   args = ppo_vs_brax.parse_args(["--preset=tuned_cpu", "--recompute=off,on"])
-  assert ppo_vs_brax.learners(args) == [("transition", False), ("sequence", True)]
+  assert ppo_vs_brax.learners(args) == [("transition", "update"), ("sequence", "minibatch")]
   assert [ppo_vs_brax.ours_arm("gae", "orthogonal", r, u)
           for u, r in ppo_vs_brax.learners(args)] == ["ours", "ours_recompute"]
-  c, _ = ppo_vs_brax.ours_config(args, 0, recompute=True)
-  assert (c.recompute_advantages, c.minibatch_unit) == (True, "sequence")
+  c, _ = ppo_vs_brax.ours_config(args, 0, refresh="minibatch")
+  assert (c.advantage_refresh, c.minibatch_unit) == ("minibatch", "sequence")
   ppo.check_config(c)  # tuned_cpu's 4,096 sequences split into its 32 minibatches
   c, _ = ppo_vs_brax.ours_config(args, 0)
-  assert (c.recompute_advantages, c.minibatch_unit) == (False, "transition")
+  assert (c.advantage_refresh, c.minibatch_unit) == ("update", "transition")
   args = ppo_vs_brax.parse_args(["--preset=tuned_cpu", "--units=transition,sequence",
-                                 "--recompute=off,on"])
+                                 "--recompute=off,epoch,on"])
   assert [ppo_vs_brax.ours_arm("gae", "orthogonal", r, u)
-          for u, r in ppo_vs_brax.learners(args)] == ["ours", "ours_sequence", "ours_recompute"]
-  c, _ = ppo_vs_brax.ours_config(args, 0, unit="sequence")
-  assert (c.recompute_advantages, c.minibatch_unit) == (False, "sequence")
-  ppo.check_config(c)
+          for u, r in ppo_vs_brax.learners(args)] == [
+              "ours", "ours_sequence", "ours_epoch", "ours_epoch_sequence", "ours_recompute"]
+  for unit, refresh in ppo_vs_brax.learners(args):
+    c, _ = ppo_vs_brax.ours_config(args, 0, refresh=refresh, unit=unit)
+    assert (c.advantage_refresh, c.minibatch_unit) == (refresh, unit)
+    ppo.check_config(c)
   args = ppo_vs_brax.parse_args(["--units=sequence"])
-  assert ppo_vs_brax.learners(args) == [("sequence", False)]
+  assert ppo_vs_brax.learners(args) == [("sequence", "update")]
   args = ppo_vs_brax.parse_args(["--preset=tuned_cpu", "--obs_stats=after,before"])
   assert [ppo_vs_brax.ours_arm("gae", timing=t) for t in args.obs_stats] == [
       "ours", "ours_stats_before"]

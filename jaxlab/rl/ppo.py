@@ -73,10 +73,12 @@ def default_config() -> ml_collections.ConfigDict:
   # What a minibatch is made of: "transition" (shuffled transitions: PPO's paper, PureJaxRL)
   # or "sequence" (whole unroll sequences, num_envs * unrolls_per_update of them: brax.training).
   c.minibatch_unit = "transition"
-  # False: advantages and value targets once per update, from the critic that collected. True
-  # (needs minibatch_unit="sequence"; with it, brax.training's learner): recomputed over each
-  # minibatch's sequences from the current critic at every SGD step.
-  c.recompute_advantages = False
+  # When advantages, value targets and old values are computed: "update" (once, from the critic
+  # that collected: PPO's paper, PureJaxRL), "epoch" (over the whole batch from the current
+  # critic at the start of every epoch, as Andrychowicz et al. 2021 recommend) or "minibatch"
+  # (over each minibatch's sequences from the current critic at every SGD step; needs
+  # minibatch_unit="sequence"; with it, brax.training's learner).
+  c.advantage_refresh = "update"
   c.clip_eps = 0.2
   c.value_clip_eps = 0.0  # 0 disables value clipping
   c.vf_coef = 0.5
@@ -102,6 +104,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 ADVANTAGE_ESTIMATORS = ("gae", "lambda_td")
 MINIBATCH_UNITS = ("transition", "sequence")
+ADVANTAGE_REFRESHES = ("update", "epoch", "minibatch")
 OBS_STATS_TIMINGS = ("after", "before")
 
 
@@ -124,8 +127,9 @@ def check_config(c: ml_collections.ConfigDict) -> None:
   require_choice(c, "advantage_estimator", ADVANTAGE_ESTIMATORS)
   require_choice(c, "minibatch_unit", MINIBATCH_UNITS)
   require_choice(c, "obs_stats_timing", OBS_STATS_TIMINGS)
-  require(not c.recompute_advantages or c.minibatch_unit == "sequence",
-          "'config.recompute_advantages'=True recomputes advantages over whole unroll "
+  require_choice(c, "advantage_refresh", ADVANTAGE_REFRESHES)
+  require(c.advantage_refresh != "minibatch" or c.minibatch_unit == "sequence",
+          "'config.advantage_refresh'='minibatch' recomputes advantages over whole unroll "
           "sequences: set 'config.minibatch_unit'='sequence' too (brax.training's learner)")
   sequences = c.num_envs * c.unrolls_per_update
   require(c.minibatch_unit != "sequence" or sequences % c.num_minibatches == 0,
@@ -322,7 +326,7 @@ class PPO:
 
   def _update_minibatch(self, carry, batch):
     params, opt_state, stats, key = carry
-    if self.config.recompute_advantages:  # batch: a Transition of sequences [M, T, ...]
+    if self.config.advantage_refresh == "minibatch":  # batch: a Transition [M, T, ...]
       traj = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), batch)  # time-major [T, M, ...]
       adv, targets, values = self._advantages_with(params, stats, traj)
       batch = self.batch(jax.tree.map(lambda x: x[None], traj), adv[None], targets[None],
@@ -340,8 +344,14 @@ class PPO:
 
   def _update_epoch(self, carry, batch):
     """One pass over ``batch`` in ``num_minibatches`` shuffled parts: flat [U*T*N] transitions,
-    or [U*N, T] sequences with ``config.minibatch_unit="sequence"``."""
+    or [U*N, T] sequences with ``config.minibatch_unit="sequence"``; with
+    ``config.advantage_refresh="epoch"``, ``batch`` is the Transition [U, T, N] and is made
+    into one here, from this epoch's critic."""
     params, opt_state, stats, key = carry
+    if self.config.advantage_refresh == "epoch":
+      adv, targets, values = jax.lax.map(lambda t: self._advantages_with(params, stats, t),
+                                         batch)
+      batch = self.batch(batch, adv, targets, values, self.config.minibatch_unit)
     key, k_perm = jax.random.split(key)
     size = jax.tree.leaves(batch)[0].shape[0]
     perm = jax.random.permutation(k_perm, size)
@@ -369,7 +379,7 @@ class PPO:
   @staticmethod
   def sequences(traj):
     """``traj`` [U, T, N, ...] (a Transition, or any tree of such arrays) as U*N unroll
-    sequences [U*N, T, ...]: the learner's batch with ``config.recompute_advantages``
+    sequences [U*N, T, ...]: the learner's batch with ``config.advantage_refresh="minibatch"``
     (advantages come later, per minibatch)."""
     def seq(x):
       x = jnp.swapaxes(x, 1, 2)  # [U, N, T, ...]
@@ -389,8 +399,8 @@ class PPO:
 
   def learn(self, state: TrainState, batch):
     """Update phase: ``num_epochs`` epochs of ``num_minibatches`` SGD steps on ``batch``
-    (``batch(..., unit=config.minibatch_unit)``, or ``sequences(traj)`` with
-    ``config.recompute_advantages``).
+    (``batch(..., unit=config.minibatch_unit)``; with ``config.advantage_refresh`` "epoch" the
+    Transition [U, T, N] itself, with "minibatch" ``sequences(traj)``).
 
     Returns (state with new params, optimizer state and key; metrics averaged over the SGD
     steps).
@@ -431,8 +441,11 @@ class PPO:
     state, traj = self.collect(state)
     if self.config.obs_stats_timing == "before":
       state = self.observe(state, traj)
-    if self.config.recompute_advantages:
+    refresh = self.config.advantage_refresh
+    if refresh == "minibatch":
       state, metrics = self.learn(state, self.sequences(traj))
+    elif refresh == "epoch":
+      state, metrics = self.learn(state, traj)
     else:
       adv, targets, values = self.advantages(state, traj)
       state, metrics = self.learn(state, self.batch(traj, adv, targets, values,

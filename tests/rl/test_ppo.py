@@ -1,5 +1,6 @@
 """PPO learns, vmaps over seeds, and matches itself when the env batch is sharded."""
 
+import copy
 import os
 import subprocess
 import sys
@@ -108,18 +109,19 @@ def _recompute_setup(**overrides):
   return c, trainer, state, traj
 
 
-@pytest.mark.parametrize("recompute", [False, True])
-def test_sequence_learners_with_one_minibatch_are_the_default_update(recompute):
+@pytest.mark.parametrize("unit, refresh", [("sequence", "update"), ("sequence", "minibatch"),
+                                           ("transition", "epoch"), ("sequence", "epoch")])
+def test_learners_with_one_minibatch_are_the_default_update(unit, refresh):
   """One epoch of one minibatch: the advantages come from the collecting critic in every
   learner and the loss is a mean over the same transitions, so all take the same step."""
   c, trainer, state, traj = _recompute_setup(num_minibatches=1, num_epochs=1)
   adv, targets, values = trainer.advantages(state, traj)
   default, _ = jax.jit(trainer.learn)(state, trainer.batch(traj, adv, targets, values))
-  c.minibatch_unit, c.recompute_advantages = "sequence", recompute
+  c.minibatch_unit, c.advantage_refresh = unit, refresh
   ppo.check_config(c)
   learner = ppo.make_train(c, make_from_config(c.env))
-  batch = (learner.sequences(traj) if recompute
-           else learner.batch(traj, adv, targets, values, "sequence"))
+  batch = {"update": lambda: learner.batch(traj, adv, targets, values, unit),
+           "minibatch": lambda: learner.sequences(traj), "epoch": lambda: traj}[refresh]()
   new, _ = jax.jit(learner.learn)(state, batch)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                new.params, default.params)
@@ -128,12 +130,12 @@ def test_sequence_learners_with_one_minibatch_are_the_default_update(recompute):
 @pytest.mark.parametrize("recompute", [False, True])
 def test_sequence_minibatches_hold_whole_sequences(recompute):
   """Two epochs of two minibatches of whole unroll sequences (traj[u, :, n]), written out
-  here step by step: with ``recompute_advantages`` every SGD step's advantages are GAE over its
-  sequences under that step's critic, without it they are the collecting critic's, sliced."""
+  here step by step: with ``advantage_refresh="minibatch"`` every SGD step's advantages are
+  GAE over its sequences under that step's critic, by default the collecting critic's, sliced."""
   import optax  # pylint: disable=g-import-not-at-top
-  c, trainer, state, traj = _recompute_setup(num_minibatches=2, num_epochs=2,
-                                             minibatch_unit="sequence",
-                                             recompute_advantages=recompute)
+  c, trainer, state, traj = _recompute_setup(
+      num_minibatches=2, num_epochs=2, minibatch_unit="sequence",
+      advantage_refresh="minibatch" if recompute else "update")
   ppo.check_config(c)
   collected = trainer.advantages(state, traj)  # [U, T, N] each, from the collecting critic
   got, _ = jax.jit(trainer.learn)(
@@ -170,24 +172,53 @@ def test_sequence_minibatches_hold_whole_sequences(recompute):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                updated.params, got.params)
   # And it is not the default learner (shuffled transitions).
-  c.minibatch_unit, c.recompute_advantages = "transition", False
+  c.minibatch_unit, c.advantage_refresh = "transition", "update"
   default, _ = jax.jit(ppo.make_train(c, make_from_config(c.env)).learn)(
       state, trainer.batch(traj, *collected))
   assert not np.allclose(jax.tree.leaves(default.params)[0], jax.tree.leaves(got.params)[0])
-  c.minibatch_unit, c.recompute_advantages = "sequence", recompute
+  c.minibatch_unit = "sequence"
   c.num_minibatches = 8  # 12 sequences
   with pytest.raises(config_lib.ConfigError, match="must divide the num_envs\\*unrolls_per_update=12"):
     ppo.check_config(c)
 
 
-def test_recompute_needs_sequence_minibatches():
-  c = _config(recompute_advantages=True)
+def test_epoch_refresh_recomputes_from_each_epochs_critic():
+  """``advantage_refresh="epoch"``: at the start of every epoch, GAE over the whole batch under
+  that epoch's critic, then shuffled transitions, written out here epoch by epoch with the
+  default learner's own pieces (its advantages phase and one-epoch step)."""
+  c, trainer, state, traj = _recompute_setup(num_minibatches=2, num_epochs=3,
+                                             advantage_refresh="epoch")
+  ppo.check_config(c)
+  got, _ = jax.jit(trainer.learn)(state, traj)
+  _, key = jax.random.split(state.key)  # as learn splits it
+  params, opt_state = state.params, state.opt_state
+  d = copy.deepcopy(c)
+  d.advantage_refresh = "update"  # each epoch as the default learner runs it
+  default_epoch = jax.jit(ppo.make_train(d, make_from_config(d.env))._update_epoch)  # pylint: disable=protected-access
+  for _ in range(3):
+    batch = trainer.batch(traj, *trainer.advantages(state.replace(params=params), traj))
+    (params, opt_state, _, key), _ = default_epoch((params, opt_state, state.obs_stats, key),
+                                                   batch)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
+               got.params, params)
+  # And from the second epoch on it is not the default learner.
+  default, _ = jax.jit(ppo.make_train(d, make_from_config(d.env)).learn)(
+      state, trainer.batch(traj, *trainer.advantages(state, traj)))
+  assert not np.allclose(jax.tree.leaves(default.params)[0], jax.tree.leaves(got.params)[0])
+  # ``update`` takes the same step as collect + this learner.
+  updated, _ = jax.jit(trainer.update)(trainer.init(jax.random.PRNGKey(0)))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               updated.params, got.params)
+
+
+def test_minibatch_refresh_needs_sequence_minibatches():
+  c = _config(advantage_refresh="minibatch")
   with pytest.raises(config_lib.ConfigError,
-                     match="'config.recompute_advantages'=True .* 'config.minibatch_unit'='sequence'"):
+                     match="'config.advantage_refresh'='minibatch' .* 'config.minibatch_unit'='sequence'"):
     ppo.check_config(c)
-  c = _config(minibatch_unit="episode")
-  with pytest.raises(config_lib.ConfigError, match="'config.minibatch_unit'='episode'"):
-    ppo.check_config(c)
+  for key, bad in (("minibatch_unit", "episode"), ("advantage_refresh", "step")):
+    with pytest.raises(config_lib.ConfigError, match=f"'config.{key}'='{bad}'"):
+      ppo.check_config(_config(**{key: bad}))
 
 
 def test_obs_stats_before_learning_is_brax_order():
