@@ -32,7 +32,9 @@ run): 613 ± 138, +178 ± 146 vs ours, +136 ± 172 vs brax; it climbs (+225 ± 1
 first update, ours +38 ± 75, brax +165 ± 101), at 0.77x ours' env-steps/s; and 10 seeds of
 ours with sequence minibatches alone (``--only=ours --units=transition,sequence``, 2026-12-07,
 2.2-2.5 min per run): 408 ± 61, −27 ± 59 vs ours (no effect shown) and 205 ± 142 below brax's
-learner, so the per-step recompute is the half that lifts ours.
+learner, so the per-step recompute is the half that lifts ours; and 10 seeds of ours with
+brax's normaliser timing (``--only=ours --obs_stats=before``, 2026-12-07, 2.2-2.4 min per run
+on a quiet machine): 621 ± 65, +186 ± 92 vs ours, +144 ± 92 vs brax (ahead).
 
 For each seed, both trainers run the same schedule: ``num_envs`` envs, ``unroll_length`` steps
 per unroll, ``batch_size * num_minibatches`` sequences per update (brax's layout; jaxlab's
@@ -144,6 +146,32 @@ PRESETS = {
 }
 
 
+# --recompute's values: config.advantage_refresh of each ("on" is brax's learner).
+RECOMPUTE = {"off": "update", "epoch": "epoch", "on": "minibatch"}
+
+# The flags that choose ours' arms: (flag, default, choices, help). Each takes a comma-separated
+# list of its choices; ours runs one arm per combination (learners() pairs --recompute and
+# --units), named by ours_arm.
+ARM_FLAGS = (
+    ("advantages", "gae", ppo.ADVANTAGE_ESTIMATORS,
+     "comma-separated advantage estimators of ours (config.advantage_estimator): 'gae' is arm "
+     "'ours', 'lambda_td' (brax's) adds '_lambda_td'"),
+    ("inits", "orthogonal", networks.INITS,
+     "comma-separated network initialisers of ours (config.network.init: 'orthogonal', ours, or "
+     "'lecun_uniform', brax's; adds '_lecun_uniform')"),
+    ("recompute", "off", tuple(RECOMPUTE),
+     "comma-separated 'off' (ours: advantages once per update), 'epoch' (recomputed at every "
+     "epoch, config.advantage_refresh='epoch'; adds '_epoch') and/or 'on' (brax's learner, "
+     "sequence minibatches, advantages recomputed at every SGD step; adds '_recompute')"),
+    ("units", "transition", ppo.MINIBATCH_UNITS,
+     "comma-separated minibatch units of ours' --recompute=off/epoch arms "
+     "(config.minibatch_unit: 'transition', ours, or 'sequence', brax's; adds '_sequence')"),
+    ("obs_stats", "after", ppo.OBS_STATS_TIMINGS,
+     "comma-separated observation-statistics timings of ours (config.obs_stats_timing: "
+     "'after' the SGD steps, ours, or 'before', brax's; adds '_stats_before')"),
+)
+
+
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--preset", choices=sorted(PRESETS), default=None,
@@ -167,27 +195,8 @@ def parse_args(argv=None):
   p.add_argument("--target", type=float, default=900.0)
   p.add_argument("--seeds", type=int, default=1)
   p.add_argument("--only", choices=["both", "ours", "brax"], default="both")
-  p.add_argument("--advantages", default="gae",
-                 help="comma-separated advantage estimators of ours (ppo.ADVANTAGE_ESTIMATORS), "
-                      "one arm each: 'gae' is arm 'ours', 'lambda_td' (brax's) arm "
-                      "'ours_lambda_td'")
-  p.add_argument("--inits", default="orthogonal",
-                 help="comma-separated network initialisers of ours (config.network.init: "
-                      "'orthogonal', ours, or 'lecun_uniform', brax's), one arm per "
-                      "(estimator, init): 'lecun_uniform' adds '_lecun_uniform' to the name")
-  p.add_argument("--recompute", default="off",
-                 help="comma-separated 'off' (ours: advantages once per update), 'epoch' "
-                      "(recomputed at every epoch, config.advantage_refresh='epoch'; adds "
-                      "'_epoch') and/or 'on' (brax's learner, sequence minibatches, advantages "
-                      "recomputed at every SGD step; adds '_recompute' to the name)")
-  p.add_argument("--units", default="transition",
-                 help="comma-separated minibatch units of ours' --recompute=off/epoch arms "
-                      "(config.minibatch_unit: 'transition', ours, or 'sequence', brax's "
-                      "minibatches with advantages once per update; adds '_sequence')")
-  p.add_argument("--obs_stats", default="after",
-                 help="comma-separated observation-statistics timings of ours "
-                      "(config.obs_stats_timing: 'after' the SGD steps, ours, or 'before', "
-                      "brax's; 'before' adds '_stats_before')")
+  for flag, default, _, text in ARM_FLAGS:
+    p.add_argument(f"--{flag}", default=default, help=text)
   p.add_argument("--phases", action=argparse.BooleanOptionalAction, default=True,
                  help="print the per-phase breakdown of one update of ours")
   p.add_argument("--repeats", type=int, default=3,
@@ -204,18 +213,12 @@ def parse_args(argv=None):
     p.set_defaults(**PRESETS[preset])
   args = p.parse_args(argv)
   # Each arm flag becomes a list; a value outside its choices is one error line, exit 2.
-  for flag, choices in (("advantages", ppo.ADVANTAGE_ESTIMATORS), ("inits", networks.INITS),
-                        ("recompute", tuple(RECOMPUTE)), ("units", ppo.MINIBATCH_UNITS),
-                        ("obs_stats", ppo.OBS_STATS_TIMINGS)):
+  for flag, _, choices, _ in ARM_FLAGS:
     setattr(args, flag, getattr(args, flag).split(","))
     for value in getattr(args, flag):
       if value not in choices:
         p.error(f"--{flag}: {value!r} is not one of {list(choices)}")
   return args
-
-
-# --recompute's values: config.advantage_refresh of each ("on" is brax's learner).
-RECOMPUTE = {"off": "update", "epoch": "epoch", "on": "minibatch"}
 
 
 def learners(args):
