@@ -6,7 +6,8 @@
 reward scaling 10, observation normalisation; 50M env steps as in brax's ant example.
 Expected: not yet run to completion here, so no return is claimed. Time: ant (MJX) steps at
 ~15k env-steps/s with 64 envs on the 2-core CPU, so 50M steps is a multi-day CPU run; on one
-GPU expect tens of minutes (not measured here).
+GPU expect tens of minutes (not measured here). brax's learner and normaliser timing, which
+differ from jaxlab's defaults, are config switches (configs/ppo/cheetah_run.py, README).
 """
 
 from jaxlab.rl import ppo
