@@ -34,7 +34,8 @@ ours with sequence minibatches alone (``--only=ours --units=transition,sequence`
 2.2-2.5 min per run): 408 ± 61, −27 ± 59 vs ours (no effect shown) and 205 ± 142 below brax's
 learner, so the per-step recompute is the half that lifts ours; and 10 seeds of ours with
 brax's normaliser timing (``--only=ours --obs_stats=before``, 2026-12-07, 2.2-2.4 min per run
-on a quiet machine): 621 ± 65, +186 ± 92 vs ours, +144 ± 92 vs brax (ahead); and 10 seeds of
+on a quiet machine): 621 ± 65, +186 ± 92 vs ours, +144 ± 92 vs brax (ahead; at the
+quickstart's schedule the same timing hurt, −308 ± 273: README); and 10 seeds of
 ours with advantages recomputed once per epoch (``--only=ours --recompute=epoch``, 2026-12-07,
 2.7-2.9 min per run): 965 ± 57, +530 ± 68 vs ours, +488 ± 105 vs brax (ahead), +352 ± 164
 vs brax's learner, at 0.83x ours' env-steps/s.
