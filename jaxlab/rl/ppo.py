@@ -349,9 +349,8 @@ class PPO:
     into one here, from this epoch's critic."""
     params, opt_state, stats, key = carry
     if self.config.advantage_refresh == "epoch":
-      adv, targets, values = jax.lax.map(lambda t: self._advantages_with(params, stats, t),
-                                         batch)
-      batch = self.batch(batch, adv, targets, values, self.config.minibatch_unit)
+      batch = self.batch(batch, *self._advantages_of_unrolls(params, stats, batch),
+                         self.config.minibatch_unit)
     key, k_perm = jax.random.split(key)
     size = jax.tree.leaves(batch)[0].shape[0]
     perm = jax.random.permutation(k_perm, size)
@@ -374,7 +373,11 @@ class PPO:
   def advantages(self, state: TrainState, traj: Transition):
     """GAE phase: ``_advantages`` of each unroll of ``traj`` [U, T, N] under ``state``'s
     networks. Returns (advantages, value targets, values), each [U, T, N]."""
-    return jax.lax.map(lambda t: self._advantages(state, t), traj)
+    return self._advantages_of_unrolls(state.params, state.obs_stats, traj)
+
+  def _advantages_of_unrolls(self, params, stats, traj: Transition):
+    """``_advantages_with`` of each unroll of ``traj`` [U, T, N] under ``params``' critic."""
+    return jax.lax.map(lambda t: self._advantages_with(params, stats, t), traj)
 
   @staticmethod
   def sequences(traj):
