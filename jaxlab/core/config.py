@@ -78,6 +78,14 @@ def require_choice(config: ml_collections.ConfigDict, key: str, choices: Iterabl
   require(value in choices, f"'config.{key}'={value!r} is not one of {choices}")
 
 
+def snapshot(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with its field references resolved, for a trainer to keep. Trainers
+  read their config again whenever they trace, so holding the caller's object would let a
+  later change of it (a sweep that edits one config between runs) alter a trainer already
+  built."""
+  return config.copy_and_resolve_references()
+
+
 def set_dotted(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> None:
   """Sets ``{"group.key": value}`` entries in place, as ``--config.group.key=value`` would."""
   for key, value in overrides.items():

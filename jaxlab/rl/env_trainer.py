@@ -19,6 +19,7 @@ import ml_collections
 from jaxlab.core import loop
 from jaxlab.core import mesh as mesh_lib
 from jaxlab.core.chunked import ChunkedRun
+from jaxlab.core.config import snapshot
 from jaxlab.envs.base import Env
 from jaxlab.envs.from_config import make_from_config
 
@@ -31,7 +32,7 @@ def declare(name: str, algorithm: type, default_config: Callable[[], ml_collecti
 
   def build(config: ml_collections.ConfigDict, workdir: str, mesh) -> ChunkedRun:
     del workdir
-    return ChunkedRun(algorithm(config, make_from_config(config.env)), config, mesh)
+    return ChunkedRun(algorithm(snapshot(config), make_from_config(config.env)), config, mesh)
 
   trainer = loop.Trainer(name=name, default_config=default_config, check_config=check_config,
                          build=build, check_mesh=mesh_lib.check_env_batches, vmaps_seeds=True,
@@ -39,9 +40,10 @@ def declare(name: str, algorithm: type, default_config: Callable[[], ml_collecti
 
   def make_train(config: ml_collections.ConfigDict, env: Env):
     """``make_train(config, env)(key) -> (state, metrics)``; vmap it over keys for many seeds.
-    The config is validated here (the launcher validates it before building instead)."""
+    The config is validated here (the launcher validates it before building instead), and the
+    trainer keeps a copy: changing ``config`` afterwards does not change what it traces."""
     loop.validate(trainer, config)
-    return algorithm(config, env)
+    return algorithm(snapshot(config), env)
 
   make_train.__doc__ = f"{name}: " + make_train.__doc__
   return trainer, make_train

@@ -52,7 +52,7 @@ from jaxlab.core import batching
 from jaxlab.core import loop
 from jaxlab.core import mesh as mesh_lib
 from jaxlab.core.chunked import ChunkedRun, train_whole
-from jaxlab.core.config import require, require_choice
+from jaxlab.core.config import require, require_choice, snapshot
 from jaxlab.envs import _common as env_common
 from jaxlab.envs.base import EnvSpec
 from jaxlab.nets.mlp import activation_fn
@@ -424,15 +424,16 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
 def make_train(config: ml_collections.ConfigDict,
                dataset: data_lib.Dataset | None = None) -> NonStationarySupervised:
   """The trainer; ``dataset`` defaults to ``load_data(config)``. The config is validated here
-  (the launcher validates it before building instead)."""
+  (the launcher validates it before building instead); the trainer keeps a copy of it."""
   loop.validate(TRAINER, config)
-  return NonStationarySupervised(config, load_data(config) if dataset is None else dataset)
+  return NonStationarySupervised(snapshot(config),
+                                 load_data(config) if dataset is None else dataset)
 
 
 def build(config: ml_collections.ConfigDict, workdir: str | None, mesh) -> ChunkedRun:
   """The loop's run: every arm and seed in one program; nothing is split over devices."""
   del workdir
-  return ChunkedRun(NonStationarySupervised(config, load_data(config)), config, mesh,
+  return ChunkedRun(NonStationarySupervised(snapshot(config), load_data(config)), config, mesh,
                     progress_keys={}, plot_keys=(), target_key="test/accuracy")
 
 

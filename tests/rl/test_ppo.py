@@ -8,6 +8,7 @@ import textwrap
 
 import chex
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -219,6 +220,18 @@ def test_minibatch_refresh_needs_sequence_minibatches():
   for key, bad in (("minibatch_unit", "episode"), ("advantage_refresh", "step")):
     with pytest.raises(config_lib.ConfigError, match=f"'config.{key}'='{bad}'"):
       ppo.check_config(_config(**{key: bad}))
+
+
+def test_trainer_keeps_its_own_copy_of_the_config():
+  """A sweep that edits one config between runs must not reach a trainer already built: the
+  algorithm reads its config again whenever it traces (e.g. ``advantage_refresh`` in update)."""
+  c = _config()
+  c.eval.num_envs = ml_collections.FieldReference(4)
+  trainer = ppo.make_train(c, make_from_config(c.env))
+  c.advantage_refresh, c.num_epochs, c.eval.num_envs = "epoch", 7, 9
+  assert trainer.config is not c
+  assert (trainer.config.advantage_refresh, trainer.config.num_epochs) == ("update", 4)
+  assert trainer.config.eval.num_envs == 4
 
 
 def test_obs_stats_before_learning_is_brax_order():

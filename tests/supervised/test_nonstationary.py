@@ -132,6 +132,13 @@ def digits():
   return data_lib.load_digits(train_size=512, test_size=256)
 
 
+def test_trainer_keeps_its_own_copy_of_the_config(digits):
+  c = _config()
+  t = ns.make_train(c, digits)
+  c.epochs, c.network.width = 9, 64
+  assert t.config is not c and (t.config.epochs, t.config.network.width) == (4, 32)
+
+
 def test_label_map_shifts_every_e_epochs(digits):
   t = ns.make_train(_config(), digits)
   maps = [np.asarray(t.label_map(jnp.asarray(u))) for u in range(0, 4 * 8)]
