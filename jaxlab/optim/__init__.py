@@ -170,6 +170,7 @@ def default_config(name: str = "adam", eps: float = 1e-8) -> ml_collections.Conf
           max_size_triangular=8192,
           min_ndim_triangular=2,
           memory_save_mode="",           # "", "one_diag", "all_diag"
+          merge_dims=True,               # conv kernels as kron_torch 0.3.1+'s matrices
           update_prob_min=0.03,          # refit schedule: 1 for flat_start steps, then
           update_prob_decay=0.001,       # exp(-decay (t - flat_start)) down to min
           update_prob_flat_start=500,
@@ -223,7 +224,7 @@ def from_group(o: ml_collections.ConfigDict, learning_rate: float,
           1.0, k.update_prob_min, k.update_prob_decay, k.update_prob_flat_start),
       max_size_triangular=k.max_size_triangular, min_ndim_triangular=k.min_ndim_triangular,
       memory_save_mode=k.memory_save_mode or None, preconditioner_lr=k.precond_lr,
-      preconditioner_init_scale=k.init_scale)
+      preconditioner_init_scale=k.init_scale, merge_dims=k.merge_dims)
   return make_optimizer(o.name, learning_rate, eps=o.eps, b1=o.b1, b2=o.b2,
                         weight_decay=o.weight_decay, kron_lr_scale=k.lr_scale,
                         kron_kwargs=kron_kwargs, **schedule_and_clipping)

@@ -37,8 +37,24 @@ noise to the momentum in place, so on refit steps its update carries that noise 
 size sqrt(eps) ~ 3e-4), where ours uses it in the fit only; kron_torch rescales the factors to a
 common size on ~1% of refits drawn at random, we after every refit (P is the same either way);
 and kron_torch 0.3.1+ first reshapes a tensor of more than two axes into a matrix
-(``merge_dims``), where we keep one factor per axis as its releases up to 0.3.0 did (the
-Stable-Gradients code does not pin a release).
+(``merge_dims``, on by default there and here: spec §2.3 asks for the library's defaults, and
+0.3.3 is the release the tests compare with); ``merge_dims=False`` keeps one factor per axis, as
+releases up to 0.3.0 did (the Stable-Gradients code does not pin a release). Only tensors of three
+or more axes differ, i.e. convolution kernels; no result recorded before 2026-12-07 21:30 UTC
+ran Kron on one.
+
+Merged tensors (``merge_dims=True``)
+------------------------------------
+kron_torch decides the matrix shape from the tensor's axes in PyTorch's order, and the only
+tensors of three or more axes in the networks it preconditions are convolution kernels, which
+PyTorch stores as (out, in, *spatial) and flax as (*spatial, in, out). Ours reads a flax kernel in
+PyTorch's order first (:func:`torch_order`), so a [3, 3, 4, 16] flax kernel gets the factors
+that kron_torch gives the same layer's [16, 4, 3, 3] weight. kron_torch weighs two matrix
+shapes that keep the axes in that order, (all but the last, last) and (first, all but the
+first), and keeps the first unless its columns minus rows exceed the second's; with x the first
+axis, y the last and m >= 1 the product of the others, the first's columns minus rows are
+smaller by (x + y)(m - 1) >= 0, so the first is always kept: [16, 4, 3, 3] becomes [192, 3].
+tests/optim/test_kron_reference.py steps a conv kernel in both and compares.
 """
 
 from __future__ import annotations
@@ -82,7 +98,8 @@ class KronState(NamedTuple):
     count: () int32, steps taken.
     mu: momentum, shaped like the parameters (None when b1 == 0).
     qs: per parameter leaf, a tuple with one factor per axis: [d, d] upper triangular or [d]
-      diagonal (scalars are treated as shape (1,)).
+      diagonal (scalars are treated as shape (1,); with ``merge_dims``, per axis of the
+      leaf's :func:`merged_shape`).
     since_refit: () float32, steps since the preconditioner was last refitted.
     key: PRNG key for the probe vectors v.
   """
@@ -114,6 +131,38 @@ def factor_kinds(shape: tuple[int, ...], *, max_size_triangular: int = 8192,
     # The largest axis; of equal largest axes the last, as kron_torch picks it.
     kinds[len(shape) - 1 - int(np.argmax(shape[::-1]))] = "diag"
   return tuple(kinds)
+
+
+def torch_order(ndim: int) -> tuple[int, ...]:
+  """The permutation that reads a flax convolution kernel (*spatial, in, out) in PyTorch's axis
+  order (out, in, *spatial)."""
+  return (ndim - 1, ndim - 2, *range(ndim - 2))
+
+
+def merged_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+  """The matrix shape kron_torch 0.3.1+ (``merge_dims``) preconditions a flax tensor of
+  ``shape`` as: in PyTorch's axis order, (all axes but the last, the last) (module docstring);
+  tensors of at most two axes keep their shape."""
+  shape = tuple(shape)
+  if len(shape) <= 2:
+    return shape
+  t = [shape[i] for i in torch_order(len(shape))]
+  return (int(np.prod(t[:-1])), t[-1])
+
+
+def _to_factor_layout(x: jax.Array, merge_dims: bool) -> jax.Array:
+  """A parameter-shaped tensor in the layout its factors act on (float32; scalars as (1,))."""
+  if merge_dims and x.ndim > 2:
+    x = jnp.transpose(x, torch_order(x.ndim)).reshape(merged_shape(x.shape))
+  return x.reshape(x.shape or (1,)).astype(jnp.float32)
+
+
+def _from_factor_layout(x: jax.Array, shape: tuple[int, ...], merge_dims: bool) -> jax.Array:
+  """The inverse of :func:`_to_factor_layout` (before the dtype cast back)."""
+  if merge_dims and len(shape) > 2:
+    order = torch_order(len(shape))
+    x = jnp.transpose(x.reshape([shape[i] for i in order]), np.argsort(order))
+  return x.reshape(shape)
 
 
 def _init_factors(shape, kinds, scale):
@@ -237,7 +286,7 @@ def scale_by_kron(b1: float = 0.9,
                   memory_save_mode: str | None = None, preconditioner_lr: float = 0.1,
                   preconditioner_init_scale: float = 1.0,
                   momentum_into_precond_update: bool = True, clip_update_rms: float = 1.1,
-                  seed: int = 0) -> optax.GradientTransformation:
+                  merge_dims: bool = True, seed: int = 0) -> optax.GradientTransformation:
   """The Kron direction ``P m`` (no learning rate; chain with ``optax.scale_by_learning_rate``).
 
   Args:
@@ -251,6 +300,9 @@ def scale_by_kron(b1: float = 0.9,
     momentum_into_precond_update: fit P to the momentum (True, the library default) instead of
       the raw gradient.
     clip_update_rms: cap on the RMS of each preconditioned tensor (0 disables).
+    merge_dims: precondition each tensor of three or more axes (a flax convolution kernel) as
+      the matrix kron_torch 0.3.1+ makes of it (:func:`merged_shape`; its default), or with one
+      factor per axis (False).
     seed: seed of the probe vectors v.
 
   Returns:
@@ -265,7 +317,8 @@ def scale_by_kron(b1: float = 0.9,
 
   def init_fn(params):
     leaves, treedef = jax.tree.flatten(params)
-    qs = [_init_factors(p.shape, kinds_of(p.shape), preconditioner_init_scale) for p in leaves]
+    shapes = [merged_shape(p.shape) if merge_dims else p.shape for p in leaves]
+    qs = [_init_factors(shape, kinds_of(shape), preconditioner_init_scale) for shape in shapes]
     mu = jax.tree.map(jnp.zeros_like, params) if b1 > 0 else None
     return KronState(count=jnp.zeros((), jnp.int32), mu=mu, qs=treedef.unflatten(qs),
                      since_refit=jnp.zeros((), jnp.float32), key=jax.random.key_data(
@@ -284,7 +337,7 @@ def scale_by_kron(b1: float = 0.9,
     qs = treedef.flatten_up_to(state.qs)
     shapes = [g.shape for g in leaves]
     # Scalars are handled as shape (1,) so every leaf has at least one axis.
-    as_tensor = lambda x: x.reshape(x.shape or (1,)).astype(jnp.float32)
+    as_tensor = functools.partial(_to_factor_layout, merge_dims=merge_dims)
     fit_in = [as_tensor(x) for x in (m_leaves if momentum_into_precond_update else leaves)]
 
     since_refit = state.since_refit + 1.0
@@ -302,7 +355,7 @@ def scale_by_kron(b1: float = 0.9,
       if clip_update_rms > 0:
         rms = jnp.sqrt(jnp.mean(d * d))
         d = d / jnp.maximum(1.0, rms / clip_update_rms)
-      directions.append(d.reshape(shape).astype(g.dtype))
+      directions.append(_from_factor_layout(d, shape, merge_dims).astype(g.dtype))
     new_state = KronState(count=count, mu=mu, qs=treedef.unflatten(qs), since_refit=since_refit,
                           key=state.key)
     return treedef.unflatten(directions), new_state

@@ -89,21 +89,48 @@ def test_preconditioner_whitens_a_known_gradient_covariance():
 def test_state_shapes_and_factor_kinds():
   params = {"w": jnp.zeros((6, 3)), "b": jnp.zeros(3), "s": jnp.zeros(()),
             "big": jnp.zeros((2, 20)), "conv": jnp.zeros((3, 3, 2, 4))}
-  tx = psgd.scale_by_kron(max_size_triangular=10)
+  tx = psgd.scale_by_kron(max_size_triangular=10, merge_dims=False)
   state = tx.init(params)
   shapes = jax.tree.map(lambda q: q.shape, state.qs)
   assert shapes["w"] == ((6, 6), (3, 3))
   assert shapes["b"] == ((3,),)                 # 1-D: diagonal
   assert shapes["s"] == ((1,),)                 # scalar: one diagonal entry
   assert shapes["big"] == ((2, 2), (20,))       # 20 > max_size_triangular: diagonal
-  assert shapes["conv"] == ((3, 3), (3, 3), (2, 2), (4, 4))
+  assert shapes["conv"] == ((3, 3), (3, 3), (2, 2), (4, 4))   # one factor per axis
+  merged = psgd.scale_by_kron(max_size_triangular=10).init(params)  # kron_torch 0.3.3's default
+  assert jax.tree.map(lambda q: q.shape, merged.qs)["conv"] == ((24,), (3, 3))  # 24 > 10: diag
   chex.assert_trees_all_equal_shapes(state.mu, params)
   assert psgd.factor_kinds((8, 4), memory_save_mode="one_diag") == ("diag", "tri")
   assert psgd.factor_kinds((8, 4), memory_save_mode="all_diag") == ("diag", "diag")
   # Initial P = I: the first direction is the (bias-corrected) momentum = the gradient.
   g = jax.tree.map(lambda p: jnp.full(p.shape, 0.5), params)
+  d, _ = psgd.scale_by_kron(clip_update_rms=0.0, preconditioner_update_probability=0.5,
+                            merge_dims=False).update(g, state)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), d, g)
+
+
+def test_merge_dims_from_the_config_group():
+  """``config.optimizer.kron.merge_dims`` (on by default) reaches scale_by_kron: a flax conv
+  kernel gets the two factors of kron_torch 0.3.1+'s matrix, other leaves keep theirs; the update keeps the
+  parameter's shape and, with P = I at the start, is the gradient (no axis is scrambled)."""
+  group = optim.default_config("kron")
+  assert group.kron.merge_dims is True   # kron_torch 0.3.3's default
+  opt = optim.from_group(group, 1.0)
+  params = {"conv": jnp.zeros((3, 3, 2, 4)), "w": jnp.zeros((6, 3)), "b": jnp.zeros(3)}
+  state = opt.tx.init(params)
+  kron_state = next(s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(
+      x, psgd.KronState)) if isinstance(s, psgd.KronState))
+  shapes = jax.tree.map(lambda q: q.shape, kron_state.qs)
+  assert shapes["conv"] == ((24, 24), (3, 3))   # (out 4, in 2, 3, 3) -> [24, 3]
+  assert shapes["w"] == ((6, 6), (3, 3)) and shapes["b"] == ((3,),)
+  group.kron.merge_dims = False
+  per_axis = jax.tree.leaves(optim.from_group(group, 1.0).tx.init(params), is_leaf=lambda x:
+                             isinstance(x, psgd.KronState))
+  per_axis = next(s for s in per_axis if isinstance(s, psgd.KronState))
+  assert jax.tree.map(lambda q: q.shape, per_axis.qs)["conv"] == ((3, 3), (3, 3), (2, 2), (4, 4))
+  g = jax.tree.map(lambda p: jax.random.normal(jax.random.key(p.size), p.shape) * 0.1, params)
   d, _ = psgd.scale_by_kron(clip_update_rms=0.0,
-                            preconditioner_update_probability=0.5).update(g, state)
+                            preconditioner_update_probability=0.5).update(g, kron_state)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), d, g)
 
 

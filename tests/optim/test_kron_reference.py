@@ -82,25 +82,39 @@ def test_preconditioner_fit_matches_kron_torch(shape, memory_save_mode):
   assert np.abs(got - start_p).max() > 1e-2 * np.abs(start_p).max()
 
 
-@pytest.mark.parametrize("prob", [1.0, 0.3])
-def test_optimizer_steps_match_kron_torch(monkeypatch, prob):
+# Parameter layouts of the whole-step comparison: a dense layer as is, and a flax convolution
+# kernel (3, 3, in 2, out 5) that kron_torch sees as PyTorch's (5, 2, 3, 3) weight and, with
+# merge_dims (on by default in both), preconditions as a [30, 3] matrix.
+_LAYOUTS = {"dense": ({"b": (4,), "w": (5, 4)}, False),
+            "conv": ({"b": (5,), "w": (3, 3, 2, 5)}, True)}
+
+
+def _torch_layout(x):
+  return np.ascontiguousarray(np.transpose(x, psgd.torch_order(x.ndim))) if x.ndim > 2 else x
+
+
+@pytest.mark.parametrize("prob,layout", [(1.0, "dense"), (0.3, "dense"), (1.0, "conv")])
+def test_optimizer_steps_match_kron_torch(monkeypatch, prob, layout):
   """Whole optimizer steps (momentum, debiasing, refits on kron_torch's schedule, the
   preconditioned direction, the RMS cap, the learning rate) on the same gradients, with
   kron_torch's probe draws replaced by the probes ours draws at that step."""
   rng = np.random.default_rng(2)
-  names, shapes = ("b", "w"), {"b": (4,), "w": (5, 4)}  # ours flattens the dict as b, w
+  shapes, merged = _LAYOUTS[layout]
+  names = ("b", "w")  # ours flattens the dict as b, w
   p0 = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
   grads = [{k: (3.0 * rng.normal(size=s)).astype(np.float32) for k, s in shapes.items()}
            for _ in range(8)]
 
-  tx = psgd.kron(learning_rate=0.05, preconditioner_update_probability=prob)
+  tx = psgd.kron(learning_rate=0.05, preconditioner_update_probability=prob)  # merge_dims on
   params = {k: jnp.asarray(v) for k, v in p0.items()}
   state = tx.init(params)
+  fitted = [psgd.merged_shape(shapes[n]) for n in names]
+  assert (fitted[1] != shapes["w"]) == merged
+  assert [tuple(q.shape[0] for q in state[0].qs[n]) for n in names] == fitted
   probes = []
   for g in grads:
     # The probes scale_by_kron draws at this step, one per leaf in flattening order.
-    probes.append([np.asarray(v) for v in psgd._probes(state[0].key, state[0].count,
-                                                       [shapes[n] for n in names])])
+    probes.append([np.asarray(v) for v in psgd._probes(state[0].key, state[0].count, fitted)])
     updates, state = tx.update({k: jnp.asarray(v) for k, v in g.items()}, state, params)
     params = optax.apply_updates(params, updates)
 
@@ -119,18 +133,32 @@ def test_optimizer_steps_match_kron_torch(monkeypatch, prob):
     return torch.tensor(v)
 
   monkeypatch.setattr(torch, "randn_like", probe_like)
-  tp = [torch.nn.Parameter(torch.tensor(p0[n])) for n in names]
-  opt = ref.Kron(tp, lr=0.05, b1=0.9, preconditioner_update_probability=prob)
+  tp = [torch.nn.Parameter(torch.tensor(_torch_layout(p0[n]))) for n in names]
+  opt = ref.Kron(tp, lr=0.05, b1=0.9, preconditioner_update_probability=prob)  # merge_dims on
   refits = []
   for g, v in zip(grads, probes):
     queue[:] = v
     for p, n in zip(tp, names):
-      p.grad = torch.tensor(g[n])
+      p.grad = torch.tensor(_torch_layout(g[n]))
     opt.step()
     refits.append(not queue)
   assert refits == ([True] * 8 if prob == 1.0 else [False, False, False, True] * 2)
   for p, n in zip(tp, names):
-    np.testing.assert_allclose(np.asarray(params[n]), p.detach().numpy(), rtol=1e-5,
-                               atol=2e-6)
+    np.testing.assert_allclose(_torch_layout(np.asarray(params[n])), p.detach().numpy(),
+                               rtol=1e-5, atol=2e-6)
   # Eight steps moved the parameters, so this compares more than the starting point.
   assert np.abs(np.asarray(params["w"]) - p0["w"]).max() > 0.05
+
+
+def test_merged_shape_is_kron_torchs_choice():
+  """kron_torch's own comparison of its two candidate shapes, on the PyTorch-ordered shape,
+  for many kernel shapes: it always lands on the shape merged_shape returns."""
+  rng = np.random.default_rng(3)
+  for _ in range(200):
+    shape = tuple(int(d) for d in rng.integers(1, 40, size=rng.integers(3, 6)))
+    t = [shape[i] for i in psgd.torch_order(len(shape))]
+    first, second = [np.prod(t[:-1]), t[-1]], [t[0], np.prod(t[1:])]
+    want = first if np.diff(first) <= np.diff(second) else second
+    assert psgd.merged_shape(shape) == tuple(int(d) for d in want)
+  assert psgd.merged_shape((3, 3, 4, 16)) == (192, 3)
+  assert psgd.merged_shape((6, 5)) == (6, 5) and psgd.merged_shape((7,)) == (7,)
