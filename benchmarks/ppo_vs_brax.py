@@ -38,7 +38,9 @@ on a quiet machine): 621 ± 65, +186 ± 92 vs ours, +144 ± 92 vs brax (ahead; a
 quickstart's schedule the same timing hurt, −308 ± 273: README); and 10 seeds of
 ours with advantages recomputed once per epoch (``--only=ours --recompute=epoch``, 2026-12-07,
 2.7-2.9 min per run): 965 ± 57, +530 ± 68 vs ours, +488 ± 105 vs brax (ahead), +352 ± 164
-vs brax's learner, at 0.83x ours' env-steps/s.
+vs brax's learner, at 0.83x ours' env-steps/s; on two more tasks at the same schedule
+(``--env=CartpoleSwingup --seeds=10`` and ``--env=WalkerStand --seeds=5``, 2026-12-07, README)
+the epoch refresh − ours was +80 ± 39 (10 seeds) and +37 ± 19 (the 4 seeds that finished).
 
 For each seed, both trainers run the same schedule: ``num_envs`` envs, ``unroll_length`` steps
 per unroll, ``batch_size * num_minibatches`` sequences per update (brax's layout; jaxlab's

@@ -15,7 +15,8 @@ The learner is jaxlab's by default (advantages once per update, shuffled transit
 observation statistics merged after the SGD steps). At this layout scaled to 256 envs on
 CartpoleBalance (README, "Against brax.training PPO", 10 seeds each, final return 435 ± 39
 by default, brax 477 ± 89), advantages recomputed once per epoch
-(`--config.advantage_refresh=epoch`) lifted the final return by +530 ± 68, brax's normaliser
+(`--config.advantage_refresh=epoch`) lifted the final return by +530 ± 68 (and by +80 ± 39 on
+CartpoleSwingup, +37 ± 19 on WalkerStand at the same schedule), brax's normaliser
 timing (`--config.obs_stats_timing=before`) by +186 ± 92 (but lowered it by 308 ± 273 at the
 quickstart's schedule of many small updates) and brax's learner
 (`--config.minibatch_unit=sequence --config.advantage_refresh=minibatch`) by +178 ± 146. Not
