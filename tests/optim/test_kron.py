@@ -109,24 +109,27 @@ def test_state_shapes_and_factor_kinds():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), d, g)
 
 
+def _kron_state(group, params):
+  """The KronState inside the initial state of ``from_group(group)``'s optimizer chain."""
+  is_kron = lambda x: isinstance(x, psgd.KronState)
+  state = optim.from_group(group, 1.0).tx.init(params)
+  return next(x for x in jax.tree.leaves(state, is_leaf=is_kron) if is_kron(x))
+
+
 def test_merge_dims_from_the_config_group():
   """``config.optimizer.kron.merge_dims`` (on by default) reaches scale_by_kron: a flax conv
-  kernel gets the two factors of kron_torch 0.3.1+'s matrix, other leaves keep theirs; the update keeps the
-  parameter's shape and, with P = I at the start, is the gradient (no axis is scrambled)."""
+  kernel gets the two factors of kron_torch 0.3.1+'s matrix, other leaves keep theirs; the
+  update keeps the parameter's shape and, with P = I at the start, is the gradient (no axis is
+  scrambled)."""
   group = optim.default_config("kron")
   assert group.kron.merge_dims is True   # kron_torch 0.3.3's default
-  opt = optim.from_group(group, 1.0)
   params = {"conv": jnp.zeros((3, 3, 2, 4)), "w": jnp.zeros((6, 3)), "b": jnp.zeros(3)}
-  state = opt.tx.init(params)
-  kron_state = next(s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(
-      x, psgd.KronState)) if isinstance(s, psgd.KronState))
+  kron_state = _kron_state(group, params)
   shapes = jax.tree.map(lambda q: q.shape, kron_state.qs)
   assert shapes["conv"] == ((24, 24), (3, 3))   # (out 4, in 2, 3, 3) -> [24, 3]
   assert shapes["w"] == ((6, 6), (3, 3)) and shapes["b"] == ((3,),)
   group.kron.merge_dims = False
-  per_axis = jax.tree.leaves(optim.from_group(group, 1.0).tx.init(params), is_leaf=lambda x:
-                             isinstance(x, psgd.KronState))
-  per_axis = next(s for s in per_axis if isinstance(s, psgd.KronState))
+  per_axis = _kron_state(group, params)
   assert jax.tree.map(lambda q: q.shape, per_axis.qs)["conv"] == ((3, 3), (3, 3), (2, 2), (4, 4))
   g = jax.tree.map(lambda p: jax.random.normal(jax.random.key(p.size), p.shape) * 0.1, params)
   d, _ = psgd.scale_by_kron(clip_update_rms=0.0,
