@@ -60,7 +60,12 @@ brax's learner (``config.advantage_refresh="minibatch"`` with
 ``config.minibatch_unit="sequence"``: minibatches of whole unroll sequences, advantages
 recomputed from the current critic at every SGD step), the first difference;
 ``--recompute=epoch`` one with them recomputed over the whole batch at the start of every
-epoch instead (``config.advantage_refresh="epoch"``), named ``_epoch``.
+epoch instead (``config.advantage_refresh="epoch"``), named ``_epoch``. Arm ``ours`` keeps
+advantages once per update (``--recompute=off``, the default here), jaxlab's PPO default until
+2026-12-08; the default is now the epoch refresh, arm ``ours_epoch``, which these studies made
+the default (README). The arm names are kept so that the recorded rows read the same;
+``ratio=`` (the last line) is arm ``ours``'s throughput over brax's, ``ratio ours_epoch=``
+(and so on) each other arm's.
 ``--units=transition,sequence`` adds, for ``--recompute`` off and epoch, arms with brax's
 minibatches of whole unroll sequences (``config.minibatch_unit="sequence"``), named
 ``_sequence``.
@@ -86,8 +91,9 @@ by other jobs on the machine):
   (value forwards + the recursion), update (epochs x minibatches of SGD) and the rest, in ms
   and as a share of their sum, next to the whole update compiled as one program.
 
-Prints per-seed rows, means, raw stepping, the breakdown, and a last line
-``ratio=<ours/brax env-steps/s>`` (with ``--only=both``).
+Prints per-seed rows, means, raw stepping, the breakdown, ``ratio <arm>=`` for any arm of
+ours other than ``ours``, and a last line ``ratio=<ours/brax env-steps/s>`` for arm ``ours``
+(with ``--only=both``).
 
 Measured 2026-12-05 (quiet 2-core CPU, load average 1.7 = this run's own threads, defaults):
 
@@ -514,8 +520,10 @@ def main(argv=None):
       diffs = [r[a]["final_return"] - r[b]["final_return"] for r in rows]
       print(f"final return {a} - {b}, seed by seed: "
             f"{stats.format_ci(*stats.mean_ci(diffs))} (mean ± 95% t-interval, {len(diffs)} seeds)")
-  if "ours" in summary and "brax" in summary:
-    print(f"ratio={summary['ours']['sps'] / summary['brax']['sps']:.3f}")
+  if "brax" in summary:  # "ratio <arm>=" for each other arm of ours, then arm ours' ratio= last
+    for name in sorted((n for n in summary if n.startswith("ours")), key=lambda n: n == "ours"):
+      label = "ratio" if name == "ours" else f"ratio {name}"
+      print(f"{label}={summary[name]['sps'] / summary['brax']['sps']:.3f}")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ def _config():
   c.num_envs, c.unroll_length, c.unrolls_per_update = 8, 8, 2
   c.num_minibatches, c.num_epochs, c.log_every = 4, 2, 1
   c.normalize_observations = True
+  c.advantage_refresh = "update"  # the learner _reference_update writes out (once per update)
   c.max_grad_norm = 0.5
   c.network.policy_width = c.network.value_width = 16
   c.network.policy_depth = c.network.value_depth = 1

@@ -7,7 +7,8 @@ reward scaling 10, observation normalisation; 50M env steps as in brax's ant exa
 Expected: not yet run to completion here, so no return is claimed. Time: ant (MJX) steps at
 ~15k env-steps/s with 64 envs on the 2-core CPU, so 50M steps is a multi-day CPU run; on one
 GPU expect tens of minutes (not measured here). brax's learner and normaliser timing, which
-differ from jaxlab's defaults, are config switches (configs/ppo/cheetah_run.py, README).
+differ from jaxlab's defaults (advantages recomputed once per epoch, statistics merged after
+the SGD steps), are config switches (configs/ppo/cheetah_run.py, README).
 """
 
 from jaxlab.rl import ppo

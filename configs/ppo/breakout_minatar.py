@@ -3,7 +3,8 @@
     python -m launch.train --config=configs/ppo/breakout_minatar.py --workdir=runs/breakout
 
 Hyperparameters follow PureJaxRL's MinAtar PPO (64 envs x 128 steps, 8 minibatches, 4 epochs,
-lr 5e-4 annealed, clip 0.2, grad-norm 0.5), at 5M env steps.
+lr 5e-4 annealed, clip 0.2, grad-norm 0.5, advantages computed once per update), at 5M env
+steps.
 Expected: not yet run to completion here, so no return is claimed; time on CPU and GPU not
 measured yet.
 """
@@ -26,6 +27,7 @@ def get_config():
   c.gamma = 0.99
   c.ent_coef = 0.01
   c.normalize_observations = False
+  c.advantage_refresh = "update"  # PureJaxRL's learner: advantages once per update
   c.network.activation = "relu"
   c.network.policy_width = 256
   c.network.policy_depth = 2

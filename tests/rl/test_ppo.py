@@ -29,9 +29,10 @@ def _config(**overrides):
 
 
 @pytest.mark.optimized  # a learning threshold (tests/conftest.py)
-def test_ppo_learns_gymnax_cartpole():
+@pytest.mark.parametrize("refresh", ["update", "epoch"])  # the config's learner, PPO's default
+def test_ppo_learns_gymnax_cartpole(refresh):
   """Like brax's train_test: a short run must clear a stated return (max is 500)."""
-  c = _config(total_env_steps=100_000)
+  c = _config(total_env_steps=100_000, advantage_refresh=refresh)
   trainer = ppo.make_train(c, make_from_config(c.env))
   state, metrics = jax.jit(trainer.train)(jax.random.PRNGKey(0))
   chex.assert_shape(metrics["train/episode_return"], (trainer.num_updates // c.log_every,))
@@ -112,12 +113,13 @@ def _recompute_setup(**overrides):
 
 @pytest.mark.parametrize("unit, refresh", [("sequence", "update"), ("sequence", "minibatch"),
                                            ("transition", "epoch"), ("sequence", "epoch")])
-def test_learners_with_one_minibatch_are_the_default_update(unit, refresh):
+def test_learners_with_one_minibatch_are_the_once_per_update_learner(unit, refresh):
   """One epoch of one minibatch: the advantages come from the collecting critic in every
-  learner and the loss is a mean over the same transitions, so all take the same step."""
+  learner and the loss is a mean over the same transitions, so all take the same step as
+  the config's learner (shuffled transitions, advantages once per update)."""
   c, trainer, state, traj = _recompute_setup(num_minibatches=1, num_epochs=1)
   adv, targets, values = trainer.advantages(state, traj)
-  default, _ = jax.jit(trainer.learn)(state, trainer.batch(traj, adv, targets, values))
+  once, _ = jax.jit(trainer.learn)(state, trainer.batch(traj, adv, targets, values))
   c.minibatch_unit, c.advantage_refresh = unit, refresh
   ppo.check_config(c)
   learner = ppo.make_train(c, make_from_config(c.env))
@@ -125,14 +127,14 @@ def test_learners_with_one_minibatch_are_the_default_update(unit, refresh):
            "minibatch": lambda: learner.sequences(traj), "epoch": lambda: traj}[refresh]()
   new, _ = jax.jit(learner.learn)(state, batch)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               new.params, default.params)
+               new.params, once.params)
 
 
 @pytest.mark.parametrize("recompute", [False, True])
 def test_sequence_minibatches_hold_whole_sequences(recompute):
   """Two epochs of two minibatches of whole unroll sequences (traj[u, :, n]), written out
   here step by step: with ``advantage_refresh="minibatch"`` every SGD step's advantages are
-  GAE over its sequences under that step's critic, by default the collecting critic's, sliced."""
+  GAE over its sequences under that step's critic, otherwise the collecting critic's, sliced."""
   import optax  # pylint: disable=g-import-not-at-top
   c, trainer, state, traj = _recompute_setup(
       num_minibatches=2, num_epochs=2, minibatch_unit="sequence",
@@ -172,7 +174,7 @@ def test_sequence_minibatches_hold_whole_sequences(recompute):
   updated, _ = jax.jit(trainer.update)(trainer.init(jax.random.PRNGKey(0)))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                updated.params, got.params)
-  # And it is not the default learner (shuffled transitions).
+  # And it is not the config's learner (shuffled transitions).
   c.minibatch_unit, c.advantage_refresh = "transition", "update"
   default, _ = jax.jit(ppo.make_train(c, make_from_config(c.env)).learn)(
       state, trainer.batch(traj, *collected))
@@ -186,7 +188,7 @@ def test_sequence_minibatches_hold_whole_sequences(recompute):
 def test_epoch_refresh_recomputes_from_each_epochs_critic():
   """``advantage_refresh="epoch"``: at the start of every epoch, GAE over the whole batch under
   that epoch's critic, then shuffled transitions, written out here epoch by epoch with the
-  default learner's own pieces (its advantages phase and one-epoch step)."""
+  once-per-update learner's own pieces (its advantages phase and one-epoch step)."""
   c, trainer, state, traj = _recompute_setup(num_minibatches=2, num_epochs=3,
                                              advantage_refresh="epoch")
   ppo.check_config(c)
@@ -194,7 +196,7 @@ def test_epoch_refresh_recomputes_from_each_epochs_critic():
   _, key = jax.random.split(state.key)  # as learn splits it
   params, opt_state = state.params, state.opt_state
   d = copy.deepcopy(c)
-  d.advantage_refresh = "update"  # each epoch as the default learner runs it
+  d.advantage_refresh = "update"  # each epoch as the once-per-update learner runs it
   default_epoch = jax.jit(ppo.make_train(d, make_from_config(d.env))._update_epoch)  # pylint: disable=protected-access
   for _ in range(3):
     batch = trainer.batch(traj, *trainer.advantages(state.replace(params=params), traj))
@@ -202,7 +204,7 @@ def test_epoch_refresh_recomputes_from_each_epochs_critic():
                                                    batch)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
                got.params, params)
-  # And from the second epoch on it is not the default learner.
+  # And from the second epoch on it is not the once-per-update learner.
   default, _ = jax.jit(ppo.make_train(d, make_from_config(d.env)).learn)(
       state, trainer.batch(traj, *trainer.advantages(state, traj)))
   assert not np.allclose(jax.tree.leaves(default.params)[0], jax.tree.leaves(got.params)[0])
