@@ -62,7 +62,7 @@ recomputed from the current critic at every SGD step), the first difference;
 ``--recompute=epoch`` one with them recomputed over the whole batch at the start of every
 epoch instead (``config.advantage_refresh="epoch"``), named ``_epoch``. Arm ``ours`` keeps
 advantages once per update (``--recompute=off``, the default here), jaxlab's PPO default until
-2026-12-08; the default is now the epoch refresh, arm ``ours_epoch``, which these studies made
+2026-12-07; the default is now the epoch refresh, arm ``ours_epoch``, which these studies made
 the default (README). The arm names are kept so that the recorded rows read the same;
 ``ratio=`` (the last line) is arm ``ours``'s throughput over brax's, ``ratio ours_epoch=``
 (and so on) each other arm's.

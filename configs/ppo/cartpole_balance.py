@@ -9,7 +9,7 @@ evaluation; the same schedule runs at ~1.25M env-steps/s on one H200 (see README
 
 Advantages are computed once per update (`advantage_refresh="update"`, pinned here): every
 number above was recorded with it, and on this config's schedule of many small updates (cut to
-327,680 env steps, 10 seeds) recomputing them every epoch, PPO's default since 2026-12-08,
+327,680 env steps, 10 seeds) recomputing them every epoch, PPO's default since 2026-12-07,
 showed no effect (-65 ± 290, README, "The epoch refresh at the quickstart's schedule").
 """
 

@@ -7,7 +7,7 @@ Time: about 30 s on a 2-core CPU, mostly compilation; a few seconds on one GPU.
 The learning test (tests/rl/test_ppo.py) runs a shortened version of this config, with the
 learner pinned here (PureJaxRL's: advantages once per update) and with PPO's default (once per
 epoch); at 100k env steps both clear 400 on seed 0 (seeds 0-2: 499 / 470 / 347 and 500 / 349 /
-493, 2026-12-08, 2-core CPU).
+493, 2026-12-07, 2-core CPU).
 """
 
 from jaxlab.rl import ppo

@@ -78,7 +78,7 @@ def default_config() -> ml_collections.ConfigDict:
   # critic at the start of every epoch, as Andrychowicz et al. 2021 recommend) or "minibatch"
   # (over each minibatch's sequences from the current critic at every SGD step; needs
   # minibatch_unit="sequence"; with it, brax.training's learner). "epoch" is the default since
-  # 2026-12-08, by a rule registered before its runs (README, "Against brax.training PPO"): at
+  # 2026-12-07, by a rule registered before its runs (README, "Against brax.training PPO"): at
   # brax's tuned schedule it lifted the final return on all three DM Control tasks tried (+530,
   # +80, +37) and hurt in none of the five settings run; it costs ~0.83x env-steps/s. Configs
   # that follow PureJaxRL, and those whose recorded numbers were run before, pin "update".
