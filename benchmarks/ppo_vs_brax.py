@@ -17,6 +17,8 @@
         --obs_stats=before --seed_csv=runs/ppo_stats.csv   # + brax's normaliser timing
     python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=10 --no-phases --only=ours \
         --recompute=epoch --seed_csv=runs/ppo_epoch.csv   # + advantages once per epoch
+    python benchmarks/ppo_vs_brax.py --preset=tuned_cpu --seeds=10 --no-phases --only=ours \
+        --recompute=epoch --units=sequence --seed_csv=runs/ppo_epoch_seq.csv   # on sequences
 
 ``--preset=tuned_cpu`` is Playground's tuned brax config for the DM Control suite scaled to
 this CPU (``PRESETS``); with it, 5 seeds gave final returns ours 448 ± 69, brax 440 ± 140,
@@ -40,7 +42,11 @@ ours with advantages recomputed once per epoch (``--only=ours --recompute=epoch`
 2.7-2.9 min per run): 965 ± 57, +530 ± 68 vs ours, +488 ± 105 vs brax (ahead), +352 ± 164
 vs brax's learner, at 0.83x ours' env-steps/s; on two more tasks at the same schedule
 (``--env=CartpoleSwingup --seeds=10`` and ``--env=WalkerStand --seeds=5``, 2026-12-07, README)
-the epoch refresh − ours was +80 ± 39 (10 seeds) and +37 ± 19 (the 4 seeds that finished).
+the epoch refresh − ours was +80 ± 39 (10 seeds) and +37 ± 19 (the 4 seeds that finished);
+and 10 seeds of the epoch refresh on sequence minibatches (``--only=ours --recompute=epoch
+--units=sequence``, 2026-12-07, 3.3-3.6 min per run): 911 ± 93, −54 ± 122 vs the epoch refresh
+on transitions (no effect shown) and 298 ± 145 above brax's learner, so the refresh frequency,
+not the minibatch's make-up, is what puts the epoch refresh ahead of brax's learner.
 
 For each seed, both trainers run the same schedule: ``num_envs`` envs, ``unroll_length`` steps
 per unroll, ``batch_size * num_minibatches`` sequences per update (brax's layout; jaxlab's
