@@ -46,7 +46,7 @@ the epoch refresh − ours was +80 ± 39 (10 seeds) and +37 ± 19 (the 4 seeds t
 and 10 seeds of the epoch refresh on sequence minibatches (``--only=ours --recompute=epoch
 --units=sequence``, 2026-12-07, 3.3-3.6 min per run): 911 ± 93, −54 ± 122 vs the epoch refresh
 on transitions (no effect shown) and 298 ± 145 above brax's learner, so the refresh frequency,
-not the minibatch's make-up, is what puts the epoch refresh ahead of brax's learner.; and 10 seeds of
+not the minibatch's make-up, is what puts the epoch refresh ahead of brax's learner; and 10 seeds of
 the epoch refresh with brax's normaliser timing on CartpoleSwingup (``--env=CartpoleSwingup
 --only=ours --recompute=epoch --obs_stats=before``, 2026-12-08, ~3 min per run): 839 ± 26,
 +561 ± 36 vs the epoch refresh alone (278 ± 32).
