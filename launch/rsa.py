@@ -76,6 +76,10 @@ def _parse(fv: flags.FlagValues, argv: Sequence[str]) -> str | None:
 def cli(argv: Sequence[str]) -> int:
   """The command line (``argv[0]`` is the program name); returns the exit status."""
   fv = _define_flags()
+  if any(a in ("--help", "-h", "--helpfull", "-?") for a in argv[1:]):
+    # Our own FlagValues has no absl --help flag: print the usage and the flags ourselves.
+    print(f"{__doc__.strip()}\n\nflags:\n{fv.get_help()}")
+    return 0
   err = _parse(fv, argv)
   if err:
     return _fail(err)

@@ -175,6 +175,15 @@ def test_missing_config_file_is_one_line(tmp_path):
   assert not os.path.exists(tmp_path / "run")
 
 
+def test_an_arm_given_to_a_config_without_arms_is_one_line(tmp_path):
+  cmd = [sys.executable, "-m", "launch.train", "--config=configs/ppo/cartpole_balance.py:fast",
+         f"--workdir={tmp_path / 'run'}"]
+  result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  _assert_one_line_error(result, "configs/ppo/cartpole_balance.py has no arms (its get_config() "
+                         "takes no argument); drop ':fast'")
+  assert not os.path.exists(tmp_path / "run")
+
+
 LAUNCHERS = ("train", "eval", "analyze", "plot", "generate", "rsa", "ns_phases")
 
 

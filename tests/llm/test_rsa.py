@@ -284,6 +284,13 @@ def _cli(capsys, *args):
   return code, err
 
 
+def test_help_prints_usage_and_flags(capsys):
+  from launch import rsa as launch_rsa
+  assert launch_rsa.cli(["launch.rsa", "--help"]) == 0
+  out = capsys.readouterr().out
+  assert "python -m launch.rsa --model=DIR --task=" in out and "--rl_data" in out
+
+
 def _config_file(tmp_path, body):
   path = tmp_path / "rsa_test_config.py"
   path.write_text("from jaxlab.llm import rsa\n\ndef get_config():\n  c = rsa.default_config()\n"
