@@ -49,7 +49,10 @@ on transitions (no effect shown) and 298 ± 145 above brax's learner, so the ref
 not the minibatch's make-up, is what puts the epoch refresh ahead of brax's learner; and 10 seeds of
 the epoch refresh with brax's normaliser timing on CartpoleSwingup (``--env=CartpoleSwingup
 --only=ours --recompute=epoch --obs_stats=before``, 2026-12-08, ~3 min per run): 839 ± 26,
-+561 ± 36 vs the epoch refresh alone (278 ± 32).
++561 ± 36 vs the epoch refresh alone (278 ± 32); and the same arm on CartpoleBalance (10 seeds,
+~4.8 min per run beside the next) and WalkerStand (``--env=WalkerStand --seeds=4``, ~11.6 min
+per run), 2026-12-08: 999.4 ± 0.5 and 269 ± 25, +35 ± 57 and −3 ± 43 vs the epoch refresh
+alone (no effect shown on either), so configs/ppo/cheetah_run.py and brax_ant.py set it.
 
 For each seed, both trainers run the same schedule: ``num_envs`` envs, ``unroll_length`` steps
 per unroll, ``batch_size * num_minibatches`` sequences per update (brax's layout; jaxlab's

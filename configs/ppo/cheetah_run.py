@@ -12,17 +12,19 @@ CheetahRun's physics is heavier. For a look at learning on CPU use
 `--config.num_envs=256 --config.unrolls_per_update=4` and a smaller total_env_steps.
 
 The learner is jaxlab's default (advantages recomputed at the start of every epoch, shuffled
-transitions, the observation statistics merged after the SGD steps). At this layout scaled to
-256 envs on CartpoleBalance (README, "Against brax.training PPO", 10 seeds each; brax 477 ±
-89), the epoch refresh ended at 965 ± 57, +530 ± 68 above advantages once per update
+transitions) with brax's normaliser timing (`obs_stats_timing="before"`: the observation
+statistics merged before the SGD steps instead of after). At this layout scaled to 256 envs on
+CartpoleBalance (README, "Against brax.training PPO", 10 seeds each; brax 477 ± 89), the epoch
+refresh ended at 965 ± 57, +530 ± 68 above advantages once per update
 (`--config.advantage_refresh=update`, 435 ± 39; and +80 ± 39 on CartpoleSwingup, +37 ± 19 on
-WalkerStand at the same schedule). Recommended at this layout: brax's normaliser timing on top
-(`--config.obs_stats_timing=before`): with the epoch refresh on CartpoleSwingup it lifted the
-final return from 278 ± 32 to 839 ± 26 (+561 ± 36, 10 seeds, 2026-12-08), and with advantages
-once per update on CartpoleBalance by +186 ± 92; it is not the default because at the
-quickstart's schedule of many small updates it lowered the return by 308 ± 273. Brax's own
-learner (`--config.minibatch_unit=sequence --config.advantage_refresh=minibatch`) was behind the
-epoch refresh by 352 ± 164. Not measured on CheetahRun.
+WalkerStand at the same schedule). Brax's timing on top lifted CartpoleSwingup from 278 ± 32 to
+839 ± 26 (+561 ± 36, 10 seeds) and showed no effect on CartpoleBalance (999.4 ± 0.5, +35 ± 57)
+or WalkerStand (−3 ± 43, 4 seeds), all 2026-12-08; by the rule registered before those runs it
+is set here. It is not PPO's default because at the quickstart's schedule of many small
+updates it lowered the return by 308 ± 273 (`--config.obs_stats_timing=after` restores the
+default). Brax's own learner (`--config.minibatch_unit=sequence
+--config.advantage_refresh=minibatch`) was behind the epoch refresh by 352 ± 164. Not measured
+on CheetahRun.
 """
 
 from jaxlab.rl import ppo
@@ -44,6 +46,7 @@ def get_config():
   c.ent_coef = 1e-2
   c.reward_scaling = 10.0
   c.clip_eps = 0.3
+  c.obs_stats_timing = "before"  # brax's; README (X), (Y), (Z)
   c.log_every = 2
   c.eval.every = 10
   c.eval.num_envs = 128
