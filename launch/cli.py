@@ -37,7 +37,8 @@ def flag_error(err: flags.Error) -> str:
     head = text.split("Traceback (most recent call last)")[0].strip()
     last = [line for line in text.splitlines() if line.strip()][-1].strip()
     text = f"{head} {last}"
-  if "get_config() takes 0 positional arguments" in text:
+  if ("get_config() takes 0 positional arguments" in text
+      and ": Error whilst parsing" in text and text.startswith("flag --config=")):
     # A ':<arg>' given to a config file without arms: absl reports Python's TypeError.
     flag = text.split(": Error whilst parsing", 1)[0].removeprefix("flag ")
     path, _, arg = flag.removeprefix("--config=").rpartition(":")
